@@ -1,0 +1,342 @@
+"""`kmod-audit check`: judge loaded rules against the profiles and build a report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+
+import attrs
+
+from .evaluate import Context, Coverage, ExecFile, Target, evaluate
+from .generate import DEFAULT_KEY, generate_lines
+from .loader import RuleSet, load
+from .profiles import Profile, Requirement
+from .report import CheckResult, Finding, ProfileResult, RequirementResult, SourceReport
+from .rules import UID_UNSET, Rule, RulesSource
+from .syscalls import EXEC_SYSCALLS, Machine
+
+__all__ = ["Options", "judge", "judge_source", "tool_programs"]
+
+_TOOL_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/run/current-system/sw/bin")
+
+
+@attrs.frozen(kw_only=True)
+class Options:
+    """What a judgement depends on besides the rules.
+
+    Attributes:
+        machine: The machine whose kernel loads the rules.
+        profiles: The profiles to judge.
+        uid_min: First uid of real users.
+        key: The key records must carry; None accepts any non-empty key.
+        kmod_path: The real path of the kmod binary.
+        strict: Also demand the literal `auid>=N` / `auid!=unset` filters.
+        live: Consult this machine's filesystem (symlinks, watch parents).
+    """
+
+    machine: Machine
+    profiles: tuple[Profile, ...]
+    uid_min: int = 1000
+    key: str | None = None
+    kmod_path: str = "/usr/bin/kmod"
+    strict: bool = False
+    live: bool = True
+
+    def context(self) -> Context:
+        """The evaluator's context."""
+        return Context(uid_min=self.uid_min, key=self.key, live=self.live)
+
+    def as_pairs(self) -> tuple[tuple[str, object], ...]:
+        """The options for the report."""
+        return (
+            ("arch", self.machine.name),
+            ("profiles", [p.id for p in self.profiles]),
+            ("uid_min", self.uid_min),
+            ("key", self.key),
+            ("kmod_path", self.kmod_path),
+            ("strict", self.strict),
+            ("live", self.live),
+        )
+
+
+def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
+    """The distinct real programs behind `tools` (usually all the kmod binary).
+
+    `kmod` is `--kmod-path`. Other tools (insmod, modprobe...) are looked up on this
+    machine when live; on every current distribution they are symlinks to kmod, and we
+    assume so when not live.
+    """
+    kmod = ExecFile.at(options.kmod_path, live=options.live)
+    programs = [kmod]
+    if not options.live:
+        return programs
+    for tool in tools:
+        if tool == "kmod":
+            continue
+        found = shutil.which(tool) or next(
+            (os.path.join(d, tool) for d in _TOOL_DIRS if os.path.exists(os.path.join(d, tool))),
+            None,
+        )
+        if found is None:
+            continue
+        program = ExecFile.at(found, live=True)
+        if all(p.identity != program.identity or p.identity is None for p in programs):
+            programs.append(program)
+    return programs
+
+
+def _targets(req: Requirement, options: Options) -> list[tuple[str, Target | None]]:
+    """(label, target) per check of `req`; target None when the syscall does not exist."""
+    out: list[tuple[str, Target | None]] = []
+    for syscall in req.syscalls:
+        for bits in req.abis:
+            abi = options.machine.abi(bits)
+            number = abi.number(syscall)
+            label = f"{abi.bits} {syscall}"
+            out.append((label, Target(abi, syscall, number) if number is not None else None))
+    if req.tools:
+        for program in tool_programs(req.tools, options):
+            for abi in options.machine.abis:
+                for syscall in EXEC_SYSCALLS:
+                    number = abi.number(syscall)
+                    if number is None:
+                        continue
+                    out.append(
+                        (
+                            f"{abi.bits} {syscall} of {program.path}",
+                            Target(abi, syscall, number, program),
+                        )
+                    )
+    return out
+
+
+def _describe(rule: Rule) -> str:
+    return f"{rule.origin}: {rule.origin.text.strip()}"
+
+
+def _strict_problem(rule: Rule, uid_min: int) -> str | None:
+    has_min = any(
+        f.name == "auid" and f.op == ">=" and f.value == uid_min and not f.compare
+        for f in rule.fields
+    )
+    has_set = any(
+        f.name == "auid" and f.op == "!=" and f.value == UID_UNSET and not f.compare
+        for f in rule.fields
+    )
+    missing = [
+        text
+        for text, present in ((f"-F auid>={uid_min}", has_min), ("-F auid!=unset", has_set))
+        if not present
+    ]
+    if missing:
+        return f"--strict: {rule.origin} lacks the literal filter(s) {' and '.join(missing)}"
+    return None
+
+
+@attrs.frozen
+class _Judge:
+    ruleset: RuleSet
+    options: Options
+    disabled: str | None
+    hypothetical: RuleSet | None
+
+    def requirement(self, req: Requirement) -> RequirementResult:
+        checks: list[CheckResult] = []
+        rules: dict[str, None] = {}
+        ctx = self.options.context()
+        for label, target in _targets(req, self.options):
+            if target is None:
+                checks.append(
+                    CheckResult(
+                        target=label,
+                        status="n/a",
+                        reason=f"{label}: not applicable, the syscall does not exist on "
+                        f"{self.options.machine.name} ({label.split()[0]})",
+                    )
+                )
+                continue
+            if self.disabled is not None:
+                checks.append(
+                    CheckResult(target=label, status="fail", reason=f"{label}: {self.disabled}")
+                )
+                continue
+            coverage = evaluate(self.ruleset, target, ctx)
+            checks.append(self._check(label, target, coverage, req))
+            for rule in coverage.rules:
+                rules.setdefault(_describe(rule))
+        applicable = any(c.status != "n/a" for c in checks)
+        failed = [c for c in checks if c.status == "fail"]
+        if failed:
+            reasons = tuple(c.reason for c in failed)
+        elif applicable:
+            reasons = tuple(c.reason for c in checks if c.status == "pass")
+        else:
+            reasons = tuple(c.reason for c in checks)
+        fix = tuple(
+            generate_lines(
+                [req],
+                machine=self.options.machine,
+                key=self.options.key or DEFAULT_KEY,
+                uid_min=self.options.uid_min,
+                kmod_path=self.options.kmod_path,
+            )
+        )
+        return RequirementResult(
+            id=req.id,
+            title=req.title,
+            status="fail" if failed else "pass",
+            reasons=reasons,
+            rules=tuple(rules),
+            checks=tuple(checks),
+            references=req.references,
+            fix=fix if failed else (),
+            applicable=applicable,
+        )
+
+    def _check(
+        self, label: str, target: Target, coverage: Coverage, req: Requirement
+    ) -> CheckResult:
+        described = tuple(_describe(rule) for rule in coverage.rules)
+        if coverage.covered:
+            if self.options.strict and req.strict_filters:
+                problems = [
+                    p
+                    for p in (_strict_problem(r, self.options.uid_min) for r in coverage.rules)
+                    if p is not None
+                ]
+                if problems:
+                    return CheckResult(
+                        target=label,
+                        status="fail",
+                        reason=f"{label}: " + "; ".join(problems),
+                        rules=described,
+                    )
+            return CheckResult(
+                target=label, status="pass", reason=coverage.reason(), rules=described
+            )
+        reason = coverage.reason()
+        if self.hypothetical is not None and self.ruleset.stopped_at is not None:
+            would = evaluate(self.hypothetical, target, self.options.context())
+            unloaded = set(self.ruleset.not_loaded)
+            helpers = [r for r in would.rules if r.origin in unloaded]
+            if would.covered and helpers:
+                lines = ", ".join(str(r.origin) for r in helpers)
+                reason += (
+                    f"; {lines} would record it but never loads: `auditctl -R` stops at "
+                    f"{self.ruleset.stopped_at}"
+                )
+        return CheckResult(target=label, status="fail", reason=reason, rules=described)
+
+
+def _findings(ruleset: RuleSet) -> list[Finding]:
+    findings: list[Finding] = []
+    for issue in ruleset.issues:
+        message = issue.message
+        if issue.stops and ruleset.not_loaded:
+            first, last = ruleset.not_loaded[0].line, ruleset.not_loaded[-1].line
+            span = f"line {first}" if first == last else f"lines {first}-{last}"
+            message += f" (auditctl -R stops here: {span} never load)"
+        elif issue.stops:
+            message += " (auditctl -R stops here)"
+        findings.append(
+            Finding(
+                path=issue.origin.path,
+                line=issue.origin.line,
+                text=issue.origin.text,
+                message=message,
+                hint=issue.hint,
+            )
+        )
+    findings.extend(
+        Finding(
+            path=origin.path,
+            line=origin.line,
+            text=origin.text,
+            message=warning,
+            hint="auditctl accepts the line but warns; see the requirement results",
+            severity="warning",
+        )
+        for origin, warning in ruleset.warnings
+    )
+    if ruleset.enabled == 0 and ruleset.enabled_origin is not None:
+        origin = ruleset.enabled_origin
+        findings.append(
+            Finding(
+                path=origin.path,
+                line=origin.line,
+                text=origin.text,
+                message="`-e 0` disables auditing: no records are produced",
+                hint="end the rules with `-e 1` (or `-e 2` to lock them)",
+            )
+        )
+    return findings
+
+
+def judge(
+    ruleset: RuleSet,
+    options: Options,
+    *,
+    label: str,
+    enabled: int | None = None,
+) -> SourceReport:
+    """Judge a loaded rule set against `options.profiles`.
+
+    Args:
+        ruleset: The loaded rules.
+        options: Machine, profiles, uid-min, key...
+        label: How the report names the source.
+        enabled: The kernel's enabled flag when judging running rules (`auditctl -s`).
+
+    Returns:
+        The source's report.
+    """
+    disabled: str | None = None
+    findings = _findings(ruleset)
+    if enabled == 0:
+        disabled = "audit is disabled in the kernel (auditctl -s: enabled 0)"
+        findings.append(
+            Finding(
+                path=ruleset.source.path,
+                line=0,
+                text="",
+                message=disabled,
+                hint="enable it (`auditctl -e 1`, boot with audit=1; NixOS: "
+                "security.audit.enable = true)",
+            )
+        )
+    elif ruleset.enabled == 0 and ruleset.enabled_origin is not None:
+        disabled = f"audit is disabled by `-e 0` at {ruleset.enabled_origin}"
+    hypothetical = (
+        load(ruleset.source, live=options.live, keep_going=True)
+        if ruleset.stopped_at is not None
+        else None
+    )
+    judge_ = _Judge(ruleset, options, disabled, hypothetical)
+    profiles = []
+    for profile in options.profiles:
+        results = tuple(judge_.requirement(req) for req in profile.requirements)
+        profiles.append(
+            ProfileResult(
+                id=profile.id,
+                title=profile.title,
+                compliant=all(r.status == "pass" for r in results),
+                requirements=results,
+            )
+        )
+    return SourceReport(
+        label=label,
+        path=ruleset.source.path,
+        syntax=ruleset.source.syntax,
+        profiles=tuple(profiles),
+        findings=tuple(findings),
+        rule_count=len(ruleset.rules),
+    )
+
+
+def judge_source(
+    source: RulesSource, options: Options, *, label: str, enabled: int | None = None
+) -> tuple[RuleSet, SourceReport]:
+    """Load and judge a parsed source."""
+    ruleset = load(source, live=options.live)
+    return ruleset, judge(ruleset, options, label=label, enabled=enabled)

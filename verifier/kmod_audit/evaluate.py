@@ -1,0 +1,544 @@
+"""Judge a loaded rule set the way the kernel applies it (DESIGN section 5).
+
+A *target* is one kind of event that must be recorded: "a b32 finit_module call" or "a b64
+execve of /usr/bin/kmod". It is covered when, for every such event made by a logged-in
+user (auid in [uid-min, 4294967294], uid 0 or the user's own, success yes or no), the
+kernel records a SYSCALL record carrying an acceptable key:
+
+- the task list does not exempt the task (`-a never,task`),
+- the first matching rule on the exit list (kernel order: `-A` rules first) has action
+  `always` and a key (the pinned key with `--key`),
+- no exclude rule drops SYSCALL records.
+
+The event space is infinite, but every rule condition compares one event attribute with a
+constant, so the attribute values between two neighbouring constants behave alike. We
+enumerate one representative per interval (each constant, its neighbours and the ends of
+the range) and evaluate the rules on the product: that is exact for the comparison
+operators and covers the bit operators with the masks, their complements, 0 and ~0.
+Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
+`never` rule may suppress, an unknown `always` rule may not match, and we say so.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, Literal
+
+import attrs
+
+from .loader import RuleSet
+from .rules import (
+    ARG_FIELDS,
+    GID_FIELDS,
+    LSM_FIELDS,
+    UID_UNSET,
+    Field,
+    Rule,
+)
+from .syscalls import Abi
+
+__all__ = ["Context", "Coverage", "ExecFile", "Outcome", "Target", "evaluate"]
+
+U32: Final = 0xFFFFFFFF
+SYSCALL_RECORD: Final = 1300
+PID_MAX: Final = 4194304
+#: Above this many representative events per target we give up rather than guess.
+EVENT_BUDGET: Final = 200_000
+
+# Failure return codes a module syscall typically has, for readable counterexamples.
+_TYPICAL_ERRNOS: Final = (
+    errno.ENOSYS,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.EEXIST,
+    errno.EINVAL,
+    errno.EBUSY,
+    errno.EFAULT,
+    errno.ENOEXEC,
+    errno.EBADF,
+    errno.EACCES,
+)
+_UID_FAMILY: Final = frozenset({"uid", "euid", "suid", "fsuid"})
+_NAME_FIELDS: Final = frozenset(
+    {"filetype", "devmajor", "devminor", "inode", "obj_uid", "obj_gid"}
+) | (LSM_FIELDS - {"subj_user", "subj_role", "subj_type", "subj_sen", "subj_clr"})
+
+
+@attrs.frozen
+class ExecFile:
+    """A program whose executions must be recorded (the kmod binary).
+
+    Attributes:
+        path: Its real path (what `--kmod-path` names).
+        identity: (st_dev, st_ino) when it exists on this machine, for live matching.
+    """
+
+    path: str
+    identity: tuple[int, int] | None = None
+
+    @classmethod
+    def at(cls, path: str, *, live: bool) -> ExecFile:
+        """Describe the program at `path`, consulting this machine when `live`."""
+        if live:
+            try:
+                info = os.stat(path)
+            except OSError:
+                return cls(os.path.normpath(path))
+            return cls(os.path.realpath(path), (info.st_dev, info.st_ino))
+        return cls(os.path.normpath(path))
+
+
+@attrs.frozen
+class Target:
+    """One kind of event that must be recorded.
+
+    Attributes:
+        abi: The syscall ABI the call is made in.
+        syscall: The syscall name.
+        number: Its number in that ABI.
+        program: For executions, the program executed; None for module syscalls.
+    """
+
+    abi: Abi
+    syscall: str
+    number: int
+    program: ExecFile | None = None
+
+    def __str__(self) -> str:
+        """Return e.g. `b32 finit_module` or `b64 execve of /usr/bin/kmod`."""
+        if self.program is not None:
+            return f"{self.abi.bits} {self.syscall} of {self.program.path}"
+        return f"{self.abi.bits} {self.syscall}"
+
+
+@attrs.frozen(kw_only=True)
+class Context:
+    """What the judgement depends on besides the rules.
+
+    Attributes:
+        uid_min: The lowest login uid of a real user (`--uid-min`).
+        key: The key records must carry; None accepts any non-empty key.
+        live: Whether paths in rules may be compared with this machine's files.
+    """
+
+    uid_min: int = 1000
+    key: str | None = None
+    live: bool = True
+
+
+Verdict = Literal["covered", "never", "no-key", "wrong-key", "unmatched", "excluded", "task-never"]
+
+
+@attrs.frozen
+class Outcome:
+    """What happens to one representative event.
+
+    Attributes:
+        verdict: `covered`, or why it is not recorded as required.
+        rule: The deciding rule (None when no rule matches).
+        uncertain: The field names that made a rule only *maybe* match.
+    """
+
+    verdict: Verdict
+    rule: Rule | None
+    uncertain: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Coverage:
+    """The judgement of one target.
+
+    Attributes:
+        target: What was judged.
+        covered: True when every in-scope event is recorded with an acceptable key.
+        rules: The rules that record the in-scope events (when covered, or partly).
+        event: A representative event that is not covered (None when covered).
+        outcome: What happens to that event.
+        events: How many representative events were evaluated.
+    """
+
+    target: Target
+    covered: bool
+    rules: tuple[Rule, ...]
+    event: dict[str, int | str | bool] | None = None
+    outcome: Outcome | None = None
+    events: int = 0
+
+    def reason(self) -> str:
+        """Explain, in one sentence, why the target is or is not covered."""
+        if self.covered:
+            where = ", ".join(f"{r.origin} `{r.origin.text.strip()}`" for r in self.rules)
+            return f"{self.target}: recorded by {where}"
+        assert self.outcome is not None  # noqa: S101 - set whenever covered is False
+        event = describe_event(self.event or {})
+        rule = self.outcome.rule
+        where = f"{rule.origin} `{rule.origin.text.strip()}`" if rule is not None else ""
+        maybe = (
+            f" (it may match: kmod-audit cannot evaluate {', '.join(self.outcome.uncertain)})"
+            if self.outcome.uncertain
+            else ""
+        )
+        verdict = self.outcome.verdict
+        text = {
+            "never": f"first matching rule is {where} (action never){maybe}",
+            "no-key": f"first matching rule is {where}, which has no key{maybe}",
+            "wrong-key": f"first matching rule is {where}, whose key is "
+            f"{rule.key if rule else ''!r}{maybe}",
+            "unmatched": "no loaded rule matches it",
+            "excluded": f"SYSCALL records are dropped by the exclude rule {where}{maybe}",
+            "task-never": f"the task is never audited because of {where}{maybe}",
+            "covered": "covered",
+        }[verdict]
+        if verdict == "unmatched" and self.outcome.uncertain:
+            text = (
+                "no loaded rule surely matches it (kmod-audit cannot evaluate "
+                f"{', '.join(self.outcome.uncertain)})"
+            )
+        return f"{self.target} ({event}): {text}"
+
+
+def describe_event(event: dict[str, int | str | bool]) -> str:
+    """Return `auid=1000, uid=0, success=no, exit=-ENOSYS` style text."""
+    parts: list[str] = []
+    for name, value in event.items():
+        if name == "success":
+            parts.append(f"success={'yes' if value else 'no'}")
+        elif name == "exit" and isinstance(value, int):
+            code = value - (1 << 32) if value & 0x80000000 else value
+            label = errno.errorcode.get(-code) if code < 0 else None
+            parts.append(f"exit={'-' + label if label else code}")
+        else:
+            parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _compare(left: int, op: str, right: int) -> bool:
+    if op == "=":
+        return left == right
+    if op == "!=":
+        return left != right
+    if op == "<":
+        return left < right
+    if op == ">":
+        return left > right
+    if op == "<=":
+        return left <= right
+    if op == ">=":
+        return left >= right
+    if op == "&":
+        return bool(left & right)
+    return (left & right) == right  # "&="
+
+
+def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
+    """Whether a watch/exe mark on `path` is on the program's inode.
+
+    The kernel resolves every component but the last (a watch on a symlink watches the
+    link, which is never executed), so we lstat() the path.
+    """
+    if ctx.live and program.identity is not None:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == program.identity
+    return os.path.normpath(path) == program.path
+
+
+def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
+    """Whether a `dir=` tree watch on `directory` contains the program."""
+    if ctx.live and program.identity is not None:
+        if os.path.islink(directory.rstrip("/")) or not os.path.isdir(directory):
+            return False
+        real = os.path.realpath(directory)
+    else:
+        real = os.path.normpath(directory)
+    return program.path.startswith(real.rstrip("/") + "/")
+
+
+@attrs.define
+class _Evaluator:
+    target: Target
+    ctx: Context
+
+    def field(self, field: Field, event: dict[str, int | str | bool], *, task: bool) -> bool | None:
+        """Evaluate one condition on one event: True, False or None (unknown)."""
+        name = field.name
+        program = self.target.program
+        if field.compare:
+            return self._compare_fields(field, event)
+        if name in LSM_FIELDS and name.startswith("subj_"):
+            return None
+        if name == "auid":
+            auid = int(event["auid"])
+            if field.value == UID_UNSET:
+                # The kernel turns a test against unset into a loginuid_set test.
+                return _compare(int(auid != UID_UNSET), field.op, 0)
+            return _compare(auid, field.op, int(field.value))
+        if name in _UID_FAMILY:
+            return _compare(int(event["uid"]), field.op, int(field.value))
+        if name in GID_FIELDS - {"obj_gid"}:
+            return _compare(int(event["gid"]), field.op, int(field.value))
+        if name in {"pid", "pers", "sessionid"}:
+            return _compare(int(event[name]), field.op, int(field.value))
+        if name == "msgtype":
+            return _compare(SYSCALL_RECORD, field.op, int(field.value))
+        if name == "exe":
+            if program is not None:
+                same = _identifies(str(field.value), program, self.ctx)
+            else:
+                same = event["exe"] == field.value
+            return same if field.op == "=" else not same
+        if task:
+            # Task rules run at fork time without a syscall context: syscall-dependent
+            # conditions never match there.
+            return False
+        if name == "arch":
+            return _compare(self.target.abi.audit_arch, field.op, int(field.value))
+        if name == "ppid":
+            return _compare(int(event["ppid"]), field.op, int(field.value))
+        if name == "success":
+            return_valid = 1 if event["success"] else 2
+            return _compare(return_valid, field.op, 1 if field.value else 2)
+        if name == "exit":
+            return _compare(int(event["exit"]), field.op, int(field.value))
+        if name in ARG_FIELDS:
+            return _compare(int(event[name]), field.op, int(field.value))
+        if name == "perm":
+            return bool(int(field.value) & 1) if program is not None else False
+        if name == "path":
+            return program is not None and _identifies(str(field.value), program, self.ctx)
+        if name == "dir":
+            return program is not None and _under(str(field.value), program, self.ctx)
+        if name in _NAME_FIELDS or name == "saddr_fam":
+            # No path names are collected by module syscalls; an exec has some we do not model.
+            return None if program is not None and name != "saddr_fam" else False
+        return None
+
+    def _compare_fields(self, field: Field, event: dict[str, int | str | bool]) -> bool | None:
+        def value(name: str) -> int | None:
+            if name == "auid":
+                return int(event["auid"])
+            if name in _UID_FAMILY:
+                return int(event["uid"])
+            if name in GID_FIELDS - {"obj_gid"}:
+                return int(event["gid"])
+            return None
+
+        left, right = value(field.name), value(str(field.value))
+        if left is None or right is None:
+            return None if self.target.program is not None else False
+        return _compare(left, field.op, right)
+
+    def rule(
+        self, rule: Rule, event: dict[str, int | str | bool], *, task: bool = False
+    ) -> tuple[bool | None, tuple[str, ...]]:
+        """Evaluate a rule's conditions (all must hold): True, False or None with reasons."""
+        unknown: list[str] = []
+        for field in rule.fields:
+            result = self.field(field, event, task=task)
+            if result is False:
+                return False, ()
+            if result is None:
+                unknown.append(field.render().removeprefix("-F ").removeprefix("-C "))
+        return (None, tuple(unknown)) if unknown else (True, ())
+
+
+def _relevant_exit_rules(rules: Sequence[Rule], target: Target) -> list[Rule]:
+    return [r for r in rules if r.syscalls is None or target.number in r.syscalls]
+
+
+def _constants(rules: Iterable[Rule]) -> dict[str, set[int | str]]:
+    found: dict[str, set[int | str]] = {}
+    for rule in rules:
+        for field in rule.fields:
+            if field.compare:
+                for name in (field.name, str(field.value)):
+                    found.setdefault(_dimension(name), set())
+                continue
+            found.setdefault(_dimension(field.name), set()).add(field.value)
+    return found
+
+
+def _dimension(name: str) -> str:
+    if name in _UID_FAMILY:
+        return "uid"
+    if name in GID_FIELDS - {"obj_gid"}:
+        return "gid"
+    return name
+
+
+def _around(values: Iterable[int | str], low: int, high: int, seeds: Iterable[int]) -> list[int]:
+    """Representatives of every interval the constants cut [low, high] into, seeds first."""
+    points: list[int] = []
+    for seed in seeds:
+        if low <= seed <= high and seed not in points:
+            points.append(seed)
+    extra: set[int] = {low, high}
+    for value in values:
+        if isinstance(value, int):
+            extra.update({value - 1, value, value + 1})
+    for value in sorted(extra):
+        if low <= value <= high and value not in points:
+            points.append(value)
+    return points
+
+
+def _dimensions(
+    rules: Sequence[Rule], target: Target, ctx: Context
+) -> list[tuple[str, list[int | str | bool]]]:
+    """The event attributes the rules look at, each with its representative values."""
+    constants = _constants(rules)
+    dims: list[tuple[str, list[int | str | bool]]] = []
+    auid_values = _around(constants.get("auid", ()), ctx.uid_min, UID_UNSET - 1, [ctx.uid_min])
+    dims.append(("auid", list(auid_values)))
+    if "uid" in constants:
+        dims.append(("uid", ["root", "self"]))
+    if "gid" in constants:
+        dims.append(("gid", list(_around(constants["gid"], 0, U32 - 1, [0, 100]))))
+    dims.append(("success", [False, True]))
+    if "exit" in constants:
+        failures = _around(
+            constants["exit"],
+            (1 << 32) - 4095,
+            U32,
+            [(-code) & U32 for code in _TYPICAL_ERRNOS],
+        )
+        dims.append(("exit", [0, *failures]))
+    for arg in sorted(ARG_FIELDS):
+        if arg in constants:
+            masks = {int(v) for v in constants[arg] if isinstance(v, int)}
+            complements = {(~m) & U32 for m in masks}
+            dims.append((arg, list(_around(masks | complements, 0, U32, [0, 1]))))
+    if "pid" in constants:
+        dims.append(("pid", list(_around(constants["pid"], 1, PID_MAX, [1000]))))
+    if "ppid" in constants:
+        dims.append(("ppid", list(_around(constants["ppid"], 1, PID_MAX, [1]))))
+    if "pers" in constants:
+        dims.append(("pers", list(_around(constants["pers"], 0, U32, [0]))))
+    if "sessionid" in constants:
+        dims.append(("sessionid", list(_around(constants["sessionid"], 0, U32 - 1, [1]))))
+    if "exe" in constants and target.program is None:
+        names: list[int | str | bool] = sorted(str(v) for v in constants["exe"])
+        dims.append(("exe", ["(another program)", *names]))
+    return dims
+
+
+def _events(
+    dims: list[tuple[str, list[int | str | bool]]],
+) -> Iterator[dict[str, int | str | bool]]:
+    names = [name for name, _ in dims]
+    for combo in itertools.product(*(values for _, values in dims)):
+        event = dict(zip(names, combo, strict=True))
+        if "uid" in event:
+            event["uid"] = 0 if event["uid"] == "root" else int(event["auid"])
+        if "exit" in event:
+            success = bool(event["success"])
+            if success != (event["exit"] == 0):
+                continue
+        yield event
+
+
+def _size(dims: list[tuple[str, list[int | str | bool]]]) -> int:
+    size = 1
+    for _, values in dims:
+        size *= len(values)
+    return size
+
+
+def _key_ok(rule: Rule, ctx: Context) -> Verdict:
+    if not rule.keys:
+        return "no-key"
+    if ctx.key is not None and ctx.key not in rule.keys:
+        return "wrong-key"
+    return "covered"
+
+
+def _judge_event(
+    evaluator: _Evaluator,
+    ruleset: RuleSet,
+    exit_rules: Sequence[Rule],
+    event: dict[str, int | str | bool],
+    ctx: Context,
+) -> list[Outcome]:
+    """Every possible outcome for one event (more than one when some rule may match)."""
+    outcomes: list[Outcome] = []
+    for rule in ruleset.task:
+        matched, unknown = evaluator.rule(rule, event, task=True)
+        if matched is False:
+            continue
+        if rule.action == "never":
+            outcomes.append(Outcome("task-never", rule, unknown))
+        if matched is True:
+            break
+    for rule in ruleset.exclude:
+        matched, unknown = evaluator.rule(rule, event)
+        if matched is False:
+            continue
+        outcomes.append(Outcome("excluded", rule, unknown))
+        if matched is True:
+            break
+    uncertain: list[str] = []
+    for rule in exit_rules:
+        matched, unknown = evaluator.rule(rule, event)
+        if matched is False:
+            continue
+        verdict: Verdict = "never" if rule.action == "never" else _key_ok(rule, ctx)
+        outcomes.append(Outcome(verdict, rule, unknown))
+        if matched is True:
+            return outcomes
+        uncertain.extend(unknown)
+    outcomes.append(Outcome("unmatched", None, tuple(dict.fromkeys(uncertain))))
+    return outcomes
+
+
+def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
+    """Judge whether `ruleset` records every in-scope event of `target`.
+
+    Args:
+        ruleset: The loaded rules.
+        target: The event kind.
+        ctx: uid-min, pinned key, live filesystem.
+
+    Returns:
+        The coverage, with a counterexample when not covered.
+    """
+    evaluator = _Evaluator(target, ctx)
+    exit_rules = _relevant_exit_rules(ruleset.exit, target)
+    dims = _dimensions([*exit_rules, *ruleset.task, *ruleset.exclude], target, ctx)
+    if _size(dims) > EVENT_BUDGET:
+        return Coverage(
+            target=target,
+            covered=False,
+            rules=(),
+            event={},
+            outcome=Outcome(
+                "unmatched",
+                None,
+                (f"too many distinct conditions ({_size(dims)} event classes)",),
+            ),
+        )
+    covering: dict[int, Rule] = {}
+    count = 0
+    for event in _events(dims):
+        count += 1
+        for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx):
+            if outcome.verdict != "covered":
+                shown = {k: v for k, v in event.items() if k != "exe" or v != "(another program)"}
+                return Coverage(
+                    target=target,
+                    covered=False,
+                    rules=tuple(covering.values()),
+                    event=shown,
+                    outcome=outcome,
+                    events=count,
+                )
+            assert outcome.rule is not None  # noqa: S101 - covered implies a rule
+            covering.setdefault(id(outcome.rule), outcome.rule)
+    return Coverage(target=target, covered=True, rules=tuple(covering.values()), events=count)

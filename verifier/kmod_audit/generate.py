@@ -1,0 +1,95 @@
+"""The minimal rule set that satisfies a set of profiles, in the canonical line format.
+
+The canonical format (the NixOS module's `render.nix` produces the same bytes):
+
+    -a always,exit -F arch=b64 -S <syscalls> -F auid>=<uid-min> -F auid!=unset -k <key>
+    -a always,exit -F arch=b32 -S <syscalls> -F auid>=<uid-min> -F auid!=unset -k <key>
+    -a always,exit -F path=<kmod> -F perm=x -F auid>=<uid-min> -F auid!=unset -k <key>
+
+- one rule per ABI (b64 first), listing every required syscall that exists in that ABI's
+  table, in syscall-number order (the order `auditctl -l` prints, so a listing of the
+  loaded rules reads the same); an ABI with no required syscall gets no line;
+- `-F arch` before `-S` (auditctl resolves names in the table of the arch given first);
+- the filters the STIG/CIS check texts ask for: `auid>=<uid-min>` and `auid!=unset`;
+- the execution rule (only when a profile asks for kmod executions) names the real
+  binary, never a symlink (a watch on a symlink never fires), and has no `-F arch`, so it
+  covers 64-bit and 32-bit callers alike;
+- `-k <key>` last; single spaces; no comments; each line ends with a newline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final
+
+from .profiles import Profile, Requirement
+from .rules import MAX_KEY_LEN
+from .syscalls import MODULE_SYSCALLS, Machine
+
+__all__ = ["DEFAULT_KEY", "KEY_PATTERN", "generate_lines", "validate_key"]
+
+DEFAULT_KEY: Final = "module_chng"
+#: Keys we generate: printable, no space (auditctl splits on it), no quote or 0x01 (the
+#: kernel would hex-encode the key in records), at most 256 bytes (auditctl's limit).
+KEY_PATTERN: Final = r"[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{0,255}"
+_KEY_RE: Final = re.compile(KEY_PATTERN)
+
+
+def validate_key(key: str) -> str | None:
+    """Return why `key` cannot be used in generated rules, or None when it is fine."""
+    if not key:
+        return "the key is empty"
+    if len(key.encode()) > MAX_KEY_LEN:
+        return f"the key is {len(key.encode())} bytes long; auditctl accepts at most {MAX_KEY_LEN}"
+    if not _KEY_RE.fullmatch(key):
+        return (
+            f"the key {key!r} has characters outside [A-Za-z0-9_.:@+=-] (or starts with one "
+            "of .:@+=-); records would hex-encode it or auditctl would split it"
+        )
+    return None
+
+
+def generate_lines(
+    requirements: Iterable[Requirement] | Iterable[Profile],
+    *,
+    machine: Machine,
+    key: str = DEFAULT_KEY,
+    uid_min: int = 1000,
+    kmod_path: str = "/usr/bin/kmod",
+) -> list[str]:
+    """Return the canonical rule lines for the requirements (or profiles) given.
+
+    Args:
+        requirements: Requirements, or profiles whose requirements are all wanted.
+        machine: The machine whose kernel loads the rules.
+        key: The key every rule carries.
+        uid_min: The first uid of real users.
+        kmod_path: The real path of the kmod binary.
+
+    Returns:
+        The lines, without newlines.
+    """
+    reqs: list[Requirement] = []
+    for item in requirements:
+        if isinstance(item, Profile):
+            reqs.extend(item.requirements)
+        elif isinstance(item, Requirement):
+            reqs.append(item)
+    filters = f"-F auid>={uid_min} -F auid!=unset -k {key}"
+    lines: list[str] = []
+    for abi in machine.abis:
+        wanted = {
+            syscall
+            for req in reqs
+            if abi.bits in req.abis
+            for syscall in req.syscalls
+            if syscall in MODULE_SYSCALLS
+        }
+        numbers = sorted(n for n in (abi.number(s) for s in wanted) if n is not None)
+        if numbers:
+            names = ",".join(str(abi.name(n)) for n in numbers)
+            lines.append(f"-a always,exit -F arch={abi.bits} -S {names} {filters}")
+    if any(req.tools for req in reqs):
+        lines.append(f"-a always,exit -F path={kmod_path} -F perm=x {filters}")
+    return lines

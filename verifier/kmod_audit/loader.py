@@ -1,0 +1,277 @@
+"""What the kernel ends up with: a model of `auditctl -R` feeding the kernel's rule lists.
+
+`auditctl -R FILE` sends the file line by line and stops at the first line that fails,
+either in auditctl (a `Rejection` from the parser) or in the kernel (an invalid field
+value, a duplicate rule, a watch whose parent directory is missing, anything after
+`-e 2`). Unless the file said `-c` or `-i` before it, nothing after that line loads: this
+is how one typo silently drops every later rule. NixOS loads its rules exactly this way
+(`audit-rules-nixos.service`), and augenrules does too.
+
+Captured `auditctl -l` output is already what the kernel holds; it is taken as loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+import attrs
+
+from .rules import (
+    NO_BITOPS_FIELDS,
+    UID_UNSET,
+    Command,
+    Origin,
+    Rejection,
+    Rule,
+    RulesSource,
+)
+
+__all__ = ["LoadIssue", "RuleSet", "load"]
+
+_LOCKED_HINT: Final = (
+    "`-e 2` locks the rules until reboot; keep it as the last line (augenrules moves it there)"
+)
+
+
+@attrs.frozen(kw_only=True)
+class LoadIssue:
+    """A line that did not load.
+
+    Attributes:
+        origin: The line.
+        message: auditctl's message for it.
+        hint: What to do.
+        stops: True when `auditctl -R` stops at this line (nothing after it loads).
+    """
+
+    origin: Origin
+    message: str
+    hint: str
+    stops: bool
+
+
+@attrs.frozen(kw_only=True)
+class RuleSet:
+    """The kernel's audit configuration after loading a source.
+
+    Attributes:
+        source: What was loaded.
+        exit: The exit (syscall) filter list, in kernel order (`-A` rules first).
+        task: The task list.
+        exclude: The exclude (record type) list.
+        user: The user-message list.
+        filesystem: The filesystem list.
+        enabled: The last `-e` value applied, None when the source never sets it.
+        enabled_origin: The line that set it.
+        locked_at: The `-e 2` line, if any.
+        issues: Lines that did not load, in order.
+        stopped_at: The line at which loading stopped, if it did.
+        not_loaded: The lines after the stop that were never sent.
+        warnings: auditctl's warnings (they do not stop loading).
+    """
+
+    source: RulesSource
+    exit: tuple[Rule, ...] = ()
+    task: tuple[Rule, ...] = ()
+    exclude: tuple[Rule, ...] = ()
+    user: tuple[Rule, ...] = ()
+    filesystem: tuple[Rule, ...] = ()
+    enabled: int | None = None
+    enabled_origin: Origin | None = None
+    locked_at: Origin | None = None
+    issues: tuple[LoadIssue, ...] = ()
+    stopped_at: Origin | None = None
+    not_loaded: tuple[Origin, ...] = ()
+    warnings: tuple[tuple[Origin, str], ...] = ()
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every loaded rule, list by list."""
+        return self.exit + self.task + self.exclude + self.user + self.filesystem
+
+
+def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
+    """Return (error, hint) when the kernel would refuse `rule` (audit_data_to_entry)."""
+    einval = "Error sending add rule data request (Invalid argument)"
+    watches = [f for f in rule.fields if f.name in {"path", "dir", "inode"} and not f.compare]
+    if len(watches) > 1:
+        return einval, "a rule may hold one path=, dir= or inode= field"
+    for field in rule.fields:
+        if field.compare:
+            continue
+        if field.op in {"&", "&="} and field.name in NO_BITOPS_FIELDS:
+            return einval, f"`{field.name}` takes no bit operators (& and &= are for a0..a3)"
+        if field.name == "auid" and field.value == UID_UNSET and field.op not in {"=", "!="}:
+            return einval, "compare auid with unset (-1) only with = or !="
+        if (
+            field.name in {"uid", "euid", "suid", "fsuid", "obj_uid"}
+            or field.name in {"gid", "egid", "sgid", "fsgid", "obj_gid"}
+        ) and field.value == UID_UNSET:
+            return einval, f"{field.name} cannot be -1/4294967295 (not a valid id)"
+        if field.name in {"path", "dir"}:
+            path = str(field.value)
+            if field.op != "=":
+                return einval, f"{field.name} takes only ="
+            if not path.startswith("/"):
+                return einval, f"{field.name} must be an absolute path"
+            if field.name == "path" and path.endswith("/"):
+                return einval, "a file watch path must not end with '/'"
+            if live:
+                problem = _missing(path, directory=field.name == "dir")
+                if problem is not None:
+                    return (
+                        "Error sending add rule data request (No such file or directory)",
+                        problem,
+                    )
+    return None
+
+
+def _missing(path: str, *, directory: bool) -> str | None:
+    """Return why the kernel cannot place a watch on `path` here, or None."""
+    if directory:
+        if not os.path.isdir(path):
+            return f"the directory {path} does not exist here; watch a directory that exists"
+        return None
+    parent = os.path.dirname(path.rstrip("/")) or "/"
+    if not os.path.isdir(parent):
+        return (
+            f"the parent directory {parent} of the watch does not exist here, so the kernel "
+            "refuses the watch; watch the real path of the file (e.g. the kmod binary's)"
+        )
+    return None
+
+
+@attrs.define
+class _Loader:
+    source: RulesSource
+    live: bool
+    lists: dict[str, list[Rule]] = attrs.Factory(
+        lambda: {"exit": [], "task": [], "exclude": [], "user": [], "filesystem": []}
+    )
+    prepended: dict[str, int] = attrs.Factory(dict)
+    enabled: int | None = None
+    enabled_origin: Origin | None = None
+    locked_at: Origin | None = None
+    ignore_errors: bool = False
+    issues: list[LoadIssue] = attrs.Factory(list)
+    warnings: list[tuple[Origin, str]] = attrs.Factory(list)
+
+    keep_going: bool = False
+
+    def fail(self, origin: Origin, message: str, hint: str) -> bool:
+        """Record a failed line; return True when loading stops here."""
+        stops = not self.ignore_errors and self.source.syntax == "rules"
+        if self.keep_going:
+            stops = False
+        self.issues.append(LoadIssue(origin=origin, message=message, hint=hint, stops=stops))
+        return stops
+
+    def apply(self, item: Command | Rejection) -> bool:
+        """Apply one line; return True when loading stops."""
+        if isinstance(item, Rejection):
+            return self.fail(item.origin, item.message, item.hint)
+        for warning in item.warnings:
+            self.warnings.append((item.origin, warning))
+        kind = item.kind
+        if kind in {"ignore_errors", "continue_on_error"}:
+            self.ignore_errors = True
+            return False
+        if kind == "noop":
+            return False
+        if self.locked_at is not None:
+            return self.fail(
+                item.origin,
+                "Error sending request (Operation not permitted): the audit configuration is "
+                f"locked by `-e 2` at {self.locked_at}",
+                _LOCKED_HINT,
+            )
+        if kind == "enable":
+            self.enabled = item.value
+            self.enabled_origin = item.origin
+            if item.value == 2:
+                self.locked_at = item.origin
+            return False
+        if kind in {"failure", "backlog", "rate", "backlog_wait_time", "loginuid_immutable"}:
+            return False
+        if kind == "delete_all":
+            for name, rules in self.lists.items():
+                kept = [r for r in rules if item.key is not None and item.key not in r.keys]
+                self.lists[name] = kept
+            return False
+        rule = item.rule
+        if rule is None:  # pragma: no cover - the parser always sets it for rule kinds
+            return False
+        if kind == "delete":
+            return self._delete(item.origin, rule)
+        return self._add(item.origin, rule, prepend=kind == "prepend")
+
+    def _add(self, origin: Origin, rule: Rule, *, prepend: bool) -> bool:
+        if self.source.syntax == "rules":
+            problem = _kernel_check(rule, live=self.live)
+            if problem is not None:
+                return self.fail(origin, *problem)
+            identity = rule.identity()
+            candidates = self.lists[rule.list]
+            if any(existing.identity() == identity for existing in candidates):
+                return self.fail(
+                    origin,
+                    "Error sending add rule data request (Rule exists)",
+                    "remove the duplicate line (the kernel refuses a second identical rule)",
+                )
+        if prepend:
+            self.lists[rule.list].insert(0, rule)
+        else:
+            self.lists[rule.list].append(rule)
+        return False
+
+    def _delete(self, origin: Origin, rule: Rule) -> bool:
+        identity = rule.identity()
+        rules = self.lists[rule.list]
+        for index, existing in enumerate(rules):
+            if existing.identity() == identity:
+                del rules[index]
+                return False
+        return self.fail(
+            origin,
+            "Error sending delete rule data request (No such file or directory)",
+            "the rule to delete was never added; remove the -d/-W line",
+        )
+
+
+def load(source: RulesSource, *, live: bool = True, keep_going: bool = False) -> RuleSet:
+    """Load `source` the way `auditctl -R` and the kernel would, starting from no rules.
+
+    Args:
+        source: The parsed rules.
+        live: Whether to consult this machine's filesystem (watch parents must exist).
+        keep_going: Load past failing lines as `auditctl -c` would (to tell which later
+            lines would have helped had loading not stopped).
+
+    Returns:
+        The resulting rule lists, with every line that failed and where loading stopped.
+    """
+    loader = _Loader(source=source, live=live, keep_going=keep_going)
+    stopped_at: Origin | None = None
+    not_loaded: list[Origin] = []
+    for item in source.items:
+        if stopped_at is not None:
+            not_loaded.append(item.origin)
+            continue
+        if loader.apply(item):
+            stopped_at = item.origin
+    return RuleSet(
+        source=source,
+        exit=tuple(loader.lists["exit"]),
+        task=tuple(loader.lists["task"]),
+        exclude=tuple(loader.lists["exclude"]),
+        user=tuple(loader.lists["user"]),
+        filesystem=tuple(loader.lists["filesystem"]),
+        enabled=loader.enabled,
+        enabled_origin=loader.enabled_origin,
+        locked_at=loader.locked_at,
+        issues=tuple(loader.issues),
+        stopped_at=stopped_at,
+        not_loaded=tuple(not_loaded),
+        warnings=tuple(loader.warnings),
+    )

@@ -1,0 +1,297 @@
+"""Reports: frozen records of a judgement, rendered as text or JSON (DESIGN section 3).
+
+The JSON shape is a contract: `{"compliant": bool, "profiles": [{"id", "compliant",
+"requirements": [{"id", "title", "status", "reasons", "rules"}]}], ...}`. We add keys
+(`sources`, `findings`, `drift`, `options`, per-requirement `checks`, `references`, `fix`)
+but never remove or rename these.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import attrs
+
+__all__ = [
+    "CheckResult",
+    "Finding",
+    "ProfileResult",
+    "Report",
+    "RequirementResult",
+    "SourceReport",
+    "render_json",
+    "render_text",
+]
+
+Status = Literal["pass", "fail"]
+
+
+@attrs.frozen(kw_only=True)
+class Finding:
+    """A problem with a source that is not one requirement.
+
+    For example a line that fails to load, audit disabled, or drift.
+
+    Attributes:
+        path: The file (or `auditctl -l`).
+        line: 1-based line number, 0 when not tied to a line.
+        text: The line.
+        message: What is wrong (auditctl's words where it has them).
+        hint: What to do.
+        severity: `error` makes the source non-compliant; `warning` does not.
+    """
+
+    path: str
+    line: int
+    text: str
+    message: str
+    hint: str
+    severity: Literal["error", "warning"] = "error"
+
+    def location(self) -> str:
+        """Return `path:line` (or just the path)."""
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return attrs.asdict(self)
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One target of a requirement (e.g. `b32 finit_module`).
+
+    Attributes:
+        target: What must be recorded.
+        status: `pass`, `fail`, or `n/a` (the syscall does not exist on this ABI).
+        reason: Why, in one sentence (the covering rule or a counterexample).
+        rules: The covering rules as `path:line: text`.
+    """
+
+    target: str
+    status: Literal["pass", "fail", "n/a"]
+    reason: str
+    rules: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class RequirementResult:
+    """The judgement of one requirement.
+
+    Attributes:
+        id: Requirement id.
+        title: Its title.
+        status: `pass` or `fail`.
+        reasons: Why (one line per failed check; the covering rules when it passes).
+        rules: The rules that satisfy it, as `path:line: text`.
+        checks: The per-target results.
+        references: STIG/CIS/CCI references.
+        fix: Lines that would satisfy it (canonical form, see `generate`).
+        applicable: False when nothing of it exists on this machine (e.g. create_module on
+            aarch64).
+    """
+
+    id: str
+    title: str
+    status: Status
+    reasons: tuple[str, ...]
+    rules: tuple[str, ...]
+    checks: tuple[CheckResult, ...] = ()
+    references: tuple[tuple[str, str], ...] = ()
+    fix: tuple[str, ...] = ()
+    applicable: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "status": self.status,
+            "reasons": list(self.reasons),
+            "rules": list(self.rules),
+            "applicable": self.applicable,
+            "checks": [attrs.asdict(c, retain_collection_types=False) for c in self.checks],
+            "references": dict(self.references),
+            "fix": list(self.fix),
+        }
+
+
+@attrs.frozen(kw_only=True)
+class ProfileResult:
+    """The judgement of one profile.
+
+    Attributes:
+        id: Profile id.
+        title: The standard.
+        compliant: All requirements pass.
+        requirements: Per requirement.
+    """
+
+    id: str
+    title: str
+    compliant: bool
+    requirements: tuple[RequirementResult, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "compliant": self.compliant,
+            "requirements": [r.to_json() for r in self.requirements],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class SourceReport:
+    """The judgement of one source of rules.
+
+    Attributes:
+        label: What it is, e.g. `rules file x.rules` or `running rules (auditctl -l)`.
+        path: Its path.
+        syntax: `rules` or `listing`.
+        profiles: Per profile.
+        findings: Lines that failed to load, audit disabled, warnings.
+        rule_count: How many rules loaded.
+    """
+
+    label: str
+    path: str
+    syntax: str
+    profiles: tuple[ProfileResult, ...]
+    findings: tuple[Finding, ...] = ()
+    rule_count: int = 0
+
+    @property
+    def compliant(self) -> bool:
+        """All profiles pass and no finding is an error."""
+        return all(p.compliant for p in self.profiles) and not any(
+            f.severity == "error" for f in self.findings
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "label": self.label,
+            "path": self.path,
+            "syntax": self.syntax,
+            "compliant": self.compliant,
+            "rule_count": self.rule_count,
+            "findings": [f.to_json() for f in self.findings],
+            "profiles": [p.to_json() for p in self.profiles],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Report:
+    """A whole `check` run.
+
+    Attributes:
+        sources: Per source.
+        drift: Differences between the running and the on-disk rules.
+        options: The options the judgement used (arch, uid-min, key...).
+    """
+
+    sources: tuple[SourceReport, ...]
+    drift: tuple[Finding, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def compliant(self) -> bool:
+        """Every source is compliant."""
+        return bool(self.sources) and all(s.compliant for s in self.sources)
+
+    def merged_profiles(self) -> list[ProfileResult]:
+        """Profiles across sources: a requirement fails when it fails in any source."""
+        if len(self.sources) == 1:
+            return list(self.sources[0].profiles)
+        merged: list[ProfileResult] = []
+        for index, profile in enumerate(self.sources[0].profiles):
+            requirements: list[RequirementResult] = []
+            for r_index, first in enumerate(profile.requirements):
+                per_source = [(s, s.profiles[index].requirements[r_index]) for s in self.sources]
+                failed = [(s, r) for s, r in per_source if r.status == "fail"]
+                reasons = tuple(
+                    f"{s.label}: {reason}" for s, r in per_source for reason in r.reasons
+                )
+                rules = tuple(dict.fromkeys(rule for _, r in per_source for rule in r.rules))
+                requirements.append(
+                    attrs.evolve(
+                        first,
+                        status="fail" if failed else "pass",
+                        reasons=reasons,
+                        rules=rules,
+                    )
+                )
+            merged.append(
+                attrs.evolve(
+                    profile,
+                    compliant=all(r.status == "pass" for r in requirements),
+                    requirements=tuple(requirements),
+                )
+            )
+        return merged
+
+    def findings(self) -> list[Finding]:
+        """Every finding of every source, then the drift."""
+        return [f for s in self.sources for f in s.findings] + list(self.drift)
+
+
+def render_json(report: Report) -> str:
+    """Render the report as one JSON object (the CLI contract)."""
+    data = {
+        "compliant": report.compliant,
+        "profiles": [p.to_json() for p in report.merged_profiles()],
+        "sources": [s.to_json() for s in report.sources],
+        "findings": [f.to_json() for f in report.findings()],
+        "drift": [f.to_json() for f in report.drift],
+        "options": dict(report.options),
+    }
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def _indent(text: str, prefix: str) -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def render_text(report: Report) -> str:
+    """Render the report for a terminal."""
+    out: list[str] = []
+    options = dict(report.options)
+    key = options.get("key") or "any non-empty key"
+    out.append(
+        f"kmod-audit check: arch {options.get('arch')}, uid-min {options.get('uid_min')}, "
+        f"key {key}, kmod {options.get('kmod_path')}"
+        + (", strict" if options.get("strict") else "")
+    )
+    for source in report.sources:
+        verdict = "COMPLIANT" if source.compliant else "NOT COMPLIANT"
+        out.append("")
+        out.append(f"== {source.label}: {verdict} ({source.rule_count} rules loaded)")
+        for profile in source.profiles:
+            state = "compliant" if profile.compliant else "NOT compliant"
+            out.append(f"profile {profile.id} ({profile.title}): {state}")
+            for req in profile.requirements:
+                mark = "PASS" if req.status == "pass" else "FAIL"
+                out.append(f"  {mark} {req.id}: {req.title}")
+                out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
+                if req.status == "fail" and req.fix:
+                    out.append("       fix: these lines satisfy it (kmod-audit generate):")
+                    out.extend(f"         {line}" for line in req.fix)
+        if source.findings:
+            out.append("findings:")
+            for finding in source.findings:
+                out.append(f"  {finding.severity}: {finding.location()}: {finding.message}")
+                if finding.text:
+                    out.append(f"    line: {finding.text.strip()}")
+                out.append(_indent(finding.hint, "    what to do: "))
+    if report.drift:
+        out.append("")
+        out.append("drift between the running and the on-disk rules:")
+        for finding in report.drift:
+            out.append(f"  {finding.severity}: {finding.message}")
+            out.append(_indent(finding.hint, "    what to do: "))
+    out.append("")
+    out.append("result: " + ("COMPLIANT" if report.compliant else "NOT COMPLIANT"))
+    return "\n".join(out) + "\n"

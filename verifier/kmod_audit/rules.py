@@ -1,0 +1,1226 @@
+"""Audit rules: one model for rules files and `auditctl -l` output, and a faithful parser.
+
+The parser reproduces what auditctl 3.x/4.x does with each line of a file given to
+`auditctl -R` (see audit-userspace `src/auditctl.c` and `lib/libaudit.c`): a line is split
+on spaces only, `#` starts a comment only as the first word, options are read with
+getopt (so `-Farch=b64` works and a stray word is an error), `-F arch` must precede `-S`,
+syscall names resolve in the table of the rule's arch (the machine's native table when
+there is none), numbers are read like C's strtoul with base 0 (so `auid>=01000` is octal),
+keys given with `-k` and `-F key=` join with 0x01, and so on. Each line becomes either a
+`Command` (what auditctl sends to the kernel) or a `Rejection` (auditctl's own message and
+what to do). What the kernel then does with the commands is `loader.py`'s job.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import grp
+import os
+import pwd
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal
+
+import attrs
+
+from ._syscall_tables import MESSAGE_TYPES
+from .syscalls import ABIS, Machine, abi_by_audit_arch, resolve_arch
+
+__all__ = [
+    "KEY_SEPARATOR",
+    "MAX_KEY_LEN",
+    "Command",
+    "Field",
+    "Origin",
+    "Rejection",
+    "Rule",
+    "RulesSource",
+    "detect_syntax",
+    "parse_rules",
+]
+
+MAX_KEY_LEN: Final = 256
+PATH_MAX: Final = 4096
+NAME_MAX: Final = 255
+KEY_SEPARATOR: Final = "\x01"
+UID_UNSET: Final = 0xFFFFFFFF
+U32: Final = 0xFFFFFFFF
+MAX_FIELDS: Final = 64
+BITMASK_BITS: Final = 64 * 32
+
+Syntax = Literal["rules", "listing"]
+ListName = Literal["exit", "task", "user", "exclude", "filesystem"]
+Action = Literal["always", "never"]
+Op = Literal["=", "!=", "<", ">", "<=", ">=", "&", "&="]
+
+OPERATORS: Final[tuple[Op, ...]] = ("!=", ">=", "<=", "&=", "=", ">", "<", "&")
+
+# Field kinds, as libaudit's audit_rule_fieldpair_data switches on them.
+UID_FIELDS: Final = frozenset({"uid", "euid", "suid", "fsuid", "auid", "obj_uid"})
+GID_FIELDS: Final = frozenset({"gid", "egid", "sgid", "fsgid", "obj_gid"})
+LSM_FIELDS: Final = frozenset(
+    {
+        "subj_user",
+        "subj_role",
+        "subj_type",
+        "subj_sen",
+        "subj_clr",
+        "obj_user",
+        "obj_role",
+        "obj_type",
+        "obj_lev_low",
+        "obj_lev_high",
+    }
+)
+STRING_FIELDS: Final = LSM_FIELDS | {"path", "dir", "exe", "key"}
+ARG_FIELDS: Final = frozenset({"a0", "a1", "a2", "a3"})
+EXIT_ONLY_FIELDS: Final = frozenset(
+    {
+        "obj_user",
+        "obj_role",
+        "obj_type",
+        "obj_lev_low",
+        "obj_lev_high",
+        "path",
+        "dir",
+        "perm",
+        "filetype",
+        "devmajor",
+        "devminor",
+        "inode",
+        "success",
+        "exit",
+        "ppid",
+    }
+)
+FIELD_NAMES: Final = frozenset(
+    {
+        "pid",
+        "uid",
+        "euid",
+        "suid",
+        "fsuid",
+        "gid",
+        "egid",
+        "sgid",
+        "fsgid",
+        "auid",
+        "loginuid",
+        "pers",
+        "arch",
+        "msgtype",
+        "ppid",
+        "sessionid",
+        "devmajor",
+        "devminor",
+        "inode",
+        "exit",
+        "success",
+        "path",
+        "perm",
+        "dir",
+        "filetype",
+        "fstype",
+        "field_compare",
+        "a0",
+        "a1",
+        "a2",
+        "a3",
+        "key",
+        "exe",
+        "saddr_fam",
+        "loginuid_set",
+    }
+    | LSM_FIELDS
+    | UID_FIELDS
+    | GID_FIELDS
+)
+# Fields the kernel (audit_field_valid) refuses bit operators on.
+NO_BITOPS_FIELDS: Final = (
+    UID_FIELDS
+    | GID_FIELDS
+    | {
+        "pid",
+        "pers",
+        "msgtype",
+        "ppid",
+        "devmajor",
+        "devminor",
+        "exit",
+        "success",
+        "inode",
+        "sessionid",
+        "subj_sen",
+        "subj_clr",
+        "obj_lev_low",
+        "obj_lev_high",
+        "saddr_fam",
+    }
+)
+# The `-C` comparisons auditctl knows (auditctl-listing.c prints exactly these).
+COMPARABLE: Final = frozenset(
+    {
+        ("uid", "obj_uid"),
+        ("gid", "obj_gid"),
+        ("euid", "obj_uid"),
+        ("egid", "obj_gid"),
+        ("auid", "obj_uid"),
+        ("suid", "obj_uid"),
+        ("sgid", "obj_gid"),
+        ("fsuid", "obj_uid"),
+        ("fsgid", "obj_gid"),
+        ("uid", "auid"),
+        ("uid", "euid"),
+        ("uid", "fsuid"),
+        ("uid", "suid"),
+        ("auid", "fsuid"),
+        ("auid", "suid"),
+        ("auid", "euid"),
+        ("euid", "suid"),
+        ("euid", "fsuid"),
+        ("suid", "fsuid"),
+        ("gid", "egid"),
+        ("gid", "fsgid"),
+        ("gid", "sgid"),
+        ("egid", "fsgid"),
+        ("egid", "sgid"),
+        ("sgid", "fsgid"),
+    }
+)
+FILETYPES: Final = {
+    "file": 0o100000,
+    "dir": 0o040000,
+    "socket": 0o140000,
+    "link": 0o120000,
+    "character": 0o020000,
+    "block": 0o060000,
+    "fifo": 0o010000,
+}
+FSTYPES: Final = {"debugfs": 0x64626720, "tracefs": 0x74726163}
+PERM_BITS: Final = {"r": 4, "w": 2, "x": 1, "a": 8}
+AF_MAX: Final = 46
+
+_OPTSTRING: Final = "hicslDvtC:e:f:r:b:a:A:d:S:F:m:R:w:W:k:p:q:"
+_LONG_OPTS: Final = {
+    "loginuid-immutable": False,
+    "backlog_wait_time": True,
+    "reset-lost": False,
+    "reset_backlog_wait_time_actual": False,
+    "signal": True,
+}
+
+
+@attrs.frozen
+class Origin:
+    """Where a line came from.
+
+    Attributes:
+        path: The file, `-` for stdin, or `auditctl -l` for the running rules.
+        line: 1-based line number.
+        text: The line as written (without the newline).
+    """
+
+    path: str
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        """Return `path:line`."""
+        return f"{self.path}:{self.line}"
+
+
+@attrs.frozen
+class Field:
+    """One `-F name<op>value` condition (or `-C` comparison) in kernel form.
+
+    Attributes:
+        name: Canonical field name (`loginuid` is stored as `auid`).
+        op: The operator.
+        value: The value the kernel compares with: an unsigned 32-bit number, or a string
+            for path/dir/exe/LSM fields, or the other field's name for a `-C` comparison.
+        text: The value as written.
+        compare: True for a `-C` field-to-field comparison.
+    """
+
+    name: str
+    op: Op
+    value: int | str
+    text: str
+    compare: bool = False
+
+    def render(self) -> str:
+        """Return the field as `auditctl -l` would print it (`auid!=-1` for unset)."""
+        if self.compare:
+            return f"-C {self.name}{self.op}{self.value}"
+        if self.name == "auid" and self.value == UID_UNSET:
+            return f"-F auid{self.op}-1"
+        if self.name in ARG_FIELDS and isinstance(self.value, int):
+            return f"-F {self.name}{self.op}0x{self.value:x}"
+        if self.name == "perm" and isinstance(self.value, int):
+            perms = "".join(c for c, bit in PERM_BITS.items() if self.value & bit)
+            return f"-F perm={perms}"
+        if self.name == "exit" and isinstance(self.value, int) and self.value & 0x80000000:
+            code = (1 << 32) - self.value
+            name = _errno.errorcode.get(code)
+            return f"-F exit{self.op}-{name}" if name else f"-F exit{self.op}-{code}"
+        return f"-F {self.name}{self.op}{self.value}"
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    """An audit rule in the form the kernel keeps it.
+
+    Attributes:
+        list: The filter list (`exit`, `task`, `user`, `exclude`, `filesystem`).
+        action: `always` or `never`.
+        fields: The conditions, in the order they were given (keys excluded).
+        syscalls: The syscall numbers of the mask; None means every syscall (`-S all`).
+        syscall_table: The table the names were resolved in (for display).
+        keys: The filter keys, in order (the kernel stores them joined with 0x01).
+        watch: The path of a `-w` watch, for display in the watch form.
+        origin: The line that produced the rule.
+    """
+
+    list: ListName
+    action: Action
+    fields: tuple[Field, ...] = ()
+    syscalls: frozenset[int] | None = None
+    syscall_table: str | None = None
+    keys: tuple[str, ...] = ()
+    watch: str | None = None
+    origin: Origin
+
+    @property
+    def key(self) -> str:
+        """The filter key as the kernel stores it (keys joined with 0x01), or ``""``."""
+        return KEY_SEPARATOR.join(self.keys)
+
+    def field(self, name: str) -> Field | None:
+        """Return the first field called `name`, or None."""
+        for field in self.fields:
+            if field.name == name and not field.compare:
+                return field
+        return None
+
+    @property
+    def arch(self) -> int | None:
+        """The AUDIT_ARCH value of an `arch=` field, or None when the rule has none."""
+        field = self.field("arch")
+        return field.value if field is not None and isinstance(field.value, int) else None
+
+    def identity(self) -> tuple[object, ...]:
+        """What the kernel compares to decide that two rules are the same rule."""
+        return (
+            self.list,
+            self.action,
+            tuple((f.name, f.op, f.value, f.compare) for f in self.fields),
+            self.syscalls,
+            self.key,
+        )
+
+    def signature(self) -> tuple[object, ...]:
+        """Order-insensitive identity, for comparing a file with `auditctl -l` output."""
+        return (
+            self.list,
+            self.action,
+            tuple(sorted((f.name, f.op, str(f.value), f.compare) for f in self.fields)),
+            self.syscalls,
+            self.key,
+        )
+
+    def syscall_names(self) -> str:
+        """Return the `-S` list as auditctl -l prints it (names in number order)."""
+        if self.syscalls is None:
+            return "all"
+        table = ABIS.get(self.syscall_table or "")
+        names = []
+        for number in sorted(self.syscalls):
+            name = table.name(number) if table is not None else None
+            names.append(name or str(number))
+        return ",".join(names)
+
+    def render(self) -> str:
+        """Return the rule as `auditctl -l` would print it (canonical, one line)."""
+        key_text = " ".join(f"-k {k}" for k in self.keys)
+        if self.watch is not None and self._is_watch():
+            perm = self.field("perm")
+            perm_text = f" -p {perm.render().split('=', 1)[1]}" if perm is not None else ""
+            return f"-w {self.watch}{perm_text}" + (f" {key_text}" if key_text else "")
+        parts = [f"-a {self.action},{self.list}"]
+        arch = self.field("arch")
+        if arch is not None:
+            arch_value = arch.value
+            abi = abi_by_audit_arch(arch_value) if isinstance(arch_value, int) else None
+            parts.append(f"-F arch{arch.op}{abi.bits if abi else arch.text}")
+        if self.list == "exit":
+            parts.append(f"-S {self.syscall_names()}")
+        parts.extend(f.render() for f in self.fields if f.name != "arch" or f.compare)
+        parts.extend(f"-F key={k}" for k in self.keys)
+        return " ".join(parts)
+
+    def _is_watch(self) -> bool:
+        return (
+            self.list == "exit"
+            and self.syscalls is None
+            and all(f.name in {"path", "dir", "perm"} for f in self.fields)
+        )
+
+
+CommandKind = Literal[
+    "add",
+    "prepend",
+    "delete",
+    "delete_all",
+    "enable",
+    "failure",
+    "backlog",
+    "rate",
+    "backlog_wait_time",
+    "ignore_errors",
+    "continue_on_error",
+    "loginuid_immutable",
+    "noop",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One accepted line: what auditctl would send to the kernel.
+
+    Attributes:
+        kind: What the line does.
+        origin: The line.
+        rule: The rule for `add`/`prepend`/`delete`.
+        value: The number for `enable`/`failure`/`backlog`/`rate`/`backlog_wait_time`.
+        key: For `delete_all` with `-k`, only rules with this key are deleted.
+        warnings: auditctl's warnings for this line (they do not stop loading).
+        watch_kind: For a `-w` watch, `path` or `dir` as auditctl decided by stat().
+    """
+
+    kind: CommandKind
+    origin: Origin
+    rule: Rule | None = None
+    value: int | None = None
+    key: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """A line auditctl itself refuses (before anything reaches the kernel).
+
+    Attributes:
+        origin: The line.
+        message: auditctl's message (or ours, in its words).
+        hint: What to do about it.
+    """
+
+    origin: Origin
+    message: str
+    hint: str
+
+
+@attrs.frozen(kw_only=True)
+class RulesSource:
+    """A parsed rules text.
+
+    Attributes:
+        path: Where it came from.
+        syntax: `rules` (for `auditctl -R`) or `listing` (captured `auditctl -l`).
+        items: One Command or Rejection per non-blank, non-comment line, in order.
+        machine: The machine the names and `b64`/`b32` were resolved for.
+    """
+
+    path: str
+    syntax: Syntax
+    items: tuple[Command | Rejection, ...]
+    machine: Machine
+
+    @property
+    def rejections(self) -> tuple[Rejection, ...]:
+        """The rejected lines."""
+        return tuple(i for i in self.items if isinstance(i, Rejection))
+
+
+# --------------------------------------------------------------------------------------
+# Tokenising like auditctl's fileopt(): preprocess `\ ` and `\\`, split on spaces only.
+
+
+def split_line(text: str) -> list[str]:
+    r"""Split one rules-file line into words exactly as auditctl does.
+
+    Only the space character separates words (a tab is part of a word); `\\ ` is a space
+    inside a word and `\\\\` a backslash.
+    """
+    words: list[str] = []
+    current: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and i + 1 < len(text) and text[i + 1] in " \\":
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if char == " ":
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+        i += 1
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def c_strtoul(text: str) -> int | None:
+    """Read the leading number of `text` like C's strtoul(text, NULL, 0).
+
+    Returns None when no digits are read. Hex needs `0x`; a leading `0` means octal; trailing
+    junk is ignored, as C ignores it. The result is reduced to an unsigned 32-bit value the
+    way the kernel field (`__u32 values[]`) stores it.
+    """
+    s = text.lstrip(" \t\n\v\f\r")
+    negative = False
+    if s[:1] in "+-" and s:
+        negative = s[0] == "-"
+        s = s[1:]
+    base = 10
+    digits = "0123456789"
+    if s[:2].lower() == "0x" and len(s) > 2 and s[2] in "0123456789abcdefABCDEF":
+        base, s, digits = 16, s[2:], "0123456789abcdefABCDEF"
+    elif s[:1] == "0":
+        base, digits = 8, "01234567"
+    end = 0
+    while end < len(s) and s[end] in digits:
+        end += 1
+    if end == 0:
+        return None
+    value = int(s[:end], base)
+    if value >= 1 << 64:
+        value = (1 << 64) - 1
+    if negative:
+        value = -value
+    return value & U32
+
+
+# --------------------------------------------------------------------------------------
+# getopt_long emulation (GNU, permuting, opterr=0).
+
+
+@attrs.frozen
+class _Opt:
+    name: str  # short letter or long name
+    arg: str | None
+    word: str  # the word that held the option (for "Option %s is invalid")
+    index: int  # optind after this option (for the -l/-s/-D argument checks)
+
+
+def _getopt(words: Sequence[str]) -> tuple[list[_Opt | str], list[str]]:
+    """Return the options in order (a bare string marks an invalid option) and non-options."""
+    takes_arg = {c: _OPTSTRING[i + 1 : i + 2] == ":" for i, c in enumerate(_OPTSTRING) if c != ":"}
+    result: list[_Opt | str] = []
+    extra: list[str] = []
+    i = 1
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            extra.extend(words[i + 1 :])
+            break
+        if word.startswith("--"):
+            name, eq, inline = word[2:].partition("=")
+            matches = [n for n in _LONG_OPTS if n == name] or [
+                n for n in _LONG_OPTS if n.startswith(name)
+            ]
+            i += 1
+            if len(matches) != 1:
+                result.append(word)
+                continue
+            long_name = matches[0]
+            if _LONG_OPTS[long_name]:
+                if eq:
+                    result.append(_Opt(long_name, inline, word, i))
+                elif i < len(words):
+                    result.append(_Opt(long_name, words[i], word, i + 1))
+                    i += 1
+                else:
+                    result.append(word)
+            elif eq:
+                result.append(word)
+            else:
+                result.append(_Opt(long_name, None, word, i))
+            continue
+        if word.startswith("-") and len(word) > 1:
+            j = 1
+            i += 1
+            while j < len(word):
+                letter = word[j]
+                if letter not in takes_arg:
+                    result.append(word)
+                    j += 1
+                    continue
+                if takes_arg[letter]:
+                    if j + 1 < len(word):
+                        result.append(_Opt(letter, word[j + 1 :], word, i))
+                    elif i < len(words):
+                        result.append(_Opt(letter, words[i], word, i + 1))
+                        i += 1
+                    else:
+                        result.append(word)
+                    break
+                result.append(_Opt(letter, None, word, i))
+                j += 1
+            continue
+        extra.append(word)
+        i += 1
+    return result, extra
+
+
+# --------------------------------------------------------------------------------------
+# One line, the way auditctl's setopt() + handle_request() treat it.
+
+
+class _LineError(Exception):
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+_HINT_SYNTAX = "see auditctl(8) for the option syntax; until this line is fixed, `auditctl -R` \
+stops here and loads nothing after it"
+
+_FILTER_LISTS: Final = {"exit", "task", "user", "exclude", "filesystem"}
+
+
+@attrs.define
+class _RuleBuilder:
+    """Mutable state of one line, as auditctl's globals (`add`, `del`, `_audit_elf`...)."""
+
+    machine: Machine
+    origin: Origin
+    live: bool
+    op: Literal["add", "prepend", "delete"] | None = None
+    list_name: ListName | None = None
+    action: Action | None = None
+    fields: list[Field] = attrs.Factory(list)
+    syscalls: set[int] | None = attrs.Factory(set)
+    elf: int | None = None
+    syscall_added: bool = False
+    perm_added: bool = False
+    exe_added: bool = False
+    fs_added: bool = False
+    keys: list[str] = attrs.Factory(list)
+    watch: str | None = None
+    warnings: list[str] = attrs.Factory(list)
+
+    # -- -a / -A / -d -------------------------------------------------------------------
+    def setup(self, text: str, op: Literal["add", "prepend", "delete"]) -> bool:
+        """Handle `-a`/`-A`/`-d`; return False for the deprecated `possible` action."""
+        if self.op is not None:
+            msg = "Multiple rule insert/delete operations are not allowed"
+            raise _LineError(msg, "put each rule on its own line")
+        first, comma, second = text.partition(",")
+        if not comma or "," in second:
+            msg = f"{_setup_word(op)} rule - bad keyword {text}"
+            raise _LineError(msg, "write the list and action as `always,exit`")
+        parts = [first, second]
+        actions = [p for p in parts if p in {"always", "never", "possible"}]
+        lists = [p for p in parts if p in _FILTER_LISTS]
+        if "possible" in actions:
+            return False
+        if len(actions) != 1 or len(lists) != 1:
+            msg = f"{_setup_word(op)} rule - bad keyword {text}"
+            raise _LineError(
+                msg,
+                "the list is one of exit, task, user, exclude, filesystem and the action "
+                "always or never, e.g. `-a always,exit`",
+            )
+        self.op = op
+        self.list_name = lists[0]  # type: ignore[assignment]
+        self.action = actions[0]  # type: ignore[assignment]
+        return True
+
+    # -- -S -------------------------------------------------------------------------------
+    def add_syscalls(self, text: str) -> None:
+        """Handle `-S`."""
+        if self.list_name in {"task", "user", "filesystem", "exclude"}:
+            msg = f"Error: syscall auditing being added to {self.list_name} list"
+            raise _LineError(msg, f"remove -S from a {self.list_name} rule")
+        unknown_arch = self.elf is None
+        if unknown_arch:
+            self.elf = self.machine.native.audit_arch
+        for name in text.split(","):
+            if not name:
+                continue
+            self._add_syscall(name)
+        self.syscall_added = True
+        if unknown_arch and self.op is not None and self.machine.name == "x86_64":
+            self._check_mismatch(text)
+
+    def _add_syscall(self, name: str) -> None:
+        if name == "all":
+            self.syscalls = None
+            return
+        abi = abi_by_audit_arch(self.elf or 0)
+        number = abi.number(name) if abi is not None else None
+        if number is None and name[:1].isdigit():
+            number = _c_strtol_signed(name)
+        if number is None or number < 0 or number >= BITMASK_BITS:
+            where = f" for {abi.table}" if abi is not None else ""
+            msg = f"Syscall name unknown: {name}"
+            raise _LineError(
+                msg,
+                f"`{name}` does not exist{where}; render rules per arch and list only the "
+                "syscalls that exist there (e.g. create_module and query_module do not "
+                "exist on aarch64)",
+            )
+        if self.syscalls is not None:
+            self.syscalls.add(number)
+
+    def _check_mismatch(self, text: str) -> None:
+        compat = self.machine.compat
+        native = self.machine.native
+        names = [n for n in text.split(",") if n and n != "all"]
+        if any(native.number(n) != compat.number(n) for n in names if not n[:1].isdigit()):
+            self.warnings.append("WARNING - 32/64 bit syscall mismatch, you should specify an arch")
+
+    # -- -F / -C --------------------------------------------------------------------------
+    def add_field(self, pair: str) -> None:
+        """Handle `-F name<op>value`."""
+        if self.op is None:
+            msg = "List must be given before field"
+            raise _LineError(msg, "start the rule with `-a always,exit` (or -A/-d)")
+        if pair.startswith("key="):
+            self.add_key(pair[4:], from_field=True)
+            return
+        name, op, value = _split_pair(pair)
+        if len(self.fields) >= MAX_FIELDS - 1:
+            msg = f"{pair} Too many fields in rule"
+            raise _LineError(msg, "split the rule")
+        canonical = "auid" if name == "loginuid" else name
+        self.fields.append(self._field_value(canonical, op, value, pair))
+
+    def _field_value(self, name: str, op: Op, value: str, pair: str) -> Field:
+        lst = self.list_name
+        if lst == "exclude" and name not in {
+            "pid",
+            "uid",
+            "gid",
+            "auid",
+            "msgtype",
+            "subj_user",
+            "subj_role",
+            "subj_type",
+            "subj_sen",
+            "subj_clr",
+            "exe",
+        }:
+            msg = (
+                f"{pair} Only msgtype, pid, uid, gid, auid, subj_*, and exe fields can be used "
+                "with exclude filter"
+            )
+            raise _LineError(msg, "the exclude list filters record types, not syscalls")
+        if name in EXIT_ONLY_FIELDS and lst != "exit":
+            msg = f"{pair} field can only be used on the exit filter list"
+            raise _LineError(msg, "use this field in an `-a always,exit` rule")
+        if name in UID_FIELDS:
+            return Field(name, op, _uid_value(value, pair), value)
+        if name in GID_FIELDS:
+            return Field(name, op, _gid_value(value, pair), value)
+        if name == "exit":
+            return Field(name, op, _exit_value(value, pair), value)
+        if name == "msgtype":
+            if lst not in {"exclude", "user"}:
+                msg = f"{pair} msgtype field can only be used with exclude or user filter list"
+                raise _LineError(msg, "use msgtype only in `-a always,exclude` rules")
+            number = _c_strtol_signed(value) if value[:1].isdigit() else MESSAGE_TYPES.get(value)
+            if number is None:
+                msg = f"{pair} -F unknown message type - {value}"
+                raise _LineError(msg, "use a type name as `ausearch -m` spells it")
+            return Field(name, op, number & U32, value)
+        if name in STRING_FIELDS:
+            return self._string_field(name, op, value, pair)
+        if name == "arch":
+            return self._arch_field(op, value, pair)
+        if name == "perm":
+            if op != "=":
+                msg = f"{pair} Only the = operator can be used with perm"
+                raise _LineError(msg, "write `-F perm=x`")
+            return Field(name, op, _perm_value(value, pair), value)
+        if name == "filetype":
+            if value not in FILETYPES:
+                msg = f"{pair} Unknown file type"
+                raise _LineError(msg, f"use one of {', '.join(FILETYPES)}")
+            return Field(name, op, FILETYPES[value], value)
+        if name == "fstype":
+            if lst != "filesystem":
+                msg = f"{pair} field is not valid for the filter"
+                raise _LineError(msg, "fstype belongs on the filesystem list")
+            if op not in {"=", "!="}:
+                msg = f"{pair} Only the = and != operators can be used with this field"
+                raise _LineError(msg, "use = or !=")
+            number = c_strtoul(value) if value[:1].isdigit() else FSTYPES.get(value)
+            if number is None:
+                msg = f"{pair} Unknown file system type"
+                raise _LineError(msg, "use debugfs or tracefs")
+            self.fs_added = True
+            return Field(name, op, number, value)
+        if name in ARG_FIELDS:
+            number = _signed_or_unsigned(value)
+            if number is None:
+                msg = f"{pair} Field value must be numeric"
+                raise _LineError(msg, "a0..a3 take numbers")
+            return Field(name, op, number, value)
+        if name == "sessionid":
+            if lst not in {"exclude", "user", "exit"}:
+                msg = f"{pair} Field not supported by this filter"
+                raise _LineError(msg, "sessionid works on the exit list")
+            number = UID_UNSET if value == "unset" else _signed_or_unsigned(value)
+            return Field(name, op, number if number is not None else 0, value)
+        if name == "saddr_fam":
+            number = c_strtoul(value) or 0
+            if number >= AF_MAX:
+                msg = f"{pair} Field value too large"
+                raise _LineError(msg, "use an address family number")
+            return Field(name, op, number, value)
+        if name == "inode" and op not in {"=", "!="}:
+            msg = f"{pair} Only the = and != operators can be used with this field"
+            raise _LineError(msg, "use = or !=")
+        if not value[:1].isdigit():
+            msg = f"{pair} Field value must be numeric"
+            raise _LineError(msg, f"{name} takes a number")
+        number = c_strtoul(value) if name == "inode" else _c_strtol_signed(value)
+        return Field(name, op, (number or 0) & U32, value)
+
+    def _string_field(self, name: str, op: Op, value: str, pair: str) -> Field:
+        if name == "exe":
+            if op not in {"=", "!="}:
+                msg = f"{pair} Only the = and != operators can be used with this field"
+                raise _LineError(msg, "use exe= or exe!=")
+            self.exe_added = True
+        if name in {"path", "dir"}:
+            self.perm_added = True
+        if len(value) > PATH_MAX:
+            msg = f"{pair} String value too long"
+            raise _LineError(msg, "shorten the value")
+        return Field(name, op, value, value)
+
+    def _arch_field(self, op: Op, value: str, pair: str) -> Field:
+        if self.syscall_added:
+            msg = "arch must be before -S"
+            raise _LineError(
+                msg,
+                "write `-F arch=b64` before `-S`; the syscall names are resolved in the "
+                "table of the arch given before them",
+            )
+        if op not in {"=", "!="}:
+            msg = "arch only takes = or != operators"
+            raise _LineError(msg, "write `-F arch=b64` or `-F arch=b32`")
+        elf = resolve_arch(value, self.machine)
+        if elf is None:
+            msg = f"{pair} Elf type unknown"
+            raise _LineError(msg, "use b64, b32 or a machine name such as x86_64")
+        self.elf = elf
+        return Field("arch", op, elf, value)
+
+    def add_compare(self, pair: str) -> None:
+        """Handle `-C left<op>right`."""
+        if "!=" in pair:
+            left, right, op = *pair.split("!=", 1), "!="
+        elif "=" in pair:
+            left, right, op = *pair.split("=", 1), "="
+        else:
+            msg = f"{pair} Only the = and != operators can be used with this field"
+            raise _LineError(msg, "write e.g. `-C auid!=uid`")
+        left = "auid" if left == "loginuid" else left
+        right = "auid" if right == "loginuid" else right
+        if (left, right) not in COMPARABLE and (right, left) not in COMPARABLE:
+            msg = f"{pair} Unable to compare these fields"
+            raise _LineError(msg, "see auditctl(8) -C for the comparable fields")
+        self.fields.append(Field(left, op, right, right, compare=True))  # type: ignore[arg-type]
+
+    # -- -k -------------------------------------------------------------------------------
+    def add_key(self, key: str, *, from_field: bool = False) -> None:
+        """Handle `-k` and `-F key=`."""
+        if not from_field and (
+            not (self.syscall_added or self.perm_added or self.exe_added or self.fs_added)
+            or self.op is None
+        ):
+            msg = "key option needs a watch or syscall given prior to it"
+            raise _LineError(msg, "put -k after -S, -w or -F path=/dir=/exe=")
+        if from_field and not (
+            self.syscall_added or self.perm_added or self.exe_added or self.fs_added
+        ):
+            # The wording of libaudit's EAU_KEYDEP message.
+            msg = f"key={key} Key field needs a watch, syscall or exe path given prior to it"
+            raise _LineError(msg, "put -F key= after -S, -w or -F path=/dir=/exe=")
+        joined = KEY_SEPARATOR.join([*self.keys, key])
+        if len(joined.encode()) > MAX_KEY_LEN:
+            msg = "key option exceeds size limit"
+            raise _LineError(msg, f"keys (joined) may be at most {MAX_KEY_LEN} bytes")
+        if KEY_SEPARATOR in key:
+            self.warnings.append(f"key {key!r} has illegal character")
+        self.keys.append(key)
+
+    # -- -w / -p --------------------------------------------------------------------------
+    def add_watch(self, path: str, *, delete: bool) -> None:
+        """Handle `-w`/`-W`."""
+        if not delete and self.op is not None:
+            msg = "watch option can't be given with a syscall"
+            raise _LineError(msg, "write a watch as `-w PATH -p PERMS -k KEY` on its own")
+        _check_watch_path(path)
+        if self.fields:
+            msg = "Rule is not empty"
+            raise _LineError(msg, "-w must be the first option of its line")
+        self.op = "delete" if delete else "add"
+        self.list_name = "exit"
+        self.action = "always"
+        self.syscall_added = True
+        self.perm_added = True
+        self.syscalls = None
+        kind = "path"
+        if self.live:
+            kind = "dir" if os.path.isdir(path) else "path"
+        elif path.endswith("/") and len(path) > 1:
+            kind = "dir"
+        self.watch = path
+        self.fields.append(Field(kind, "=", path, path))
+        self.fields.append(Field("perm", "=", 15, "rwxa"))
+
+    def set_perms(self, text: str) -> None:
+        """Handle `-p`."""
+        if self.op is None:
+            msg = "permission option needs a watch given prior to it"
+            raise _LineError(msg, "write `-w PATH -p x`")
+        if len(text) > 4:
+            msg = f"permission {text} is too long"
+            raise _LineError(msg, "permissions are some of r, w, x, a")
+        bits = 0
+        for char in text:
+            bit = PERM_BITS.get(char.lower())
+            if bit is None:
+                msg = f"Permission {char} isn't supported"
+                raise _LineError(msg, "permissions are some of r, w, x, a")
+            bits |= bit
+        if not self.fields:
+            msg = "Permissions should be preceeded by other fields"  # codespell:ignore
+            raise _LineError(msg, "write `-w PATH -p x`")
+        for i, field in enumerate(self.fields):
+            if field.name == "perm":
+                self.fields[i] = Field("perm", "=", bits, text)
+                break
+        else:
+            self.fields.append(Field("perm", "=", bits, text))
+        self.perm_added = True
+
+    def build(self) -> Rule:
+        """Return the finished rule (auditctl adds `-S all` when no syscall was given)."""
+        assert self.list_name is not None  # noqa: S101 - guaranteed by the caller
+        assert self.action is not None  # noqa: S101
+        syscalls: frozenset[int] | None
+        if self.list_name == "exit":
+            syscalls = (
+                None
+                if self.syscalls is None or not self.syscall_added
+                else frozenset(self.syscalls)
+            )
+        else:
+            syscalls = None
+        abi = abi_by_audit_arch(self.elf or self.machine.native.audit_arch)
+        return Rule(
+            list=self.list_name,
+            action=self.action,
+            fields=tuple(self.fields),
+            syscalls=syscalls,
+            syscall_table=abi.table if abi is not None else None,
+            keys=tuple(self.keys),
+            watch=self.watch,
+            origin=self.origin,
+        )
+
+
+def _setup_word(op: str) -> str:
+    return {"add": "Append", "prepend": "Add", "delete": "Delete"}[op]
+
+
+def _split_pair(pair: str) -> tuple[str, Op, str]:
+    for op in OPERATORS:
+        index = pair.find(op)
+        if index >= 0:
+            name, value = pair[:index], pair[index + len(op) :]
+            break
+    else:
+        msg = f"{pair} Missing operation"
+        raise _LineError(msg, "write the field as name=value (or != < > <= >= & &=)")
+    # libaudit searches for the two-character operators first across the whole pair, so
+    # `a<=b` is `<=` even though `=` appears too: the loop order above does the same.
+    if not name:
+        msg = f"{pair} Missing field name"
+        raise _LineError(msg, "write the field as name=value")
+    if not value:
+        msg = f"{pair} Missing field value"
+        raise _LineError(msg, "write the field as name=value")
+    if name not in FIELD_NAMES:
+        msg = f"{pair} Unknown field name"
+        raise _LineError(msg, "see auditctl(8) for the field names")
+    if name in {"loginuid_set", "field_compare"}:
+        msg = f"{pair} Unknown field name"
+        raise _LineError(msg, "see auditctl(8) for the field names")
+    return name, op, value
+
+
+def _c_strtol_signed(text: str) -> int | None:
+    """Like strtol(text, NULL, 0) but keep the sign (for syscall numbers)."""
+    negative = text.startswith("-")
+    value = c_strtoul(text.lstrip("-"))
+    if value is None:
+        return None
+    return -value if negative else value
+
+
+def _signed_or_unsigned(value: str) -> int | None:
+    if value[:1].isdigit() or (len(value) >= 2 and value[0] == "-" and value[1].isdigit()):
+        return c_strtoul(value)
+    return None
+
+
+def _uid_value(value: str, pair: str) -> int:
+    number = _signed_or_unsigned(value)
+    if number is not None:
+        return number
+    if value == "unset":
+        return UID_UNSET
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        msg = f"Unknown user: {value}"
+        raise _LineError(msg, f"{pair}: use a uid number or a user that exists here") from None
+
+
+def _gid_value(value: str, pair: str) -> int:
+    if value[:1].isdigit():
+        number = c_strtoul(value)
+        return number if number is not None else 0
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        msg = f"Unknown group: {value}"
+        raise _LineError(msg, f"{pair}: use a gid number or a group that exists here") from None
+
+
+def _exit_value(value: str, pair: str) -> int:
+    number = _signed_or_unsigned(value)
+    if number is not None:
+        return number
+    name = value.removeprefix("-")
+    code = getattr(_errno, name, None) if name.isupper() else None
+    if not isinstance(code, int):
+        msg = f"{pair} -F unknown errno -"
+        raise _LineError(msg, "use a number or an errno name such as -EPERM")
+    return (-code if value.startswith("-") else code) & U32
+
+
+def _perm_value(value: str, pair: str) -> int:
+    if len(value) > 4:
+        msg = f"{pair} String value too long"
+        raise _LineError(msg, "permissions are some of r, w, x, a")
+    bits = 0
+    for char in value:
+        bit = PERM_BITS.get(char.lower())
+        if bit is None:
+            msg = f"{pair} Permission can only contain 'rwxa'"
+            raise _LineError(msg, "permissions are some of r, w, x, a")
+        bits |= bit
+    return bits
+
+
+def _check_watch_path(path: str) -> None:
+    if len(path) >= PATH_MAX:
+        msg = "The path passed for the watch is too big"
+        raise _LineError(msg, "shorten the path")
+    if not path.startswith("/"):
+        msg = "The path must start with '/'"
+        raise _LineError(msg, "watch an absolute path")
+    if len(os.path.basename(path.rstrip("/") or "/")) > NAME_MAX:
+        msg = "The base name of the path is too big"
+        raise _LineError(msg, "shorten the file name")
+
+
+def _parse_words(
+    words: list[str], origin: Origin, machine: Machine, *, live: bool
+) -> Command | None:
+    """Return the command for one line, None for a line auditctl silently eats."""
+    options, extra = _getopt(["auditctl", *words])
+    builder = _RuleBuilder(machine=machine, origin=origin, live=live)
+    control: Command | None = None
+    delete_all_key: str | None = None
+    count = len(words) + 1
+    for opt in options:
+        if isinstance(opt, str):
+            msg = f"Option {opt} on line {origin.line} is invalid"
+            raise _LineError(msg, _HINT_SYNTAX)
+        name, arg = opt.name, opt.arg or ""
+        if name == "h":
+            msg = "-h (help) is not a rule"
+            raise _LineError(msg, "remove the line")
+        if name == "i":
+            control = Command(kind="ignore_errors", origin=origin)
+        elif name == "c":
+            control = Command(kind="continue_on_error", origin=origin)
+        elif name in {"s", "v", "l", "t", "m", "q"} or name in {
+            "reset-lost",
+            "reset_backlog_wait_time_actual",
+            "signal",
+        }:
+            if name == "R":  # pragma: no cover - R handled below
+                break
+            control = control or Command(kind="noop", origin=origin)
+        elif name in {"e", "f"}:
+            if arg not in {"0", "1", "2"}:
+                word = "Enable" if name == "e" else "Failure"
+                msg = f"{word} must be 0, 1, or 2 was {arg}"
+                raise _LineError(msg, f"write `-{name} 1`")
+            control = Command(
+                kind="enable" if name == "e" else "failure", origin=origin, value=int(arg)
+            )
+        elif name in {"r", "b", "backlog_wait_time"}:
+            if not arg[:1].isdigit():
+                word = {"r": "Rate", "b": "Backlog", "backlog_wait_time": "Backlog_wait_time"}[name]
+                msg = f"{word} must be a numeric value was {arg}"
+                raise _LineError(msg, f"write e.g. `-{name} 8192`")
+            kind: CommandKind = {"r": "rate", "b": "backlog"}.get(name, "backlog_wait_time")  # type: ignore[assignment]
+            control = Command(kind=kind, origin=origin, value=c_strtoul(arg))
+        elif name == "loginuid-immutable":
+            control = Command(kind="loginuid_immutable", origin=origin)
+        elif name in {"a", "A", "d"}:
+            if "task" in arg and builder.syscall_added:
+                msg = "Syscall auditing requested for task list"
+                raise _LineError(msg, "task rules take no -S")
+            op = {"a": "add", "A": "prepend", "d": "delete"}[name]
+            if not builder.setup(arg, op):  # type: ignore[arg-type]
+                return None
+        elif name == "S":
+            builder.add_syscalls(arg)
+        elif name == "F":
+            builder.add_field(arg)
+        elif name == "C":
+            builder.add_compare(arg)
+        elif name == "R":
+            msg = "Error - nested rule files not supported"
+            raise _LineError(msg, "remove -R from the rules file")
+        elif name == "D":
+            if count > 4 or count == 3:
+                msg = "Wrong number of options for Delete all request"
+                raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
+            if count == 4:
+                if words[1] != "-k":
+                    msg = "Only the -k option is allowed"
+                    raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
+                delete_all_key = words[2]
+            return Command(kind="delete_all", origin=origin, key=delete_all_key)
+        elif name in {"w", "W"}:
+            builder.add_watch(arg, delete=name == "W")
+        elif name == "k":
+            builder.add_key(arg)
+        elif name == "p":
+            builder.set_perms(arg)
+    if not options:
+        msg = "parameter passed without an option given"
+        raise _LineError(msg, _HINT_SYNTAX)
+    if extra:
+        msg = f"parameter passed without an option given ({' '.join(extra)!r})"
+        raise _LineError(
+            msg,
+            "a `#` comment must start the line (auditctl has no end-of-line comments); "
+            "otherwise remove the stray word",
+        )
+    if builder.op is None:
+        if builder.syscall_added:
+            msg = "Error - no list specified"
+            raise _LineError(msg, "add `-a always,exit` to the rule")
+        return control or Command(kind="noop", origin=origin)
+    if builder.op != "delete" and builder.list_name != "task" and not builder.syscall_added:
+        builder.syscalls = None
+    rule = builder.build()
+    return Command(kind=builder.op, origin=origin, rule=rule, warnings=tuple(builder.warnings))
+
+
+def detect_syntax(lines: Iterable[str]) -> Syntax:
+    """Tell captured `auditctl -l` output from a rules file.
+
+    A listing is exactly what `auditctl -l` prints: `No rules`, or only `-a ACTION,LIST`
+    (action first) and `-w` lines, keys as `-F key=` on `-a` lines, and no comments or
+    control options.
+    """
+    content = [line for line in lines if line.strip()]
+    if not content:
+        return "rules"
+    if [line.strip() for line in content] == ["No rules"]:
+        return "listing"
+    for line in content:
+        words = line.split()
+        if words[0] == "-w":
+            if any(w not in {"-p", "-k"} for w in words[2::2]):
+                return "rules"
+            continue
+        if words[0] != "-a" or len(words) < 2:
+            return "rules"
+        if not words[1].startswith(("always,", "never,")):
+            return "rules"
+        if "-k" in words:
+            return "rules"
+        if words[1].endswith(",exit") and "-S" not in words:
+            return "rules"
+    return "listing"
+
+
+def parse_rules(
+    text: str,
+    *,
+    path: str,
+    machine: Machine,
+    syntax: Syntax | None = None,
+    live: bool = True,
+    first_line: int = 1,
+    origins: Sequence[Origin] | None = None,
+) -> RulesSource:
+    """Parse a rules file or captured `auditctl -l` output.
+
+    Never raises for bad content: every line auditctl would refuse becomes a `Rejection`.
+
+    Args:
+        text: The whole text.
+        path: Where it came from (for messages).
+        machine: The machine whose auditctl would read it (`b64`/`b32`, syscall tables).
+        syntax: `rules` or `listing`; detected when None.
+        live: Whether to consult this machine's filesystem (a `-w` on a directory).
+        first_line: The number of the first line (for assembled texts).
+        origins: Per-line origins overriding `path`/line numbers (for assembled rules.d).
+
+    Returns:
+        The parsed source.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if syntax is None:
+        syntax = detect_syntax(lines)
+    items: list[Command | Rejection] = []
+    for index, line in enumerate(lines):
+        origin = origins[index] if origins is not None else Origin(path, first_line + index, line)
+        if not line.strip(" "):
+            continue
+        if syntax == "listing" and line.strip() == "No rules":
+            continue
+        prepared = line.replace("\x00", "")
+        words = split_line(prepared)
+        if not words or words[0].startswith("#"):
+            continue
+        try:
+            command = _parse_words(words, origin, machine, live=live)
+        except _LineError as error:
+            items.append(Rejection(origin=origin, message=error.message, hint=error.hint))
+            continue
+        if command is not None:
+            items.append(command)
+    return RulesSource(path=path, syntax=syntax, items=tuple(items), machine=machine)
