@@ -1,0 +1,79 @@
+"""Shared fixtures: the CLI runner, the machines, and the host's real audit subsystem.
+
+Tests that touch the host kernel's audit state use `host_audit`: it records the rules and
+the status (enabled, failure, backlog, rate, backlog_wait_time) first and restores them
+afterwards, even when the test fails. It never sets `-e 2` or `-f 2` (those would lock
+audit or panic the machine until reboot).
+
+Root-only tests are skipped when not root, unless `KMOD_AUDIT_REQUIRE_ROOT=1` (set by
+`.ci/run`): then a missing prerequisite is a failure, so CI cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from _support import CliResult, HostAudit, RunCli, audit_status, auditctl
+from kmod_audit.cli import main
+from kmod_audit.syscalls import MACHINES, Machine
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """Run `kmod-audit ARGS...` in-process; return code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        out = io.StringIO()
+        capsys.readouterr()
+        code = main(list(args), out=out)
+        captured = capsys.readouterr()
+        return CliResult(code, out.getvalue() + captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def x86_64() -> Machine:
+    """The x86_64 machine."""
+    return MACHINES["x86_64"]
+
+
+@pytest.fixture
+def aarch64() -> Machine:
+    """The aarch64 machine."""
+    return MACHINES["aarch64"]
+
+
+def _require_root_or_skip(reason: str) -> None:
+    if os.environ.get("KMOD_AUDIT_REQUIRE_ROOT") == "1":
+        pytest.fail(f"KMOD_AUDIT_REQUIRE_ROOT=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def host_audit() -> Iterator[HostAudit]:
+    """The host's real audit subsystem (root); restored afterwards, even on failure."""
+    if os.geteuid() != 0:
+        _require_root_or_skip("the test needs root to drive the host's audit subsystem")
+    if shutil.which("auditctl") is None:
+        _require_root_or_skip("auditctl is not installed (apt-get install auditd)")
+    probe = auditctl("-s", check=False)
+    if probe.returncode != 0:
+        _require_root_or_skip(f"auditctl -s failed: {probe.stderr.strip()}")
+    status = audit_status()
+    if status.get("enabled") == "2":
+        _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
+    host = HostAudit(rules=auditctl("-l").stdout, status=status)
+    try:
+        yield host
+    finally:
+        host.restore()
+    after = audit_status()
+    for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
+        assert status.get(name) == after.get(name), f"audit {name} not restored"
+    assert host.rules == auditctl("-l").stdout, "audit rules not restored"
