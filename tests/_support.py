@@ -31,10 +31,17 @@ class RunCli(Protocol):
 
 
 def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real auditctl."""
-    return subprocess.run(
-        ["auditctl", *args], capture_output=True, text=True, check=check, timeout=60
+    """Run the real auditctl (output decoded without newline translation: keys may hold CR)."""
+    proc = subprocess.run(["auditctl", *args], capture_output=True, check=False, timeout=60)
+    result = subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
     )
+    if check:
+        result.check_returncode()
+    return result
 
 
 def audit_status() -> dict[str, str]:

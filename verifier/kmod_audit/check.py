@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import attrs
 
 from .evaluate import Context, Coverage, ExecFile, Target, evaluate
-from .generate import DEFAULT_KEY, generate_lines
+from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import RuleSet, load
 from .profiles import Profile, Requirement
 from .report import CheckResult, Finding, ProfileResult, RequirementResult, SourceReport
@@ -177,7 +177,7 @@ class _Judge:
             generate_lines(
                 [req],
                 machine=self.options.machine,
-                key=self.options.key or DEFAULT_KEY,
+                key=self.options.key or self.fix_key(),
                 uid_min=self.options.uid_min,
                 kmod_path=self.options.kmod_path,
             )
@@ -193,6 +193,17 @@ class _Judge:
             fix=fix if failed else (),
             applicable=applicable,
         )
+
+    def fix_key(self) -> str:
+        """The key for suggested fix lines: the one the source uses most, if usable."""
+        counts: dict[str, int] = {}
+        for item in self.ruleset.source.items:
+            rule = getattr(item, "rule", None)
+            if isinstance(rule, Rule) and rule.list == "exit":
+                for key in rule.keys:
+                    counts[key] = counts.get(key, 0) + 1
+        usable = [k for k in sorted(counts, key=lambda k: -counts[k]) if validate_key(k) is None]
+        return usable[0] if usable else DEFAULT_KEY
 
     def _check(
         self, label: str, target: Target, coverage: Coverage, req: Requirement
@@ -216,17 +227,51 @@ class _Judge:
                 target=label, status="pass", reason=coverage.reason(), rules=described
             )
         reason = coverage.reason()
-        if self.hypothetical is not None and self.ruleset.stopped_at is not None:
+        outcome = coverage.outcome
+        if outcome is not None and outcome.verdict == "never":
+            reason += "; remove or narrow that rule, or put the fix lines before it (-A)"
+        if target.program is not None and outcome is not None and outcome.verdict == "unmatched":
+            reason += "".join(f"; {hint}" for hint in _watch_hints(self.ruleset, target.program))
+        stopped = self.ruleset.stopped_at
+        if self.hypothetical is not None and stopped is not None:
             would = evaluate(self.hypothetical, target, self.options.context())
             unloaded = set(self.ruleset.not_loaded)
             helpers = [r for r in would.rules if r.origin in unloaded]
             if would.covered and helpers:
                 lines = ", ".join(str(r.origin) for r in helpers)
                 reason += (
-                    f"; {lines} would record it but never loads: `auditctl -R` stops at "
-                    f"{self.ruleset.stopped_at}"
+                    f"; {lines} would record it but never loads: `auditctl -R` stops at {stopped}"
                 )
+            else:
+                reason += f"; note that `auditctl -R` stops at {stopped} (see the findings)"
         return CheckResult(target=label, status="fail", reason=reason, rules=described)
+
+
+def _watch_hints(ruleset: RuleSet, program: ExecFile) -> list[str]:
+    """Explain execution rules that name the program but cannot fire for it."""
+    hints: list[str] = []
+    for rule in ruleset.exit:
+        for field in rule.fields:
+            if field.compare or field.name not in {"path", "exe"}:
+                continue
+            path = str(field.value)
+            real = os.path.realpath(path)
+            if real != program.path or os.path.normpath(path) == program.path:
+                if field.name == "path" and os.path.normpath(path) == program.path:
+                    perm = rule.field("perm")
+                    if perm is not None and not int(perm.value) & 1:
+                        hints.append(
+                            f"{rule.origin} watches {path} with -p {perm.text}, which lacks x "
+                            "(execution)"
+                        )
+                continue
+            if os.path.islink(path):
+                hints.append(
+                    f"{rule.origin} names {path}, a symlink to {program.path}: the kernel "
+                    "watches the link itself, which is never executed; name "
+                    f"{program.path} instead"
+                )
+    return hints
 
 
 def _findings(ruleset: RuleSet) -> list[Finding]:
@@ -235,8 +280,10 @@ def _findings(ruleset: RuleSet) -> list[Finding]:
         message = issue.message
         if issue.stops and ruleset.not_loaded:
             first, last = ruleset.not_loaded[0].line, ruleset.not_loaded[-1].line
-            span = f"line {first}" if first == last else f"lines {first}-{last}"
-            message += f" (auditctl -R stops here: {span} never load)"
+            span = (
+                f"line {first} never loads" if first == last else f"lines {first}-{last} never load"
+            )
+            message += f" (auditctl -R stops here: {span})"
         elif issue.stops:
             message += " (auditctl -R stops here)"
         findings.append(

@@ -111,7 +111,7 @@ class RequirementResult:
             "reasons": list(self.reasons),
             "rules": list(self.rules),
             "applicable": self.applicable,
-            "checks": [attrs.asdict(c, retain_collection_types=False) for c in self.checks],
+            "checks": [attrs.asdict(c) for c in self.checks],
             "references": dict(self.references),
             "fix": list(self.fix),
         }
@@ -275,7 +275,15 @@ def render_text(report: Report) -> str:
             for req in profile.requirements:
                 mark = "PASS" if req.status == "pass" else "FAIL"
                 out.append(f"  {mark} {req.id}: {req.title}")
-                out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
+                out.extend(
+                    f"       [{check.status}] {check.reason}"
+                    for check in req.checks
+                    if check.status != "pass"
+                )
+                if req.rules:
+                    label = "recorded by:" if req.status == "pass" else "partly recorded by:"
+                    out.append(f"       {label} {req.rules[0]}")
+                    out.extend(f"       {' ' * len(label)} {rule}" for rule in req.rules[1:])
                 if req.status == "fail" and req.fix:
                     out.append("       fix: these lines satisfy it (kmod-audit generate):")
                     out.extend(f"         {line}" for line in req.fix)

@@ -1150,7 +1150,8 @@ def detect_syntax(lines: Iterable[str]) -> Syntax:
 
     A listing is exactly what `auditctl -l` prints: `No rules`, or only `-a ACTION,LIST`
     (action first) and `-w` lines, keys as `-F key=` on `-a` lines, and no comments or
-    control options.
+    control options. A text that reads the same both ways (only `-w` lines, say) is taken
+    as a rules file: that is the stricter reading (kernel checks apply).
     """
     content = [line for line in lines if line.strip()]
     if not content:
@@ -1171,6 +1172,8 @@ def detect_syntax(lines: Iterable[str]) -> Syntax:
             return "rules"
         if words[1].endswith(",exit") and "-S" not in words:
             return "rules"
+    if not any(" -F key=" in line or " -S all" in line for line in content):
+        return "rules"
     return "listing"
 
 

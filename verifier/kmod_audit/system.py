@@ -55,9 +55,9 @@ def _auditctl(*args: str) -> str:
         raise TransportError(msg)
     argv = [auditctl, *args]
     try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=AUDITCTL_TIMEOUT, check=False
-        )
+        # Bytes, not text=True: universal newlines would turn a key's trailing CR into
+        # nothing (`-k x\r` from a CRLF file is a real, different key).
+        proc = subprocess.run(argv, capture_output=True, timeout=AUDITCTL_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as exc:
         msg = (
             f"`{shlex.join(argv)}` did not answer within {AUDITCTL_TIMEOUT:g} s; "
@@ -67,20 +67,19 @@ def _auditctl(*args: str) -> str:
     except OSError as exc:
         msg = f"could not run `{shlex.join(argv)}`: {exc}"
         raise TransportError(msg) from exc
+    stdout = proc.stdout.decode(errors="replace")
+    stderr = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         hint = (
             "run kmod-audit as root (auditctl needs CAP_AUDIT_CONTROL)"
             if os.geteuid() != 0
             else "check that the kernel has audit support (CONFIG_AUDIT) and audit=1"
         )
-        msg = f"`{shlex.join(argv)}` failed: {proc.stderr.strip() or 'no error text'}; {hint}"
+        msg = f"`{shlex.join(argv)}` failed: {stderr.strip() or 'no error text'}; {hint}"
         raise CommandFailed(
-            msg,
-            command=shlex.join(argv),
-            status=proc.returncode,
-            output=proc.stdout + proc.stderr,
+            msg, command=shlex.join(argv), status=proc.returncode, output=stdout + stderr
         )
-    return proc.stdout
+    return stdout
 
 
 def auditctl_list() -> str:

@@ -1,0 +1,214 @@
+"""The evaluator applies rules the way the kernel does (first match, u32 compares...)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kmod_audit.evaluate import Context, ExecFile, Target, evaluate
+from kmod_audit.loader import load
+from kmod_audit.rules import parse_rules
+from kmod_audit.syscalls import MACHINES, Abi
+
+X86_64 = MACHINES["x86_64"]
+B64 = X86_64.native
+B32 = X86_64.compat
+
+
+def target(abi: Abi, syscall: str, program: ExecFile | None = None) -> Target:
+    """The target for `syscall` on `abi`."""
+    number = abi.number(syscall)
+    assert number is not None
+    return Target(abi, syscall, number, program)
+
+
+def covered(text: str, tgt: Target, ctx: Context | None = None) -> bool:
+    """Whether `text` (a rules file) covers `tgt`."""
+    ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    return evaluate(ruleset, tgt, ctx or Context()).covered
+
+
+GOOD = "-a always,exit -F arch=b64 -S init_module -F auid>=1000 -F auid!=unset -k k\n"
+
+
+class TestFirstMatch:
+    """The first matching exit rule decides."""
+
+    def test_always_with_key(self) -> None:
+        """A matching always rule with a key covers."""
+        assert covered(GOOD, target(B64, "init_module"))
+
+    def test_never_first_suppresses(self) -> None:
+        """A never rule before the good one wins."""
+        assert not covered(
+            "-a never,exit -F arch=b64 -S init_module\n" + GOOD, target(B64, "init_module")
+        )
+
+    def test_prepend_reorders(self) -> None:
+        """-A puts a rule first even when written last."""
+        text = GOOD + "-A never,exit -F arch=b64 -S init_module\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_never_for_other_users_is_harmless(self) -> None:
+        """A never rule for auid < 1000 does not touch real users."""
+        text = "-a never,exit -F arch=b64 -S init_module -F auid<1000\n" + GOOD
+        assert covered(text, target(B64, "init_module"))
+
+    def test_earlier_keyless_rule_steals_the_event(self) -> None:
+        """An earlier always rule without a key decides first, so no key is recorded."""
+        text = "-a always,exit -F arch=b64 -S init_module\n" + GOOD
+        ruleset = load(parse_rules(text, path="t", machine=X86_64))
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context())
+        assert not coverage.covered
+        assert coverage.outcome is not None
+        assert "no-key" == coverage.outcome.verdict
+
+
+class TestKernelComparisons:
+    """Field semantics follow kernel/auditsc.c, including its quirks."""
+
+    def test_success_ge_1_matches_failures_too(self) -> None:
+        """`success>=1` compares return_valid (1 ok, 2 fail) >= 1: it matches both outcomes."""
+        text = "-a always,exit -F arch=b64 -S init_module -F success>=1 -k k\n"
+        assert covered(text, target(B64, "init_module"))
+
+    def test_success_1_misses_failures(self) -> None:
+        """`success=1` records only successful calls."""
+        text = "-a always,exit -F arch=b64 -S init_module -F success=1 -k k\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_exit_is_compared_unsigned(self) -> None:
+        """`exit<0` never matches: the kernel compares the return code as u32."""
+        text = "-a always,exit -F arch=b64 -S init_module -F exit<0 -k k\n"
+        ruleset = load(parse_rules(text, path="t", machine=X86_64))
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context())
+        assert not coverage.covered
+
+    def test_auid_unset_is_loginuid_set(self) -> None:
+        """`auid!=-1` means "login uid set", covering every real user."""
+        text = "-a always,exit -F arch=b64 -S init_module -F auid!=-1 -k k\n"
+        assert covered(text, target(B64, "init_module"))
+
+    def test_uid_filter_misses_sudo(self) -> None:
+        """`uid>=1000` misses a user running `sudo modprobe` (uid 0)."""
+        text = "-a always,exit -F arch=b64 -S init_module -F uid>=1000 -k k\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_field_compare_auid_uid(self) -> None:
+        """`-C auid!=uid` misses users acting as themselves."""
+        text = "-a always,exit -F arch=b64 -S init_module -C auid!=uid -k k\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_bitmask_on_argument(self) -> None:
+        """`a1&1` matches only some argument values."""
+        text = "-a always,exit -F arch=b64 -S init_module -F a1&1 -k k\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_uid_min_from_context(self) -> None:
+        """With uid-min 500, `auid>=1000` leaves users 500..999 out."""
+        assert not covered(GOOD, target(B64, "init_module"), Context(uid_min=500))
+
+    def test_archless_rule_matches_the_number_on_b32(self) -> None:
+        """A rule without arch matches its numbers on every ABI (175 is not b32 init_module)."""
+        text = "-a always,exit -S init_module -k k\n"
+        assert covered(text, target(B64, "init_module"))
+        assert not covered(text, target(B32, "init_module"))
+
+
+class TestOtherLists:
+    """The task and exclude lists can silence records."""
+
+    def test_task_never(self) -> None:
+        """`-a never,task` stops syscall auditing of every task."""
+        assert not covered("-a never,task\n" + GOOD, target(B64, "init_module"))
+
+    def test_task_never_for_other_uids(self) -> None:
+        """A task exemption for auid 0 leaves real users audited."""
+        assert covered("-a never,task -F auid=0\n" + GOOD, target(B64, "init_module"))
+
+    def test_exclude_syscall_records(self) -> None:
+        """Excluding SYSCALL records drops the evidence."""
+        assert not covered(
+            GOOD + "-a always,exclude -F msgtype=SYSCALL\n", target(B64, "init_module")
+        )
+
+
+class TestKeys:
+    """Pinned keys."""
+
+    def test_pinned_key_among_several(self) -> None:
+        """A pinned key is found among a rule's keys."""
+        text = "-a always,exit -F arch=b64 -S init_module -k a -k b\n"
+        assert covered(text, target(B64, "init_module"), Context(key="b"))
+        assert not covered(text, target(B64, "init_module"), Context(key="c"))
+
+
+class TestUnknownFields:
+    """Conditions we cannot evaluate are treated conservatively."""
+
+    def test_unknown_always_does_not_cover(self) -> None:
+        """An always rule on an SELinux label may not match."""
+        text = "-a always,exit -F arch=b64 -S init_module -F subj_type=x_t -k k\n"
+        assert not covered(text, target(B64, "init_module"))
+
+    def test_unknown_never_may_suppress(self) -> None:
+        """A never rule on an SELinux label may match first."""
+        text = "-a never,exit -F arch=b64 -S init_module -F subj_type=x_t\n" + GOOD
+        ruleset = load(parse_rules(text, path="t", machine=X86_64))
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context())
+        assert coverage.outcome is not None
+        assert ("subj_type=x_t",) == coverage.outcome.uncertain
+
+
+class TestExecutions:
+    """Executions of kmod: watches on the real file fire, on symlinks they do not."""
+
+    @pytest.fixture
+    def layout(self, tmp_path: Path) -> tuple[Path, ExecFile]:
+        """A fake kmod binary with an insmod symlink next to it, judged live."""
+        binary = tmp_path / "bin" / "kmod"
+        binary.parent.mkdir()
+        binary.write_text("#!/bin/sh\n")
+        (tmp_path / "sbin").mkdir()
+        os.symlink(binary, tmp_path / "sbin" / "insmod")
+        return tmp_path, ExecFile.at(str(binary), live=True)
+
+    def judge(self, text: str, program: ExecFile) -> bool:
+        """Whether `text` covers execve of `program` on b64 (live)."""
+        ruleset = load(parse_rules(text, path="t", machine=X86_64, live=True), live=True)
+        return evaluate(ruleset, target(B64, "execve", program), Context()).covered
+
+    def test_watch_real_file(self, layout: tuple[Path, ExecFile]) -> None:
+        """`-w <real kmod> -p x` covers."""
+        root, program = layout
+        assert self.judge(f"-w {root}/bin/kmod -p x -k k\n", program)
+
+    def test_watch_symlink(self, layout: tuple[Path, ExecFile]) -> None:
+        """`-w <symlink> -p x` does not cover (the link itself is watched)."""
+        root, program = layout
+        assert not self.judge(f"-w {root}/sbin/insmod -p x -k k\n", program)
+
+    def test_watch_without_x(self, layout: tuple[Path, ExecFile]) -> None:
+        """`-p wa` does not fire on execution."""
+        root, program = layout
+        assert not self.judge(f"-w {root}/bin/kmod -p wa -k k\n", program)
+
+    def test_directory_watch(self, layout: tuple[Path, ExecFile]) -> None:
+        """A `dir=` tree watch with perm=x covers programs inside it."""
+        root, program = layout
+        text = f"-a always,exit -F dir={root}/bin -F perm=x -k k\n"
+        assert self.judge(text, program)
+
+    def test_exe_field(self, layout: tuple[Path, ExecFile]) -> None:
+        """An execve rule filtered on exe= the real binary covers its executions."""
+        root, program = layout
+        text = f"-a always,exit -F arch=b64 -S execve -F exe={root}/bin/kmod -k k\n"
+        assert self.judge(text, program)
+        other = f"-a always,exit -F arch=b64 -S execve -F exe={root}/sbin/insmod -k k\n"
+        assert not self.judge(other, program)
+
+    def test_module_syscalls_ignore_watches(self) -> None:
+        """A watch never records a module syscall (no path names are involved)."""
+        assert not covered("-w /usr/bin/kmod -p x -k k\n", target(B64, "init_module"))

@@ -1,0 +1,129 @@
+"""The host kernel is the judge: rules go through the real `auditctl -R` into the real kernel.
+
+Needs root and the audit subsystem (the `host_audit` fixture restores the rules and the
+status afterwards, even when a test fails; nothing here sets `-e 2` or `-f 2`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from _support import FIXTURES, HostAudit, RunCli, auditctl
+from kmod_audit.loader import RuleSet, load
+from kmod_audit.profiles import PROFILES
+from kmod_audit.rules import parse_rules
+from kmod_audit.syscalls import MACHINES
+
+PROFILE_IDS = [*PROFILES, "all"]
+VARIANTS = [
+    ("defaults", []),
+    ("key-uid", ["--key", "kernel_modules", "--uid-min", "500"]),
+]
+X86_64 = MACHINES["x86_64"]
+
+
+def _lists(ruleset: RuleSet) -> dict[str, list[tuple[object, ...]]]:
+    return {
+        "exit": [r.identity() for r in ruleset.exit],
+        "task": [r.identity() for r in ruleset.task],
+        "exclude": [r.identity() for r in ruleset.exclude],
+        "user": [r.identity() for r in ruleset.user],
+        "filesystem": [r.identity() for r in ruleset.filesystem],
+    }
+
+
+def _kernel_lists(listing: str) -> dict[str, list[tuple[object, ...]]]:
+    source = parse_rules(listing, path="auditctl -l", machine=X86_64, syntax="listing")
+    assert () == source.rejections, f"auditctl -l output we cannot parse: {source.rejections}"
+    grouped: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+    for rule in load(source).rules:
+        grouped[rule.list].append(rule.identity())
+    return {
+        name: grouped.get(name, []) for name in ("exit", "task", "exclude", "user", "filesystem")
+    }
+
+
+@pytest.mark.root
+class TestGeneratedRulesInTheKernel:
+    """Every generate output loads with `auditctl -R` and is judged compliant when running."""
+
+    @pytest.mark.parametrize(
+        ("profile", "variant"),
+        list(itertools.product(PROFILE_IDS, VARIANTS)),
+        ids=[f"{p}-{v[0]}" for p, v in itertools.product(PROFILE_IDS, VARIANTS)],
+    )
+    def test_loads_and_is_compliant(
+        self,
+        host_audit: HostAudit,
+        run_cli: RunCli,
+        profile: str,
+        variant: tuple[str, list[str]],
+    ) -> None:
+        """The kernel accepts every line, `check --running` exits 0, `-l` parses back equal."""
+        options = ["--profile", profile, "--arch", "x86_64", *variant[1]]
+        generated = run_cli("generate", *options)
+        assert 0 == generated.code, generated.err
+
+        loaded = host_audit.load(generated.out)
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+
+        key = variant[1][1] if variant[1] else "module_chng"
+        checked = run_cli("check", "--running", *options, "--key", key, "--format", "json")
+        assert 0 == checked.code, checked.out + checked.err
+        assert json.loads(checked.out)["compliant"] is True
+
+        ours = load(parse_rules(generated.out, path="generated", machine=X86_64))
+        assert _lists(ours) == _kernel_lists(host_audit.listing())
+
+    def test_missing_b32_rule_is_reported_running(
+        self, host_audit: HostAudit, run_cli: RunCli
+    ) -> None:
+        """Loaded without the b32 rule, the running rules fail nixos-stig, naming b32."""
+        text = (FIXTURES / "rules" / "missing-b32.fail.rules").read_text()
+        assert 0 == host_audit.load(text).returncode
+        auditctl("-e", "1")
+        result = run_cli("check", "--running")
+        assert 1 == result.code
+        assert "[fail] b32 init_module" in result.out
+
+    def test_disabled_audit_is_not_compliant(self, host_audit: HostAudit, run_cli: RunCli) -> None:
+        """With correct rules but `enabled 0`, the running system is not compliant."""
+        assert 0 == host_audit.load(run_cli("generate").out).returncode
+        auditctl("-e", "0")
+        result = run_cli("check", "--running")
+        assert 1 == result.code
+        assert "audit is disabled in the kernel (auditctl -s: enabled 0)" in result.out
+
+
+def _kernel_fixtures() -> list[Path]:
+    out = []
+    for path in sorted((FIXTURES / "rules").glob("*.rules")):
+        text = path.read_bytes().decode()
+        if "-e 2" in text or "-f 2" in text or "aarch64" in path.name:
+            continue  # never lock or panic the host; aarch64 tables do not apply here
+        if path.with_suffix(".args").exists() or text.startswith(("-a always,exit", "No rules")):
+            continue  # captured listings are not rules files
+        out.append(path)
+    return out
+
+
+@pytest.mark.root
+class TestFixturesInTheKernel:
+    """Our loader model agrees with the real auditctl + kernel on every rules fixture."""
+
+    @pytest.mark.parametrize(
+        "path", _kernel_fixtures(), ids=lambda p: p.name.removesuffix(".rules")
+    )
+    def test_model_matches_kernel(self, host_audit: HostAudit, path: Path) -> None:
+        """Auditctl -R fails exactly when we predict a failing line, and the lists agree."""
+        text = path.read_bytes().decode()
+        real = host_audit.load(text)
+        ours = load(parse_rules(text, path=path.name, machine=X86_64))
+        assert bool(ours.issues) == (real.returncode != 0), real.stderr
+        assert _lists(ours) == _kernel_lists(host_audit.listing())
