@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from _support import FIXTURES, HostAudit, RunCli, auditctl
+from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import PROFILES
 from kmod_audit.rules import parse_rules
@@ -42,6 +43,15 @@ def _kernel_lists(listing: str) -> dict[str, list[tuple[object, ...]]]:
     assert () == source.rejections, f"auditctl -l output we cannot parse: {source.rejections}"
     grouped: dict[str, list[tuple[object, ...]]] = defaultdict(list)
     for rule in load(source).rules:
+        grouped[rule.list].append(rule.identity())
+    return {
+        name: grouped.get(name, []) for name in ("exit", "task", "exclude", "user", "filesystem")
+    }
+
+
+def _netlink_lists() -> dict[str, list[tuple[object, ...]]]:
+    grouped: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+    for rule in netlink.list_rules(X86_64):
         grouped[rule.list].append(rule.identity())
     return {
         name: grouped.get(name, []) for name in ("exit", "task", "exclude", "user", "filesystem")
@@ -80,6 +90,7 @@ class TestGeneratedRulesInTheKernel:
 
         ours = load(parse_rules(generated.out, path="generated", machine=X86_64))
         assert _lists(ours) == _kernel_lists(host_audit.listing())
+        assert _lists(ours) == _netlink_lists()
 
     def test_missing_b32_rule_is_reported_running(
         self, host_audit: HostAudit, run_cli: RunCli
@@ -91,6 +102,27 @@ class TestGeneratedRulesInTheKernel:
         result = run_cli("check", "--running")
         assert 1 == result.code
         assert "[fail] b32 init_module" in result.out
+
+    def test_path_watch_on_a_directory_is_not_a_tree_watch(
+        self, host_audit: HostAudit, run_cli: RunCli
+    ) -> None:
+        """`-F path=/usr/bin -F perm=x` watches the directory inode only: kmod is not covered.
+
+        `auditctl -l` prints it as `-w /usr/bin -p x`, like a dir= tree watch; the running
+        rules are read over netlink, which tells the two apart.
+        """
+        text = (
+            "-a always,exit -F arch=b64 -S init_module,delete_module -k modules\n"
+            "-a always,exit -F path=/usr/bin -F perm=x -k modules\n"
+        )
+        assert 0 == host_audit.load(text).returncode
+        auditctl("-e", "1")
+        path_rule = run_cli("check", "--running", "--profile", "tenable")
+        assert 1 == path_rule.code, path_rule.out
+        tree = text.replace("-F path=/usr/bin", "-F dir=/usr/bin")
+        assert 0 == host_audit.load(tree).returncode
+        tree_rule = run_cli("check", "--running", "--profile", "tenable")
+        assert 0 == tree_rule.code, tree_rule.out
 
     def test_disabled_audit_is_not_compliant(self, host_audit: HostAudit, run_cli: RunCli) -> None:
         """With correct rules but `enabled 0`, the running system is not compliant."""
@@ -127,3 +159,4 @@ class TestFixturesInTheKernel:
         ours = load(parse_rules(text, path=path.name, machine=X86_64))
         assert bool(ours.issues) == (real.returncode != 0), real.stderr
         assert _lists(ours) == _kernel_lists(host_audit.listing())
+        assert _lists(ours) == _netlink_lists()

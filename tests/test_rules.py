@@ -227,8 +227,10 @@ class TestRejections:
 
     def test_possible_is_silently_eaten(self, x86_64: Machine) -> None:
         """The deprecated `possible` action is dropped without an error, as auditctl does."""
-        source = parse_rules("-a possible,exit -S init_module", path="t", machine=x86_64)
+        source = parse_rules("-a exit,possible -S init_module", path="t", machine=x86_64)
         assert () == source.items
+        backwards = parse_rules("-a possible,exit -S init_module", path="t", machine=x86_64)
+        assert isinstance(backwards.items[0], Rejection)
 
 
 class TestSyntaxDetection:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MACHINES = ("x86_64", "i386", "aarch64", "arm")
+MACHINES = ("x86_64", "i386", "aarch64", "arm", "ppc", "s390", "s390x")
 WIDTH = 84
 
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import __version__
+from . import __version__, netlink
 from ._log import logger, nested
 from .check import Options, judge_source
 from .errors import (
@@ -18,13 +18,14 @@ from .errors import (
     EXIT_USAGE,
     ConfigurationError,
     ParseError,
+    TransportError,
     VerifierError,
 )
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import RuleSet
 from .profiles import PROFILES, select_profiles
 from .report import Finding, Report, SourceReport, render_json, render_text
-from .rules import UID_UNSET, parse_rules
+from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
     assemble_rules_d,
@@ -193,15 +194,33 @@ def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
 
 
 def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
-    with nested("reading the running rules (auditctl -l, auditctl -s)"):
-        text = auditctl_list()
-        status = auditctl_status()
-    source = parse_rules(
-        text, path="auditctl -l", machine=options.machine, syntax="listing", live=options.live
-    )
-    enabled_text = status.get("enabled", "1")
-    enabled = int(enabled_text) if enabled_text.isdigit() else None
-    return judge_source(source, options, label="running rules (auditctl -l)", enabled=enabled)
+    """The kernel's rules and enabled flag.
+
+    Read over the audit netlink socket (the request `auditctl -l` makes, but exact: the
+    listing's text prints path= and dir= watches alike and foreign arches as b64/b32);
+    `auditctl -l` and `auditctl -s` are the fallback when netlink is not usable.
+    """
+    label = "running rules (auditctl -l)"
+    with nested("reading the running rules (netlink AUDIT_LIST_RULES, AUDIT_GET)"):
+        try:
+            rules = netlink.list_rules(options.machine)
+            enabled: int | None = netlink.status().enabled
+        except TransportError as exc:
+            logger.info("netlink failed (%s); falling back to auditctl -l", exc)
+            text = auditctl_list()
+            enabled_text = auditctl_status().get("enabled", "1")
+            enabled = int(enabled_text) if enabled_text.isdigit() else None
+            source = parse_rules(
+                text,
+                path="auditctl -l",
+                machine=options.machine,
+                syntax="listing",
+                live=options.live,
+            )
+            return judge_source(source, options, label=label, enabled=enabled)
+    items = tuple(Command(kind="add", origin=rule.origin, rule=rule) for rule in rules)
+    source = RulesSource(path="kernel", syntax="listing", items=items, machine=options.machine)
+    return judge_source(source, options, label=label, enabled=enabled)
 
 
 def _drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:

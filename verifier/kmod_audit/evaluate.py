@@ -252,14 +252,19 @@ def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
 
 
 def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
-    """Whether a `dir=` tree watch on `directory` contains the program."""
+    """Whether a `dir=` tree watch on `directory` covers the program.
+
+    The kernel tags the inode `directory` names (without following a last-component
+    symlink) and everything below it, so a tree watch on the program itself counts too.
+    """
     if ctx.live and program.identity is not None:
-        if os.path.islink(directory.rstrip("/")) or not os.path.isdir(directory):
+        stripped = directory.rstrip("/") or "/"
+        if os.path.islink(stripped) or not os.path.lexists(stripped):
             return False
-        real = os.path.realpath(directory)
+        real = os.path.realpath(stripped)
     else:
         real = os.path.normpath(directory)
-    return program.path.startswith(real.rstrip("/") + "/")
+    return program.path == real or program.path.startswith(real.rstrip("/") + "/")
 
 
 @attrs.define
@@ -312,10 +317,14 @@ class _Evaluator:
             return _compare(int(event[name]), field.op, int(field.value))
         if name == "perm":
             return bool(int(field.value) & 1) if program is not None else False
-        if name == "path":
-            return program is not None and _identifies(str(field.value), program, self.ctx)
-        if name == "dir":
-            return program is not None and _under(str(field.value), program, self.ctx)
+        if name in {"path", "dir"}:
+            if program is None:
+                return False
+            as_path = _identifies(str(field.value), program, self.ctx)
+            as_dir = _under(str(field.value), program, self.ctx)
+            if field.ambiguous and as_path != as_dir:
+                return None  # `auditctl -l` does not say which of the two it is
+            return as_path if name == "path" else as_dir
         if name in _NAME_FIELDS or name == "saddr_fam":
             # No path names are collected by module syscalls; an exec has some we do not model.
             return None if program is not None and name != "saddr_fam" else False

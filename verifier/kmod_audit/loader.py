@@ -97,9 +97,23 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
     watches = [f for f in rule.fields if f.name in {"path", "dir", "inode"} and not f.compare]
     if len(watches) > 1:
         return einval, "a rule may hold one path=, dir= or inode= field"
+    if rule.list == "filesystem" and any(f.name != "fstype" for f in rule.fields):
+        return einval, "filesystem rules take only fstype= (and a key)"
     for field in rule.fields:
         if field.compare:
             continue
+        if field.name == "field_compare" and int(field.value) > 25:
+            return einval, "field_compare takes an AUDIT_COMPARE_* number (1-25)"
+        if field.name == "exe":
+            exe = str(field.value)
+            if not exe.startswith("/") or exe.endswith("/"):
+                return einval, "exe= takes the absolute path of a program"
+            parent = os.path.dirname(exe) or "/"
+            if live and not os.path.isdir(parent):
+                return (
+                    "Error sending add rule data request (No such file or directory)",
+                    f"the directory {parent} of exe= does not exist here",
+                )
         if field.op in {"&", "&="} and field.name in NO_BITOPS_FIELDS:
             return einval, f"`{field.name}` takes no bit operators (& and &= are for a0..a3)"
         if field.name == "auid" and field.value == UID_UNSET and field.op not in {"=", "!="}:
@@ -130,8 +144,9 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
 def _missing(path: str, *, directory: bool) -> str | None:
     """Return why the kernel cannot place a watch on `path` here, or None."""
     if directory:
-        if not os.path.isdir(path):
-            return f"the directory {path} does not exist here; watch a directory that exists"
+        # The kernel resolves a dir= tree watch with kern_path(): any existing path will do.
+        if not os.path.lexists(path):
+            return f"{path} does not exist here; watch a directory that exists"
         return None
     parent = os.path.dirname(path.rstrip("/")) or "/"
     if not os.path.isdir(parent):
@@ -195,9 +210,13 @@ class _Loader:
         if kind in {"failure", "backlog", "rate", "backlog_wait_time", "loginuid_immutable"}:
             return False
         if kind == "delete_all":
+            # `-D -k KEY` deletes the rules whose key contains KEY (auditctl's strstr).
             for name, rules in self.lists.items():
-                kept = [r for r in rules if item.key is not None and item.key not in r.keys]
-                self.lists[name] = kept
+                self.lists[name] = [
+                    r
+                    for r in rules
+                    if item.key is not None and (not r.keys or item.key not in r.key)
+                ]
             return False
         rule = item.rule
         if rule is None:  # pragma: no cover - the parser always sets it for rule kinds
@@ -213,7 +232,9 @@ class _Loader:
                 return self.fail(origin, *problem)
             identity = rule.identity()
             candidates = self.lists[rule.list]
-            if any(existing.identity() == identity for existing in candidates):
+            # A new -A rule still carries AUDIT_FILTER_PREPEND in its flags, which stored
+            # rules have lost, so the kernel never finds it a duplicate.
+            if not prepend and any(existing.identity() == identity for existing in candidates):
                 return self.fail(
                     origin,
                     "Error sending add rule data request (Rule exists)",

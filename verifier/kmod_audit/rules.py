@@ -156,36 +156,36 @@ NO_BITOPS_FIELDS: Final = (
         "saddr_fam",
     }
 )
-# The `-C` comparisons auditctl knows (auditctl-listing.c prints exactly these).
-COMPARABLE: Final = frozenset(
-    {
-        ("uid", "obj_uid"),
-        ("gid", "obj_gid"),
-        ("euid", "obj_uid"),
-        ("egid", "obj_gid"),
-        ("auid", "obj_uid"),
-        ("suid", "obj_uid"),
-        ("sgid", "obj_gid"),
-        ("fsuid", "obj_uid"),
-        ("fsgid", "obj_gid"),
-        ("uid", "auid"),
-        ("uid", "euid"),
-        ("uid", "fsuid"),
-        ("uid", "suid"),
-        ("auid", "fsuid"),
-        ("auid", "suid"),
-        ("auid", "euid"),
-        ("euid", "suid"),
-        ("euid", "fsuid"),
-        ("suid", "fsuid"),
-        ("gid", "egid"),
-        ("gid", "fsgid"),
-        ("gid", "sgid"),
-        ("egid", "fsgid"),
-        ("egid", "sgid"),
-        ("sgid", "fsgid"),
-    }
+# The `-C` comparisons, in AUDIT_COMPARE_* order (number = index + 1); auditctl -l prints
+# them as these pairs whichever way round they were written.
+COMPARISONS: Final = (
+    ("uid", "obj_uid"),
+    ("gid", "obj_gid"),
+    ("euid", "obj_uid"),
+    ("egid", "obj_gid"),
+    ("auid", "obj_uid"),
+    ("suid", "obj_uid"),
+    ("sgid", "obj_gid"),
+    ("fsuid", "obj_uid"),
+    ("fsgid", "obj_gid"),
+    ("uid", "auid"),
+    ("uid", "euid"),
+    ("uid", "fsuid"),
+    ("uid", "suid"),
+    ("auid", "fsuid"),
+    ("auid", "suid"),
+    ("auid", "euid"),
+    ("euid", "suid"),
+    ("euid", "fsuid"),
+    ("suid", "fsuid"),
+    ("gid", "egid"),
+    ("gid", "fsgid"),
+    ("gid", "sgid"),
+    ("egid", "fsgid"),
+    ("egid", "sgid"),
+    ("sgid", "fsgid"),
 )
+COMPARABLE: Final = frozenset(COMPARISONS)
 FILETYPES: Final = {
     "file": 0o100000,
     "dir": 0o040000,
@@ -239,6 +239,9 @@ class Field:
             for path/dir/exe/LSM fields, or the other field's name for a `-C` comparison.
         text: The value as written.
         compare: True for a `-C` field-to-field comparison.
+        ambiguous: For a `-w` read from `auditctl -l` on a directory: it may be a `dir=`
+            tree watch or a `path=` watch on the directory itself (the listing prints both
+            the same way).
     """
 
     name: str
@@ -246,6 +249,7 @@ class Field:
     value: int | str
     text: str
     compare: bool = False
+    ambiguous: bool = attrs.field(default=False, eq=False)
 
     def render(self) -> str:
         """Return the field as `auditctl -l` would print it (`auid!=-1` for unset)."""
@@ -318,11 +322,24 @@ class Rule:
         )
 
     def signature(self) -> tuple[object, ...]:
-        """Order-insensitive identity, for comparing a file with `auditctl -l` output."""
+        """Order-insensitive identity, for comparing a file with `auditctl -l` output.
+
+        `auditctl -l` prints path= and dir= watches alike (`-w`), so they compare equal.
+        """
         return (
             self.list,
             self.action,
-            tuple(sorted((f.name, f.op, str(f.value), f.compare) for f in self.fields)),
+            tuple(
+                sorted(
+                    (
+                        "watch" if f.name in {"path", "dir"} else f.name,
+                        f.op,
+                        str(f.value),
+                        f.compare,
+                    )
+                    for f in self.fields
+                )
+            ),
             self.syscalls,
             self.key,
         )
@@ -346,12 +363,12 @@ class Rule:
             perm_text = f" -p {perm.render().split('=', 1)[1]}" if perm is not None else ""
             return f"-w {self.watch}{perm_text}" + (f" {key_text}" if key_text else "")
         parts = [f"-a {self.action},{self.list}"]
-        arch = self.field("arch")
-        if arch is not None:
-            arch_value = arch.value
-            abi = abi_by_audit_arch(arch_value) if isinstance(arch_value, int) else None
+        for arch in self.fields:
+            if arch.name != "arch" or arch.compare:
+                continue
+            abi = abi_by_audit_arch(arch.value) if isinstance(arch.value, int) else None
             parts.append(f"-F arch{arch.op}{abi.bits if abi else arch.text}")
-        if self.list == "exit":
+        if self.list == "exit" and self.syscalls != frozenset():
             parts.append(f"-S {self.syscall_names()}")
         parts.extend(f.render() for f in self.fields if f.name != "arch" or f.compare)
         parts.extend(f"-F key={k}" for k in self.keys)
@@ -472,12 +489,12 @@ def split_line(text: str) -> list[str]:
     return words
 
 
-def c_strtoul(text: str) -> int | None:
-    """Read the leading number of `text` like C's strtoul(text, NULL, 0).
+def c_strto(text: str, *, signed: bool = False) -> int | None:
+    """Read the leading number of `text` like C's strtol/strtoul(text, NULL, 0) on 64 bits.
 
     Returns None when no digits are read. Hex needs `0x`; a leading `0` means octal; trailing
-    junk is ignored, as C ignores it. The result is reduced to an unsigned 32-bit value the
-    way the kernel field (`__u32 values[]`) stores it.
+    junk is ignored. strtoul saturates at ULONG_MAX and negates modulo 2**64; strtol
+    saturates at LONG_MAX / LONG_MIN. The result is the C value (signed for strtol).
     """
     s = text.lstrip(" \t\n\v\f\r")
     negative = False
@@ -496,11 +513,25 @@ def c_strtoul(text: str) -> int | None:
     if end == 0:
         return None
     value = int(s[:end], base)
+    if signed:
+        if negative:
+            return -min(value, 1 << 63)
+        return min(value, (1 << 63) - 1)
     if value >= 1 << 64:
-        value = (1 << 64) - 1
-    if negative:
-        value = -value
-    return value & U32
+        return (1 << 64) - 1
+    return ((-value) if negative else value) % (1 << 64)
+
+
+def c_strtoul(text: str) -> int | None:
+    """strtoul(text, NULL, 0) reduced to the unsigned 32 bits a kernel field value keeps."""
+    value = c_strto(text)
+    return None if value is None else value & U32
+
+
+def _c_strtol(text: str) -> int | None:
+    """strtol(text, NULL, 0) reduced to 32 bits (kernel field values are __u32)."""
+    value = c_strto(text, signed=True)
+    return None if value is None else value & U32
 
 
 # --------------------------------------------------------------------------------------
@@ -599,6 +630,7 @@ class _RuleBuilder:
     machine: Machine
     origin: Origin
     live: bool
+    syntax: Syntax = "rules"
     op: Literal["add", "prepend", "delete"] | None = None
     list_name: ListName | None = None
     action: Action | None = None
@@ -620,24 +652,36 @@ class _RuleBuilder:
             msg = "Multiple rule insert/delete operations are not allowed"
             raise _LineError(msg, "put each rule on its own line")
         first, comma, second = text.partition(",")
+        bad = f"{_setup_word(op)} rule - bad keyword {text}"
+        hint = (
+            "the list is one of exit, task, user, exclude, filesystem and the action always or "
+            "never, e.g. `-a always,exit`"
+        )
         if not comma or "," in second:
-            msg = f"{_setup_word(op)} rule - bad keyword {text}"
-            raise _LineError(msg, "write the list and action as `always,exit`")
-        parts = [first, second]
-        actions = [p for p in parts if p in {"always", "never", "possible"}]
-        lists = [p for p in parts if p in _FILTER_LISTS]
-        if "possible" in actions:
+            raise _LineError(bad, hint)
+        # audit_rule_setup(): try the first word as an action, else as a list; then the
+        # second word as whatever is still missing. `exit,possible` is the deprecated action
+        # (auditctl drops the line silently) but `possible,exit` is a bad keyword.
+        actions = {"always", "never"}
+        action: str | None = first if first in actions else None
+        filter_list: str | None = None
+        if first not in actions and first != "possible":
+            if first not in _FILTER_LISTS:
+                raise _LineError(bad, hint)
+            filter_list = first
+        if filter_list is None:
+            filter_list = second if second in _FILTER_LISTS else None
+        elif second == "possible":
             return False
-        if len(actions) != 1 or len(lists) != 1:
-            msg = f"{_setup_word(op)} rule - bad keyword {text}"
-            raise _LineError(
-                msg,
-                "the list is one of exit, task, user, exclude, filesystem and the action "
-                "always or never, e.g. `-a always,exit`",
-            )
+        elif second in actions:
+            action = second
+        else:
+            raise _LineError(bad, hint)
+        if filter_list is None or action is None:
+            raise _LineError(bad, hint)
         self.op = op
-        self.list_name = lists[0]  # type: ignore[assignment]
-        self.action = actions[0]  # type: ignore[assignment]
+        self.list_name = filter_list  # type: ignore[assignment]
+        self.action = action  # type: ignore[assignment]
         return True
 
     # -- -S -------------------------------------------------------------------------------
@@ -733,7 +777,7 @@ class _RuleBuilder:
             if lst not in {"exclude", "user"}:
                 msg = f"{pair} msgtype field can only be used with exclude or user filter list"
                 raise _LineError(msg, "use msgtype only in `-a always,exclude` rules")
-            number = _c_strtol_signed(value) if value[:1].isdigit() else MESSAGE_TYPES.get(value)
+            number = _c_strtol(value) if value[:1].isdigit() else MESSAGE_TYPES.get(value)
             if number is None:
                 msg = f"{pair} -F unknown message type - {value}"
                 raise _LineError(msg, "use a type name as `ausearch -m` spells it")
@@ -748,6 +792,8 @@ class _RuleBuilder:
                 raise _LineError(msg, "write `-F perm=x`")
             return Field(name, op, _perm_value(value, pair), value)
         if name == "filetype":
+            if self.syntax == "listing" and value.isdigit():
+                return Field(name, op, int(value), value)  # auditctl -l prints the number
             if value not in FILETYPES:
                 msg = f"{pair} Unknown file type"
                 raise _LineError(msg, f"use one of {', '.join(FILETYPES)}")
@@ -783,14 +829,27 @@ class _RuleBuilder:
                 msg = f"{pair} Field value too large"
                 raise _LineError(msg, "use an address family number")
             return Field(name, op, number, value)
+        if name == "field_compare":
+            number = _c_strtol(value) if value[:1].isdigit() else None
+            if number is None:
+                msg = f"-F value should be number for {pair}"
+                raise _LineError(msg, "field_compare takes an AUDIT_COMPARE_* number")
+            if 1 <= number <= len(COMPARISONS):
+                return _compare_field(COMPARISONS[number - 1], op, pair)
+            return Field(name, op, number, value)
         if name == "inode" and op not in {"=", "!="}:
             msg = f"{pair} Only the = and != operators can be used with this field"
             raise _LineError(msg, "use = or !=")
+        if self.syntax == "listing" and name != "inode":
+            # auditctl -l prints these values signed (pid=-1): read them back leniently.
+            listed = _signed_or_unsigned(value, signed_digits=True)
+            if listed is not None:
+                return Field(name, op, listed, value)
         if not value[:1].isdigit():
             msg = f"{pair} Field value must be numeric"
             raise _LineError(msg, f"{name} takes a number")
-        number = c_strtoul(value) if name == "inode" else _c_strtol_signed(value)
-        return Field(name, op, (number or 0) & U32, value)
+        number = c_strtoul(value) if name == "inode" else _c_strtol(value)
+        return Field(name, op, number or 0, value)
 
     def _string_field(self, name: str, op: Op, value: str, pair: str) -> Field:
         if name == "exe":
@@ -834,10 +893,17 @@ class _RuleBuilder:
             raise _LineError(msg, "write e.g. `-C auid!=uid`")
         left = "auid" if left == "loginuid" else left
         right = "auid" if right == "loginuid" else right
-        if (left, right) not in COMPARABLE and (right, left) not in COMPARABLE:
-            msg = f"{pair} Unable to compare these fields"
+        if self.list_name != "exit":
+            msg = f"{pair} can only be used with exit filter list"
+            raise _LineError(msg, "field comparisons (-C) work only in exit rules")
+        if (left, right) in COMPARABLE:
+            canonical = (left, right)
+        elif (right, left) in COMPARABLE:
+            canonical = (right, left)
+        else:
+            msg = f"-C incompatible comparison {pair}"
             raise _LineError(msg, "see auditctl(8) -C for the comparable fields")
-        self.fields.append(Field(left, op, right, right, compare=True))  # type: ignore[arg-type]
+        self.fields.append(_compare_field(canonical, op, pair))
 
     # -- -k -------------------------------------------------------------------------------
     def add_key(self, key: str, *, from_field: bool = False) -> None:
@@ -848,12 +914,7 @@ class _RuleBuilder:
         ):
             msg = "key option needs a watch or syscall given prior to it"
             raise _LineError(msg, "put -k after -S, -w or -F path=/dir=/exe=")
-        if from_field and not (
-            self.syscall_added or self.perm_added or self.exe_added or self.fs_added
-        ):
-            # The wording of libaudit's EAU_KEYDEP message.
-            msg = f"key={key} Key field needs a watch, syscall or exe path given prior to it"
-            raise _LineError(msg, "put -F key= after -S, -w or -F path=/dir=/exe=")
+        # `-F key=` is only checked once the whole line is read (see key_allowed).
         joined = KEY_SEPARATOR.join([*self.keys, key])
         if len(joined.encode()) > MAX_KEY_LEN:
             msg = "key option exceeds size limit"
@@ -861,6 +922,10 @@ class _RuleBuilder:
         if KEY_SEPARATOR in key:
             self.warnings.append(f"key {key!r} has illegal character")
         self.keys.append(key)
+
+    def key_allowed(self) -> bool:
+        """Whether libaudit accepts the key field at the end of the line (EAU_KEYDEP)."""
+        return self.syscall_added or self.perm_added or self.exe_added or self.fs_added
 
     # -- -w / -p --------------------------------------------------------------------------
     def add_watch(self, path: str, *, delete: bool) -> None:
@@ -872,6 +937,10 @@ class _RuleBuilder:
         if self.fields:
             msg = "Rule is not empty"
             raise _LineError(msg, "-w must be the first option of its line")
+        # auditctl trims trailing slashes (when the path is longer than 2 characters).
+        trailing = path.endswith("/")
+        if len(path) > 2:
+            path = path.rstrip("/") or "/"
         self.op = "delete" if delete else "add"
         self.list_name = "exit"
         self.action = "always"
@@ -881,10 +950,11 @@ class _RuleBuilder:
         kind = "path"
         if self.live:
             kind = "dir" if os.path.isdir(path) else "path"
-        elif path.endswith("/") and len(path) > 1:
+        elif trailing:
             kind = "dir"
         self.watch = path
-        self.fields.append(Field(kind, "=", path, path))
+        ambiguous = self.syntax == "listing"
+        self.fields.append(Field(kind, "=", path, path, ambiguous=ambiguous))
         self.fields.append(Field("perm", "=", 15, "rwxa"))
 
     def set_perms(self, text: str) -> None:
@@ -918,12 +988,15 @@ class _RuleBuilder:
         assert self.list_name is not None  # noqa: S101 - guaranteed by the caller
         assert self.action is not None  # noqa: S101
         syscalls: frozenset[int] | None
-        if self.list_name == "exit":
-            syscalls = (
-                None
-                if self.syscalls is None or not self.syscall_added
-                else frozenset(self.syscalls)
-            )
+        if self.list_name != "exit" or self.syscalls is None:
+            syscalls = None
+        elif self.syscall_added:
+            # The kernel turns the top 16 bits of the mask into syscall classes (directory
+            # writes, chattr, read, write, signal): their members are not modelled, and no
+            # class holds a module syscall or execve, so they are dropped here.
+            syscalls = frozenset(n for n in self.syscalls if n < BITMASK_BITS - 16)
+        elif self.syntax == "listing" and self.watch is None:
+            syscalls = frozenset()  # auditctl -l omits -S only for an empty mask
         else:
             syscalls = None
         abi = abi_by_audit_arch(self.elf or self.machine.native.audit_arch)
@@ -937,6 +1010,11 @@ class _RuleBuilder:
             watch=self.watch,
             origin=self.origin,
         )
+
+
+def _compare_field(pair: tuple[str, str], op: str, text: str) -> Field:
+    """A field comparison in kernel form (AUDIT_FIELD_COMPARE with the pair's number)."""
+    return Field(pair[0], op, pair[1], text, compare=True)  # type: ignore[arg-type]
 
 
 def _setup_word(op: str) -> str:
@@ -963,24 +1041,26 @@ def _split_pair(pair: str) -> tuple[str, Op, str]:
     if name not in FIELD_NAMES:
         msg = f"{pair} Unknown field name"
         raise _LineError(msg, "see auditctl(8) for the field names")
-    if name in {"loginuid_set", "field_compare"}:
+    if name == "loginuid_set":
         msg = f"{pair} Unknown field name"
         raise _LineError(msg, "see auditctl(8) for the field names")
     return name, op, value
 
 
 def _c_strtol_signed(text: str) -> int | None:
-    """Like strtol(text, NULL, 0) but keep the sign (for syscall numbers)."""
-    negative = text.startswith("-")
-    value = c_strtoul(text.lstrip("-"))
-    if value is None:
-        return None
-    return -value if negative else value
+    """strtol(text, NULL, 0) as the signed C value (for syscall numbers)."""
+    return c_strto(text, signed=True)
 
 
-def _signed_or_unsigned(value: str) -> int | None:
-    if value[:1].isdigit() or (len(value) >= 2 and value[0] == "-" and value[1].isdigit()):
-        return c_strtoul(value)
+def _signed_or_unsigned(value: str, *, signed_digits: bool = False) -> int | None:
+    """Read a number the way libaudit does.
+
+    Digits go through strtoul (strtol when `signed_digits`); `-N` through strtol.
+    """
+    if value[:1].isdigit():
+        return _c_strtol(value) if signed_digits else c_strtoul(value)
+    if len(value) >= 2 and value[0] == "-" and value[1].isdigit():
+        return _c_strtol(value)
     return None
 
 
@@ -999,7 +1079,7 @@ def _uid_value(value: str, pair: str) -> int:
 
 def _gid_value(value: str, pair: str) -> int:
     if value[:1].isdigit():
-        number = c_strtoul(value)
+        number = _c_strtol(value)
         return number if number is not None else 0
     try:
         return grp.getgrnam(value).gr_gid
@@ -1009,7 +1089,7 @@ def _gid_value(value: str, pair: str) -> int:
 
 
 def _exit_value(value: str, pair: str) -> int:
-    number = _signed_or_unsigned(value)
+    number = _signed_or_unsigned(value, signed_digits=True)
     if number is not None:
         return number
     name = value.removeprefix("-")
@@ -1046,15 +1126,31 @@ def _check_watch_path(path: str) -> None:
         raise _LineError(msg, "shorten the file name")
 
 
+_STOPPING = frozenset({"i", "c", "s", "v", "l", "signal"})  # setopt sets retval -2
+_RETURNING = frozenset(
+    {"m", "q", "t", "loginuid-immutable", "reset-lost", "reset_backlog_wait_time_actual"}
+)  # setopt returns at once
+
+
 def _parse_words(
-    words: list[str], origin: Origin, machine: Machine, *, live: bool
-) -> Command | None:
-    """Return the command for one line, None for a line auditctl silently eats."""
+    words: list[str],
+    origin: Origin,
+    machine: Machine,
+    *,
+    live: bool,
+    syntax: Syntax,
+    done: list[Command],
+) -> None:
+    """Append to `done` what auditctl sends for one line; raise _LineError when it fails.
+
+    Options take effect in order, as in auditctl's setopt(): control options (`-e`, `-b`...)
+    are sent as they are read, so a line can fail after some of them took effect. `-i`, `-c`,
+    `-s`, `-l`, `-v` and `-D` end the option loop; anything after them is an error.
+    """
     options, extra = _getopt(["auditctl", *words])
-    builder = _RuleBuilder(machine=machine, origin=origin, live=live)
-    control: Command | None = None
-    delete_all_key: str | None = None
+    builder = _RuleBuilder(machine=machine, origin=origin, live=live, syntax=syntax)
     count = len(words) + 1
+    stopped_at: int | None = None
     for opt in options:
         if isinstance(opt, str):
             msg = f"Option {opt} on line {origin.line} is invalid"
@@ -1063,42 +1159,63 @@ def _parse_words(
         if name == "h":
             msg = "-h (help) is not a rule"
             raise _LineError(msg, "remove the line")
-        if name == "i":
-            control = Command(kind="ignore_errors", origin=origin)
-        elif name == "c":
-            control = Command(kind="continue_on_error", origin=origin)
-        elif name in {"s", "v", "l", "t", "m", "q"} or name in {
-            "reset-lost",
-            "reset_backlog_wait_time_actual",
-            "signal",
-        }:
-            if name == "R":  # pragma: no cover - R handled below
-                break
-            control = control or Command(kind="noop", origin=origin)
-        elif name in {"e", "f"}:
+        if name in _RETURNING:
+            if name == "m" and count > 3:
+                msg = "The -m option must be only the only option and takes 1 parameter"
+                raise _LineError(msg, "write `-m TEXT` alone")
+            if name == "q" and builder.syscall_added:
+                msg = "Syscall auditing requested for make equivalent"
+                raise _LineError(msg, "write `-q MOUNT,SUBTREE` alone")
+            kind: CommandKind = "loginuid_immutable" if name == "loginuid-immutable" else "noop"
+            done.append(Command(kind=kind, origin=origin))
+            return
+        if name in _STOPPING:
+            _stopping_option(name, count, origin, done)
+            stopped_at = opt.index
+            break
+        if name == "D":
+            if count > 4 or count == 3:
+                msg = "Wrong number of options for Delete all request"
+                raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
+            key: str | None = None
+            if count == 4:
+                # auditctl looks at the word after -D and takes the 4th word as the key.
+                after = words[opt.index - 1] if opt.index - 1 < len(words) else None
+                if after != "-k":
+                    msg = "Only the -k option is allowed"
+                    raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
+                key = words[2]
+            done.append(Command(kind="delete_all", origin=origin, key=key))
+            stopped_at = count if key is not None else opt.index
+            break
+        if name in {"e", "f"}:
             if arg not in {"0", "1", "2"}:
                 word = "Enable" if name == "e" else "Failure"
                 msg = f"{word} must be 0, 1, or 2 was {arg}"
                 raise _LineError(msg, f"write `-{name} 1`")
-            control = Command(
-                kind="enable" if name == "e" else "failure", origin=origin, value=int(arg)
+            done.append(
+                Command(kind="enable" if name == "e" else "failure", origin=origin, value=int(arg))
             )
         elif name in {"r", "b", "backlog_wait_time"}:
             if not arg[:1].isdigit():
                 word = {"r": "Rate", "b": "Backlog", "backlog_wait_time": "Backlog_wait_time"}[name]
                 msg = f"{word} must be a numeric value was {arg}"
                 raise _LineError(msg, f"write e.g. `-{name} 8192`")
-            kind: CommandKind = {"r": "rate", "b": "backlog"}.get(name, "backlog_wait_time")  # type: ignore[assignment]
-            control = Command(kind=kind, origin=origin, value=c_strtoul(arg))
-        elif name == "loginuid-immutable":
-            control = Command(kind="loginuid_immutable", origin=origin)
+            kinds: dict[str, CommandKind] = {"r": "rate", "b": "backlog"}
+            done.append(
+                Command(
+                    kind=kinds.get(name, "backlog_wait_time"), origin=origin, value=c_strtoul(arg)
+                )
+            )
         elif name in {"a", "A", "d"}:
             if "task" in arg and builder.syscall_added:
                 msg = "Syscall auditing requested for task list"
                 raise _LineError(msg, "task rules take no -S")
-            op = {"a": "add", "A": "prepend", "d": "delete"}[name]
-            if not builder.setup(arg, op):  # type: ignore[arg-type]
-                return None
+            op: Literal["add", "prepend", "delete"] = {"a": "add", "A": "prepend"}.get(
+                name, "delete"
+            )  # type: ignore[assignment]
+            if not builder.setup(arg, op):
+                return  # the deprecated `possible` action: auditctl drops the line silently
         elif name == "S":
             builder.add_syscalls(arg)
         elif name == "F":
@@ -1108,16 +1225,6 @@ def _parse_words(
         elif name == "R":
             msg = "Error - nested rule files not supported"
             raise _LineError(msg, "remove -R from the rules file")
-        elif name == "D":
-            if count > 4 or count == 3:
-                msg = "Wrong number of options for Delete all request"
-                raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
-            if count == 4:
-                if words[1] != "-k":
-                    msg = "Only the -k option is allowed"
-                    raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
-                delete_all_key = words[2]
-            return Command(kind="delete_all", origin=origin, key=delete_all_key)
         elif name in {"w", "W"}:
             builder.add_watch(arg, delete=name == "W")
         elif name == "k":
@@ -1127,22 +1234,56 @@ def _parse_words(
     if not options:
         msg = "parameter passed without an option given"
         raise _LineError(msg, _HINT_SYNTAX)
-    if extra:
-        msg = f"parameter passed without an option given ({' '.join(extra)!r})"
+    if extra or (stopped_at is not None and stopped_at < count):
+        stray = " ".join(extra) if extra else " ".join(words[(stopped_at or 1) - 1 :])
+        msg = f"parameter passed without an option given ({stray!r})"
         raise _LineError(
             msg,
-            "a `#` comment must start the line (auditctl has no end-of-line comments); "
-            "otherwise remove the stray word",
+            "a `#` comment must start the line (auditctl has no end-of-line comments), and "
+            "-c, -i, -D, -s, -l take no other option on their line; otherwise remove the "
+            "stray word",
         )
+    if stopped_at is not None:
+        return
+    if builder.keys and not builder.key_allowed() and syntax == "rules":
+        msg = (
+            f"key={builder.keys[-1]} Key field needs a watch, syscall or exe path given prior to it"
+        )
+        raise _LineError(msg, "put the key after -S, -w or -F path=/dir=/exe=")
     if builder.op is None:
         if builder.syscall_added:
             msg = "Error - no list specified"
             raise _LineError(msg, "add `-a always,exit` to the rule")
-        return control or Command(kind="noop", origin=origin)
-    if builder.op != "delete" and builder.list_name != "task" and not builder.syscall_added:
-        builder.syscalls = None
+        if not done:
+            done.append(Command(kind="noop", origin=origin))
+        return
+    if (
+        builder.op != "delete"
+        and builder.list_name != "task"
+        and not builder.syscall_added
+        and syntax == "rules"
+    ):
+        builder.syscalls = None  # auditctl adds -S all
     rule = builder.build()
-    return Command(kind=builder.op, origin=origin, rule=rule, warnings=tuple(builder.warnings))
+    done.append(
+        Command(kind=builder.op, origin=origin, rule=rule, warnings=tuple(builder.warnings))
+    )
+
+
+def _stopping_option(name: str, count: int, origin: Origin, done: list[Command]) -> None:
+    """-i, -c, -s, -l, -v, --signal: record what they do and check their own arguments."""
+    if name == "i":
+        done.append(Command(kind="ignore_errors", origin=origin))
+    elif name == "c":
+        done.append(Command(kind="continue_on_error", origin=origin))
+    elif name == "s" and count > 3:
+        msg = "Too many options for status command"
+        raise _LineError(msg, "write `-s` alone")
+    elif name == "l" and count > 4:
+        msg = "Wrong number of options for list request"
+        raise _LineError(msg, "write `-l` alone")
+    else:
+        done.append(Command(kind="noop", origin=origin))
 
 
 def detect_syntax(lines: Iterable[str]) -> Syntax:
@@ -1177,6 +1318,49 @@ def detect_syntax(lines: Iterable[str]) -> Syntax:
     return "listing"
 
 
+LINE_SIZE: Final = 6144
+
+
+def _fgets_pieces(line: str) -> list[str]:
+    """What auditctl's fgets(buf, 6144) + strlen see of one physical line.
+
+    A line longer than 6143 bytes is read in several pieces (each parsed as a line of its
+    own), and a NUL ends the C string, hiding the rest of the piece.
+    """
+    data = line.encode("utf-8", errors="surrogateescape")
+    if len(data) < LINE_SIZE:
+        chunks = [data]
+    else:
+        chunks = [data[i : i + LINE_SIZE - 1] for i in range(0, len(data), LINE_SIZE - 1)]
+    return [chunk.split(b"\x00", 1)[0].decode("utf-8", errors="replace") for chunk in chunks]
+
+
+def _parse_piece(
+    line: str,
+    origin: Origin,
+    machine: Machine,
+    *,
+    live: bool,
+    syntax: Syntax,
+    items: list[Command | Rejection],
+) -> None:
+    if not line.strip(" "):
+        return
+    if syntax == "listing" and line.strip() == "No rules":
+        return
+    words = split_line(line)
+    if not words or words[0].startswith("#"):
+        return
+    done: list[Command] = []
+    try:
+        _parse_words(words, origin, machine, live=live, syntax=syntax, done=done)
+    except _LineError as error:
+        items.extend(done)
+        items.append(Rejection(origin=origin, message=error.message, hint=error.hint))
+        return
+    items.extend(done)
+
+
 def parse_rules(
     text: str,
     *,
@@ -1209,21 +1393,12 @@ def parse_rules(
     if syntax is None:
         syntax = detect_syntax(lines)
     items: list[Command | Rejection] = []
-    for index, line in enumerate(lines):
-        origin = origins[index] if origins is not None else Origin(path, first_line + index, line)
-        if not line.strip(" "):
-            continue
-        if syntax == "listing" and line.strip() == "No rules":
-            continue
-        prepared = line.replace("\x00", "")
-        words = split_line(prepared)
-        if not words or words[0].startswith("#"):
-            continue
-        try:
-            command = _parse_words(words, origin, machine, live=live)
-        except _LineError as error:
-            items.append(Rejection(origin=origin, message=error.message, hint=error.hint))
-            continue
-        if command is not None:
-            items.append(command)
+    for index, physical in enumerate(lines):
+        origin = (
+            origins[index]
+            if origins is not None and index < len(origins)
+            else Origin(path, first_line + index, physical)
+        )
+        for piece in _fgets_pieces(physical):
+            _parse_piece(piece, origin, machine, live=live, syntax=syntax, items=items)
     return RulesSource(path=path, syntax=syntax, items=tuple(items), machine=machine)

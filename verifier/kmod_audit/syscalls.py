@@ -97,6 +97,13 @@ ABIS: Final = {
     "i386": Abi("i386", 3 | ARCH_LE),
     "aarch64": Abi("aarch64", 183 | ARCH_64BIT | ARCH_LE),
     "arm": Abi("arm", 40 | ARCH_LE),
+    # Machines we do not judge, kept so that rules naming them resolve as auditctl does
+    # (they simply never match events on x86_64 or aarch64).
+    "ppc": Abi("ppc", 20),
+    "ppc64": Abi("ppc", 21 | ARCH_64BIT),
+    "ppc64le": Abi("ppc", 21 | ARCH_64BIT | ARCH_LE),
+    "s390": Abi("s390", 22),
+    "s390x": Abi("s390x", 22 | ARCH_64BIT),
 }
 
 
@@ -150,8 +157,6 @@ _ARCH_NAMES: Final = {
     "ppc": 0x14,
     "s390x": 0x80000016,
     "s390": 0x16,
-    "riscv64": 0xC00000F3,
-    "riscv32": 0x400000F3,
 }
 
 

@@ -173,27 +173,56 @@ def assemble_rules_d(directory: str) -> tuple[str, list[Origin]]:
         raise ParseError(directory, 0, "", msg)
     last: dict[str, tuple[str, Origin]] = {}
     body: list[tuple[str, Origin]] = []
+    # augenrules `cat`s the files together: a file without a final newline runs into the
+    # first line of the next one, and auditctl then sees the merged line.
+    pending: tuple[str, Origin] | None = None
     for name in names:
         path = os.path.join(directory, name)
         text = read_rules_text(path)
-        for number, line in enumerate(text.split("\n"), start=1):
+        lines = text.split("\n")
+        for number, line in enumerate(lines, start=1):
+            is_last = number == len(lines)
+            if is_last and line == "":
+                break
             origin = Origin(path, number, line)
-            if not line or re.match(r"^\s*#", line):
-                continue
-            if re.match(r"^\s*-e", line):
-                last["e"] = (line, origin)
-            elif re.match(r"^\s*-D\s*$", line):
-                last["D"] = (line, origin)
-            elif re.match(r"^\s*-f", line):
-                last["f"] = (line, origin)
-            elif re.match(r"^\s*-b", line):
-                last["b"] = (line, origin)
-            else:
-                body.append((line, origin))
+            text_line = line
+            if pending is not None:
+                text_line = pending[0] + line
+                origin = Origin(pending[1].path, pending[1].line, text_line)
+                pending = None
+            if is_last:
+                pending = (text_line, origin)
+                break
+            _classify(text_line, origin, last, body)
+    if pending is not None:
+        _classify(pending[0], pending[1], last, body)
     ordered = [last[k] for k in ("D", "b", "f") if k in last] + body
     if "e" in last:
         ordered.append(last["e"])
+    if not ordered:
+        return "", []
     return "\n".join(line for line, _ in ordered) + "\n", [o for _, o in ordered]
+
+
+def _classify(
+    line: str,
+    origin: Origin,
+    last: dict[str, tuple[str, Origin]],
+    body: list[tuple[str, Origin]],
+) -> None:
+    """Sort one assembled line the way augenrules' awk program does."""
+    if not line or re.match(r"^\s*#", line):
+        return
+    for key, pattern in (
+        ("e", r"^\s*-e"),
+        ("D", r"^\s*-D\s*$"),
+        ("f", r"^\s*-f"),
+        ("b", r"^\s*-b"),
+    ):
+        if re.match(pattern, line):
+            last[key] = (line, origin)
+            return
+    body.append((line, origin))
 
 
 def nixos_rules_file(units: tuple[str, ...] = NIXOS_UNITS) -> str | None:
