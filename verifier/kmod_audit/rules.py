@@ -17,7 +17,7 @@ import errno as _errno
 import grp
 import os
 import pwd
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -962,16 +962,11 @@ class _RuleBuilder:
         if self.op is None:
             msg = "permission option needs a watch given prior to it"
             raise _LineError(msg, "write `-w PATH -p x`")
-        if len(text) > 4:
-            msg = f"permission {text} is too long"
-            raise _LineError(msg, "permissions are some of r, w, x, a")
-        bits = 0
-        for char in text:
-            bit = PERM_BITS.get(char.lower())
-            if bit is None:
-                msg = f"Permission {char} isn't supported"
-                raise _LineError(msg, "permissions are some of r, w, x, a")
-            bits |= bit
+        bits = _perm_bits(
+            text,
+            too_long=f"permission {text} is too long",
+            bad=lambda char: f"Permission {char} isn't supported",
+        )
         if not self.fields:
             msg = "Permissions should be preceeded by other fields"  # codespell:ignore
             raise _LineError(msg, "write `-w PATH -p x`")
@@ -1101,15 +1096,22 @@ def _exit_value(value: str, pair: str) -> int:
 
 
 def _perm_value(value: str, pair: str) -> int:
-    if len(value) > 4:
-        msg = f"{pair} String value too long"
-        raise _LineError(msg, "permissions are some of r, w, x, a")
+    return _perm_bits(
+        value,
+        too_long=f"{pair} String value too long",
+        bad=lambda _char: f"{pair} Permission can only contain 'rwxa'",
+    )
+
+
+def _perm_bits(text: str, *, too_long: str, bad: Callable[[str], str]) -> int:
+    """Read r/w/x/a permissions into AUDIT_PERM_* bits (at most 4 letters)."""
+    if len(text) > 4:
+        raise _LineError(too_long, "permissions are some of r, w, x, a")
     bits = 0
-    for char in value:
+    for char in text:
         bit = PERM_BITS.get(char.lower())
         if bit is None:
-            msg = f"{pair} Permission can only contain 'rwxa'"
-            raise _LineError(msg, "permissions are some of r, w, x, a")
+            raise _LineError(bad(char), "permissions are some of r, w, x, a")
         bits |= bit
     return bits
 
