@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import attrs
+import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -107,3 +110,47 @@ class HostAudit:
         enabled = self.status.get("enabled")
         if enabled in {"0", "1"}:
             auditctl("-e", enabled, check=False)
+
+
+def poll(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait until `predicate()` holds, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.05)
+
+
+@attrs.frozen
+class Auditd:
+    """A private auditd started by a test.
+
+    Attributes:
+        pid: Its pid.
+        log: Its log file.
+    """
+
+    pid: int
+    log: Path
+
+
+def auditd_conf(directory: Path, log: Path) -> str:
+    ours = {
+        "log_file": str(log),
+        "log_group": "root",
+        "log_format": "ENRICHED",
+        "write_logs": "yes",
+        "flush": "INCREMENTAL_ASYNC",
+        "freq": "50",
+        "plugin_dir": str(directory / "plugins.d"),
+        "max_log_file_action": "ROTATE",
+        "num_logs": "5",
+        "space_left_action": "IGNORE",
+        "admin_space_left_action": "IGNORE",
+        "disk_full_action": "IGNORE",
+        "disk_error_action": "IGNORE",
+    }
+    host = Path("/etc/audit/auditd.conf")
+    lines = host.read_text().splitlines() if host.exists() else []
+    kept = [line for line in lines if line.partition("=")[0].strip() not in ours]
+    return "\n".join([*kept, *(f"{name} = {value}" for name, value in ours.items())]) + "\n"

@@ -11,16 +11,31 @@ Root-only tests are skipped when not root, unless `KMOD_AUDIT_REQUIRE_ROOT=1` (s
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from _support import CliResult, HostAudit, RunCli, audit_status, auditctl
+from _support import (
+    Auditd,
+    CliResult,
+    HostAudit,
+    RunCli,
+    audit_status,
+    auditctl,
+    auditd_conf,
+    poll,
+)
 from kmod_audit.cli import main
 from kmod_audit.syscalls import MACHINES, Machine
+
+HOST_AUDIT_LOCK = "/run/lock/kmod-audit-host-audit.lock"
 
 
 @pytest.fixture
@@ -65,15 +80,60 @@ def host_audit() -> Iterator[HostAudit]:
     probe = auditctl("-s", check=False)
     if probe.returncode != 0:
         _require_root_or_skip(f"auditctl -s failed: {probe.stderr.strip()}")
-    status = audit_status()
-    if status.get("enabled") == "2":
-        _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
-    host = HostAudit(rules=auditctl("-l").stdout, status=status)
+    # The host has one audit subsystem: serialise every test process that drives it
+    # (two test runs at once would otherwise restore each other's rules).
+    with Path(HOST_AUDIT_LOCK).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        status = audit_status()
+        if status.get("enabled") == "2":
+            _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
+        host = HostAudit(rules=auditctl("-l").stdout, status=status)
+        try:
+            yield host
+        finally:
+            host.restore()
+        after = audit_status()
+        for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
+            assert status.get(name) == after.get(name), f"audit {name} not restored"
+        assert host.rules == auditctl("-l").stdout, "audit rules not restored"
+
+
+@pytest.fixture
+def auditd(
+    host_audit: HostAudit,  # noqa: ARG001 - its teardown restores audit state after auditd stops
+    tmp_path: Path,
+) -> Iterator[Auditd]:
+    """A private auditd (`auditd -n -c DIR`, log in tmp_path), stopped by its pid afterwards."""
+    if shutil.which("auditd") is None:
+        pytest.skip("auditd is not installed (apt-get install auditd)")
+    registered = audit_status().get("pid", "0")
+    if registered != "0":
+        pytest.skip(f"another auditd (pid {registered}) is registered with the kernel")
+    directory = tmp_path / "auditd"
+    (directory / "plugins.d").mkdir(parents=True)
+    log = tmp_path / "log" / "audit.log"
+    log.parent.mkdir()
+    conf = directory / "auditd.conf"
+    conf.write_text(auditd_conf(directory, log))
+    conf.chmod(0o600)
+    output = (tmp_path / "auditd.out").open("wb")
+    daemon = subprocess.Popen(
+        ["auditd", "-n", "-c", str(directory)], stdout=output, stderr=subprocess.STDOUT
+    )
     try:
-        yield host
+
+        def registered_or_dead() -> bool:
+            return daemon.poll() is not None or audit_status().get("pid") == str(daemon.pid)
+
+        poll(registered_or_dead, 10, "auditd registering with the kernel")
+        if daemon.poll() is not None:
+            pytest.fail(f"auditd exited: {(tmp_path / 'auditd.out').read_text()}")
+        yield Auditd(pid=daemon.pid, log=log)
     finally:
-        host.restore()
-    after = audit_status()
-    for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
-        assert status.get(name) == after.get(name), f"audit {name} not restored"
-    assert host.rules == auditctl("-l").stdout, "audit rules not restored"
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=10)
+        output.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -95,6 +97,55 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     _common(generate)
+
+    verify = sub.add_parser(
+        "verify",
+        help="exercise the kernel: make module syscalls as a logged-in user, find the records",
+        description=(
+            "Run the probe on the target (it makes every audited module syscall as a user "
+            "with a login uid, loads and unloads the probe module when it can, and makes "
+            "negative controls), then match the audit records to the stimuli and judge them "
+            "against the profiles. Never changes audit rules; leaves the module as found."
+        ),
+    )
+    verify.add_argument(
+        "--target",
+        default="local",
+        metavar="TARGET",
+        help="local, ssh://USER@HOST[:PORT] or console:COMMAND (default: local)",
+    )
+    verify.add_argument("--profile", action="append", default=[], metavar="ID", help=_PROFILE_HELP)
+    verify.add_argument("--module", default="dummy", metavar="NAME", help="probe module (dummy)")
+    verify.add_argument("--key", metavar="KEY", help="key the records must carry")
+    verify.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
+    verify.add_argument("--kmod-path", metavar="PATH", help="the kmod binary on the target")
+    verify.add_argument(
+        "--probe-command",
+        metavar="CMD",
+        help="command that runs kmod-audit on the target (default: kmod-audit; locally this "
+        "Python)",
+    )
+    verify.add_argument(
+        "--timeout", type=float, default=300.0, metavar="S", help="seconds for the probe (300)"
+    )
+    verify.add_argument("--format", choices=("text", "json"), default="text")
+
+    probe = sub.add_parser(
+        "probe",
+        help="(on the target) make the stimuli and print them with the audit records",
+        description="Used by verify: runs on the machine under test, as root.",
+    )
+    probe.add_argument("--module", default="dummy", metavar="NAME")
+    probe.add_argument("--auid", metavar="N", help="login uid of the test user (default: uid-min)")
+    probe.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
+    probe.add_argument("--kmod-path", metavar="PATH", help="real path of the kmod binary")
+    probe.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds to wait for the records (15)",
+    )
     return parser
 
 
@@ -339,6 +390,53 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    from .transports import LocalHost, target_from_spec  # noqa: PLC0415 - only for verify
+    from .verify import (  # noqa: PLC0415
+        VerifyOptions,
+        render_verify_json,
+        render_verify_text,
+        run_verify,
+    )
+
+    if args.key is not None and not args.key:
+        msg = "--key: the key is empty; pass the key the records must carry"
+        raise ConfigurationError(msg)
+    profiles = _profiles(args.profile)
+    options = VerifyOptions(
+        profiles=profiles,  # type: ignore[arg-type]
+        key=args.key,
+        uid_min=_uid_min(args.uid_min),
+        module=args.module,
+        probe_command=tuple(shlex.split(args.probe_command)) if args.probe_command else (),
+        kmod_path=args.kmod_path,
+        timeout=args.timeout,
+    )
+    with target_from_spec(args.target) as target, nested(f"verifying {target.name}"):
+        report = run_verify(target, options, local=isinstance(target, LocalHost))
+    out.write(
+        render_verify_json(report) + "\n" if args.format == "json" else render_verify_text(report)
+    )
+    return report.exit_code()
+
+
+def _probe(args: argparse.Namespace, out: TextIO) -> int:
+    from .probe import run_probe  # noqa: PLC0415 - only for probe
+    from .verify import PROBE_PREFIX  # noqa: PLC0415
+
+    uid_min = _uid_min(args.uid_min)
+    auid = _uid_min(args.auid) if args.auid is not None else uid_min
+    result = run_probe(
+        module=args.module,
+        auid=auid,
+        uid_min=uid_min,
+        program=args.kmod_path or default_kmod_path(),
+        timeout=args.timeout,
+    )
+    out.write(PROBE_PREFIX + json.dumps(result.to_json()) + "\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the CLI; return the exit code."""
     stream = out if out is not None else sys.stdout
@@ -354,6 +452,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args, stream)
+        if args.command == "verify":
+            return _verify(args, stream)
+        if args.command == "probe":
+            return _probe(args, stream)
         return _generate(args, stream)
     except ParseError as exc:
         sys.stderr.write(f"kmod-audit: {exc}\n")

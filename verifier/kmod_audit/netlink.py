@@ -30,11 +30,12 @@ from .rules import (
 )
 from .syscalls import Machine, abi_by_audit_arch
 
-__all__ = ["KernelStatus", "list_rules", "status"]
+__all__ = ["KernelStatus", "list_rules", "status", "user_message"]
 
 NETLINK_AUDIT: Final = 9
 AUDIT_GET: Final = 1000
 AUDIT_LIST_RULES: Final = 1013
+AUDIT_USER: Final = 1005
 NLMSG_ERROR: Final = 2
 NLMSG_DONE: Final = 3
 NLM_F_REQUEST: Final = 1
@@ -132,7 +133,7 @@ class KernelStatus:
     backlog_limit: int
 
 
-def _request(kind: int) -> list[tuple[int, bytes]]:
+def _request(kind: int, payload: bytes = b"") -> list[tuple[int, bytes]]:
     """Send one audit request and return the (type, payload) replies until DONE/ack."""
     try:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
@@ -146,7 +147,11 @@ def _request(kind: int) -> list[tuple[int, bytes]]:
         sock.settimeout(TIMEOUT)
         sock.bind((0, 0))
         sequence = 1
-        message = _HEADER.pack(_HEADER.size, kind, NLM_F_REQUEST | NLM_F_ACK, sequence, 0)
+        length = _HEADER.size + len(payload)
+        padding = b"\0" * (-length % 4)
+        message = (
+            _HEADER.pack(length, kind, NLM_F_REQUEST | NLM_F_ACK, sequence, 0) + payload + padding
+        )
         try:
             sock.sendto(message, (0, 0))
         except OSError as exc:
@@ -169,7 +174,7 @@ def _request(kind: int) -> list[tuple[int, bytes]]:
                     (code,) = struct.unpack_from("=i", payload)
                     if code != 0:
                         raise _denied(OSError(-code, os.strerror(-code)))
-                    if kind == AUDIT_GET and replies:
+                    if (kind == AUDIT_GET and replies) or kind == AUDIT_USER:
                         return replies
                     continue
                 if reply == NLMSG_DONE:
@@ -204,6 +209,15 @@ def status() -> KernelStatus:
             return KernelStatus(enabled, failure, pid, lost, backlog_limit)
     msg = "the kernel sent no audit status"
     raise TransportError(msg)
+
+
+def user_message(text: str) -> None:
+    """Write a USER record (as `auditctl -m TEXT` does), e.g. a marker in the record stream.
+
+    Raises:
+        TransportError: not permitted (CAP_AUDIT_WRITE) or no audit support.
+    """
+    _request(AUDIT_USER, f"text={text}".encode() + b"\0")
 
 
 def list_rules(machine: Machine) -> tuple[Rule, ...]:

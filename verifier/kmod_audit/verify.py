@@ -1,0 +1,432 @@
+"""`kmod-audit verify`: run the probe on a target and judge the records it produced.
+
+Each stimulus is matched to its SYSCALL record by pid, syscall number and arch. A
+requirement passes when every exercised stimulus of a logged-in user (login uid at or
+above uid-min; uid 0 or the user's own) produced a record with an acceptable key, every
+required syscall x ABI was exercised at least once, and no negative control (login uid
+unset, or below uid-min) produced a keyed record. What could not be exercised is said as
+such and never counts as evidence.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from typing import Any, Final, Literal
+
+import attrs
+
+from . import logs
+from .errors import CommandFailed, TransportError
+from .probe import ProbeResult, Stimulus
+from .profiles import Profile, Requirement
+from .report import CheckResult, ProfileResult, RequirementResult
+from .syscalls import EXEC_SYSCALLS, machine_by_name
+from .transports import Target
+
+__all__ = [
+    "PROBE_PREFIX",
+    "Evidence",
+    "VerifyOptions",
+    "VerifyReport",
+    "judge_probe",
+    "render_verify_json",
+    "render_verify_text",
+    "run_verify",
+]
+
+PROBE_PREFIX: Final = "KMOD_AUDIT_PROBE "
+
+Verdict = Literal["recorded", "missing", "unkeyed", "wrong-key", "not-exercised"]
+
+
+@attrs.frozen(kw_only=True)
+class VerifyOptions:
+    """What verify checks.
+
+    Attributes:
+        profiles: The profiles.
+        key: The key the records must carry; None accepts any non-empty key.
+        uid_min: First uid of real users (for the reports).
+        module: The probe module.
+        probe_command: argv that runs `kmod-audit probe` on the target.
+        kmod_path: The kmod binary on the target (None: the probe resolves it there).
+        timeout: Seconds for the whole probe run.
+    """
+
+    profiles: tuple[Profile, ...]
+    key: str | None = None
+    uid_min: int = 1000
+    module: str = "dummy"
+    probe_command: tuple[str, ...] = ()
+    kmod_path: str | None = None
+    timeout: float = 300.0
+
+
+@attrs.frozen(kw_only=True)
+class Evidence:
+    """What the records say about one stimulus.
+
+    Attributes:
+        stimulus: The stimulus.
+        verdict: `recorded` (keyed SYSCALL record found), `missing`, `unkeyed`,
+            `wrong-key`, or `not-exercised`.
+        record: The SYSCALL record line, when found.
+        key: The record's key(s).
+        success: The record's success field.
+        exit: The record's exit field.
+        auid: The record's auid.
+        module: The KERN_MODULE name of the same event, for loads and unloads.
+    """
+
+    stimulus: Stimulus
+    verdict: Verdict
+    record: str | None = None
+    key: tuple[str, ...] = ()
+    success: str | None = None
+    exit: str | None = None
+    auid: str | None = None
+    module: str | None = None
+
+    def describe(self) -> str:
+        """One line for reports."""
+        s = self.stimulus
+        what = f"{s.abi} {s.syscall}" + (f" of {s.program}" if s.program else "")
+        what += f" ({s.actor}: auid={_uid(s.auid)}, uid={s.uid}, pid={s.pid})"
+        if self.verdict == "not-exercised":
+            return f"{what}: not exercised ({s.error})"
+        if self.record is None:
+            return f"{what}: no SYSCALL record"
+        keys = ",".join(self.key) or "(null)"
+        module = f", KERN_MODULE name={self.module}" if self.module else ""
+        return (
+            f"{what}: SYSCALL record key={keys} success={self.success} exit={self.exit} "
+            f"auid={self.auid}{module}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        data = attrs.asdict(self)
+        data["stimulus"] = attrs.asdict(self.stimulus)
+        data["summary"] = self.describe()
+        return data
+
+
+def _uid(value: int) -> str:
+    return "unset" if value == 0xFFFFFFFF else str(value)
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """A verify run.
+
+    Attributes:
+        target: The target's name.
+        probe: What the probe did and saw.
+        evidence: One entry per stimulus.
+        profiles: Per profile.
+        notes: Things worth knowing that are not failures (lost records, skipped stimuli).
+        problems: Conditions that prevented a verdict.
+        options: The options used.
+    """
+
+    target: str
+    probe: ProbeResult
+    evidence: tuple[Evidence, ...]
+    profiles: tuple[ProfileResult, ...]
+    notes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def compliant(self) -> bool:
+        """All profiles pass and nothing prevented a verdict."""
+        return all(p.compliant for p in self.profiles) and not self.problems
+
+    def exit_code(self) -> int:
+        """0 compliant; 3 when the system could not be exercised; 1 otherwise."""
+        if self.compliant:
+            return 0
+        if self.problems and all(p.compliant for p in self.profiles):
+            return 3
+        unexercised_only = all(
+            all(
+                "not exercised" in reason
+                for req in p.requirements
+                if req.status == "fail"
+                for reason in req.reasons
+            )
+            for p in self.profiles
+        )
+        return 3 if unexercised_only and not self.problems else 1
+
+
+def _acceptable(keys: tuple[str, ...], key: str | None) -> Verdict:
+    if not keys:
+        return "unkeyed"
+    if key is not None and key not in keys:
+        return "wrong-key"
+    return "recorded"
+
+
+def _evidence(probe: ProbeResult, key: str | None) -> list[Evidence]:
+    events = logs.group_events(logs.parse_records(probe.records))
+    by_pid: dict[str, list[logs.AuditEvent]] = {}
+    for event in events:
+        syscall = event.syscall
+        if syscall is not None and syscall.get("pid") is not None:
+            by_pid.setdefault(str(syscall.get("pid")), []).append(event)
+    out: list[Evidence] = []
+    for stimulus in probe.stimuli:
+        if not stimulus.exercised:
+            out.append(Evidence(stimulus=stimulus, verdict="not-exercised"))
+            continue
+        match = None
+        for event in by_pid.get(str(stimulus.pid), []):
+            record = event.syscall
+            if record is None:
+                continue
+            if record.number("syscall") in stimulus.numbers and (
+                (record.get("arch") or "").lower() == stimulus.arch
+            ):
+                match = event
+                break
+        if match is None or match.syscall is None:
+            out.append(Evidence(stimulus=stimulus, verdict="missing"))
+            continue
+        record = match.syscall
+        keys = record.keys
+        module = next((r.get("name") for r in match.records_of("KERN_MODULE")), None)
+        out.append(
+            Evidence(
+                stimulus=stimulus,
+                verdict=_acceptable(keys, key),
+                record=record.raw,
+                key=keys,
+                success=record.get("success"),
+                exit=record.get("exit"),
+                auid=record.get("auid"),
+                module=module,
+            )
+        )
+    return out
+
+
+def _targets(req: Requirement, machine_name: str) -> list[tuple[str, str]]:
+    """(abi, syscall) pairs `req` needs on the machine (syscalls that exist there)."""
+    machine = machine_by_name(machine_name)
+    pairs: list[tuple[str, str]] = []
+    if machine is None:
+        return pairs
+    pairs.extend(
+        (bits, syscall)
+        for syscall in req.syscalls
+        for bits in req.abis
+        if machine.abi(bits).number(syscall) is not None
+    )
+    if req.tools:
+        pairs.extend((abi.bits, syscall) for abi in machine.abis for syscall in EXEC_SYSCALLS)
+    return pairs
+
+
+def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> bool:
+    s = evidence.stimulus
+    if s.abi != abi:
+        return False
+    if tools:
+        return s.program is not None and s.syscall == syscall
+    if s.program is not None:
+        return False
+    if s.module is not None:
+        # A load by modprobe may use init_module or finit_module: it counts for the
+        # syscall the record shows (or, unrecorded, for every one it may have used).
+        return (
+            syscall in {"init_module", "finit_module"}
+            if s.syscall == "finit_module"
+            else s.syscall == syscall
+        )
+    return s.syscall == syscall
+
+
+def _requirement(
+    req: Requirement, evidence: list[Evidence], probe: ProbeResult
+) -> RequirementResult:
+    checks: list[CheckResult] = []
+    rules: list[str] = []
+    for abi, syscall in _targets(req, probe.machine):
+        tools = syscall in EXEC_SYSCALLS and bool(req.tools)
+        label = f"{abi} {syscall}" + (" of kmod" if tools else "")
+        relevant = [e for e in evidence if _relevant(e, abi, syscall, tools=tools)]
+        in_scope = [e for e in relevant if not e.stimulus.control]
+        controls = [e for e in relevant if e.stimulus.control]
+        exercised = [e for e in in_scope if e.verdict != "not-exercised"]
+        bad = [e for e in exercised if e.verdict != "recorded"]
+        leaked = [e for e in controls if e.verdict == "recorded"]
+        problems: list[str] = []
+        if not exercised:
+            why = "; ".join(
+                {e.stimulus.error or "" for e in in_scope if e.stimulus.error}
+                | {f"{s.what}: {s.why}" for s in probe.skipped if abi in s.what}
+            )
+            problems.append(f"{label}: not exercised ({why or 'no stimulus'})")
+        problems.extend(f"{label}: {e.describe()}" for e in bad)
+        problems.extend(
+            f"{label}: negative control recorded with the key, so the rules do not filter "
+            f"the login uid: {e.describe()}"
+            for e in leaked
+        )
+        rules.extend(e.describe() for e in exercised if e.verdict == "recorded")
+        if problems:
+            checks.append(CheckResult(target=label, status="fail", reason="; ".join(problems)))
+        else:
+            passed = [e.describe() for e in exercised]
+            quiet = [e for e in controls if e.verdict in {"missing", "unkeyed", "wrong-key"}]
+            reason = f"{label}: {len(exercised)} stimuli recorded with the key"
+            if quiet:
+                reason += f"; {len(quiet)} negative controls produced no keyed record"
+            checks.append(
+                CheckResult(target=label, status="pass", reason=reason, rules=tuple(passed))
+            )
+    failed = [c for c in checks if c.status == "fail"]
+    return RequirementResult(
+        id=req.id,
+        title=req.title,
+        status="fail" if failed else "pass",
+        reasons=tuple(c.reason for c in (failed or checks)),
+        rules=tuple(dict.fromkeys(rules)),
+        checks=tuple(checks),
+        references=req.references,
+        applicable=bool(checks),
+    )
+
+
+def judge_probe(
+    probe: ProbeResult, options: VerifyOptions, *, target: str = "local"
+) -> VerifyReport:
+    """Judge a probe's stimuli and records against the profiles."""
+    evidence = _evidence(probe, options.key)
+    profiles = []
+    for profile in options.profiles:
+        results = tuple(_requirement(r, evidence, probe) for r in profile.requirements)
+        profiles.append(
+            ProfileResult(
+                id=profile.id,
+                title=profile.title,
+                compliant=all(r.status == "pass" for r in results),
+                requirements=results,
+            )
+        )
+    problems = list(probe.problems)
+    if not probe.marker_seen:
+        problems.append(
+            f"the marker {probe.marker!r} never reached {probe.source}: records may be "
+            "missing; check that auditd is running and its log is the one read"
+        )
+    notes = [f"not exercised: {s.what}: {s.why}" for s in probe.skipped]
+    lost = probe.audit.get("lost")
+    if probe.lost_after is not None and lost is not None and probe.lost_after > lost:
+        problems.append(
+            f"the kernel lost {probe.lost_after - lost} records during the probe (auditctl -s "
+            "lost); raise the backlog (-b) and run verify again"
+        )
+    if probe.modules_before != probe.modules_after:
+        problems.append(
+            f"{options.module} was {'loaded' if probe.modules_before else 'not loaded'} before "
+            "the probe and is not any more as found"
+        )
+    return VerifyReport(
+        target=target,
+        probe=probe,
+        evidence=tuple(evidence),
+        profiles=tuple(profiles),
+        notes=tuple(notes),
+        problems=tuple(problems),
+        options=(
+            ("profiles", [p.id for p in options.profiles]),
+            ("key", options.key),
+            ("uid_min", options.uid_min),
+            ("module", options.module),
+        ),
+    )
+
+
+def probe_argv(options: VerifyOptions, *, local: bool) -> list[str]:
+    """The command that runs the probe on the target."""
+    base = list(options.probe_command) or (
+        [sys.executable, "-m", "kmod_audit"] if local else ["kmod-audit"]
+    )
+    argv = [*base, "probe", "--module", options.module, "--uid-min", str(options.uid_min)]
+    if options.kmod_path is not None:
+        argv += ["--kmod-path", options.kmod_path]
+    return argv
+
+
+def run_verify(target: Target, options: VerifyOptions, *, local: bool) -> VerifyReport:
+    """Run the probe on `target` and judge what it found.
+
+    Raises:
+        TransportError: the probe could not be run or did not answer.
+    """
+    argv = probe_argv(options, local=local)
+    status, output = target.execute(argv, timeout=options.timeout)
+    line = next((row for row in output.splitlines() if row.startswith(PROBE_PREFIX)), None)
+    if status != 0 or line is None:
+        msg = (
+            f"the probe failed on {target.name}; check that kmod-audit is installed there "
+            "(or pass --probe-command) and that it runs as root"
+        )
+        raise CommandFailed(msg, command=shlex.join(argv), status=status, output=output)
+    try:
+        data = json.loads(line[len(PROBE_PREFIX) :])
+        probe = ProbeResult.from_json(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"the probe on {target.name} printed an unreadable result ({exc})"
+        raise TransportError(msg) from exc
+    return judge_probe(probe, options, target=target.name)
+
+
+def render_verify_json(report: VerifyReport) -> str:
+    """The JSON report (same top-level shape as `check`)."""
+    data = {
+        "compliant": report.compliant,
+        "profiles": [p.to_json() for p in report.profiles],
+        "target": report.target,
+        "machine": report.probe.machine,
+        "kernel": report.probe.kernel,
+        "source": report.probe.source,
+        "problems": list(report.problems),
+        "notes": list(report.notes),
+        "evidence": [e.to_json() for e in report.evidence],
+        "audit": report.probe.audit,
+        "lost_after": report.probe.lost_after,
+        "options": dict(report.options),
+    }
+    return json.dumps(data, indent=2)
+
+
+def render_verify_text(report: VerifyReport) -> str:
+    """The report for a terminal."""
+    probe = report.probe
+    out = [
+        (
+            f"kmod-audit verify: {report.target} ({probe.machine}, kernel {probe.kernel}), "
+            f"records from {probe.source}"
+        ),
+    ]
+    for profile in report.profiles:
+        state = "compliant" if profile.compliant else "NOT compliant"
+        out.append(f"profile {profile.id} ({profile.title}): {state}")
+        for req in profile.requirements:
+            out.append(f"  {'PASS' if req.status == 'pass' else 'FAIL'} {req.id}: {req.title}")
+            out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
+    out.append("evidence:")
+    out.extend(f"  {e.describe()}" for e in report.evidence)
+    if report.notes:
+        out.append("notes:")
+        out.extend(f"  {n}" for n in report.notes)
+    if report.problems:
+        out.append("problems:")
+        out.extend(f"  {p}" for p in report.problems)
+    out.append("result: " + ("COMPLIANT" if report.compliant else "NOT COMPLIANT"))
+    return "\n".join(out) + "\n"
