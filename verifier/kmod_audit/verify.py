@@ -88,6 +88,7 @@ class Evidence:
     exit: str | None = None
     auid: str | None = None
     module: str | None = None
+    number: int | None = None
 
     def describe(self) -> str:
         """One line for reports."""
@@ -208,6 +209,7 @@ def _evidence(probe: ProbeResult, key: str | None) -> list[Evidence]:
                 exit=record.get("exit"),
                 auid=record.get("auid"),
                 module=module,
+                number=record.number("syscall"),
             )
         )
     return out
@@ -238,14 +240,12 @@ def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> boo
         return s.program is not None and s.syscall == syscall
     if s.program is not None:
         return False
-    if s.module is not None:
-        # A load by modprobe may use init_module or finit_module: it counts for the
-        # syscall the record shows (or, unrecorded, for every one it may have used).
-        return (
-            syscall in {"init_module", "finit_module"}
-            if s.syscall == "finit_module"
-            else s.syscall == syscall
-        )
+    if s.module is not None and evidence.number is not None:
+        # A load by modprobe uses finit_module, or init_module for a module it had to
+        # decompress itself: it counts for the syscall its record shows.
+        machine = machine_by_name("x86_64" if s.arch == "c000003e" else "aarch64")
+        shown = machine.native.name(evidence.number) if machine is not None else None
+        return shown == syscall
     return s.syscall == syscall
 
 
