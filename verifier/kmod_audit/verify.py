@@ -126,6 +126,7 @@ class VerifyReport:
         target: The target's name.
         probe: What the probe did and saw.
         evidence: One entry per stimulus.
+        used: The ids of the stimuli the selected profiles judged.
         profiles: Per profile.
         notes: Things worth knowing that are not failures (lost records, skipped stimuli).
         problems: Conditions that prevented a verdict.
@@ -136,6 +137,7 @@ class VerifyReport:
     probe: ProbeResult
     evidence: tuple[Evidence, ...]
     profiles: tuple[ProfileResult, ...]
+    used: frozenset[str] = frozenset()
     notes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     options: tuple[tuple[str, object], ...] = ()
@@ -250,7 +252,7 @@ def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> boo
 
 
 def _requirement(
-    req: Requirement, evidence: list[Evidence], probe: ProbeResult
+    req: Requirement, evidence: list[Evidence], probe: ProbeResult, used: set[str]
 ) -> RequirementResult:
     checks: list[CheckResult] = []
     rules: list[str] = []
@@ -258,6 +260,7 @@ def _requirement(
         tools = syscall in EXEC_SYSCALLS and bool(req.tools)
         label = f"{abi} {syscall}" + (" of kmod" if tools else "")
         relevant = [e for e in evidence if _relevant(e, abi, syscall, tools=tools)]
+        used.update(e.stimulus.id for e in relevant)
         in_scope = [e for e in relevant if not e.stimulus.control]
         controls = [e for e in relevant if e.stimulus.control]
         exercised = [e for e in in_scope if e.verdict != "not-exercised"]
@@ -307,8 +310,9 @@ def judge_probe(
     """Judge a probe's stimuli and records against the profiles."""
     evidence = _evidence(probe, options.key)
     profiles = []
+    used: set[str] = set()
     for profile in options.profiles:
-        results = tuple(_requirement(r, evidence, probe) for r in profile.requirements)
+        results = tuple(_requirement(r, evidence, probe, used) for r in profile.requirements)
         profiles.append(
             ProfileResult(
                 id=profile.id,
@@ -340,6 +344,7 @@ def judge_probe(
         probe=probe,
         evidence=tuple(evidence),
         profiles=tuple(profiles),
+        used=frozenset(used),
         notes=tuple(notes),
         problems=tuple(problems),
         options=(
@@ -420,8 +425,20 @@ def render_verify_text(report: VerifyReport) -> str:
         for req in profile.requirements:
             out.append(f"  {'PASS' if req.status == 'pass' else 'FAIL'} {req.id}: {req.title}")
             out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
-    out.append("evidence:")
-    out.extend(f"  {e.describe()}" for e in report.evidence)
+    judged = [e for e in report.evidence if e.stimulus.id in report.used]
+    shown = [e for e in judged if not e.stimulus.control]
+    controls = [e for e in judged if e.stimulus.control]
+    out.append("evidence (stimuli of logged-in users):")
+    out.extend(f"  {e.describe()}" for e in shown)
+    keyed = [e for e in controls if e.verdict == "recorded"]
+    out.append(
+        f"negative controls (login uid unset or below uid-min): {len(controls)} stimuli, "
+        f"{len(keyed)} recorded with the key"
+    )
+    out.extend(f"  {e.describe()}" for e in keyed)
+    other = len(report.evidence) - len(judged)
+    if other:
+        out.append(f"({other} more stimuli not required by the selected profiles: --format json)")
     if report.notes:
         out.append("notes:")
         out.extend(f"  {n}" for n in report.notes)
