@@ -1,0 +1,4 @@
+# nixosModules.default: everything kmod-audit adds to NixOS.
+{
+  imports = [ ./kmod-audit.nix ];
+}

@@ -1,0 +1,196 @@
+"""The Nix side, checked without a Nix store.
+
+Every .nix file parses, and the pure renderer (nixos-modules/render.nix) gives byte for
+byte what `kmod-audit generate` prints.
+
+Uses Debian's nix-bin (`nix-instantiate --parse` and `--eval --strict`), which `tools/setup`
+installs. As root the x86_64 renderings are also loaded into the host kernel.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _support import HostAudit, RunCli
+from kmod_audit.generate import KEY_PATTERN
+
+REPO = Path(__file__).resolve().parents[1]
+NIX_FILES = sorted(
+    p for p in REPO.rglob("*.nix") if ".venv" not in p.parts and ".git" not in p.parts
+)
+
+PROFILE_SETS = [
+    ["nixos-stig"],
+    ["al2023-stig"],
+    ["cis"],
+    ["tenable"],
+    ["all"],
+    ["nixos-stig", "cis"],
+    ["tenable", "al2023-stig"],
+]
+ARCHES = ["x86_64", "aarch64"]
+OPTION_SETS: list[dict[str, object]] = [
+    {},
+    {"key": "kernel_modules", "uidMin": 500},
+    {"kmodPath": "/nix/store/00000000000000000000000000000000-kmod-31/bin/kmod", "key": "m.1"},
+]
+CASES = list(itertools.product(range(len(PROFILE_SETS)), ARCHES, range(len(OPTION_SETS))))
+
+
+def _nix_instantiate() -> str:
+    found = shutil.which("nix-instantiate")
+    if found is None:
+        if os.environ.get("KMOD_AUDIT_REQUIRE_ROOT") == "1":
+            pytest.fail("nix-instantiate is missing (apt-get install nix-bin; tools/setup does)")
+        pytest.skip("nix-instantiate is missing (apt-get install nix-bin)")
+    return found
+
+
+def _nix_value(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[ " + " ".join(_nix_value(v) for v in value) + " ]"
+    msg = f"no Nix form for {value!r}"
+    raise TypeError(msg)
+
+
+def _arguments(profiles: list[str], arch: str, options: dict[str, object]) -> str:
+    pairs = {"profiles": profiles, "arch": arch, **options}
+    return "{ " + " ".join(f"{k} = {_nix_value(v)};" for k, v in pairs.items()) + " }"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[str]:
+    """Every case rendered by render.nix in one evaluation."""
+    nix = _nix_instantiate()
+    calls = " ".join(
+        f"(r.render {_arguments(PROFILE_SETS[p], arch, OPTION_SETS[o])}).text"
+        for p, arch, o in CASES
+    )
+    expression = f"let r = import {REPO / 'nixos-modules' / 'render.nix'}; in [ {calls} ]"
+    proc = subprocess.run(
+        [nix, "--eval", "--strict", "--json", "-E", expression],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    texts = json.loads(proc.stdout)
+    assert len(CASES) == len(texts)
+    return list(texts)
+
+
+def _generate_args(profiles: list[str], arch: str, options: dict[str, object]) -> list[str]:
+    args = ["generate", "--arch", arch]
+    for profile in profiles:
+        args += ["--profile", profile]
+    args += ["--key", str(options.get("key", "module_chng"))]
+    args += ["--uid-min", str(options.get("uidMin", 1000))]
+    args += ["--kmod-path", str(options.get("kmodPath", "/usr/bin/kmod"))]
+    return args
+
+
+def _case_id(case: tuple[int, str, int]) -> str:
+    p, arch, o = case
+    return f"{'+'.join(PROFILE_SETS[p])}-{arch}-opts{o}"
+
+
+class TestParse:
+    """Every .nix file in the repository parses."""
+
+    @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(REPO)))
+    def test_parses(self, path: Path) -> None:
+        """`nix-instantiate --parse` accepts the file."""
+        proc = subprocess.run(
+            [_nix_instantiate(), "--parse", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (0, "") == (proc.returncode, proc.stderr)
+
+    def test_expected_files_exist(self) -> None:
+        """The module, its renderer and its entry point are there."""
+        names = {str(p.relative_to(REPO)) for p in NIX_FILES}
+        assert {
+            "nixos-modules/default.nix",
+            "nixos-modules/kmod-audit.nix",
+            "nixos-modules/render.nix",
+        } <= names
+
+
+class TestRenderer:
+    """render.nix and `kmod-audit generate` agree byte for byte."""
+
+    @pytest.mark.parametrize("case", CASES, ids=_case_id)
+    def test_byte_identical_to_generate(
+        self, rendered: list[str], run_cli: RunCli, case: tuple[int, str, int]
+    ) -> None:
+        """The Nix rendering equals the CLI's output for the same profiles, arch and options."""
+        p, arch, o = case
+        result = run_cli(*_generate_args(PROFILE_SETS[p], arch, OPTION_SETS[o]))
+        assert 0 == result.code, result.err
+        assert result.out == rendered[CASES.index(case)]
+
+    @pytest.mark.parametrize("case", [c for c in CASES if c[1] == "aarch64"], ids=_case_id)
+    def test_aarch64_has_no_create_or_query_module(
+        self, rendered: list[str], case: tuple[int, str, int]
+    ) -> None:
+        """create_module and query_module do not exist on aarch64 and never appear."""
+        text = rendered[CASES.index(case)]
+        assert text
+        assert "create_module" not in text
+        assert "query_module" not in text
+
+    @pytest.mark.root
+    @pytest.mark.parametrize(
+        # Not the option set naming a /nix/store kmod: that directory does not exist on this
+        # host, and the kernel refuses a watch whose parent is missing (as it should).
+        "case",
+        [c for c in CASES if c[1] == "x86_64" and "kmodPath" not in OPTION_SETS[c[2]]],
+        ids=_case_id,
+    )
+    def test_x86_64_rendering_loads_into_the_kernel(
+        self, rendered: list[str], host_audit: HostAudit, case: tuple[int, str, int]
+    ) -> None:
+        """The real `auditctl -R` loads every x86_64 rendering without an error."""
+        text = rendered[CASES.index(case)]
+        loaded = host_audit.load(text)
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        assert len(text.splitlines()) == len(host_audit.listing().splitlines())
+
+
+class TestSingleSource:
+    """The Nix data and patterns come from the Python package."""
+
+    def test_profiles_json_is_fresh(self) -> None:
+        """nixos-modules/profiles.json is what tools/gen_profiles_json.py prints."""
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "tools" / "gen_profiles_json.py")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert proc.stdout == (REPO / "nixos-modules" / "profiles.json").read_text()
+
+    def test_key_pattern_matches(self) -> None:
+        """The module's key type uses the generator's KEY_PATTERN."""
+        module = (REPO / "nixos-modules" / "kmod-audit.nix").read_text()
+        match = re.search(r'keyPattern = "([^"]*)";', module)
+        assert match is not None
+        assert KEY_PATTERN == match.group(1)
