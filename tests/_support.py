@@ -154,3 +154,28 @@ def auditd_conf(directory: Path, log: Path) -> str:
     lines = host.read_text().splitlines() if host.exists() else []
     kept = [line for line in lines if line.partition("=")[0].strip() not in ours]
     return "\n".join([*kept, *(f"{name} = {value}" for name, value in ours.items())]) + "\n"
+
+
+def require_or_skip(reason: str) -> None:
+    """Skip a test whose prerequisite is missing, or fail when KMOD_AUDIT_REQUIRE_ROOT=1.
+
+    `tools/check` sets KMOD_AUDIT_REQUIRE_ROOT=1 when run as root (CI): there a missing
+    prerequisite is a broken setup, not a reason to pass by skipping.
+    """
+    if os.environ.get("KMOD_AUDIT_REQUIRE_ROOT") == "1":
+        pytest.fail(f"KMOD_AUDIT_REQUIRE_ROOT=1 but {reason}")
+    pytest.skip(reason)
+
+
+def host_kmod_layout() -> bool:
+    """Whether this machine has the Debian kmod layout the fixtures name.
+
+    /usr/bin/kmod a real file and /usr/sbin/insmod, /usr/sbin/modprobe symlinks to it.
+    """
+    kmod = Path("/usr/bin/kmod")
+    return (
+        kmod.is_file()
+        and not kmod.is_symlink()
+        and Path("/usr/sbin/insmod").is_symlink()
+        and Path("/usr/sbin/modprobe").is_symlink()
+    )

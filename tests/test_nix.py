@@ -194,3 +194,17 @@ class TestSingleSource:
         match = re.search(r'keyPattern = "([^"]*)";', module)
         assert match is not None
         assert KEY_PATTERN == match.group(1)
+
+
+class TestDocs:
+    """The README's option reference covers the module."""
+
+    def test_every_option_is_documented(self) -> None:
+        """Each option the module declares has a row in the README's option table."""
+        module = (REPO / "nixos-modules" / "kmod-audit.nix").read_text()
+        declared = re.findall(
+            r"^    (\w+) = lib\.mk(?:Option|EnableOption|PackageOption)\b", module, re.MULTILINE
+        )
+        readme = (REPO / "README.md").read_text()
+        assert len(declared) >= 10
+        assert [] == [name for name in declared if f"| `{name}` |" not in readme]

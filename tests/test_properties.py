@@ -210,7 +210,7 @@ def _replace_char(draw: st.DrawFn, line: str) -> str:
     if not line:
         return line
     index = draw(st.integers(0, len(line) - 1))
-    char = draw(st.one_of(st.sampled_from(_ODD_CHARS), st.characters()))
+    char = draw(st.one_of(st.sampled_from(_ODD_CHARS), st.characters(codec="utf-8")))
     return line[:index] + char + line[index + 1 :]
 
 
@@ -277,7 +277,7 @@ def mutated_files(draw: st.DrawFn, seeds: tuple[str, ...] = SEED_LINES) -> str:
 
 
 _LONG_LINES: Final = st.builds(
-    lambda char, count: char * count, st.characters(), st.integers(6000, 9000)
+    lambda char, count: char * count, st.characters(codec="utf-8"), st.integers(6000, 9000)
 )
 #: Any text: arbitrary unicode (control characters, CR, tabs, NUL), long lines.
 random_texts: Final = st.one_of(

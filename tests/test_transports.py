@@ -362,8 +362,11 @@ class TestSerialConsole:
 
     def test_path_is_exported(self) -> None:
         """`path=` sets PATH in the shell."""
-        with SerialConsole(command=SHELLS["sh"], path="/usr/bin:/bin", startup_timeout=10) as sh:
-            assert (0, "/usr/bin:/bin\n") == sh.execute(["printenv", "PATH"])
+        printenv = shutil.which("printenv")
+        assert printenv is not None
+        path = f"{os.path.dirname(printenv)}:/bin"
+        with SerialConsole(command=SHELLS["sh"], path=path, startup_timeout=10) as sh:
+            assert (0, f"{path}\n") == sh.execute(["printenv", "PATH"])
 
     def test_close_leaves_no_process(self) -> None:
         """close() ends the shell and its whole process group; a second close is harmless."""

@@ -485,9 +485,10 @@ class _Prober:
         for actor in (Actor("root", self.auid, 0), Actor("unset", UID_UNSET, 0)):
             for abi in abis:
                 for syscall in EXEC_SYSCALLS:
-                    number = abi.number(syscall)
-                    if number is None:
+                    found = abi.number(syscall)
+                    if found is None:
                         continue
+                    number: int = found
                     stimulus_id = f"{abi.bits}-{syscall}-kmod-{actor.name}"
 
                     def body(
@@ -572,6 +573,26 @@ def _module_loaded(name: str) -> bool | None:
     return any(line.split(" ", 1)[0] == name for line in text.splitlines())
 
 
+def _module_directory() -> Path:
+    """Where modprobe finds the running kernel's modules.
+
+    /lib/modules/<release> on most systems; NixOS has no /lib and its kmod looks in the
+    booted and the current system's kernel-modules (and honours $MODULE_DIR/<release>).
+    """
+    release = platform.release()
+    prefix = os.environ.get("MODULE_DIR")  # NixOS kmod: $MODULE_DIR/<release>
+    candidates = [
+        f"{prefix}/{release}" if prefix else None,
+        f"/lib/modules/{release}",
+        f"/run/booted-system/kernel-modules/lib/modules/{release}",
+        f"/run/current-system/kernel-modules/lib/modules/{release}",
+    ]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "modules.dep").exists():
+            return Path(candidate)
+    return Path(f"/lib/modules/{release}")
+
+
 def _cannot_load(module: str, loaded: bool | None) -> str | None:
     if loaded is None:
         return "the kernel has no module support (/proc/modules is missing)"
@@ -585,15 +606,15 @@ def _cannot_load(module: str, loaded: bool | None) -> str | None:
         pass
     if loaded:
         return f"{module} is already loaded; it is left as found (not unloaded)"
-    release = platform.release()
-    builtin = Path("/lib/modules") / release / "modules.builtin"
+    directory = _module_directory()
+    builtin = directory / "modules.builtin"
     with contextlib.suppress(OSError):
         if any(
             line.rsplit("/", 1)[-1].split(".ko")[0] == module
             for line in builtin.read_text().splitlines()
         ):
             return f"{module} is built into the kernel; it cannot be loaded or unloaded"
-    dep = Path("/lib/modules") / release / "modules.dep"
+    dep = directory / "modules.dep"
     try:
         names = {
             line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
