@@ -255,17 +255,14 @@ def _watch_hints(ruleset: RuleSet, program: ExecFile) -> list[str]:
             if field.compare or field.name not in {"path", "exe"}:
                 continue
             path = str(field.value)
-            real = os.path.realpath(path)
-            if real != program.path or os.path.normpath(path) == program.path:
-                if field.name == "path" and os.path.normpath(path) == program.path:
-                    perm = rule.field("perm")
-                    if perm is not None and not int(perm.value) & 1:
-                        hints.append(
-                            f"{rule.origin} watches {path} with -p {perm.text}, which lacks x "
-                            "(execution)"
-                        )
-                continue
-            if os.path.islink(path):
+            if os.path.normpath(path) == program.path:
+                perm = rule.field("perm")
+                if field.name == "path" and perm is not None and not int(perm.value) & 1:
+                    hints.append(
+                        f"{rule.origin} watches {path} with -p {perm.text}, which lacks x "
+                        "(execution)"
+                    )
+            elif os.path.realpath(path) == program.path and os.path.islink(path):
                 hints.append(
                     f"{rule.origin} names {path}, a symlink to {program.path}: the kernel "
                     "watches the link itself, which is never executed; name "
@@ -360,17 +357,10 @@ def judge(
         else None
     )
     judge_ = _Judge(ruleset, options, disabled, hypothetical)
-    profiles = []
-    for profile in options.profiles:
-        results = tuple(judge_.requirement(req) for req in profile.requirements)
-        profiles.append(
-            ProfileResult(
-                id=profile.id,
-                title=profile.title,
-                compliant=all(r.status == "pass" for r in results),
-                requirements=results,
-            )
-        )
+    profiles = [
+        ProfileResult.of(profile, [judge_.requirement(req) for req in profile.requirements])
+        for profile in options.profiles
+    ]
     return SourceReport(
         label=label,
         path=ruleset.source.path,

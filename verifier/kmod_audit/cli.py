@@ -25,7 +25,7 @@ from .errors import (
 )
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import RuleSet
-from .profiles import PROFILES, select_profiles
+from .profiles import PROFILES, Profile, select_profiles
 from .report import Finding, Report, SourceReport, render_json, render_text
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
@@ -193,7 +193,7 @@ def _uid_min(text: str | None) -> int:
     return value
 
 
-def _profiles(ids: list[str]) -> tuple[object, ...]:
+def _profiles(ids: list[str]) -> tuple[Profile, ...]:
     try:
         return select_profiles(ids)
     except KeyError as exc:
@@ -202,6 +202,7 @@ def _profiles(ids: list[str]) -> tuple[object, ...]:
 
 
 def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
+    profiles = _profiles(args.profile)
     machine = _machine(args.arch)
     live = not getattr(args, "offline", False)
     if args.arch is not None and host_machine() != machine:
@@ -209,7 +210,7 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
         live = False
     return Options(
         machine=machine,
-        profiles=select_profiles(args.profile),
+        profiles=profiles,
         uid_min=_uid_min(args.uid_min),
         key=pinned_key,
         kmod_path=args.kmod_path or default_kmod_path(),
@@ -321,7 +322,6 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     if args.key is not None and not args.key:
         msg = "--key: the key is empty; pass the key the records must carry"
         raise ConfigurationError(msg)
-    _profiles(args.profile)
     options = _options(args, pinned_key=args.key)
     reports: list[SourceReport] = []
     drift: list[Finding] = []
@@ -371,7 +371,7 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
     if problem is not None:
         msg = f"--key: {problem}"
         raise ConfigurationError(msg)
-    _profiles(args.profile)
+    profiles = _profiles(args.profile)
     machine = _machine(args.arch)
     kmod = args.kmod_path or (
         default_kmod_path() if args.arch is None or host_machine() == machine else "/usr/bin/kmod"
@@ -380,7 +380,7 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
         msg = f"--kmod-path {kmod}: must be an absolute path without spaces"
         raise ConfigurationError(msg)
     lines = generate_lines(
-        select_profiles(args.profile),
+        profiles,
         machine=machine,
         key=key,
         uid_min=_uid_min(args.uid_min),
@@ -404,7 +404,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         raise ConfigurationError(msg)
     profiles = _profiles(args.profile)
     options = VerifyOptions(
-        profiles=profiles,  # type: ignore[arg-type]
+        profiles=profiles,
         key=args.key,
         uid_min=_uid_min(args.uid_min),
         module=args.module,

@@ -34,7 +34,7 @@ import select
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -711,8 +711,3 @@ def run_probe(
         modules_after=after,
         problems=tuple(problems),
     )
-
-
-def iter_json(result: ProbeResult) -> Iterator[str]:
-    """The probe's output: one JSON object."""
-    yield json.dumps(result.to_json())

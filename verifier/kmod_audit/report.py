@@ -9,9 +9,12 @@ but never remove or rename these.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import attrs
+
+from .profiles import Profile
 
 __all__ = [
     "CheckResult",
@@ -132,6 +135,17 @@ class ProfileResult:
     title: str
     compliant: bool
     requirements: tuple[RequirementResult, ...]
+
+    @classmethod
+    def of(cls, profile: Profile, requirements: Iterable[RequirementResult]) -> ProfileResult:
+        """The result of `profile`: compliant when every requirement passes."""
+        results = tuple(requirements)
+        return cls(
+            id=profile.id,
+            title=profile.title,
+            compliant=all(r.status == "pass" for r in results),
+            requirements=results,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""

@@ -22,7 +22,7 @@ from .errors import CommandFailed, TransportError
 from .probe import ProbeResult, Stimulus
 from .profiles import Profile, Requirement
 from .report import CheckResult, ProfileResult, RequirementResult
-from .syscalls import EXEC_SYSCALLS, machine_by_name
+from .syscalls import EXEC_SYSCALLS, abi_by_audit_arch, machine_by_name
 from .transports import Target
 
 __all__ = [
@@ -245,9 +245,8 @@ def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> boo
     if s.module is not None and evidence.number is not None:
         # A load by modprobe uses finit_module, or init_module for a module it had to
         # decompress itself: it counts for the syscall its record shows.
-        machine = machine_by_name("x86_64" if s.arch == "c000003e" else "aarch64")
-        shown = machine.native.name(evidence.number) if machine is not None else None
-        return shown == syscall
+        table = abi_by_audit_arch(int(s.arch, 16))
+        return table is not None and table.name(evidence.number) == syscall
     return s.syscall == syscall
 
 
@@ -309,18 +308,13 @@ def judge_probe(
 ) -> VerifyReport:
     """Judge a probe's stimuli and records against the profiles."""
     evidence = _evidence(probe, options.key)
-    profiles = []
     used: set[str] = set()
-    for profile in options.profiles:
-        results = tuple(_requirement(r, evidence, probe, used) for r in profile.requirements)
-        profiles.append(
-            ProfileResult(
-                id=profile.id,
-                title=profile.title,
-                compliant=all(r.status == "pass" for r in results),
-                requirements=results,
-            )
+    profiles = [
+        ProfileResult.of(
+            profile, [_requirement(r, evidence, probe, used) for r in profile.requirements]
         )
+        for profile in options.profiles
+    ]
     problems = list(probe.problems)
     if not probe.marker_seen:
         problems.append(
