@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import os
 import platform
@@ -206,13 +207,15 @@ class ProbeResult:
 # Children
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
 
 
 def _syscall64(number: int, *args: int | bytes | ctypes.Array[ctypes.c_char_p]) -> int:
     libc = _libc()
-    libc.syscall.restype = ctypes.c_long
     converted: list[object] = []
     for arg in args:
         if isinstance(arg, int):
