@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from kmod_audit.evaluate import Context, ExecFile, Target, evaluate
-from kmod_audit.loader import load
+from _support import FIXTURES
+from kmod_audit.evaluate import EVENT_BUDGET, Context, ExecFile, Target, evaluate
+from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES, Abi
 
@@ -212,3 +215,133 @@ class TestExecutions:
     def test_module_syscalls_ignore_watches(self) -> None:
         """A watch never records a module syscall (no path names are involved)."""
         assert not covered("-w /usr/bin/kmod -p x -k k\n", target(B64, "init_module"))
+
+
+def _ruleset(text: str) -> RuleSet:
+    return load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+
+
+#: The issue 7.7 file: the never rule is only for auid unset, which is out of scope.
+NEVER_UNSET_MANY_FIELDS = (FIXTURES / "rules" / "never-unset-many-fields.pass.rules").read_text()
+#: A never rule that can match in-scope events, with more conditions than the budget allows.
+OVER_BUDGET = (
+    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
+    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n" + GOOD
+)
+
+
+class TestExactness:
+    """Rules that cannot match an in-scope event do not make the evaluation give up."""
+
+    @pytest.mark.parametrize(
+        "tgt",
+        [target(abi, name) for abi in (B64, B32) for name in ("init_module", "finit_module")],
+        ids=str,
+    )
+    def test_never_rule_for_auid_unset_is_not_a_limit(self, tgt: Target) -> None:
+        """The issue 7.7 file covers every module syscall, on both ABIs, exactly."""
+        coverage = evaluate(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context())
+        assert (True, None) == (coverage.covered, coverage.undecided)
+        assert coverage.events <= 8
+
+    def test_conditions_true_for_every_user_add_no_events(self) -> None:
+        """`auid>=1000`, `auid!=unset` and the target's arch do not multiply the events."""
+        coverage = evaluate(_ruleset(GOOD), target(B64, "init_module"), Context())
+        assert coverage.covered
+        assert 4 == coverage.events  # auid 1000 and 4294967294, success yes and no
+
+    def test_uid_constant_cuts_the_auid_range(self) -> None:
+        """`never uid=5000` hides user 5000 acting as themselves (uid = auid = 5000)."""
+        text = "-a never,exit -F arch=b64 -S all -F uid=5000\n" + GOOD
+        coverage = evaluate(_ruleset(text), target(B64, "init_module"), Context())
+        assert not coverage.covered
+        assert coverage.outcome is not None
+        assert "never" == coverage.outcome.verdict
+        assert coverage.event is not None
+        assert (5000, 5000) == (coverage.event["auid"], coverage.event["uid"])
+
+    def test_over_budget_is_undecided(self) -> None:
+        """Past the budget the target is undecided, naming the rule, never a verdict."""
+        coverage = evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
+        assert coverage.undecided is not None
+        assert not coverage.covered
+        assert coverage.outcome is None
+        assert f"more than the {EVENT_BUDGET}" in coverage.undecided
+        assert "t.rules:1" in coverage.undecided
+        assert coverage.reason().startswith("b64 init_module: kmod-audit cannot decide: ")
+
+
+def _family(name: str, ops: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.builds(
+        lambda op, value: f"-F {name}{op}{value}", st.sampled_from(ops), st.sampled_from(values)
+    )
+
+
+_ORDERED = ("=", "!=", "<", ">", "<=", ">=")
+#: Conditions of every kind the evaluator enumerates, each family about equally likely.
+_FIELDS = st.one_of(
+    _family("auid", (*_ORDERED, "&"), ("0", "999", "1000", "1001", "4294967294", "unset")),
+    _family("uid", _ORDERED, ("0", "1000", "5000")),
+    _family("gid", ("=", "!=", ">"), ("0", "100")),
+    _family("success", ("=", "!="), ("0", "1")),
+    _family("exit", _ORDERED, ("0", "-EPERM", "-ENOSYS", "5")),
+    *(
+        _family(arg, (*_ORDERED, "&", "&="), ("0", "1", "0x2", "0xffffffff"))
+        for arg in ("a0", "a3")
+    ),
+    _family("pid", ("=", ">", "<"), ("1", "1000")),
+    _family("sessionid", ("=", "!="), ("1", "4294967295")),
+    _family("exe", ("=", "!="), ("/usr/bin/kmod", "/bin/true")),
+    st.sampled_from(("-F subj_type=kmod_t", "-C auid!=uid", "-C uid=auid", "-F msgtype=1300")),
+)
+
+
+@st.composite
+def _rule_lines(draw: st.DrawFn) -> str:
+    """An exit rule line with a few conditions that the evaluator enumerates."""
+    flag = draw(st.sampled_from(("-a", "-a", "-A")))
+    action = draw(st.sampled_from(("always", "never")))
+    arch = draw(st.sampled_from(("", " -F arch=b64", " -F arch=b32")))
+    syscalls = draw(st.sampled_from(("all", "init_module", "init_module,finit_module", "execve")))
+    fields = draw(st.lists(_FIELDS, max_size=4))
+    key = draw(st.sampled_from(("", " -k k", " -k other")))
+    return f"{flag} {action},exit{arch} -S {syscalls} {' '.join(fields)}{key}".replace("  ", " ")
+
+
+#: Last lines that cover most targets, so that the rules before them decide.
+_COVERING = (
+    "",
+    "-a always,exit -S all -k k",
+    "-a always,exit -F arch=b64 -S all -F auid>=1000 -k k",
+    "-a always,exit -F arch=b32 -S all -F auid!=unset -k k",
+    "-a always,exit -F arch=b64 -S all -F uid!=5000 -k k",
+)
+
+
+class TestPruningIsExact:
+    """Dropping rules and conditions before enumerating never changes a judgement."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        lines=st.lists(_rule_lines(), min_size=1, max_size=4),
+        last=st.sampled_from(_COVERING),
+        tgt=st.sampled_from(
+            (
+                target(B64, "init_module"),
+                target(B32, "finit_module"),
+                target(B64, "execve", ExecFile("/usr/bin/kmod")),
+            )
+        ),
+        ctx=st.sampled_from((Context(live=False), Context(uid_min=500, key="k", live=False))),
+    )
+    def test_pruned_equals_unpruned(
+        self, lines: list[str], last: str, tgt: Target, ctx: Context
+    ) -> None:
+        """Pruned or not, the same targets are covered, and pruning never gives up more."""
+        ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
+        full = evaluate(ruleset, tgt, ctx, prune=False)
+        assume(full.undecided is None)
+        pruned = evaluate(ruleset, tgt, ctx)
+        assert None is pruned.undecided
+        assert full.covered == pruned.covered
+        assert pruned.events <= full.events or not full.covered

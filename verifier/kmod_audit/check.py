@@ -167,8 +167,11 @@ class _Judge:
                 rules.setdefault(_describe(rule))
         applicable = any(c.status != "n/a" for c in checks)
         failed = [c for c in checks if c.status == "fail"]
+        undecided = [c for c in checks if c.status == "undecided"]
         if failed:
             reasons = tuple(c.reason for c in failed)
+        elif undecided:
+            reasons = tuple(c.reason for c in undecided)
         elif applicable:
             reasons = tuple(c.reason for c in checks if c.status == "pass")
         else:
@@ -185,7 +188,7 @@ class _Judge:
         return RequirementResult(
             id=req.id,
             title=req.title,
-            status="fail" if failed else "pass",
+            status="fail" if failed else "undecided" if undecided else "pass",
             reasons=reasons,
             rules=tuple(rules),
             checks=tuple(checks),
@@ -209,6 +212,8 @@ class _Judge:
         self, label: str, target: Target, coverage: Coverage, req: Requirement
     ) -> CheckResult:
         described = tuple(_describe(rule) for rule in coverage.rules)
+        if coverage.undecided is not None:
+            return CheckResult(target=label, status="undecided", reason=coverage.reason())
         if coverage.covered:
             if self.options.strict and req.strict_filters:
                 problems = [

@@ -15,7 +15,6 @@ from . import __version__, netlink
 from ._log import logger, nested
 from .check import Options, judge_source
 from .errors import (
-    EXIT_NONCOMPLIANT,
     EXIT_OK,
     EXIT_USAGE,
     ConfigurationError,
@@ -362,7 +361,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
             drift.extend(_drift(running, ruleset, report.label))
     result = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
     out.write(render_json(result) + "\n" if args.format == "json" else render_text(result))
-    return EXIT_OK if result.compliant else EXIT_NONCOMPLIANT
+    return result.exit_code()
 
 
 def _generate(args: argparse.Namespace, out: TextIO) -> int:

@@ -17,6 +17,13 @@ the range) and evaluate the rules on the product: that is exact for the comparis
 operators and covers the bit operators with the masks, their complements, 0 and ~0.
 Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
 `never` rule may suppress, an unknown `always` rule may not match, and we say so.
+
+The product grows with every constant, so before building it we look at each condition
+alone: one that is false for every in-scope event (`auid=unset` when auid >= uid-min is
+required, `arch=b64` for a b32 call) means its rule never matches and is dropped; one that
+is true for every in-scope event (`auid!=unset`) cannot tell events apart and adds no
+representatives. Both are exact. When the product is still too large, the target is
+*undecided*: we never turn that limit into a verdict.
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ __all__ = ["Context", "Coverage", "ExecFile", "Outcome", "Target", "evaluate"]
 U32: Final = 0xFFFFFFFF
 SYSCALL_RECORD: Final = 1300
 PID_MAX: Final = 4194304
-#: Above this many representative events per target we give up rather than guess.
+#: Above this many representative events per target we give up (undecided) rather than guess.
 EVENT_BUDGET: Final = 200_000
+#: Operators whose truth on interval representatives is the truth on the whole interval.
+_ORDERED_OPS: Final = frozenset({"=", "!=", "<", ">", "<=", ">="})
 
 # Failure return codes a module syscall typically has, for readable counterexamples.
 _TYPICAL_ERRNOS: Final = (
@@ -158,6 +167,8 @@ class Coverage:
         event: A representative event that is not covered (None when covered).
         outcome: What happens to that event.
         events: How many representative events were evaluated.
+        undecided: Why kmod-audit cannot decide (the evaluation would exceed its budget);
+            None when it decided. An undecided target is neither covered nor a failure.
     """
 
     target: Target
@@ -166,9 +177,12 @@ class Coverage:
     event: dict[str, int | str | bool] | None = None
     outcome: Outcome | None = None
     events: int = 0
+    undecided: str | None = None
 
     def reason(self) -> str:
         """Explain, in one sentence, why the target is or is not covered."""
+        if self.undecided is not None:
+            return f"{self.target}: kmod-audit cannot decide: {self.undecided}"
         if self.covered:
             where = ", ".join(f"{r.origin} `{r.origin.text.strip()}`" for r in self.rules)
             return f"{self.target}: recorded by {where}"
@@ -271,6 +285,9 @@ def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
 class _Evaluator:
     target: Target
     ctx: Context
+    #: Conditions true on every in-scope syscall-exit event: skipped outside the task list
+    #: (events carry no value for the attributes only they look at).
+    always: set[tuple[Field, bool]] = attrs.Factory(set)
 
     def field(self, field: Field, event: dict[str, int | str | bool], *, task: bool) -> bool | None:
         """Evaluate one condition on one event: True, False or None (unknown)."""
@@ -351,6 +368,8 @@ class _Evaluator:
         """Evaluate a rule's conditions (all must hold): True, False or None with reasons."""
         unknown: list[str] = []
         for field in rule.fields:
+            if not task and (field, field.ambiguous) in self.always:
+                continue
             result = self.field(field, event, task=task)
             if result is False:
                 return False, ()
@@ -363,15 +382,14 @@ def _relevant_exit_rules(rules: Sequence[Rule], target: Target) -> list[Rule]:
     return [r for r in rules if r.syscalls is None or target.number in r.syscalls]
 
 
-def _constants(rules: Iterable[Rule]) -> dict[str, set[int | str]]:
+def _constants(fields: Iterable[Field]) -> dict[str, set[int | str]]:
     found: dict[str, set[int | str]] = {}
-    for rule in rules:
-        for field in rule.fields:
-            if field.compare:
-                for name in (field.name, str(field.value)):
-                    found.setdefault(_dimension(name), set())
-                continue
-            found.setdefault(_dimension(field.name), set()).add(field.value)
+    for field in fields:
+        if field.compare:
+            for name in (field.name, str(field.value)):
+                found.setdefault(_dimension(name), set())
+            continue
+        found.setdefault(_dimension(field.name), set()).add(field.value)
     return found
 
 
@@ -400,12 +418,18 @@ def _around(values: Iterable[int | str], low: int, high: int, seeds: Iterable[in
 
 
 def _dimensions(
-    rules: Sequence[Rule], target: Target, ctx: Context
+    fields: Iterable[Field], target: Target, ctx: Context
 ) -> list[tuple[str, list[int | str | bool]]]:
-    """The event attributes the rules look at, each with its representative values."""
-    constants = _constants(rules)
+    """The event attributes the conditions look at, each with its representative values."""
+    constants = _constants(fields)
     dims: list[tuple[str, list[int | str | bool]]] = []
-    auid_values = _around(constants.get("auid", ()), ctx.uid_min, UID_UNSET - 1, [ctx.uid_min])
+    # The user's own uid is their auid, so uid constants cut the auid range too.
+    auid_values = _around(
+        constants.get("auid", set()) | constants.get("uid", set()),
+        ctx.uid_min,
+        UID_UNSET - 1,
+        [ctx.uid_min],
+    )
     dims.append(("auid", list(auid_values)))
     if "uid" in constants:
         dims.append(("uid", ["root", "self"]))
@@ -507,31 +531,85 @@ def _judge_event(
     return outcomes
 
 
-def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
+def _constant_truth(evaluator: _Evaluator, field: Field) -> bool | None:
+    """The value of `field` on every in-scope event when it is the same on all, else None.
+
+    Only for conditions whose truth on the interval representatives of their own constant
+    is their truth on every event (comparisons; not the bit tests `&`/`&=`).
+    """
+    if field.op not in _ORDERED_OPS:
+        return None
+    dims = _dimensions([field], evaluator.target, evaluator.ctx)
+    seen = {evaluator.field(field, event, task=False) for event in _events(dims)}
+    return seen.pop() if len(seen) == 1 else None
+
+
+def _prune(evaluator: _Evaluator, rules: Sequence[Rule]) -> list[tuple[Rule, tuple[Field, ...]]]:
+    """Drop the rules that match no in-scope event; keep the conditions that tell events apart.
+
+    Returns:
+        Each rule that may match, with those of its conditions that are not true on every
+        in-scope event (the only ones whose constants need representatives).
+    """
+    truths: dict[tuple[Field, bool], bool | None] = {}
+    kept: list[tuple[Rule, tuple[Field, ...]]] = []
+    for rule in rules:
+        values: list[tuple[Field, bool | None]] = []
+        for field in rule.fields:
+            cache = (field, field.ambiguous)
+            if cache not in truths:
+                truths[cache] = _constant_truth(evaluator, field)
+            values.append((field, truths[cache]))
+        if any(value is False for _, value in values):
+            continue
+        kept.append((rule, tuple(field for field, value in values if value is not True)))
+    evaluator.always.update(cache for cache, value in truths.items() if value is True)
+    return kept
+
+
+def _undecided(dims: list[tuple[str, list[int | str | bool]]], rules: Iterable[Rule]) -> str:
+    """Say why the product of `dims` is too large to evaluate, and which rules make it."""
+    widest = sorted((d for d in dims if len(d[1]) > 2), key=lambda d: -len(d[1]))
+    names = ", ".join(f"{name} ({len(values)} values)" for name, values in widest)
+    origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in rules))
+    return (
+        f"the conditions ({names}) of the rules that can match it ({origins}) split its "
+        f"events into {_size(dims)} classes, more than the {EVENT_BUDGET} kmod-audit "
+        "evaluates exactly"
+    )
+
+
+def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = True) -> Coverage:
     """Judge whether `ruleset` records every in-scope event of `target`.
 
     Args:
         ruleset: The loaded rules.
         target: The event kind.
         ctx: uid-min, pinned key, live filesystem.
+        prune: Drop the exit rules that cannot match an in-scope event, and the conditions
+            true on every one, before enumerating (exact; off only to test that).
 
     Returns:
-        The coverage, with a counterexample when not covered.
+        The coverage, with a counterexample when not covered, or `undecided` set when the
+        evaluation would exceed `EVENT_BUDGET`.
     """
     evaluator = _Evaluator(target, ctx)
-    exit_rules = _relevant_exit_rules(ruleset.exit, target)
-    dims = _dimensions([*exit_rules, *ruleset.task, *ruleset.exclude], target, ctx)
+    relevant = _relevant_exit_rules(ruleset.exit, target)
+    kept = _prune(evaluator, relevant) if prune else [(rule, rule.fields) for rule in relevant]
+    exit_rules = [rule for rule, _ in kept]
+    others = (*ruleset.task, *ruleset.exclude)
+    dims = _dimensions(
+        [
+            *(field for _, fields in kept for field in fields),
+            *(field for rule in others for field in rule.fields),
+        ],
+        target,
+        ctx,
+    )
     if _size(dims) > EVENT_BUDGET:
+        involved = [*(rule for rule, fields in kept if fields), *others]
         return Coverage(
-            target=target,
-            covered=False,
-            rules=(),
-            event={},
-            outcome=Outcome(
-                "unmatched",
-                None,
-                (f"too many distinct conditions ({_size(dims)} event classes)",),
-            ),
+            target=target, covered=False, rules=(), undecided=_undecided(dims, involved)
         )
     covering: dict[int, Rule] = {}
     count = 0

@@ -3,7 +3,9 @@
 The JSON shape is a contract: `{"compliant": bool, "profiles": [{"id", "compliant",
 "requirements": [{"id", "title", "status", "reasons", "rules"}]}], ...}`. We add keys
 (`sources`, `findings`, `drift`, `options`, per-requirement `checks`, `references`, `fix`)
-but never remove or rename these.
+but never remove or rename these. A requirement kmod-audit cannot judge exactly has the
+status `undecided` (its `reasons` say why); it is never compliant, and the top-level
+`undecided` is true when any requirement is undecided.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNREACHABLE
 from .profiles import Profile
 
 __all__ = [
@@ -27,7 +30,14 @@ __all__ = [
     "render_text",
 ]
 
-Status = Literal["pass", "fail"]
+Status = Literal["pass", "fail", "undecided"]
+
+#: What the text report says about an undecided requirement.
+UNDECIDED_HINT = (
+    "kmod-audit cannot judge this exactly (it is neither a pass nor a failure); "
+    "simplify the rules named above (fewer conditions, or a narrower -S/-F arch), or "
+    "prove it on the machine with `kmod-audit verify`"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -67,13 +77,14 @@ class CheckResult:
 
     Attributes:
         target: What must be recorded.
-        status: `pass`, `fail`, or `n/a` (the syscall does not exist on this ABI).
+        status: `pass`, `fail`, `undecided` (kmod-audit cannot evaluate it exactly), or
+            `n/a` (the syscall does not exist on this ABI).
         reason: Why, in one sentence (the covering rule or a counterexample).
         rules: The covering rules as `path:line: text`.
     """
 
     target: str
-    status: Literal["pass", "fail", "n/a"]
+    status: Literal["pass", "fail", "undecided", "n/a"]
     reason: str
     rules: tuple[str, ...] = ()
 
@@ -85,8 +96,10 @@ class RequirementResult:
     Attributes:
         id: Requirement id.
         title: Its title.
-        status: `pass` or `fail`.
-        reasons: Why (one line per failed check; the covering rules when it passes).
+        status: `pass`, `fail`, or `undecided` (no check fails but one cannot be evaluated
+            exactly).
+        reasons: Why (one line per failed, else per undecided check; the covering rules
+            when it passes).
         rules: The rules that satisfy it, as `path:line: text`.
         checks: The per-target results.
         references: STIG/CIS/CCI references.
@@ -136,6 +149,16 @@ class ProfileResult:
     compliant: bool
     requirements: tuple[RequirementResult, ...]
 
+    @property
+    def undecided(self) -> bool:
+        """Some requirement could not be evaluated exactly."""
+        return any(r.status == "undecided" for r in self.requirements)
+
+    @property
+    def failed(self) -> bool:
+        """Some requirement definitely fails."""
+        return any(r.status == "fail" for r in self.requirements)
+
     @classmethod
     def of(cls, profile: Profile, requirements: Iterable[RequirementResult]) -> ProfileResult:
         """The result of `profile`: compliant when every requirement passes."""
@@ -153,6 +176,7 @@ class ProfileResult:
             "id": self.id,
             "title": self.title,
             "compliant": self.compliant,
+            "undecided": self.undecided,
             "requirements": [r.to_json() for r in self.requirements],
         }
 
@@ -184,6 +208,24 @@ class SourceReport:
             f.severity == "error" for f in self.findings
         )
 
+    @property
+    def failed(self) -> bool:
+        """Definitely not compliant: a requirement fails or a finding is an error."""
+        return any(p.failed for p in self.profiles) or any(
+            f.severity == "error" for f in self.findings
+        )
+
+    @property
+    def undecided(self) -> bool:
+        """Some requirement could not be evaluated exactly."""
+        return any(p.undecided for p in self.profiles)
+
+    def verdict(self) -> str:
+        """`COMPLIANT`, `NOT COMPLIANT`, or `CANNOT DECIDE` (nothing fails, something undecided)."""
+        if self.compliant:
+            return "COMPLIANT"
+        return "CANNOT DECIDE" if self.undecided and not self.failed else "NOT COMPLIANT"
+
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
         return {
@@ -191,6 +233,7 @@ class SourceReport:
             "path": self.path,
             "syntax": self.syntax,
             "compliant": self.compliant,
+            "undecided": self.undecided,
             "rule_count": self.rule_count,
             "findings": [f.to_json() for f in self.findings],
             "profiles": [p.to_json() for p in self.profiles],
@@ -216,6 +259,29 @@ class Report:
         """Every source is compliant."""
         return bool(self.sources) and all(s.compliant for s in self.sources)
 
+    @property
+    def undecided(self) -> bool:
+        """Some requirement of some source could not be evaluated exactly."""
+        return any(s.undecided for s in self.sources)
+
+    def exit_code(self) -> int:
+        """0 compliant; 1 when anything definitely fails; else 3 when something is undecided.
+
+        A definite failure outweighs an undecided requirement: the system is not compliant
+        whatever the undecided part would be.
+        """
+        if self.compliant:
+            return EXIT_OK
+        if self.undecided and not any(s.failed for s in self.sources):
+            return EXIT_UNREACHABLE
+        return EXIT_NONCOMPLIANT
+
+    def verdict(self) -> str:
+        """`COMPLIANT`, `NOT COMPLIANT`, or `CANNOT DECIDE` (as `exit_code`)."""
+        return {EXIT_OK: "COMPLIANT", EXIT_UNREACHABLE: "CANNOT DECIDE"}.get(
+            self.exit_code(), "NOT COMPLIANT"
+        )
+
     def merged_profiles(self) -> list[ProfileResult]:
         """Profiles across sources: a requirement fails when it fails in any source."""
         if len(self.sources) == 1:
@@ -226,6 +292,7 @@ class Report:
             for r_index, first in enumerate(profile.requirements):
                 per_source = [(s, s.profiles[index].requirements[r_index]) for s in self.sources]
                 failed = [(s, r) for s, r in per_source if r.status == "fail"]
+                undecided = [(s, r) for s, r in per_source if r.status == "undecided"]
                 reasons = tuple(
                     f"{s.label}: {reason}" for s, r in per_source for reason in r.reasons
                 )
@@ -233,7 +300,7 @@ class Report:
                 requirements.append(
                     attrs.evolve(
                         first,
-                        status="fail" if failed else "pass",
+                        status="fail" if failed else "undecided" if undecided else "pass",
                         reasons=reasons,
                         rules=rules,
                     )
@@ -256,6 +323,7 @@ def render_json(report: Report) -> str:
     """Render the report as one JSON object (the CLI contract)."""
     data = {
         "compliant": report.compliant,
+        "undecided": report.undecided,
         "profiles": [p.to_json() for p in report.merged_profiles()],
         "sources": [s.to_json() for s in report.sources],
         "findings": [f.to_json() for f in report.findings()],
@@ -280,14 +348,16 @@ def render_text(report: Report) -> str:
         + (", strict" if options.get("strict") else "")
     )
     for source in report.sources:
-        verdict = "COMPLIANT" if source.compliant else "NOT COMPLIANT"
+        verdict = source.verdict()
         out.append("")
         out.append(f"== {source.label}: {verdict} ({source.rule_count} rules loaded)")
         for profile in source.profiles:
             state = "compliant" if profile.compliant else "NOT compliant"
+            if profile.undecided and not profile.failed:
+                state = "cannot decide"
             out.append(f"profile {profile.id} ({profile.title}): {state}")
             for req in profile.requirements:
-                mark = "PASS" if req.status == "pass" else "FAIL"
+                mark = {"pass": "PASS", "undecided": "CANNOT DECIDE"}.get(req.status, "FAIL")
                 out.append(f"  {mark} {req.id}: {req.title}")
                 out.extend(
                     f"       [{check.status}] {check.reason}"
@@ -301,6 +371,8 @@ def render_text(report: Report) -> str:
                 if req.status == "fail" and req.fix:
                     out.append("       fix: these lines satisfy it (kmod-audit generate):")
                     out.extend(f"         {line}" for line in req.fix)
+                if req.status == "undecided":
+                    out.append(_indent(UNDECIDED_HINT, "       what to do: "))
         if source.findings:
             out.append("findings:")
             for finding in source.findings:
@@ -315,5 +387,8 @@ def render_text(report: Report) -> str:
             out.append(f"  {finding.severity}: {finding.message}")
             out.append(_indent(finding.hint, "    what to do: "))
     out.append("")
-    out.append("result: " + ("COMPLIANT" if report.compliant else "NOT COMPLIANT"))
+    verdict = report.verdict()
+    if verdict == "CANNOT DECIDE":
+        verdict += " (nothing fails, but some requirement cannot be evaluated exactly)"
+    out.append("result: " + verdict)
     return "\n".join(out) + "\n"
