@@ -199,3 +199,83 @@ class TestNoTraceback:
         )
         assert 0 == result.returncode
         assert result.stdout.startswith("kmod-audit ")
+
+
+#: A never rule that can match logged-in users' module calls, with so many conditions that
+#: kmod-audit cannot enumerate them exactly; the b64 checks are undecided.
+OVER_BUDGET = (
+    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
+    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n"
+    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+)
+
+
+class TestUndecided:
+    """A limit of the evaluator is exit 3 ("cannot decide"), never a pass or a failure."""
+
+    def test_never_rule_for_auid_unset_is_compliant(self, run_cli: RunCli) -> None:
+        """The issue 7.7 file, once judged NOT COMPLIANT at the limit, is compliant."""
+        path = str(RULES / "never-unset-many-fields.pass.rules")
+        result = run_cli("check", path, "--format", "json")
+        assert 0 == result.code, result.out
+        data = json.loads(result.out)
+        assert (True, False) == (data["compliant"], data["undecided"])
+        assert "cannot" not in result.out
+
+    def test_over_budget_is_exit_3(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Over the budget: exit 3, status `undecided` in JSON, `cannot decide` in text."""
+        path = tmp_path / "big.rules"
+        path.write_text(OVER_BUDGET)
+        text = run_cli("check", str(path))
+        assert 3 == text.code, text.out
+        assert "CANNOT DECIDE V-268096" in text.out
+        assert "[undecided] b64 init_module: kmod-audit cannot decide: " in text.out
+        assert "big.rules:1) split its events into" in text.out
+        assert "what to do: kmod-audit cannot judge this exactly" in text.out
+        assert "result: CANNOT DECIDE" in text.out
+        result = run_cli("check", str(path), "--format", "json")
+        assert 3 == result.code
+        data = json.loads(result.out)
+        assert (False, True) == (data["compliant"], data["undecided"])
+        [profile] = data["profiles"]
+        assert (False, True) == (profile["compliant"], profile["undecided"])
+        [req] = profile["requirements"]
+        assert "undecided" == req["status"]
+        assert {"b64 init_module", "b64 finit_module", "b64 delete_module"} == {
+            c["target"] for c in req["checks"] if c["status"] == "undecided"
+        }
+        assert {"pass"} == {c["status"] for c in req["checks"] if c["target"].startswith("b32")}
+        assert all("kmod-audit cannot decide" in reason for reason in req["reasons"])
+        assert 3 == len(req["reasons"])
+
+    def test_definite_failure_outweighs_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Without the b32 rule the requirement fails for sure: exit 1, status `fail`."""
+        path = tmp_path / "big-b64-only.rules"
+        path.write_text("".join(OVER_BUDGET.splitlines(keepends=True)[:2]))
+        result = run_cli("check", str(path), "--format", "json")
+        assert 1 == result.code, result.out
+        data = json.loads(result.out)
+        assert "fail" == data["profiles"][0]["requirements"][0]["status"]
+        assert {"fail", "undecided"} == {
+            c["status"] for c in data["profiles"][0]["requirements"][0]["checks"]
+        }
+
+    @pytest.mark.parametrize(
+        ("other", "code", "status"),
+        [("missing-b32.fail.rules", 1, "fail"), ("syscalls-combined.pass.rules", 3, "undecided")],
+        ids=["other-fails", "other-passes"],
+    )
+    def test_sources_merge_fail_before_undecided(
+        self, run_cli: RunCli, tmp_path: Path, other: str, code: int, status: str
+    ) -> None:
+        """Across sources a failure anywhere is exit 1; otherwise undecided anywhere is 3."""
+        path = tmp_path / "big.rules"
+        path.write_text(OVER_BUDGET)
+        result = run_cli("check", str(path), str(RULES / other), "--format", "json")
+        assert code == result.code, result.out
+        data = json.loads(result.out)
+        assert status == data["profiles"][0]["requirements"][0]["status"]
+        assert data["undecided"] is True

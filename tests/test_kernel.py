@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from _support import FIXTURES, HostAudit, RunCli, auditctl
+from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl
 from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import PROFILES
@@ -160,3 +160,35 @@ class TestFixturesInTheKernel:
         assert bool(ours.issues) == (real.returncode != 0), real.stderr
         assert _lists(ours) == _kernel_lists(host_audit.listing())
         assert _lists(ours) == _netlink_lists()
+
+
+@pytest.mark.root
+class TestKernelAgreesWithTheEvaluator:
+    """The host kernel records the module calls that `check` judges recorded.
+
+    The rules go through `auditctl -R` into the kernel; `verify --target local` makes the
+    calls (as root and as a user with a login uid, and with auid unset) and reads the records.
+    """
+
+    def test_never_rule_for_auid_unset_hides_nothing(
+        self, host_audit: HostAudit, auditd: Auditd, run_cli: RunCli
+    ) -> None:
+        """The issue 7.7 file: `check --running` passes, and the kernel records every call."""
+        del auditd
+        text = (FIXTURES / "rules" / "never-unset-many-fields.pass.rules").read_text()
+        loaded = host_audit.load(text)
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+        checked = run_cli("check", "--running")
+        assert 0 == checked.code, checked.out + checked.err
+        verified = run_cli("verify", "--target", "local", "--format", "json")
+        assert 0 == verified.code, verified.out + verified.err
+        in_scope = [
+            e
+            for e in json.loads(verified.out)["evidence"]
+            if e["stimulus"]["syscall"] in {"init_module", "finit_module", "delete_module"}
+            and e["stimulus"]["program"] is None
+            and e["stimulus"]["actor"] in {"root", "user"}
+        ]
+        assert 2 * 2 * 3 == len(in_scope)  # two actors, two ABIs, three syscalls
+        assert {"recorded"} == {e["verdict"] for e in in_scope}

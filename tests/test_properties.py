@@ -403,7 +403,7 @@ def _contract_violations(data: object) -> list[str]:
                 for key in ("id", "title")
                 if not isinstance(req.get(key), str)
             )
-            if req.get("status") not in {"pass", "fail"}:
+            if req.get("status") not in {"pass", "fail", "undecided"}:
                 problems.append(f"requirement status is {req.get('status')!r}")
             for key in ("reasons", "rules"):
                 value = req.get(key)
@@ -526,14 +526,17 @@ class TestNeverRaises:
 
 
 class TestCliNeverCrashes:
-    """`kmod-audit check` on any file exits 0, 1 or 2 and keeps its JSON contract."""
+    """`kmod-audit check` on any file exits 0, 1, 2 or 3 and keeps its JSON contract."""
 
     @_CLI_SETTINGS
     @given(content=any_contents, options=_CLI_OPTIONS)
     def test_exit_code_and_json_contract(
         self, run_cli: RunCli, workdir: Path, content: bytes, options: list[str]
     ) -> None:
-        """Text and JSON runs agree on an exit code of 0, 1 or 2 and never show a traceback."""
+        """Text and JSON runs agree on an exit code of 0-3 and never show a traceback.
+
+        3 (cannot decide) only when a requirement is undecided and nothing fails.
+        """
         path = _write(workdir, content)
         text = run_cli("check", path, *options)
         result = run_cli("check", path, *options, "--format", "json")
@@ -541,7 +544,7 @@ class TestCliNeverCrashes:
         # first 8 KiB); any other 2 would be an error swallowed by the CLI's last resort.
         binary = b"\x00" in content[:8192]
         assert text.code == result.code
-        assert result.code in ({2} if binary else {0, 1}), result.err
+        assert result.code in ({2} if binary else {0, 1, 3}), result.err
         for run in (text, result):
             assert [] == [word for word in ("Traceback", "internal error") if word in run.err]
         if binary:
@@ -549,6 +552,10 @@ class TestCliNeverCrashes:
         data = json.loads(result.out)
         assert [] == _contract_violations(data)
         assert (result.code == 0) == data["compliant"]
+        failed = "fail" in {status for *_, status in _statuses(data)} or any(
+            f["severity"] == "error" for f in data["findings"]
+        )
+        assert (result.code == 3) == (data["undecided"] and not failed)
         requested = [options[i + 1] for i, arg in enumerate(options) if arg == "--profile"]
         assert [p.id for p in select_profiles(requested)] == [p["id"] for p in data["profiles"]]
 
@@ -585,7 +592,7 @@ class TestRulesD:
             path.write_bytes(text.encode())
             contents[str(path)] = text.split("\n")
         result = run_cli("check", str(directory), *options, "--format", "json")
-        assert (True, "") == (result.code in {0, 1}, result.err)
+        assert (True, "") == (result.code in {0, 1, 3}, result.err)
         data = json.loads(result.out)
         findings = [f for s in data["sources"] for f in s["findings"]] + data["findings"]
         misplaced = [
