@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from _support import HostAudit, RunCli
+from _support import HostAudit, RunCli, require_or_skip
 from kmod_audit.generate import KEY_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,6 +159,67 @@ class TestParse:
             "nixos-modules/kmod-audit.nix",
             "nixos-modules/render.nix",
         } <= names
+
+
+# nixfmt 1.1.0 built for the development machines (../shared/tools/README.md); versions
+# 1.0.1 to 1.4.0, what nixpkgs' nixfmt-tree runs (`nix fmt`, the flake's treefmt check),
+# format this project's files identically.
+SHARED_NIXFMT = REPO.parent / "shared" / "tools" / "nixfmt"
+
+
+def _nixfmt() -> str:
+    """../shared/tools/nixfmt, else `nixfmt` on PATH; skip (or fail in CI) without one."""
+    if SHARED_NIXFMT.exists():
+        return str(SHARED_NIXFMT)
+    found = shutil.which("nixfmt")
+    if found is not None:
+        return found
+    if SHARED_NIXFMT.parent.is_dir():
+        # The shared tools are beside the clone (as in CI), so nixfmt should be too.
+        require_or_skip(f"{SHARED_NIXFMT} is missing and no nixfmt is on PATH")
+    pytest.skip(f"no nixfmt: neither {SHARED_NIXFMT} nor `nixfmt` on PATH (nix fmt has it)")
+
+
+def _tracked_nix_files() -> list[str]:
+    """The .nix files git tracks (relative paths), or every .nix file outside a checkout."""
+    git = shutil.which("git")
+    if git is not None and (REPO / ".git").exists():
+        proc = subprocess.run(
+            [git, "ls-files", "-z", "--", "*.nix"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return sorted(proc.stdout.split("\0")[:-1])
+    return [str(p.relative_to(REPO)) for p in NIX_FILES]
+
+
+class TestFormat:
+    """Every tracked .nix file is formatted as nixfmt (and so `nix fmt`) leaves it."""
+
+    def test_nixfmt_check(self) -> None:
+        """`nixfmt --check` passes on every tracked .nix file."""
+        nixfmt = _nixfmt()
+        version = subprocess.run(
+            [nixfmt, "--version"], capture_output=True, text=True, check=False, timeout=60
+        )
+        assert 0 == version.returncode, f"{nixfmt} --version: {version.stderr}"
+        if not re.fullmatch(r"nixfmt 1\.\d+\.\d+\S*\n", version.stdout):
+            pytest.skip(f"{nixfmt} is {version.stdout.strip()!r}, not the RFC 166 nixfmt 1.x")
+        files = _tracked_nix_files()
+        assert "nixos-modules/render.nix" in files
+        proc = subprocess.run(
+            [nixfmt, "--check", *files],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        output = proc.stdout + proc.stderr
+        assert (0, "") == (proc.returncode, output), f"{output}format with `{nixfmt} FILE...`"
 
 
 class TestRenderer:
