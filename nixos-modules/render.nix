@@ -79,16 +79,7 @@ in
   inherit render;
   profileIds = builtins.attrNames data.profiles;
   machines = builtins.attrNames data.machines;
-  # Which profiles ask for kmod executions, and which for b32 (for the module's checks).
-  wantsKmod =
-    profiles:
-    builtins.any (r: r.tools != [ ]) (
-      builtins.concatLists (
-        map (p: data.profiles.${p}.requirements) (
-          if builtins.elem "all" profiles then builtins.attrNames data.profiles else profiles
-        )
-      )
-    );
+  # Whether the profiles ask for syscalls of an ABI (for the module's b32 warning).
   wantsAbi =
     bits: profiles:
     builtins.any (r: builtins.elem bits r.abis && r.syscalls != [ ]) (

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,6 +236,12 @@ class TestRenderer:
         assert 0 == result.code, result.err
         assert result.out == rendered[CASES.index(case)]
 
+    def test_exports(self) -> None:
+        """render.nix exports what the module and the flake use, nothing unused."""
+        expression = f"builtins.attrNames (import {REPO / 'nixos-modules' / 'render.nix'})"
+        names = json.loads(_nix_clean("--eval", "--strict", "--json", "-E", expression))
+        assert ["machines", "profileIds", "render", "wantsAbi"] == names
+
     @pytest.mark.parametrize("case", [c for c in CASES if c[1] == "aarch64"], ids=_case_id)
     def test_aarch64_has_no_create_or_query_module(
         self, rendered: list[str], case: tuple[int, str, int]
@@ -261,6 +268,182 @@ class TestRenderer:
         loaded = host_audit.load(text)
         assert (0, "") == (loaded.returncode, loaded.stderr)
         assert len(text.splitlines()) == len(host_audit.listing().splitlines())
+
+
+GUARDS = REPO / "nixos-modules" / "guards.nix"
+# How the lock-mode assertion's message opens: the option path, then the nixpkgs needed.
+LOCK_MESSAGE = (
+    'security.kernelModuleAudit.enable with security.audit.enable = "lock" needs nixpkgs\n'
+    "from NixOS 25.11 or newer"
+)
+# A stand-in ExecStart, as nixpkgs' security.audit module defines for its rules unit.
+EXEC_START = "/nix/store/00000000000000000000000000000000-audit/bin/auditctl -R rules"
+# config.systemd.services as NixOS evaluates it in lock mode: nixpkgs >= 25.11 defines
+# audit-rules-nixos; older nixpkgs defines audit.service, and our lock override alone
+# leaves an audit-rules-nixos without ExecStart (its serviceConfig defaults to {}).
+SERVICES = {
+    "nixpkgs-25.11": {
+        "audit-rules-nixos": {"restartIfChanged": False, "serviceConfig": {"ExecStart": EXEC_START}}
+    },
+    "nixpkgs-25.05": {
+        "audit": {"serviceConfig": {"ExecStart": EXEC_START}},
+        "audit-rules-nixos": {"restartIfChanged": False, "serviceConfig": {}},
+    },
+    "no-serviceConfig": {"audit-rules-nixos": {"restartIfChanged": False}},
+    "no-units": {},
+}
+
+
+def _nix_json(value: object) -> str:
+    """`value` as a Nix expression (through builtins.fromJSON)."""
+    return f"(builtins.fromJSON {json.dumps(json.dumps(value))})"
+
+
+class TestGuards:
+    """nixos-modules/guards.nix: the module's checks, with stand-ins for NixOS (no nixpkgs)."""
+
+    @pytest.mark.parametrize(
+        ("layout", "holds"),
+        [
+            ("nixpkgs-25.11", True),
+            ("nixpkgs-25.05", False),
+            ("no-serviceConfig", False),
+            ("no-units", False),
+        ],
+    )
+    def test_lock_assertion(self, layout: str, holds: bool) -> None:
+        """Lock mode needs nixpkgs' audit-rules-nixos with an ExecStart, not only our override."""
+        expression = f"(import {GUARDS}).lockAssertion {_nix_json(SERVICES[layout])}"
+        result = json.loads(_nix_clean("--eval", "--strict", "--json", "-E", expression))
+        assert holds == result["assertion"]
+        assert result["message"].startswith(LOCK_MESSAGE)
+        assert "systemd.services.audit-rules-nixos" in result["message"]
+
+    def test_lock_warning_says_leaving_needs_a_reboot(self) -> None:
+        """The lock-mode warning says that leaving lock mode needs a reboot, and why."""
+        warning = json.loads(_nix_clean("--eval", "--json", "-E", f"(import {GUARDS}).lockWarning"))
+        text = " ".join(warning.split())
+        assert "Leaving lock mode needs a reboot too" in text
+        assert "stop commands (auditctl -e 0, auditctl -D) fail" in text
+
+    @pytest.mark.parametrize(("enabled", "warns"), [("2", True), ("1", False), ("0", False)])
+    def test_unlock_check(self, tmp_path: Path, enabled: str, warns: bool) -> None:
+        """The activation snippet warns exactly when the running kernel is still locked."""
+        auditctl = tmp_path / "auditctl"
+        auditctl.write_text(
+            f"#!/bin/sh\n[ \"$1\" = -s ] && printf 'enabled {enabled}\\nfailure 1\\n'\n"
+        )
+        auditctl.chmod(0o755)
+        script = json.loads(
+            _nix_clean(
+                "--eval",
+                "--json",
+                "-E",
+                f"(import {GUARDS}).unlockCheck {json.dumps(str(auditctl))}",
+            )
+        )
+        proc = subprocess.run(
+            ["bash", "-euc", script], capture_output=True, text=True, check=False, timeout=60
+        )
+        assert 0 == proc.returncode, proc.stderr
+        assert "" == proc.stdout
+        if warns:
+            assert proc.stderr.startswith(
+                "warning: security.kernelModuleAudit: the kernel audit rules are still locked"
+            )
+            assert "Reboot to apply" in proc.stderr
+        else:
+            assert "" == proc.stderr
+
+    def test_unlock_check_without_audit(self, tmp_path: Path) -> None:
+        """A failing auditctl (a container, no audit in the kernel) prints nothing."""
+        script = json.loads(
+            _nix_clean(
+                "--eval",
+                "--json",
+                "-E",
+                f"(import {GUARDS}).unlockCheck {json.dumps(str(tmp_path / 'missing'))}",
+            )
+        )
+        proc = subprocess.run(
+            ["bash", "-euc", script], capture_output=True, text=True, check=False, timeout=60
+        )
+        assert (0, "", "") == (proc.returncode, proc.stdout, proc.stderr)
+
+
+def _nixpkgs_lib() -> Path:
+    """A nixpkgs `lib` directory from KMOD_AUDIT_NIXPKGS_LIB (skip without one)."""
+    value = os.environ.get("KMOD_AUDIT_NIXPKGS_LIB")
+    if not value:
+        pytest.skip(
+            "KMOD_AUDIT_NIXPKGS_LIB is not set (a nixpkgs lib directory, e.g. a checkout of "
+            "nix-community/nixpkgs.lib + /lib): the module is evaluated by `nix flake check`"
+        )
+    path = Path(value)
+    if not (path / "default.nix").is_file():
+        pytest.fail(
+            f"KMOD_AUDIT_NIXPKGS_LIB={value}: no default.nix there (point it at nixpkgs' lib/)"
+        )
+    return path
+
+
+class TestModule:
+    """The module under lib.evalModules (tools/nix/eval-module.nix), with a nixpkgs lib."""
+
+    def _evaluate(self, rules_unit: str, audit_enable: str) -> dict[str, Any]:
+        config = (
+            "{ security.kernelModuleAudit.enable = true; "
+            f"security.audit.enable = {audit_enable}; }}"
+        )
+        out = _nix_clean(
+            "--eval",
+            "--strict",
+            "--json",
+            str(REPO / "tools" / "nix" / "eval-module.nix"),
+            "--arg",
+            "lib",
+            f"import {json.dumps(str(_nixpkgs_lib()))}",
+            "--argstr",
+            "rulesUnit",
+            rules_unit,
+            "--arg",
+            "config",
+            config,
+        )
+        result = json.loads(out)
+        assert isinstance(result, dict)
+        return result
+
+    def test_lock_with_audit_rules_nixos(self) -> None:
+        """With nixpkgs >= 25.11 in lock mode: no failed assertion, the override and the warning."""
+        result = self._evaluate("audit-rules-nixos", '"lock"')
+        assert [] == result["failedAssertions"]
+        assert {"restartIfChanged": False, "serviceConfig": {"ExecStart": EXEC_START}} == result[
+            "auditRulesService"
+        ]
+        warnings = [" ".join(w.split()) for w in result["warnings"]]
+        assert any("Leaving lock mode needs a reboot too" in w for w in warnings)
+        assert {} == result["activationScripts"]
+
+    def test_lock_with_an_older_nixpkgs_fails(self) -> None:
+        """With nixpkgs <= 25.05 (audit.service) in lock mode, an assertion fails."""
+        result = self._evaluate("audit", '"lock"')
+        failed = result["failedAssertions"]
+        assert [LOCK_MESSAGE] == [m[: len(LOCK_MESSAGE)] for m in failed]
+
+    @pytest.mark.parametrize("rules_unit", ["audit-rules-nixos", "audit"])
+    def test_unlocked(self, rules_unit: str) -> None:
+        """Without lock: no assertion on the unit, no override, the activation check."""
+        result = self._evaluate(rules_unit, "true")
+        assert [] == result["failedAssertions"]
+        assert [] == result["warnings"]
+        assert ["kernelModuleAuditLocked"] == list(result["activationScripts"])
+        expected = (
+            {"serviceConfig": {"ExecStart": EXEC_START}}
+            if rules_unit == "audit-rules-nixos"
+            else None
+        )
+        assert expected == result["auditRulesService"]
 
 
 class TestSingleSource:
