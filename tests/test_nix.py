@@ -1,10 +1,12 @@
 """The Nix side, checked without a Nix store.
 
-Every .nix file parses, and the pure renderer (nixos-modules/render.nix) gives byte for
-byte what `kmod-audit generate` prints.
+Every .nix file parses and is formatted as nixfmt leaves it, the pure renderer
+(nixos-modules/render.nix) gives byte for byte what `kmod-audit generate` prints, and the
+module's checks (nixos-modules/guards.nix) hold for both nixpkgs layouts.
 
 Uses Debian's nix-bin (`nix-instantiate --parse` and `--eval --strict`), which `tools/setup`
-installs. As root the x86_64 renderings are also loaded into the host kernel.
+installs. As root the x86_64 renderings are also loaded into the host kernel. With
+KMOD_AUDIT_NIXPKGS_LIB (a nixpkgs lib/ directory) the whole module is evaluated too.
 """
 
 from __future__ import annotations
