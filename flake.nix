@@ -156,29 +156,27 @@
           inherit kmod-audit;
 
           # nixos-modules/render.nix gives byte for byte what `kmod-audit generate` prints.
-          render =
-            pkgs.runCommand "kmod-audit-render-check" { nativeBuildInputs = [ kmod-audit ]; }
-              ''
-                failed=0
-                check_rendering() {
-                  local name=$1 expected=$2
-                  shift 2
-                  printf '%s' "$expected" > expected
-                  kmod-audit generate "$@" > generated
-                  if cmp -s expected generated; then
-                    echo "same: $name"
-                  else
-                    echo "DIFFERENT: $name: render.nix (-) and kmod-audit generate $* (+):"
-                    diff -u expected generated || true
-                    failed=1
-                  fi
-                }
-                ${lib.concatMapStrings checkRendering renderCases}
-                if [ "$failed" != 0 ]; then
-                  exit 1
-                fi
-                touch "$out"
-              '';
+          render = pkgs.runCommand "kmod-audit-render-check" { nativeBuildInputs = [ kmod-audit ]; } ''
+            failed=0
+            check_rendering() {
+              local name=$1 expected=$2
+              shift 2
+              printf '%s' "$expected" > expected
+              kmod-audit generate "$@" > generated
+              if cmp -s expected generated; then
+                echo "same: $name"
+              else
+                echo "DIFFERENT: $name: render.nix (-) and kmod-audit generate $* (+):"
+                diff -u expected generated || true
+                failed=1
+              fi
+            }
+            ${lib.concatMapStrings checkRendering renderCases}
+            if [ "$failed" != 0 ]; then
+              exit 1
+            fi
+            touch "$out"
+          '';
 
           # Every .nix file is formatted as `nix fmt` (nixfmt-tree) would leave it.
           treefmt =

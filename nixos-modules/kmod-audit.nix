@@ -11,6 +11,7 @@
 let
   cfg = config.security.kernelModuleAudit;
   renderer = import ./render.nix;
+  guards = import ./guards.nix;
   platform = pkgs.stdenv.hostPlatform;
 
   # The machine whose syscall tables apply. Only these two are modelled (DESIGN section 6).
@@ -185,18 +186,17 @@ in
           rendered. Use [ "b64" "b32" ] (the default).
         '';
       }
-    ];
+    ]
+    # Checked on nixpkgs' definition of the unit, never on our override below (which sets
+    # no ExecStart), so an older nixpkgs cannot hide behind it.
+    ++ lib.optional locked (guards.lockAssertion config.systemd.services);
 
     warnings =
       lib.optional (renderer.wantsAbi "b32" cfg.profiles && !(lib.elem "b32" cfg.architectures)) ''
         security.kernelModuleAudit.architectures lacks "b32", but a selected profile (e.g.
         nixos-stig) requires 32-bit module syscalls to be recorded; add "b32".
       ''
-      ++ lib.optional locked ''
-        security.audit.enable = "lock": the audit rules are locked (-e 2) until reboot, so
-        changes to security.kernelModuleAudit (or any audit rule) take effect only after a
-        reboot; audit-rules-nixos.service is not restarted by nixos-rebuild switch.
-      '';
+      ++ lib.optional locked guards.lockWarning;
 
     security.audit.enable = lib.mkDefault true;
     security.auditd.enable = lib.mkDefault true;
@@ -211,10 +211,17 @@ in
     # With -e 2 the kernel refuses every rule change until reboot: restarting
     # audit-rules-nixos.service (its ExecStopPost runs `auditctl -e 0` and `-D`) would fail
     # and make `nixos-rebuild switch` report a failed unit. Leave it alone; the new rules
-    # load at the next boot (see the warning above).
-    systemd.services.audit-rules-nixos = lib.mkIf locked {
+    # load at the next boot (see the warning above). The assertion above makes sure that
+    # nixpkgs defines this unit.
+    systemd.services.${guards.rulesUnit} = lib.mkIf locked {
       restartIfChanged = false;
     };
+
+    # Switching out of lock mode: the kernel stays locked until reboot, so the unit's stop
+    # and start commands fail. Say why during nixos-rebuild switch.
+    system.activationScripts.kernelModuleAuditLocked = lib.mkIf (!locked) (
+      guards.unlockCheck "${pkgs.audit}/bin/auditctl"
+    );
 
     environment.systemPackages = lib.mkIf cfg.installVerifier [ cfg.package ];
   };

@@ -45,9 +45,7 @@ let
         let
           table = machine.${bits}.syscalls;
           wanted = unique (
-            builtins.concatLists (
-              map (r: if builtins.elem bits r.abis then r.syscalls else [ ]) requirements
-            )
+            builtins.concatLists (map (r: if builtins.elem bits r.abis then r.syscalls else [ ]) requirements)
           );
           present = builtins.filter (s: builtins.hasAttr s table) wanted;
           byNumber = builtins.sort (a: b: table.${a} < table.${b}) present;
@@ -62,7 +60,14 @@ let
       kmodLine = if withKmod then [ "-a always,exit -F path=${kmodPath} -F perm=x ${filters}" ] else [ ];
 
       lines =
-        builtins.concatLists (map abiLine (builtins.filter (b: builtins.elem b abis) [ "b64" "b32" ]))
+        builtins.concatLists (
+          map abiLine (
+            builtins.filter (b: builtins.elem b abis) [
+              "b64"
+              "b32"
+            ]
+          )
+        )
         ++ kmodLine;
     in
     {
@@ -74,16 +79,7 @@ in
   inherit render;
   profileIds = builtins.attrNames data.profiles;
   machines = builtins.attrNames data.machines;
-  # Which profiles ask for kmod executions, and which for b32 (for the module's checks).
-  wantsKmod =
-    profiles:
-    builtins.any (r: r.tools != [ ]) (
-      builtins.concatLists (
-        map (p: data.profiles.${p}.requirements) (
-          if builtins.elem "all" profiles then builtins.attrNames data.profiles else profiles
-        )
-      )
-    );
+  # Whether the profiles ask for syscalls of an ABI (for the module's b32 warning).
   wantsAbi =
     bits: profiles:
     builtins.any (r: builtins.elem bits r.abis && r.syscalls != [ ]) (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -179,3 +182,131 @@ def host_kmod_layout() -> bool:
         and Path("/usr/sbin/insmod").is_symlink()
         and Path("/usr/sbin/modprobe").is_symlink()
     )
+
+
+# The unprivileged user the CLI tests drop to (nobody/nogroup on Debian).
+UNPRIVILEGED_ID = 65534
+# What `python -m kmod_audit` imports: the package and its dependencies (attrs is two).
+STAGED_PACKAGES = ("kmod_audit", "attr", "attrs", "pexpect", "ptyprocess")
+# Run kmod_audit from the staged directory given as the first argument (-I ignores
+# PYTHONPATH, the user site and the current directory; -S the site-packages).
+_LAUNCHER = (
+    "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "runpy.run_module('kmod_audit', run_name='__main__', alter_sys=True)"
+)
+_IDENTITY = "import sys; print(sys.version_info >= (3, 11), sys.prefix, sys.version)"
+
+
+def _as_unprivileged(*command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED_ID}",
+            f"--regid={UNPRIVILEGED_ID}",
+            "--clear-groups",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def _interpreter_problem(python: str) -> str | None:
+    """Why uid 65534 cannot run `python` as root does (None when it can).
+
+    An interpreter installed under a directory other users cannot read (pyenv in /root,
+    mode 0700) may still start, but then with another prefix and standard library (or not
+    at all): compare what it reports as root and as the user.
+    """
+    command = [python, "-I", "-S", "-c", _IDENTITY]
+    mine = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    theirs = _as_unprivileged(*command)
+    if mine.returncode != 0 or not mine.stdout.startswith("True "):
+        return f"it is not Python 3.11 or newer ({(mine.stdout + mine.stderr).strip()})"
+    if theirs.returncode != 0:
+        return f"uid {UNPRIVILEGED_ID} cannot run it ({theirs.stderr.strip()})"
+    if theirs.stdout != mine.stdout:
+        return (
+            f"uid {UNPRIVILEGED_ID} cannot read its installation: as root it reports "
+            f"{mine.stdout.split()[1]}, as uid {UNPRIVILEGED_ID} {theirs.stdout.split()[1]}"
+        )
+    return None
+
+
+def unprivileged_python() -> str:
+    """A Python 3.11+ interpreter that uid 65534 can run with its own standard library.
+
+    This test run's interpreter (its real path: a venv's bin/python is a symlink), else the
+    system's /usr/bin/python3. Fails the test, naming each candidate and why, when none is.
+    """
+    candidates = [os.path.realpath(sys.executable)]
+    if os.path.exists("/usr/bin/python3"):
+        candidates.append(os.path.realpath("/usr/bin/python3"))
+    problems = []
+    for python in dict.fromkeys(candidates):
+        problem = _interpreter_problem(python)
+        if problem is None:
+            return python
+        problems.append(f"{python}: {problem}")
+    pytest.fail(
+        "no Python interpreter that an unprivileged user can run: "
+        + "; ".join(problems)
+        + " (install python3, as tools/setup does, or run the tests with an interpreter "
+        "that other users can read)"
+    )
+
+
+@attrs.frozen
+class Unprivileged:
+    """kmod-audit staged where any user can read it, run as uid/gid 65534.
+
+    The clone may sit in a directory other users cannot enter (a `mktemp -d` directory),
+    so the package and its dependencies are copied to a world-readable directory.
+
+    Attributes:
+        python: The interpreter (see `unprivileged_python`).
+        path: The directory holding the copied packages.
+    """
+
+    python: str
+    path: Path
+
+    @classmethod
+    def stage(cls, path: Path) -> Unprivileged:
+        """Copy the packages into the directory `path`, readable by everyone; check the import."""
+        path.chmod(0o755)
+        for name in STAGED_PACKAGES:
+            spec = importlib.util.find_spec(name)
+            if spec is None or spec.origin is None:
+                pytest.fail(f"cannot stage {name} for the unprivileged user: it is not installed")
+            shutil.copytree(
+                Path(spec.origin).parent,
+                path / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            )
+        # Other users must read the copy (and the umask may have hidden it from them).
+        for copied in path.rglob("*"):
+            copied.chmod(0o755 if copied.is_dir() else 0o644)
+        staged = cls(python=unprivileged_python(), path=path)
+        imported = _as_unprivileged(
+            staged.python,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(path)!r}); import kmod_audit.cli",
+        )
+        if imported.returncode != 0:
+            pytest.fail(
+                f"uid {UNPRIVILEGED_ID} cannot import kmod_audit from {path}: "
+                f"{imported.stderr.strip()} (is a parent directory of {path} closed to "
+                "other users? set TMPDIR to one that is not)"
+            )
+        return staged
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`kmod-audit ARGS...` as uid/gid 65534 with no supplementary groups."""
+        return _as_unprivileged(
+            self.python, "-I", "-S", "-c", _LAUNCHER, str(self.path), *args, timeout=timeout
+        )

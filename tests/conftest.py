@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +28,12 @@ from _support import (
     CliResult,
     HostAudit,
     RunCli,
+    Unprivileged,
     audit_status,
     auditctl,
     auditd_conf,
     poll,
+    require_or_skip,
 )
 from kmod_audit.cli import main
 from kmod_audit.syscalls import MACHINES, Machine
@@ -50,6 +53,24 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         return CliResult(code, out.getvalue() + captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def unprivileged() -> Iterator[Unprivileged]:
+    """Run the CLI as uid/gid 65534 (root only), wherever the clone lives.
+
+    The package and its dependencies are copied to a fresh world-readable directory
+    (removed afterwards), and run by an interpreter that user can read.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to an unprivileged user")
+    if shutil.which("setpriv") is None:
+        require_or_skip("setpriv is not installed (apt-get install util-linux)")
+    directory = Path(tempfile.mkdtemp(prefix="kmod-audit-unprivileged-"))
+    try:
+        yield Unprivileged.stage(directory)
+    finally:
+        shutil.rmtree(directory)
 
 
 @pytest.fixture

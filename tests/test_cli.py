@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from _support import FIXTURES, RunCli
+from _support import FIXTURES, RunCli, Unprivileged
 
 RULES = FIXTURES / "rules"
 
@@ -65,27 +64,9 @@ class TestExitCodes:
         assert needle in result.err
 
     @pytest.mark.root
-    def test_unreachable_system(self) -> None:
+    def test_unreachable_system(self, unprivileged: Unprivileged) -> None:
         """Without permission to ask the kernel (not root), `--running` exits 3."""
-        if os.geteuid() != 0:
-            pytest.skip("needs root to drop to an unprivileged user")
-        result = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "kmod_audit",
-                "check",
-                "--running",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        result = unprivileged.run("check", "--running")
         assert 3 == result.returncode, result.stderr
         assert "run kmod-audit as root" in result.stderr
         assert "Traceback" not in result.stderr

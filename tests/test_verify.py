@@ -8,15 +8,20 @@ is reported as not exercisable (the VM tests exercise it on a kernel with module
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _support import FIXTURES, Auditd, HostAudit, RunCli, audit_status, auditctl
+from _support import (
+    FIXTURES,
+    Auditd,
+    HostAudit,
+    RunCli,
+    Unprivileged,
+    audit_status,
+    auditctl,
+)
 from kmod_audit.probe import ProbeResult
 from kmod_audit.profiles import select_profiles
 from kmod_audit.verify import PROBE_PREFIX, VerifyOptions, judge_probe, run_verify
@@ -142,26 +147,9 @@ class TestVerifyOnTheHostKernel:
         assert 1 == result.code
         assert "audit is disabled (auditctl -s: enabled 0)" in result.out
 
-    def test_not_root_is_exit_3(self) -> None:
+    def test_not_root_is_exit_3(self, unprivileged: Unprivileged) -> None:
         """As an unprivileged user the probe refuses to run: exit 3 with what to do."""
-        if os.geteuid() != 0:
-            pytest.skip("needs root to drop to an unprivileged user")
-        result = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-m",
-                "kmod_audit",
-                "probe",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        result = unprivileged.run("probe", timeout=120)
         assert 3 == result.returncode, result.stderr
         assert "the probe needs root" in result.stderr
         assert "Traceback" not in result.stderr

@@ -7,14 +7,19 @@
 #     --arg lib 'import /path/to/nixpkgs.lib/lib' --argstr system aarch64-linux \
 #     --arg config '{ security.kernelModuleAudit = { enable = true; profiles = [ "cis" ]; }; }'
 #
+# `--argstr rulesUnit audit` stands in for NixOS 25.05 and older, whose security.audit
+# module loads the rules with audit.service instead of audit-rules-nixos.service.
+#
 # Prints the rendered rules, security.audit.rules, assertions that fail, warnings, the
-# systemd override and the option documentation types.
+# rules unit as configured, the activation scripts and the option documentation types.
 {
   lib,
   system ? "x86_64-linux",
   config ? {
     security.kernelModuleAudit.enable = true;
   },
+  # The unit nixpkgs' security.audit module defines (with an ExecStart) to load the rules.
+  rulesUnit ? "audit-rules-nixos",
 }:
 let
   hostPlatform = lib.systems.elaborate system;
@@ -27,6 +32,7 @@ let
   pkgs = {
     stdenv = { inherit hostPlatform; };
     kmod = fakePackage "kmod-31";
+    audit = fakePackage "audit-4.1.2";
     python3Packages.callPackage = _: _: fakePackage "kmod-audit-0.1.0";
   };
   # Stand-ins for the NixOS options the module sets (types as in nixpkgs).
@@ -66,12 +72,25 @@ let
           type = lib.types.listOf lib.types.package;
           default = [ ];
         };
+        system.activationScripts = lib.mkOption {
+          type = lib.types.attrsOf lib.types.unspecified;
+          default = { };
+        };
+      };
+    };
+  # Stand-in for nixpkgs' security.audit module: the unit that loads the rules.
+  nixpkgsAudit =
+    { config, lib, ... }:
+    {
+      config.systemd.services.${rulesUnit} = lib.mkIf (config.security.audit.enable != false) {
+        serviceConfig.ExecStart = "/nix/store/00000000000000000000000000000000-audit/bin/auditctl -R rules";
       };
     };
   evaluated = lib.evalModules {
     modules = [
       ../../nixos-modules
       nixosStandIns
+      nixpkgsAudit
       config
     ];
     specialArgs = { inherit pkgs; };
@@ -87,6 +106,7 @@ in
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) c.assertions);
   warnings = c.warnings;
   auditRulesService = c.systemd.services.audit-rules-nixos or null;
+  activationScripts = c.system.activationScripts;
   systemPackages = map (p: p.name) c.environment.systemPackages;
   optionTypes = lib.mapAttrs (_: o: o.type.description) (
     lib.filterAttrs (_: o: o ? type) evaluated.options.security.kernelModuleAudit
