@@ -501,12 +501,7 @@ def _glob_regex(pattern: bytes) -> re.Pattern[bytes] | None:
             if end < 0:
                 out.append(re.escape(c))
             else:
-                body = pattern[j:end]
-                body = re.sub(
-                    rb"\[:(\w+):\]",
-                    lambda m: _POSIX_CLASSES.get(m.group(1), m.group(0)),
-                    body.replace(b"\\", b"\\\\"),
-                )
+                body = _bracket_body(pattern[j:end])
                 out.append(b"[" + (b"^" if negate else b"") + body + b"]")
                 i = end + 1
                 continue
@@ -517,6 +512,22 @@ def _glob_regex(pattern: bytes) -> re.Pattern[bytes] | None:
         return re.compile(b"".join(out), re.DOTALL)
     except re.error:
         return None
+
+
+def _bracket_body(body: bytes) -> bytes:
+    """A sh bracket expression's body as a Python regex class body."""
+    out = []
+    i = 0
+    while i < len(body):
+        if body.startswith(b"[:", i) and (end := body.find(b":]", i + 2)) > 0:
+            name = body[i + 2 : end]
+            out.append(_POSIX_CLASSES.get(name, re.escape(body[i : end + 2])))
+            i = end + 2
+            continue
+        c = body[i : i + 1]
+        out.append(c if c == b"-" and 0 < i < len(body) - 1 else re.escape(c))
+        i += 1
+    return b"".join(out)
 
 
 _POSIX_CLASSES: Final = {
