@@ -257,6 +257,19 @@ class TestDialect:
         }
         assert str(SCRIPT) in how
 
+    def test_rhel_script(self, tmp_path: Path) -> None:
+        """The audit 3.1.1 to 4.1.2 script (RHEL 9, 10) with gawk: quoted cat, CR dropped."""
+        script = tmp_path / "augenrules"
+        script.write_text(_script("3.1.1"))
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        assert AWKS["gawk"] is not None
+        (bindir / "awk").symlink_to(AWKS["gawk"])
+        dialects, _ = augenrules_dialects(scripts=(str(script),), path=str(bindir))
+        assert {(d.listing, d.quoted_cat, d.strip_cr, d.awk_space) for d in dialects} == {
+            ("ls", True, True, True)
+        }
+
     def test_unknown_awk_gives_both(self, tmp_path: Path) -> None:
         """An awk that is neither mawk nor gawk (busybox) is modelled both ways."""
         bindir = tmp_path / "bin"

@@ -638,9 +638,12 @@ class Assembly:
 
 
 def _cat(
-    arguments: list[bytes], cwd: bytes, directory: str
+    arguments: list[bytes], cwd: bytes, directory: str, cache: dict[bytes, bytes]
 ) -> tuple[list[tuple[bytes, Origin]], list[str]]:
-    """Concatenate the files as `cat` does; return the lines with origins, and notes."""
+    """Concatenate the files as `cat` does; return the lines with origins, and notes.
+
+    `cache` holds the files already read (by path).
+    """
     lines: list[tuple[bytes, Origin]] = []
     notes: list[str] = []
     pending: tuple[bytes, Origin] | None = None
@@ -663,7 +666,7 @@ def _cat(
         if stat.S_ISDIR(mode):
             notes.append(f"`cat {shown}` fails (is a directory)")
             continue
-        data = read_rules_bytes(shown)
+        data = cache[full] if full in cache else cache.setdefault(full, read_rules_bytes(shown))
         read.add(os.path.realpath(full))
         total += len(data)
         if total > MAX_RULES_BYTES:
@@ -790,10 +793,11 @@ def assemble_rules_d_all(
         raise ParseError(directory, 0, "", msg)
     absolute = os.path.abspath(directory)
     results: dict[bytes, tuple[list[Augenrules], list[tuple[str, Origin]], list[str]]] = {}
+    cache: dict[bytes, bytes] = {}  # each file is read once, whatever the dialects
     file_texts: dict[bytes, bytes] = {}
     for dialect in dialects:
         arguments = _cat_arguments(os.fsencode(absolute), dialect, os.fsencode(cwd))
-        lines, notes = _cat(arguments, os.fsencode(cwd), directory)
+        lines, notes = _cat(arguments, os.fsencode(cwd), directory, cache)
         ordered, file_text = _awk(lines, dialect, header_directory or directory)
         key = file_text + b"\0" + "\0".join(f"{o}" for _, o in ordered).encode()
         if key in results:
