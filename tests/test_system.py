@@ -166,7 +166,7 @@ class TestUnknownDialect:
         (tmp_path / "20-stig.rules").write_text(STIG_RULES)
         code, out = _check(["--offline", str(tmp_path)])
         assert 1 == code
-        assert "this is the worst" in out
+        assert "judged as the worst" in out
 
 
 class TestSpecialFiles:

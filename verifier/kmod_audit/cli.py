@@ -251,18 +251,12 @@ def _judge_rules_d(
             for note in assembly.notes
         ]
         if len(assemblies) > 1:
-            notes.append(
-                Finding(
-                    path=path,
-                    line=0,
-                    text="",
-                    message=f"how augenrules assembles it depends on its version, awk and "
-                    f"locale ({how}); the {len(assemblies)} possible results differ, this "
-                    f"is the worst: {assembly.describe()}",
-                    hint="do not indent -e/-D/-b/-f lines or use odd file names, so that "
-                    "every augenrules assembles the same rules",
-                    severity="warning",
-                )
+            # In the label, not a finding: it is about the machine, not a line of a file.
+            report = attrs.evolve(
+                report,
+                label=f"{label}; how augenrules assembles it depends on its version, awk "
+                f"and locale ({how}), and the {len(assemblies)} possible results differ: "
+                f"judged as the worst, {assembly.describe()}",
             )
         judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
     return next((pair for pair in judged if not pair[1].compliant), judged[0])
