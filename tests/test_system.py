@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
-from kmod_audit.system import assemble_rules_d, default_uid_min, nixos_rules_file
+import attrs
+import pytest
+
+from kmod_audit.cli import main
+from kmod_audit.errors import ParseError
+from kmod_audit.system import (
+    MAX_RULES_BYTES,
+    Augenrules,
+    assemble_rules_d,
+    default_uid_min,
+    nixos_rules_file,
+    read_rules_text,
+)
 
 
 class TestAugenrules:
@@ -61,3 +78,184 @@ class TestLoginDefs:
     def test_default_when_missing(self, tmp_path: Path) -> None:
         """Without login.defs the default is 1000."""
         assert 1000 == default_uid_min(str(tmp_path / "none"))
+
+
+STIG_RULES = (
+    "-a always,exit -F arch=b64 -S init_module,finit_module,delete_module"
+    " -F auid>=1000 -F auid!=unset -k modules\n"
+    "-a always,exit -F arch=b32 -S init_module,finit_module,delete_module"
+    " -F auid>=1000 -F auid!=unset -k modules\n"
+)
+NEVER_RULES = "-a never,exit -F arch=b64 -S all\n-a never,exit -F arch=b32 -S all\n"
+DEBIAN = Augenrules(listing="ls", quoted_cat=False, strip_cr=False, awk_space=False, utf8=False)
+
+
+def _check(argv: list[str]) -> tuple[int, str]:
+    out = io.StringIO()
+    return main(["check", "--profile", "nixos-stig", *argv], out=out), out.getvalue()
+
+
+def _cli(*argv: str, stdin: int | None = None, env: dict[str, str] | None = None) -> Run:
+    """Run the CLI in a child (stdin matters; a hang fails the test, it does not block CI)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmod_audit", *argv],
+        stdin=stdin,
+        # A child that reads without end dies of MemoryError instead of starving the machine.
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2**31, 2**31)),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+@attrs.frozen
+class Run:
+    """A finished CLI run."""
+
+    code: int
+    out: str
+    err: str
+
+
+class TestVerdictAsDebianAugenrules:
+    """`check DIR` judges rules.d as Debian's augenrules (mawk) assembles it."""
+
+    @pytest.fixture(autouse=True)
+    def _debian(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(
+            "kmod_audit.system.augenrules_dialects",
+            lambda *_a, **_k: ((DEBIAN,), "test: Debian augenrules, mawk"),
+            raising=False,
+        )
+
+    @pytest.mark.parametrize(
+        ("files", "expected"),
+        [
+            ({"30-local.rules": NEVER_RULES, "30-local-stig.rules": STIG_RULES}, 1),
+            ({"10 never.rules": NEVER_RULES, "20-stig.rules": STIG_RULES}, 0),
+            ({".10-never.rules": NEVER_RULES, "zz-stig.rules": STIG_RULES}, 0),
+            ({"10-lock.rules": "  -e 2\n", "20-stig.rules": STIG_RULES}, 1),
+            ({"1²2.rules": STIG_RULES}, 0),
+        ],
+        ids=["ls-v-order", "name-with-space", "dotfile", "indented-e-2", "unicode-digit"],
+    )
+    def test_verdict(self, tmp_path: Path, files: dict[str, str], expected: int) -> None:
+        """The verdict is the one the rules augenrules really assembles deserve."""
+        for name, text in files.items():
+            (tmp_path / name).write_text(text)
+        code, out = _check([str(tmp_path)])
+        assert expected == code, out
+
+    def test_split_name_is_reported(self, tmp_path: Path) -> None:
+        """A rules file whose name the shell splits is named as not loaded."""
+        (tmp_path / "10 never.rules").write_text(NEVER_RULES)
+        (tmp_path / "20-stig.rules").write_text(STIG_RULES)
+        _, out = _check([str(tmp_path)])
+        assert "10 never.rules is not loaded" in out
+
+
+class TestUnknownDialect:
+    """When augenrules' dialect is unknown, the worst assembly is judged."""
+
+    def test_indented_lock_is_worst(self, tmp_path: Path) -> None:
+        """An indented `-e 2` locks the rules under mawk: no false COMPLIANT."""
+        (tmp_path / "10-lock.rules").write_text("  -e 2\n")
+        (tmp_path / "20-stig.rules").write_text(STIG_RULES)
+        code, out = _check(["--offline", str(tmp_path)])
+        assert 1 == code
+        assert "judged as the worst" in out
+
+
+class TestSpecialFiles:
+    """Only regular files and directories are read, and only up to MAX_RULES_BYTES."""
+
+    def test_fifo_source(self, tmp_path: Path) -> None:
+        """A FIFO as SOURCE is refused at once (exit 2), naming it."""
+        fifo = tmp_path / "rules.fifo"
+        os.mkfifo(fifo)
+        run = _cli("check", str(fifo))
+        assert (2, True) == (run.code, f"{fifo}: is a FIFO" in run.err), run.err
+
+    def test_fifo_in_rules_d(self, tmp_path: Path) -> None:
+        """A FIFO named *.rules inside rules.d is refused, naming it."""
+        (tmp_path / "20-stig.rules").write_text(STIG_RULES)
+        os.mkfifo(tmp_path / "30-x.rules")
+        run = _cli("check", str(tmp_path))
+        assert (2, True) == (run.code, "30-x.rules: is a FIFO" in run.err), run.err
+
+    def test_fifo_in_discovered_rules_d(self, tmp_path: Path) -> None:
+        """With no SOURCE, a FIFO in the discovered rules.d is refused too."""
+        (tmp_path / "20-stig.rules").write_text(STIG_RULES)
+        os.mkfifo(tmp_path / "30-x.rules")
+        code = (
+            "import kmod_audit.system as s, sys\n"
+            f"s.RULES_D = {str(tmp_path)!r}\n"
+            "s.nixos_rules_file = lambda *a: None\n"
+            "try:\n    s.discover_on_disk()\n"
+            "except s.ParseError as e:\n    sys.exit(str(e))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert "30-x.rules: is a FIFO" in proc.stderr
+
+    def test_dev_zero(self) -> None:
+        """A character device is refused, not read without end."""
+        run = _cli("check", "/dev/zero")
+        assert (2, True) == (run.code, "/dev/zero: is a character device" in run.err), run.err
+
+    def test_too_big(self, tmp_path: Path) -> None:
+        """A regular file above the limit is refused, naming the limit."""
+        big = tmp_path / "big.rules"
+        with big.open("wb") as f:
+            f.truncate(MAX_RULES_BYTES + 1)
+        with pytest.raises(ParseError, match="more than 64 MiB"):
+            read_rules_text(str(big))
+
+    def test_endless_stdin(self) -> None:
+        """Stdin is read bounded too: `/dev/zero` on stdin is exit 2 naming the limit."""
+        with open("/dev/zero", "rb") as zero:
+            run = _cli("check", "-", stdin=zero.fileno())
+        assert (2, True) == (run.code, "more than 64 MiB" in run.err), run.err
+
+
+class TestOddInput:
+    """Odd input gives a clear error or the right result, never an internal error."""
+
+    def test_invalid_utf8_stdin_in_utf8_locale(self) -> None:
+        """Invalid UTF-8 on stdin is read like a file's (strict UTF-8 stdio as in en_US.UTF-8)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "kmod_audit", "check", "-"],
+            input=b"\xff\n",
+            capture_output=True,
+            env={**os.environ, "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8:strict"},
+            timeout=120,
+            check=False,
+        )
+        assert (1, b"") == (proc.returncode, proc.stderr)
+        assert b"<stdin>:1" in proc.stdout
+
+    def test_closed_stdin(self) -> None:
+        """`check - <&-` says stdin is closed (exit 2)."""
+        proc = subprocess.run(
+            ["/bin/sh", "-c", 'exec "$0" -m kmod_audit check - <&-', sys.executable],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (2, "kmod-audit: <stdin>: stdin is closed") == (
+            proc.returncode,
+            proc.stderr.split(";")[0],
+        )
+
+    def test_nixos_unit_unbalanced_quote(self, tmp_path: Path) -> None:
+        """An ExecStart with an unbalanced quote is a ParseError naming the unit."""
+        unit = tmp_path / "audit-rules-nixos.service"
+        unit.write_text('[Service]\nExecStart=/nix/store/x/bin/auditctl -R "/nix/store/y.rules\n')
+        with pytest.raises(ParseError, match="No closing quotation") as info:
+            nixos_rules_file((str(unit),))
+        assert str(unit) == info.value.path

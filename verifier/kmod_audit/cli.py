@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import attrs
+
 from . import __version__, netlink
 from ._log import logger, nested
 from .check import Options, judge_source
@@ -29,13 +31,14 @@ from .report import Finding, Report, SourceReport, render_json, render_text
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
-    assemble_rules_d,
+    Assembly,
     auditctl_list,
     auditctl_status,
     default_kmod_path,
     default_uid_min,
     discover_on_disk,
     read_rules_text,
+    rules_d_assemblies,
 )
 
 __all__ = ["main"]
@@ -218,28 +221,60 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
     )
 
 
-def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
-    if path != "-" and os.path.isdir(path):
-        text, origins = assemble_rules_d(path)
+def _judge_rules_d(
+    path: str, assemblies: Sequence[Assembly], how: str, options: Options, label: str
+) -> tuple[RuleSet, SourceReport]:
+    """Judge rules.d as augenrules assembles it; when the dialects differ, the worst one."""
+    judged: list[tuple[RuleSet, SourceReport]] = []
+    for assembly in assemblies:
         source = parse_rules(
-            text,
+            assembly.text,
             path=path,
             machine=options.machine,
             live=options.live,
-            origins=origins,
+            origins=assembly.origins,
             syntax="rules",
         )
+        with nested(f"judging {label}"):
+            ruleset, report = judge_source(source, options, label=label)
+        notes = [
+            Finding(
+                path=path,
+                line=0,
+                text="",
+                message=f"augenrules: {note}",
+                hint="name rules files with no blanks or glob characters, and end each "
+                "file with a newline",
+                severity="warning",
+            )
+            for note in assembly.notes
+        ]
+        if len(assemblies) > 1:
+            # In the label, not a finding: it is about the machine, not a line of a file.
+            report = attrs.evolve(
+                report,
+                label=f"{label}; how augenrules assembles it depends on its version, awk "
+                f"and locale ({how}), and the {len(assemblies)} possible results differ: "
+                f"judged as the worst, {assembly.describe()}",
+            )
+        judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
+    return next((pair for pair in judged if not pair[1].compliant), judged[0])
+
+
+def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
+    if path != "-" and os.path.isdir(path):
+        assemblies, how = rules_d_assemblies(path, live=options.live)
         label = f"rules directory {path} (as augenrules assembles it)"
-    else:
-        text = read_rules_text(path)
-        source = parse_rules(
-            text,
-            path=path if path != "-" else "<stdin>",
-            machine=options.machine,
-            live=options.live,
-        )
-        kind = "captured auditctl -l output" if source.syntax == "listing" else "rules file"
-        label = f"{kind} {path if path != '-' else '<stdin>'}"
+        return _judge_rules_d(path, assemblies, how, options, label)
+    text = read_rules_text(path)
+    source = parse_rules(
+        text,
+        path=path if path != "-" else "<stdin>",
+        machine=options.machine,
+        live=options.live,
+    )
+    kind = "captured auditctl -l output" if source.syntax == "listing" else "rules file"
+    label = f"{kind} {path if path != '-' else '<stdin>'}"
     with nested(f"judging {label}"):
         return judge_source(source, options, label=label)
 
@@ -343,6 +378,12 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
                     "/etc/audit/rules.d/*.rules or /etc/audit/audit.rules)",
                     hint="the running rules will not survive a reboot; persist them",
                     severity="warning",
+                )
+            )
+        elif on_disk.assemblies:
+            files.append(
+                _judge_rules_d(
+                    on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label
                 )
             )
         else:
