@@ -749,10 +749,12 @@ class TestTargetFromSpec:
         assert target.deadline is None
 
     def test_console_carries_the_deadline(self) -> None:
-        """The CLI's overall deadline reaches the console (its start-up and every wait)."""
-        target = target_from_spec("console:cat", deadline=1234.5)
+        """The CLI's deadline reaches the console and is its only start-up limit."""
+        deadline = time.monotonic() + 600
+        target = target_from_spec("console:cat", deadline=deadline)
         assert isinstance(target, SerialConsole)
-        assert 1234.5 == target.deadline
+        assert deadline == target.deadline
+        assert 120 < target.startup_timeout <= 600  # not the fixed 120 s of a bare console
 
     @pytest.mark.parametrize(
         ("spec", "message"),

@@ -873,7 +873,7 @@ class SerialConsole:
                 "read the console tail below for what blocked it."
             )
             raise ConsoleTimeout(
-                msg, pattern=waiting_for, timeout=allowed, buffer=_tail(seen)
+                msg, pattern=waiting_for, timeout=round(allowed, 2), buffer=_tail(seen)
             ) from None
         except (pexpect.EOF, OSError) as exc:
             self._break(f"the console closed while running `{display}`")
@@ -920,7 +920,7 @@ class SerialConsole:
                 raise ConsoleTimeout(
                     msg,
                     pattern=self.initial_prompt,
-                    timeout=allowed,
+                    timeout=round(allowed, 2),
                     buffer=_tail(self._seen(child)),
                 ) from None
             except pexpect.EOF:
@@ -947,7 +947,7 @@ class SerialConsole:
             raise ConsoleTimeout(
                 msg,
                 pattern=rf"__KMA_SYNC_{self._nonce}_\d+__ then {self.prompt!r}",
-                timeout=allowed,
+                timeout=round(allowed, 2),
                 buffer=_tail(self._seen(child)),
             ) from None
         except pexpect.EOF:
@@ -1104,7 +1104,11 @@ def target_from_spec(spec: str, *, deadline: float | None = None) -> ClosableTar
         if not argv:
             msg = f"--target {spec!r}: the console command is empty; e.g. console:'vng --run'"
             raise ConfigurationError(msg)
-        return SerialConsole(command=argv, deadline=deadline)
+        if deadline is None:
+            return SerialConsole(command=argv)
+        # The deadline is the one limit: start-up may use all the time left before it.
+        startup = max(0.0, deadline - time.monotonic())
+        return SerialConsole(command=argv, deadline=deadline, startup_timeout=startup)
     if spec.startswith("ssh://"):
         return _ssh_from_url(spec, usage)
     msg = f"--target {spec!r} is not a known target; {usage}"
