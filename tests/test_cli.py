@@ -515,6 +515,15 @@ class TestTerminalSafety:
         assert _terminal_safe(result.err), result.err
         assert "unrecognized arguments: --\\x1b[8m" in result.err
 
+    def test_verbose_log_escapes_console_output(self) -> None:
+        """With -vv the console's output is logged escaped (a console may print anything)."""
+        result = _kmod_audit(
+            "-vv", "verify", "--target", "console:printf 'a\\033[2Jb\\n'", "--timeout", "30"
+        )
+        assert 3 == result.returncode, result.stderr
+        assert _terminal_safe(result.stderr), result.stderr
+        assert "printf console: a\\x1b[2Jb" in result.stderr
+
     def test_verify_report_escapes_what_the_target_said(self) -> None:
         """Keys of records, the kernel name and problems from the target are shown escaped."""
         data = json.loads(PROBE_FIXTURE.read_text())
