@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Final
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from _support import FIXTURES, RunCli, Unprivileged
+from kmod_audit import cli
+from kmod_audit.errors import TransportError
+from kmod_audit.probe import ProbeResult
+from kmod_audit.profiles import select_profiles
+from kmod_audit.transports import LocalHost
+from kmod_audit.verify import VerifyOptions, judge_probe, render_verify_text
 
 RULES = FIXTURES / "rules"
+PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
+# A port nothing listens on: ssh fails at once with "Connection refused".
+UNREACHABLE: Final = "ssh://nobody@127.0.0.1:1"
+
+
+def _kmod_audit(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m kmod_audit ARGS...` in a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "kmod_audit", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+def _terminal_safe(text: str) -> bool:
+    """Whether `text` holds no character a terminal would act on (newlines aside)."""
+    return all(c.isprintable() or c in " \n" for c in text)
 
 
 class TestExitCodes:
@@ -260,3 +289,381 @@ class TestUndecided:
         data = json.loads(result.out)
         assert status == data["profiles"][0]["requirements"][0]["status"]
         assert data["undecided"] is True
+
+
+class TestOptionValidation:
+    """Every option value is checked when the command line is read: exit 2, naming both."""
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["verify", "--timeout", "nan"], "argument --timeout: 'nan' is out of range"),
+            (["verify", "--timeout", "inf"], "argument --timeout: 'inf' is out of range"),
+            (["verify", "--timeout", "1e309"], "argument --timeout: '1e309' is out of range"),
+            (["verify", "--timeout", "-1"], "argument --timeout: '-1' is out of range"),
+            (["verify", "--timeout", "0"], "argument --timeout: '0' is out of range"),
+            (["verify", "--timeout", "86401"], "argument --timeout: '86401' is out of range"),
+            (["verify", "--timeout", "5s"], "argument --timeout: '5s' is not a number"),
+            (["probe", "--timeout", "nan"], "argument --timeout: 'nan' is out of range"),
+            (["probe", "--timeout", "-1"], "argument --timeout: '-1' is out of range"),
+            (["probe", "--timeout", "0"], "argument --timeout: '0' is out of range"),
+            (
+                ["verify", "--probe-command", 'kmod-audit "x'],
+                """argument --probe-command: 'kmod-audit "x' cannot be split""",
+            ),
+            (["verify", "--probe-command", " "], "argument --probe-command: ' ' is empty"),
+            (["verify", "--module=-r"], "argument --module: '-r' is not a kernel module"),
+            (["probe", "--module", "a b"], "argument --module: 'a b' is not a kernel module"),
+            (["verify", "--module", "m" * 56], "is not a kernel module name"),
+            (["verify", "--kmod-path", "kmod"], "argument --kmod-path: 'kmod' is not an absolute"),
+            (["probe", "--kmod-path", "bin/kmod"], "'bin/kmod' is not an absolute path"),
+            (["probe", "--auid", "me"], "--auid me: not a number"),
+        ],
+        ids=[
+            "verify-nan",
+            "verify-inf",
+            "verify-overflow",
+            "verify-negative",
+            "verify-zero",
+            "verify-over-a-day",
+            "verify-unit",
+            "probe-nan",
+            "probe-negative",
+            "probe-zero",
+            "unbalanced-quote",
+            "blank-command",
+            "module-option",
+            "module-space",
+            "module-too-long",
+            "relative-kmod",
+            "probe-relative-kmod",
+            "auid",
+        ],
+    )
+    def test_bad_values_are_usage_errors(
+        self, run_cli: RunCli, args: list[str], needle: str
+    ) -> None:
+        """A bad value exits 2 with a message naming the option and the value."""
+        # An unreachable target: even code that let the value through never probes here.
+        target = ["--target", UNREACHABLE] if args[0] == "verify" else []
+        result = run_cli(*args, *target)
+        assert (2, True) == (result.code, needle in result.err), result.err
+        assert [] == [w for w in ("Traceback", "internal error") if w in result.err]
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["verify", "--target", UNREACHABLE, "--timeout", "nan"],
+            ["verify", "--target", UNREACHABLE, "--probe-command", 'kmod-audit "x'],
+            ["probe", "--timeout", "0"],
+        ],
+        ids=["timeout", "probe-command", "probe-timeout"],
+    )
+    def test_in_a_real_process(self, args: list[str]) -> None:
+        """The same errors from the installed entry point: exit 2, usage, no traceback."""
+        result = _kmod_audit(*args)
+        assert 2 == result.returncode, result.stderr
+        assert f"kmod-audit {args[0]}: error: argument " in result.stderr
+        assert "Traceback" not in result.stderr
+        assert "" == result.stdout
+
+    def test_good_values_pass(self, run_cli: RunCli) -> None:
+        """Valid values reach the target: here an unreachable one, so exit 3."""
+        result = run_cli(
+            "verify",
+            "--target",
+            UNREACHABLE,
+            "--timeout",
+            "30.5",
+            "--module",
+            "crc-itu-t",
+            "--kmod-path",
+            "/usr/bin/kmod",
+            "--probe-command",
+            "sudo -n 'kmod-audit'",
+        )
+        assert 3 == result.code, result.err
+        assert "sudo -n kmod-audit probe --module crc-itu-t" in result.err
+
+
+def _cli_options() -> dict[str, list[tuple[str, bool]]]:
+    """The real subcommands and their options, read from the parser: (option, takes a value)."""
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {
+        name: [
+            (option, action.nargs != 0)
+            for action in command._actions
+            for option in action.option_strings
+            if option not in {"-h", "--help"}
+        ]
+        for name, command in commands.choices.items()
+    }
+
+
+_OPTIONS: Final = _cli_options()
+_SPECIAL_VALUES: Final = (
+    *("", " ", "-", "--", "-1", "0", "-0", "0.0", "1e-320", "1e309", "-1e309", "9" * 400),
+    *("nan", "NaN", "inf", "-inf", "infinity", "0x10", "1_000", "4294967295"),
+    "\u0661\u0660\u0660\u0660",  # 1000 in Arabic-Indic digits: int() and float() read it
+    *("'", '"', "\\", "x'y", 'kmod-audit "x', "a b", "$HOME", "`id`", "*", "~"),
+    *("\x1b[2K", "\r", "\n", "\t", "\x7f", "\x85", "\u202e", "\ufeff", "\udcff", "é", "模块"),
+    *("-r", "--", "---", "-x", "--help", "--version", "--format", "json", "text"),
+    *("/", ".", "..", "/nonexistent", "/usr/bin/kmod/", "dummy", "all", "nixos-stig"),
+    *("x86_64", "aarch64", "module_chng", "m" * 300),
+)
+# Values a test can pass without starting a program or a connection: never `console:X`
+# or `ssh://X` with a made-up X (those would run X or look a host up).
+_VALUES: Final = st.one_of(
+    st.sampled_from(_SPECIAL_VALUES),
+    st.text(max_size=16),
+    st.binary(max_size=8).map(lambda data: data.decode("utf-8", "surrogateescape")),
+    st.integers().map(str),
+    st.floats().map(str),
+    st.from_regex(r"-{1,2}[a-z][a-z-]{0,12}", fullmatch=True),
+).filter(lambda v: "\0" not in v and not v.startswith(("console:", "ssh:")))
+_TARGETS: Final = (
+    UNREACHABLE,
+    "console:false",
+    "console:/nonexistent/console",
+    "console:'unclosed",
+    "console:",
+    "ssh://",
+    "ssh://-oProxyCommand=x@h",
+    "ssh://u@h:99999",
+    "local",  # the local probe is replaced by a failure in the fuzz below
+    "remote",
+)
+
+
+# Good values, so that runs also get past the options (to a verdict, or to the target).
+_GOOD: Final = {
+    "--profile": ("nixos-stig", "all", "cis"),
+    "--arch": ("x86_64", "aarch64"),
+    "--uid-min": ("1000", "0", "4294967294"),
+    "--auid": ("1000",),
+    "--key": ("module_chng", "k"),
+    "--kmod-path": ("/usr/bin/kmod",),
+    "--module": ("dummy", "crc-itu-t"),
+    "--timeout": ("5", "0.5", "86400"),
+    "--probe-command": ("kmod-audit", "sudo -n kmod-audit"),
+    "--format": ("text", "json"),
+    "--target": _TARGETS,
+}
+_SOURCES: Final = (
+    str(RULES / "syscalls-combined.pass.rules"),
+    str(RULES / "missing-b32.fail.rules"),
+)
+
+
+@st.composite
+def _argvs(draw: st.DrawFn) -> list[str]:
+    """An argv of a real subcommand with real options, hostile values and stray words."""
+    argv: list[str] = draw(st.sampled_from(([], ["-v"], ["-vv"])))
+    command = draw(st.sampled_from(sorted(_OPTIONS)))
+    argv.append(command)
+    for _ in range(draw(st.integers(0, 5))):
+        option, takes_value = draw(st.sampled_from(_OPTIONS[command]))
+        if not takes_value:
+            argv.append(option)
+            continue
+        good = _GOOD.get(option, ())
+        hostile = option != "--target" and draw(st.integers(0, 3)) == 0
+        value = draw(_VALUES if hostile or not good else st.sampled_from(good))
+        glued = draw(st.booleans())
+        argv.extend([f"{option}={value}"] if glued else [option, value])
+    if command == "check":
+        argv.extend(draw(st.lists(st.one_of(st.sampled_from(_SOURCES), _VALUES), max_size=2)))
+    elif draw(st.integers(0, 3)) == 0:
+        argv.append(draw(_VALUES))  # a stray word
+    if command in {"check", "verify"} and draw(st.booleans()):
+        argv += ["--format", "json"]
+    return argv
+
+
+def _local_probe(self: LocalHost, command: object, timeout: float = 0) -> tuple[int, str]:
+    del self, command, timeout
+    msg = "the option fuzz never runs a local probe"
+    raise TransportError(msg)
+
+
+def _no_probe(**_: object) -> ProbeResult:
+    msg = "the option fuzz never makes the probe's stimuli"
+    raise TransportError(msg)
+
+
+class TestAnyOptions:
+    """No command line makes the CLI crash: any argv exits 0-3 without a traceback."""
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(argv=_argvs())
+    def test_exit_code_and_no_traceback(
+        self,
+        run_cli: RunCli,
+        monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path,
+        argv: list[str],
+    ) -> None:
+        """Any argv of real options and hostile values exits 0-3, terminal-safe, no traceback.
+
+        With `--format json`, an error is one JSON object with the same exit code. The
+        local probe and the probe's stimuli are replaced by a failure (exit 3): the
+        property is about reading the options, and real stimuli run in test_verify.py.
+        """
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(LocalHost, "execute", _local_probe)
+        monkeypatch.setattr("kmod_audit.probe.run_probe", _no_probe)
+        result = run_cli(*argv)
+        event(f"{argv[0] if argv[0] in _OPTIONS else argv[1]}: exit {result.code}")
+        assert result.code in {0, 1, 2, 3}, (argv, result.err)
+        assert [] == [w for w in ("Traceback", "internal error") if w in result.err], argv
+        assert _terminal_safe(result.err), (argv, result.err)
+        if argv[0] != "generate":  # generate prints rules byte for byte (issue 8.5 checks)
+            assert _terminal_safe(result.out), (argv, result.out)
+        # The last --format wins (a `--` before it would make it a positional word).
+        if argv[-2:] == ["--format", "json"] and "--" not in argv and result.code in {2, 3}:
+            data = json.loads(result.out)
+            assert (["error"], result.code) == (list(data), data["error"]["exit"]), argv
+
+
+class TestTerminalSafety:
+    """Control characters from the input never reach the terminal raw."""
+
+    HOSTILE_RULES = (
+        "-a never,exit -F arch=b32 -S finit_module -k x\r\x1b[2K\x1b[1A\x1b[2K\n"
+        "-a always,exit -F arch=b64 -S init_module,finit_module,delete_module "
+        "-F auid>=1000 -F auid!=unset -k k\x1b[8m\n"
+        "-a always,exit -F arch=b32 -S init_module,finit_module,delete_module "
+        "-F auid>=1000 -F auid!=unset -k \u202eevil\x9b2K\n"
+    )
+
+    def test_check_report_escapes_keys(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A key with CR, ESC[2K, ESC[8m, CSI or U+202E is shown escaped in the text report."""
+        path = tmp_path / "hostile.rules"
+        path.write_text(self.HOSTILE_RULES)
+        result = run_cli("check", "--offline", str(path))
+        assert 1 == result.code, result.out
+        assert _terminal_safe(result.out), result.out
+        assert "-k x\\r\\x1b[2K\\x1b[1A\\x1b[2K" in result.out  # in the [fail] reason
+        assert "-k k\\x1b[8m" in result.out
+        assert "-k \\u202eevil\\x9b2K" in result.out
+        assert "result: NOT COMPLIANT\n" == result.out.splitlines(keepends=True)[-1]
+
+    def test_json_report_keeps_the_key(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """The JSON report is ASCII and carries the exact key (json escapes it itself)."""
+        path = tmp_path / "hostile.rules"
+        path.write_text(self.HOSTILE_RULES)
+        result = run_cli("check", "--offline", "--format", "json", str(path))
+        assert result.out.isascii()
+        rules = json.loads(result.out)["profiles"][0]["requirements"][0]["rules"]
+        assert any(rule.endswith("-k k\x1b[8m") for rule in rules)
+
+    def test_error_message_escapes_the_path(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """An error on stderr shows a path's control characters escaped."""
+        result = run_cli("check", str(tmp_path / "x\x1b[2K\ry.rules"))
+        assert 2 == result.code
+        assert _terminal_safe(result.err), result.err
+        assert "x\\x1b[2K\\ry.rules: cannot read it" in result.err
+
+    def test_usage_error_escapes_the_argument(self, run_cli: RunCli) -> None:
+        """The errors argparse finds (unrecognized arguments) are escaped too."""
+        result = run_cli("check", "--\x1b[8m")
+        assert 2 == result.code
+        assert _terminal_safe(result.err), result.err
+        assert "unrecognized arguments: --\\x1b[8m" in result.err
+
+    def test_verbose_log_escapes_console_output(self) -> None:
+        """With -vv the console's output is logged escaped (a console may print anything)."""
+        result = _kmod_audit(
+            "-vv", "verify", "--target", "console:printf 'a\\033[2Jb\\n'", "--timeout", "30"
+        )
+        assert 3 == result.returncode, result.stderr
+        assert _terminal_safe(result.stderr), result.stderr
+        assert "printf console: a\\x1b[2Jb" in result.stderr
+
+    def test_verify_report_escapes_what_the_target_said(self) -> None:
+        """Keys of records, the kernel name and problems from the target are shown escaped."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["kernel"] = "6.1\r\x1b[2Kfake"
+        data["records"] = data["records"].replace('key="module_chng"', 'key="k\x1b[8m"')
+        data["problems"] = ["lost\x1b[1A\x1b[2K"]
+        report = judge_probe(
+            ProbeResult.from_json(data), VerifyOptions(profiles=select_profiles(["nixos-stig"]))
+        )
+        text = render_verify_text(report)
+        assert _terminal_safe(text), text
+        assert "kernel 6.1\\r\\x1b[2Kfake" in text
+        assert "key=k\\x1b[8m" in text
+        assert "  lost\\x1b[1A\\x1b[2K\n" in text
+
+
+class TestJsonErrors:
+    """With --format json every error is one JSON object on stdout, with the exit code."""
+
+    @pytest.mark.parametrize(
+        ("args", "code", "kind", "needle"),
+        [
+            (["check", "--bogus"], 2, "usage", "unrecognized arguments: --bogus"),
+            (["verify", "--timeout", "nan"], 2, "usage", "argument --timeout: 'nan'"),
+            (["check", "--uid-min", "ten"], 2, "usage", "--uid-min ten: not a number"),
+            (["check", "/nonexistent/audit.rules"], 2, "input", "cannot read it"),
+            (["verify", "--target", "remote"], 2, "usage", "is not a known target"),
+            (["verify", "--target", UNREACHABLE], 3, "transport", "Connection refused"),
+        ],
+        ids=["argparse", "option-type", "option", "input", "target", "transport"],
+    )
+    def test_error_object(
+        self, run_cli: RunCli, args: list[str], code: int, kind: str, needle: str
+    ) -> None:
+        """The object is {"error": {"exit", "kind", "message"}}; stderr has the message too."""
+        result = run_cli(*args, "--format", "json")
+        error = json.loads(result.out)["error"]
+        assert (code, code, kind) == (result.code, error["exit"], error["kind"])
+        assert needle in error["message"]
+        assert needle in result.err
+
+    def test_format_before_the_error(self, run_cli: RunCli) -> None:
+        """`--format=json` given before the bad word counts as well."""
+        result = run_cli("check", "--format=json", "--strict", "--bogus")
+        assert 2 == json.loads(result.out)["error"]["exit"]
+
+    def test_text_format_prints_nothing_on_stdout(self, run_cli: RunCli) -> None:
+        """Without --format json an error leaves stdout empty."""
+        result = run_cli("check", "/nonexistent/audit.rules")
+        assert (2, "") == (result.code, result.out)
+
+    def test_internal_error(self, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Even a bug (an unexpected exception) is reported as a JSON error object."""
+
+        def broken(*_: object) -> int:
+            msg = "boom"
+            raise RuntimeError(msg)
+
+        monkeypatch.setattr(cli, "_check", broken)
+        result = run_cli("check", "--format", "json")
+        error = json.loads(result.out)["error"]
+        assert (2, "internal", True) == (result.code, error["kind"], "boom" in error["message"])
+
+    def test_in_a_real_process(self) -> None:
+        """The installed entry point prints the object and exits with its code."""
+        result = _kmod_audit("verify", "--target", UNREACHABLE, "--format", "json")
+        assert (3, 3) == (result.returncode, json.loads(result.stdout)["error"]["exit"])
+
+
+class TestTimeoutBoundsEverything:
+    """`verify --timeout` bounds a console's start-up too."""
+
+    def test_console_without_prompt(self) -> None:
+        """`console:cat` never shows a prompt: exit 3 within --timeout, with a CLI hint.
+
+        Before, start-up waited a fixed 120 s; the 60 s process timeout catches that.
+        """
+        result = _kmod_audit("verify", "--target", "console:cat", "--timeout", "3", timeout=60)
+        assert 3 == result.returncode, result.stderr
+        assert "console cat showed no shell prompt within" in result.stderr
+        assert "verify --timeout" in result.stderr
+        assert "initial_prompt" not in result.stderr

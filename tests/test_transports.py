@@ -463,7 +463,34 @@ class TestSerialConsole:
         with pytest.raises(ConsoleTimeout) as caught:
             console.start()
         assert DEFAULT_INITIAL_PROMPT == caught.value.pattern
-        assert "initial_prompt=None" in str(caught.value)
+        # The hint names what a CLI user can change: the console command and the time.
+        assert f"check that `sleep {seconds}` starts an interactive shell" in str(caught.value)
+        assert "verify --timeout" in str(caught.value)
+        assert "initial_prompt" not in str(caught.value)
+        assert [] == _survivors(arg=seconds)
+
+    def test_deadline_bounds_the_start_up(self) -> None:
+        """With a deadline before the end of startup_timeout, start-up ends at the deadline."""
+        seconds = _unique_seconds()
+        console = SerialConsole(
+            command=["sleep", seconds], startup_timeout=600, deadline=time.monotonic() + 1
+        )
+        with pytest.raises(ConsoleTimeout) as caught:
+            console.start()
+        assert "the time left before the overall deadline" in str(caught.value)
+        assert caught.value.timeout <= 1
+        assert [] == _survivors(arg=seconds)
+
+    def test_deadline_bounds_a_command(self) -> None:
+        """A command's wait ends at the deadline, whatever timeout it was given."""
+        seconds = _unique_seconds()
+        console = SerialConsole(
+            command=SHELLS["sh"], interrupt_timeout=600, deadline=time.monotonic() + 20
+        )
+        with console, pytest.raises(ConsoleTimeout) as caught:
+            console.execute(["sleep", seconds], timeout=600)
+        assert "the time left before the overall deadline" in str(caught.value)
+        assert caught.value.timeout < 20
         assert [] == _survivors(arg=seconds)
 
     def test_program_that_ends_at_once(self) -> None:
@@ -719,6 +746,15 @@ class TestTargetFromSpec:
         assert ("vng", "--run", "--", "uname -a") == target.command
         assert "vng" == target.name
         assert target._child is None
+        assert target.deadline is None
+
+    def test_console_carries_the_deadline(self) -> None:
+        """The CLI's deadline reaches the console and is its only start-up limit."""
+        deadline = time.monotonic() + 600
+        target = target_from_spec("console:cat", deadline=deadline)
+        assert isinstance(target, SerialConsole)
+        assert deadline == target.deadline
+        assert 120 < target.startup_timeout <= 600  # not the fixed 120 s of a bare console
 
     @pytest.mark.parametrize(
         ("spec", "message"),

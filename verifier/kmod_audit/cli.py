@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import math
 import os
+import re
 import shlex
 import sys
+import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Final, NoReturn, TextIO
 
 import attrs
 
 from . import __version__, netlink
 from ._log import logger, nested
+from ._terminal import escape_lines
 from .check import Options, judge_source
 from .errors import (
     EXIT_OK,
@@ -45,9 +50,104 @@ __all__ = ["main"]
 
 _PROFILE_HELP = "profile id: " + ", ".join([*PROFILES, "all"]) + " (repeatable; default nixos-stig)"
 
+_MAX_SECONDS: Final = 86400.0
+"""The longest `--timeout` (one day): beyond it a wait is a mistake, not patience."""
+
+# Kernel module names: MODULE_NAME_LEN is 64 bytes with the NUL and a pointer's worth
+# reserved, so 55 characters; modprobe treats `-` and `_` alike. A leading `-` would make
+# the name an option of modprobe.
+_MODULE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,54}", re.ASCII)
+
+
+class _UsageError(Exception):
+    """argparse refused the command line (raised instead of argparse's exit)."""
+
+    def __init__(self, prog: str, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+        self.usage = usage
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises `_UsageError` instead of printing and exiting.
+
+    So `main` reports every usage error the same way as the others: on stderr, and as a
+    JSON error object on stdout when `--format json` was given. Subparsers made with
+    `add_subparsers` are of this class too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the usage error with this (sub)command's usage line."""
+        raise _UsageError(self.prog, self.format_usage(), message)
+
+
+def _seconds(text: str) -> float:
+    """The `--timeout` type: seconds, a finite number above 0 and at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number of seconds; pass e.g. 300"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not math.isfinite(value) or not 0 < value <= _MAX_SECONDS:
+        msg = (
+            f"{text!r} is out of range; pass a number of seconds above 0 and at most "
+            f"{_MAX_SECONDS:g} (one day), e.g. 300"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _module_name(text: str) -> str:
+    """The `--module` type: a kernel module name (what /proc/modules lists)."""
+    if _MODULE_NAME.fullmatch(text) is None:
+        msg = (
+            f"{text!r} is not a kernel module name; use at most 55 letters, digits, _ and -, "
+            "not starting with -, e.g. dummy"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def _command(text: str) -> tuple[str, ...]:
+    """The `--probe-command` type: a command line split as a POSIX shell would."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        msg = f"{text!r} cannot be split into words ({exc}); fix the quoting"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not argv:
+        msg = f"{text!r} is empty; pass the command that runs kmod-audit there, e.g. kmod-audit"
+        raise argparse.ArgumentTypeError(msg)
+    if any("\0" in word for word in argv):
+        msg = f"{text!r} holds a NUL byte, which no command can"
+        raise argparse.ArgumentTypeError(msg)
+    return argv
+
+
+def _key(text: str) -> str:
+    """The `--key` type: text that is valid UTF-8 (audit keys are compared as text)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        msg = (
+            f"{text!r} holds bytes that are not UTF-8 (shown as \\udcXX); pass the key as "
+            "UTF-8 text, e.g. module_chng"
+        )
+        raise argparse.ArgumentTypeError(msg) from None
+    return text
+
+
+def _absolute_path(text: str) -> str:
+    """The `--kmod-path` type of verify and probe: an absolute path."""
+    if not text.startswith("/") or "\0" in text:
+        msg = f"{text!r} is not an absolute path; pass the real path of kmod, e.g. /usr/bin/kmod"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kmod-audit",
         description=(
             "Prove that kernel module loads and unloads leave keyed audit records "
@@ -117,18 +217,27 @@ def _parser() -> argparse.ArgumentParser:
         help="local, ssh://USER@HOST[:PORT] or console:COMMAND (default: local)",
     )
     verify.add_argument("--profile", action="append", default=[], metavar="ID", help=_PROFILE_HELP)
-    verify.add_argument("--module", default="dummy", metavar="NAME", help="probe module (dummy)")
-    verify.add_argument("--key", metavar="KEY", help="key the records must carry")
+    verify.add_argument(
+        "--module", type=_module_name, default="dummy", metavar="NAME", help="probe module (dummy)"
+    )
+    verify.add_argument("--key", type=_key, metavar="KEY", help="key the records must carry")
     verify.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
-    verify.add_argument("--kmod-path", metavar="PATH", help="the kmod binary on the target")
+    verify.add_argument(
+        "--kmod-path", type=_absolute_path, metavar="PATH", help="the kmod binary on the target"
+    )
     verify.add_argument(
         "--probe-command",
+        type=_command,
         metavar="CMD",
         help="command that runs kmod-audit on the target (default: kmod-audit; locally this "
         "Python)",
     )
     verify.add_argument(
-        "--timeout", type=float, default=300.0, metavar="S", help="seconds for the probe (300)"
+        "--timeout",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="seconds for the whole run: connecting (a console's start-up) and the probe (300)",
     )
     verify.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -137,13 +246,15 @@ def _parser() -> argparse.ArgumentParser:
         help="(on the target) make the stimuli and print them with the audit records",
         description="Used by verify: runs on the machine under test, as root.",
     )
-    probe.add_argument("--module", default="dummy", metavar="NAME")
+    probe.add_argument("--module", type=_module_name, default="dummy", metavar="NAME")
     probe.add_argument("--auid", metavar="N", help="login uid of the test user (default: uid-min)")
     probe.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
-    probe.add_argument("--kmod-path", metavar="PATH", help="real path of the kmod binary")
+    probe.add_argument(
+        "--kmod-path", type=_absolute_path, metavar="PATH", help="real path of the kmod binary"
+    )
     probe.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=15.0,
         metavar="S",
         help="seconds to wait for the records (15)",
@@ -161,7 +272,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         + " (default: this one)",
     )
     parser.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
-    parser.add_argument("--key", metavar="KEY", help="key the records must carry")
+    parser.add_argument("--key", type=_key, metavar="KEY", help="key the records must carry")
     parser.add_argument("--kmod-path", metavar="PATH", help="real path of the kmod binary")
 
 
@@ -181,16 +292,16 @@ def _machine(arch: str | None) -> Machine:
     return machine
 
 
-def _uid_min(text: str | None) -> int:
+def _uid_min(text: str | None, option: str = "--uid-min") -> int:
     if text is None:
         return default_uid_min()
     try:
         value = int(text, 10)
     except ValueError:
-        msg = f"--uid-min {text}: not a number; pass the first uid of real users, e.g. 1000"
+        msg = f"{option} {text}: not a number; pass the first uid of real users, e.g. 1000"
         raise ConfigurationError(msg) from None
     if not 0 <= value < UID_UNSET:
-        msg = f"--uid-min {text}: must be between 0 and 4294967294"
+        msg = f"{option} {text}: must be between 0 and 4294967294"
         raise ConfigurationError(msg)
     return value
 
@@ -448,11 +559,24 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         key=args.key,
         uid_min=_uid_min(args.uid_min),
         module=args.module,
-        probe_command=tuple(shlex.split(args.probe_command)) if args.probe_command else (),
+        probe_command=args.probe_command or (),
         kmod_path=args.kmod_path,
         timeout=args.timeout,
     )
-    with target_from_spec(args.target) as target, nested(f"verifying {target.name}"):
+    # --timeout bounds the whole run: a console's start-up and the probe share it.
+    deadline = time.monotonic() + args.timeout
+    with (
+        target_from_spec(args.target, deadline=deadline) as target,
+        nested(f"verifying {target.name}"),
+    ):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            msg = (
+                f"--timeout {args.timeout:g}: no time was left for the probe after reaching "
+                f"{target.name}; pass a longer --timeout"
+            )
+            raise TransportError(msg)
+        options = attrs.evolve(options, timeout=left)
         report = run_verify(target, options, local=isinstance(target, LocalHost))
     out.write(
         render_verify_json(report) + "\n" if args.format == "json" else render_verify_text(report)
@@ -465,7 +589,7 @@ def _probe(args: argparse.Namespace, out: TextIO) -> int:
     from .verify import PROBE_PREFIX  # noqa: PLC0415
 
     uid_min = _uid_min(args.uid_min)
-    auid = _uid_min(args.auid) if args.auid is not None else uid_min
+    auid = _uid_min(args.auid, "--auid") if args.auid is not None else uid_min
     result = run_probe(
         module=args.module,
         auid=auid,
@@ -477,39 +601,117 @@ def _probe(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _wants_json(argv: Sequence[str]) -> bool:
+    """Whether `argv` asks for `--format json`, judged even when it does not parse.
+
+    The last `--format VALUE` or `--format=VALUE` before a `--` decides, as in argparse
+    (which also takes abbreviations such as `--form json`).
+    """
+    value = None
+    words = list(argv)
+    for index, word in enumerate(words):
+        if word == "--":
+            break
+        name, eq, rest = word.partition("=")
+        if len(name) > 2 and "--format".startswith(name):
+            if eq:
+                value = rest
+            elif index + 1 < len(words):
+                value = words[index + 1]
+    return value == "json"
+
+
+_KINDS: Final = (
+    (ParseError, "input"),
+    (ConfigurationError, "usage"),
+    (TransportError, "transport"),
+)
+
+
+def _error(
+    stream: TextIO, message: str, *, code: int, kind: str, as_json: bool, human: str = ""
+) -> int:
+    """Report an error: terminal-safe on stderr, and as one JSON object on `stream`.
+
+    `human` replaces the `kmod-audit: MESSAGE` line on stderr (argparse's form of usage
+    errors).
+    """
+    sys.stderr.write(escape_lines(human or f"kmod-audit: {message}") + "\n")
+    if as_json:
+        error = {"exit": code, "kind": kind, "message": message}
+        stream.write(json.dumps({"error": error}) + "\n")
+    return code
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines with their control characters escaped (console output is logged too)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format the record, then make it terminal-safe."""
+        return escape_lines(super().format(record))
+
+
+def _run(args: argparse.Namespace, stream: TextIO) -> int:
+    if args.command == "check":
+        return _check(args, stream)
+    if args.command == "verify":
+        return _verify(args, stream)
+    if args.command == "probe":
+        return _probe(args, stream)
+    return _generate(args, stream)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the CLI; return the exit code."""
+    """Run the CLI; return the exit code.
+
+    Every error is reported on stderr, and also as `{"error": {"exit": N, "kind": ...,
+    "message": ...}}` on stdout when `--format json` was given: usage errors (exit 2, also
+    those argparse finds), unreadable input (2), a system that could not be asked (3),
+    an interruption (130) and internal errors (2).
+    """
     stream = out if out is not None else sys.stdout
+    if out is None and isinstance(sys.stdout, io.TextIOWrapper):
+        # A key in a locale that cannot encode it must not end the report half-written.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if args.verbose:
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-            format="kmod-audit: %(message)s",
+    except _UsageError as exc:
+        command = exc.prog.removeprefix("kmod-audit").strip()
+        return _error(
+            stream,
+            f"{command}: {exc.message}" if command else exc.message,
+            code=EXIT_USAGE,
+            kind="usage",
+            as_json=_wants_json(argv),
+            human=f"{exc.usage}{exc.prog}: error: {exc.message}",
         )
+    except SystemExit as exc:  # argparse: --help or --version
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    as_json = getattr(args, "format", "text") == "json"
+    package = logging.getLogger("kmod_audit")
+    handler: logging.Handler | None = None
+    level = package.level
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_SafeFormatter("kmod-audit: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     try:
-        if args.command == "check":
-            return _check(args, stream)
-        if args.command == "verify":
-            return _verify(args, stream)
-        if args.command == "probe":
-            return _probe(args, stream)
-        return _generate(args, stream)
-    except ParseError as exc:
-        sys.stderr.write(f"kmod-audit: {exc}\n")
-        return exc.exit_code
+        return _run(args, stream)
     except VerifierError as exc:
-        sys.stderr.write(f"kmod-audit: {exc}\n")
-        return exc.exit_code
+        kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), "error")
+        return _error(stream, str(exc), code=exc.exit_code, kind=kind, as_json=as_json)
     except KeyboardInterrupt:
-        sys.stderr.write("kmod-audit: interrupted\n")
-        return 130
+        return _error(stream, "interrupted", code=130, kind="interrupted", as_json=as_json)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
         logger.debug("internal error", exc_info=True)
-        sys.stderr.write(
-            f"kmod-audit: internal error ({type(exc).__name__}: {exc}); this is a bug in "
-            "kmod-audit, please report it with the input (run with -vv for details)\n"
+        message = (
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in kmod-audit, "
+            "please report it with the input (run with -vv for details)"
         )
-        return EXIT_USAGE
+        return _error(stream, message, code=EXIT_USAGE, kind="internal", as_json=as_json)
+    finally:
+        if handler is not None:
+            package.removeHandler(handler)
+            package.setLevel(level)

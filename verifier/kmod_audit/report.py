@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import attrs
 
+from ._terminal import escape_line
 from .errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNREACHABLE
 from .profiles import Profile
 
@@ -333,12 +334,18 @@ def render_json(report: Report) -> str:
     return json.dumps(data, indent=2, sort_keys=False)
 
 
-def _indent(text: str, prefix: str) -> str:
-    return "\n".join(prefix + line for line in text.splitlines())
+def _indent(text: str, prefix: str) -> list[str]:
+    # Split on newlines only: `splitlines` would also break at a `\r` or `\x1c` of a value,
+    # which `render_text` shows escaped instead.
+    return [prefix + line for line in text.removesuffix("\n").split("\n")] if text else [""]
 
 
 def render_text(report: Report) -> str:
-    """Render the report for a terminal."""
+    """Render the report for a terminal.
+
+    Every line is passed through `escape_line`: keys, paths and rule text come from the
+    input, and their control characters must not act on the terminal.
+    """
     out: list[str] = []
     options = dict(report.options)
     key = options.get("key") or "any non-empty key"
@@ -372,23 +379,23 @@ def render_text(report: Report) -> str:
                     out.append("       fix: these lines satisfy it (kmod-audit generate):")
                     out.extend(f"         {line}" for line in req.fix)
                 if req.status == "undecided":
-                    out.append(_indent(UNDECIDED_HINT, "       what to do: "))
+                    out.extend(_indent(UNDECIDED_HINT, "       what to do: "))
         if source.findings:
             out.append("findings:")
             for finding in source.findings:
                 out.append(f"  {finding.severity}: {finding.location()}: {finding.message}")
                 if finding.text:
                     out.append(f"    line: {finding.text.strip()}")
-                out.append(_indent(finding.hint, "    what to do: "))
+                out.extend(_indent(finding.hint, "    what to do: "))
     if report.drift:
         out.append("")
         out.append("drift between the running and the on-disk rules:")
         for finding in report.drift:
             out.append(f"  {finding.severity}: {finding.message}")
-            out.append(_indent(finding.hint, "    what to do: "))
+            out.extend(_indent(finding.hint, "    what to do: "))
     out.append("")
     verdict = report.verdict()
     if verdict == "CANNOT DECIDE":
         verdict += " (nothing fails, but some requirement cannot be evaluated exactly)"
     out.append("result: " + verdict)
-    return "\n".join(out) + "\n"
+    return "".join(escape_line(line) + "\n" for line in out)

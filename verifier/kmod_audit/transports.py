@@ -681,7 +681,8 @@ class SerialConsole:
     text mode, e.g. `fdspawn` on a socket to the VM's serial port; the console then owns it).
     The console starts on first use or on `start()`/`with`:
 
-    1. wait for any prompt (`initial_prompt`, skipped when None) within `startup_timeout`;
+    1. wait for any prompt (`initial_prompt`, skipped when None) within `startup_timeout`
+       (or until `deadline`, when that comes first);
     2. send one setup line: `stty -echo`, bracketed paste off, `PS1` set to a unique
        prompt written with split quotes (so the echoed line cannot match it), `PS2`,
        `PS0` and `PROMPT_COMMAND` empty, optionally `PATH`, then a sync marker; resend it
@@ -706,6 +707,10 @@ class SerialConsole:
         interrupt_timeout: Seconds to wait for the shell after Ctrl-C.
         close_timeout: Seconds `close()` waits for the shell to exit after `exit`.
         dimensions: Rows and columns of a spawned pty (wide, so tools do not cut lines).
+        deadline: A `time.monotonic()` time by which every wait of this console ends:
+            start-up, commands, the recovery after a timeout, and `close()`. None leaves
+            each wait to its own timeout. The CLI sets it from `verify --timeout`, so that
+            one option bounds the whole run.
     """
 
     command: tuple[str, ...] = attrs.field(
@@ -719,6 +724,7 @@ class SerialConsole:
     interrupt_timeout: float = 10.0
     close_timeout: float = 10.0
     dimensions: tuple[int, int] = (50, 250)
+    deadline: float | None = None
     _nonce: str = attrs.field(init=False, factory=lambda: secrets.token_hex(6))
     _seq: int = attrs.field(init=False, default=0)
     _state: Literal["new", "ready", "broken", "closed"] = attrs.field(init=False, default="new")
@@ -748,7 +754,8 @@ class SerialConsole:
         """Spawn the console if needed, wait for a shell and set it up (idempotent).
 
         Raises:
-            ConsoleTimeout: No prompt, or no answer to the setup, within `startup_timeout`.
+            ConsoleTimeout: No prompt, or no answer to the setup, within `startup_timeout`
+                (or before `deadline`).
             TransportError: The program could not be started, the console closed, or the
                 console was closed or broken before.
         """
@@ -765,7 +772,7 @@ class SerialConsole:
             if child.logfile_read is None:
                 child.logfile_read = _ConsoleLog(self.name)
             try:
-                self._handshake(child, time.monotonic() + self.startup_timeout)
+                self._handshake(child, *self._within(self.startup_timeout))
             except BaseException:
                 self._force_close(child)
                 raise
@@ -785,14 +792,15 @@ class SerialConsole:
             return
         with nested(f"closing console {self.name}"):
             if state == "ready":
+                _, allowed = self._within(self.close_timeout)
                 try:
                     child.send("exit\n")
-                    child.expect(pexpect.EOF, timeout=self.close_timeout)
+                    child.expect(pexpect.EOF, timeout=allowed)
                 except pexpect.TIMEOUT:
                     logger.warning(
-                        "console %s did not end within %g s after `exit`; closing it by force",
+                        "console %s did not end within %.3g s after `exit`; closing it by force",
                         self.name,
-                        self.close_timeout,
+                        allowed,
                     )
                 except OSError as exc:
                     logger.warning("console %s: sending `exit` failed: %s", self.name, exc)
@@ -846,7 +854,7 @@ class SerialConsole:
         )
         self._check_line(line, display)
         logger.debug("%s: running `%s`", self.name, display)
-        deadline = time.monotonic() + timeout
+        deadline, allowed = self._within(timeout)
         waiting_for = begin
         try:
             child.send(line + "\n")
@@ -860,12 +868,12 @@ class SerialConsole:
             seen = self._seen(child)
             recovered = self._interrupt(child)
             msg = (
-                f"`{display}` did not finish within {timeout:g} s on console {self.name}; "
-                f"{recovered}. Give it more time if it is just slow, or read the console "
-                "tail below for what blocked it."
+                f"`{display}` did not finish within {self._limit(timeout, allowed)} on "
+                f"console {self.name}; {recovered}. Give it more time if it is just slow, or "
+                "read the console tail below for what blocked it."
             )
             raise ConsoleTimeout(
-                msg, pattern=waiting_for, timeout=timeout, buffer=_tail(seen)
+                msg, pattern=waiting_for, timeout=round(allowed, 2), buffer=_tail(seen)
             ) from None
         except (pexpect.EOF, OSError) as exc:
             self._break(f"the console closed while running `{display}`")
@@ -883,21 +891,36 @@ class SerialConsole:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _handshake(self, child: ConsoleChild, deadline: float) -> None:
+    def _within(self, seconds: float) -> tuple[float, float]:
+        """The deadline `seconds` from now, cut at `self.deadline`, and the seconds it leaves."""
+        now = time.monotonic()
+        end = now + seconds if self.deadline is None else min(now + seconds, self.deadline)
+        return end, max(0.0, end - now)
+
+    @staticmethod
+    def _limit(requested: float, allowed: float) -> str:
+        """`N s` for messages, saying so when the overall deadline cut the wait short."""
+        if allowed >= requested:
+            return f"{requested:g} s"
+        return f"{allowed:.3g} s (the time left before the overall deadline, e.g. verify --timeout)"
+
+    def _handshake(self, child: ConsoleChild, deadline: float, allowed: float) -> None:
+        limit = self._limit(self.startup_timeout, allowed)
         if self.initial_prompt is not None:
             try:
                 self._expect(child, re.compile(self.initial_prompt), deadline)
             except pexpect.TIMEOUT:
                 msg = (
-                    f"console {self.name} showed no shell prompt within "
-                    f"{self.startup_timeout:g} s; check that it starts a shell on this "
-                    "console (e.g. `vng --run` boots to a root shell), or pass "
-                    "initial_prompt=None when the shell prints no prompt"
+                    f"console {self.name} showed no shell prompt within {limit}; check that "
+                    f"`{shlex.join(self.command) or self.name}` starts an interactive shell "
+                    "that prints a prompt ending in #, $, % or > on this console (e.g. "
+                    "`vng --run` boots to a root shell; `sh -i` and `bash -i` print one), "
+                    "and allow more time (verify --timeout) when it is only slow to boot"
                 )
                 raise ConsoleTimeout(
                     msg,
                     pattern=self.initial_prompt,
-                    timeout=self.startup_timeout,
+                    timeout=round(allowed, 2),
                     buffer=_tail(self._seen(child)),
                 ) from None
             except pexpect.EOF:
@@ -918,13 +941,13 @@ class SerialConsole:
         except pexpect.TIMEOUT:
             msg = (
                 f"the shell on console {self.name} did not answer the setup commands within "
-                f"{self.startup_timeout:g} s; is a POSIX shell (sh, bash, dash, busybox ash) "
-                "waiting at a prompt there?"
+                f"{limit}; is a POSIX shell (sh, bash, dash, busybox ash) waiting at a "
+                "prompt there?"
             )
             raise ConsoleTimeout(
                 msg,
                 pattern=rf"__KMA_SYNC_{self._nonce}_\d+__ then {self.prompt!r}",
-                timeout=self.startup_timeout,
+                timeout=round(allowed, 2),
                 buffer=_tail(self._seen(child)),
             ) from None
         except pexpect.EOF:
@@ -956,14 +979,16 @@ class SerialConsole:
 
     def _interrupt(self, child: ConsoleChild) -> str:
         """Send Ctrl-C and re-sync; say whether the console is usable again."""
+        deadline, allowed = self._within(self.interrupt_timeout)
         try:
             child.send(_CTRL_C)
-            self._sync(child, time.monotonic() + self.interrupt_timeout, setup=[], retry_every=2.0)
+            self._sync(child, deadline, setup=[], retry_every=2.0)
         except (pexpect.TIMEOUT, pexpect.EOF, OSError):
             self._break("a command timed out and Ctrl-C did not bring the shell back")
             return (
-                f"Ctrl-C did not bring the shell back within {self.interrupt_timeout:g} s, so "
-                "the console is unusable: close() it and open a new one"
+                "Ctrl-C did not bring the shell back within "
+                f"{self._limit(self.interrupt_timeout, allowed)}, so the console is unusable: "
+                "close() it and open a new one"
             )
         return "it was interrupted with Ctrl-C and the console is usable again"
 
@@ -1046,7 +1071,7 @@ class SerialConsole:
 # --- CLI spec --------------------------------------------------------------------------
 
 
-def target_from_spec(spec: str) -> ClosableTarget:
+def target_from_spec(spec: str, *, deadline: float | None = None) -> ClosableTarget:
     """Build a transport from the CLI's `--target` value.
 
     - `local`: this machine;
@@ -1056,6 +1081,9 @@ def target_from_spec(spec: str) -> ClosableTarget:
 
     Args:
         spec: The value of `--target`.
+        deadline: A `time.monotonic()` time that bounds a console's start-up and every wait
+            on it (`SerialConsole.deadline`). The other transports take their bound per
+            command, from `execute`'s timeout.
 
     Returns:
         The transport, not yet connected; close it when done (`with` works).
@@ -1076,7 +1104,11 @@ def target_from_spec(spec: str) -> ClosableTarget:
         if not argv:
             msg = f"--target {spec!r}: the console command is empty; e.g. console:'vng --run'"
             raise ConfigurationError(msg)
-        return SerialConsole(command=argv)
+        if deadline is None:
+            return SerialConsole(command=argv)
+        # The deadline is the one limit: start-up may use all the time left before it.
+        startup = max(0.0, deadline - time.monotonic())
+        return SerialConsole(command=argv, deadline=deadline, startup_timeout=startup)
     if spec.startswith("ssh://"):
         return _ssh_from_url(spec, usage)
     msg = f"--target {spec!r} is not a known target; {usage}"

@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from . import logs
+from ._terminal import escape_line
 from .errors import CommandFailed, TransportError
 from .probe import ProbeResult, Stimulus
 from .profiles import Profile, Requirement
@@ -405,7 +406,11 @@ def render_verify_json(report: VerifyReport) -> str:
 
 
 def render_verify_text(report: VerifyReport) -> str:
-    """The report for a terminal."""
+    """The report for a terminal.
+
+    Every line is passed through `escape_line`: keys, records, module names and errors come
+    from the target, and their control characters must not act on the terminal.
+    """
     probe = report.probe
     out = [
         (
@@ -440,4 +445,4 @@ def render_verify_text(report: VerifyReport) -> str:
         out.append("problems:")
         out.extend(f"  {p}" for p in report.problems)
     out.append("result: " + ("COMPLIANT" if report.compliant else "NOT COMPLIANT"))
-    return "\n".join(out) + "\n"
+    return "".join(escape_line(line) + "\n" for line in out)
