@@ -120,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
     verify.add_argument("--kmod-path", metavar="PATH", help="the kmod binary on the target")
     verify.add_argument(
+        "--strict",
+        action="store_true",
+        help="a negative control recorded with the key fails (the literal auid>=N and "
+        "auid!=unset filters, as check --strict); without it, it is a note",
+    )
+    verify.add_argument(
         "--probe-command",
         metavar="CMD",
         help="command that runs kmod-audit on the target (default: kmod-audit; locally this "
@@ -411,6 +417,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         probe_command=tuple(shlex.split(args.probe_command)) if args.probe_command else (),
         kmod_path=args.kmod_path,
         timeout=args.timeout,
+        strict=args.strict,
     )
     with target_from_spec(args.target) as target, nested(f"verifying {target.name}"):
         report = run_verify(target, options, local=isinstance(target, LocalHost))
