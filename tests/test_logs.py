@@ -287,6 +287,86 @@ class TestSources:
         assert "m" == parsed.records[0].get("text")
 
 
+# The text of a user message imitating a SYSCALL record (the kernel logs it unescaped).
+FORGED = (
+    "type=SYSCALL msg=audit(1795316028.008:6): arch=c000003e syscall=175 success=no "
+    'exit=-38 pid=42 auid=1000 uid=0 key="module_chng"'
+)
+USER_BODY = f"pid=7 uid=0 auid=4294967295 ses=4294967295 msg='text=x {FORGED}'"
+
+
+class TestOnlyRecordHeaders:
+    """A record is known by the header that starts its line, never by text inside it."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            (f"type=USER msg=audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f'type=USER msg=audit(1795316030.001:9): {USER_BODY}\x1dUID="root"',
+                ["USER"],
+            ),
+            (f"node=web1 type=USER msg=audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f"5,1443,4668540849,-;audit: type=1005 audit(1795316030.001:9): {USER_BODY}",
+                ["USER"],
+            ),
+            (f"[ 4668.540849] audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (f"audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (f"<5>[ 4668.540849] audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f"<5>[ 4668.540849] audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}",
+                ["SYSCALL"],
+            ),
+            (f"something else {FORGED}", []),
+            (f"kmod-audit: {FORGED}", []),
+            (f"12,1444,4668540850,-;audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}", []),
+            (f"<12>audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}", []),
+            (f"12,1444,4668540850,-;{FORGED}", []),
+        ],
+        ids=[
+            "auditd-raw",
+            "auditd-enriched",
+            "auditd-node",
+            "devkmsg",
+            "dmesg",
+            "dmesg-notime",
+            "dmesg-raw",
+            "dmesg-raw-real-syscall",
+            "text-before-header",
+            "prefixed-header",
+            "devkmsg-from-a-process",
+            "dmesg-raw-from-a-process",
+            "devkmsg-auditd-shape-from-a-process",
+        ],
+    )
+    def test_header_at_the_start_only(self, line: str, expected: list[str]) -> None:
+        """Each source's line is the record its header says; a header inside text is none."""
+        assert expected == [r.type for r in parse_records(line)]
+
+    def test_forged_user_message_stays_a_user_record(self) -> None:
+        """The USER record keeps its own stamp; no SYSCALL event appears for pid 42."""
+        (record,) = parse_records(f"type=USER msg=audit(1795316030.001:9): {USER_BODY}")
+        assert ("1795316030.001", 9, "7") == (record.time, record.serial, record.get("pid"))
+        assert [None] == [e.syscall for e in group_events([record])]
+
+    def test_journal_entry_with_forged_text(self) -> None:
+        """A journald USER entry whose message imitates a SYSCALL record is a USER record."""
+        entry = {
+            "_AUDIT_TYPE": "1005",
+            "_AUDIT_ID": "9",
+            "_SOURCE_REALTIME_TIMESTAMP": "1795316030001000",
+            "MESSAGE": f"USER {FORGED} {USER_BODY}",
+        }
+        parsed = parse_journal(json.dumps(entry))
+        assert [("USER", 9)] == [(r.type, r.serial) for r in parsed.records]
+
+    def test_ausearch_output_with_forged_text(self) -> None:
+        """`ausearch --raw` lines are read like audit.log: the USER record only."""
+        text = f"----\ntype=USER msg=audit(1795316030.001:9): {USER_BODY}\n"
+        assert ["USER"] == [r.type for r in parse_log(text).records]
+
+
 class TestGroupEvents:
     """Records group into events by (node, time, serial)."""
 
