@@ -455,12 +455,12 @@ def _printk_ratelimit(interval: int, burst: int) -> Iterator[None]:
     ]
     saved = [path.read_text() for path in paths]
     try:
-        for path, value in zip(paths, (interval, burst), strict=True):
-            path.write_text(f"{value}\n")
+        for path, number in zip(paths, (interval, burst), strict=True):
+            path.write_text(f"{number}\n")
         yield
     finally:
-        for path, value in zip(paths, saved, strict=True):
-            path.write_text(value)
+        for path, text in zip(paths, saved, strict=True):
+            path.write_text(text)
 
 
 @pytest.mark.root

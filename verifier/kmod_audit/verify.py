@@ -170,9 +170,7 @@ class VerifyReport:
     @property
     def compliant(self) -> bool:
         """All profiles pass and nothing prevented a verdict."""
-        return (
-            all(p.compliant for p in self.profiles) and not self.problems and not self.incomplete
-        )
+        return all(p.compliant for p in self.profiles) and not self.problems and not self.incomplete
 
     def exit_code(self) -> int:
         """0 compliant; 3 when the system could not be exercised; 1 otherwise.
@@ -380,10 +378,15 @@ def _incomplete(probe: ProbeResult) -> list[str]:
     disabled = len(causes) < len(probe.problems)
     # With audit disabled the kernel drops the marker too: its absence says nothing more.
     if not probe.marker_seen and not disabled:
+        hint = (
+            "the kernel log drops audit lines over its rate limit: run auditd"
+            if probe.source.startswith("kernel log")
+            else "check that auditd is running and its log is the one read"
+        )
         causes.append(
             f"the marker {probe.marker!r} written after the stimuli never reached "
-            f"{probe.source}: records written before it may be missing; check that auditd "
-            "is running and its log is the one read"
+            f"{probe.source}: records written before it may be missing; {hint}, and run "
+            "verify again"
         )
     lost = probe.audit.get("lost")
     if probe.lost_after is not None and lost is not None and probe.lost_after > lost:
@@ -421,9 +424,7 @@ def judge_probe(
             [
                 _unmodelled(r, unmodelled)
                 if unmodelled is not None
-                else _requirement(
-                    r, evidence, probe, used, strict=options.strict, refuted=refuted
-                )
+                else _requirement(r, evidence, probe, used, strict=options.strict, refuted=refuted)
                 for r in profile.requirements
             ],
         )
