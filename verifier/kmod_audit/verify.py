@@ -328,7 +328,12 @@ def _requirement(
         rules.extend(e.describe() for e in exercised if e.verdict == "recorded")
         more = (
             f"{len(leaked)} negative controls (login uid unset or below uid-min) recorded "
-            "with the key: the rules record more than required (a failure only with --strict)"
+            "with the key: the rules record more than required ("
+            + (
+                "a failure only with --strict)"
+                if req.strict_filters
+                else "the standard demands no login-uid filter)"
+            )
             if leaked and not controls_fail
             else ""
         )
@@ -538,7 +543,10 @@ def render_verify_text(report: VerifyReport) -> str:
             state = "could not be verified"
         out.append(f"profile {profile.id} ({profile.title}): {state}")
         for req in profile.requirements:
-            out.append(f"  {'PASS' if req.status == 'pass' else 'FAIL'} {req.id}: {req.title}")
+            status = "PASS" if req.status == "pass" else "FAIL"
+            if unverified and req.status == "fail":
+                status = "NOT VERIFIED"  # exit 3: no record read refutes it
+            out.append(f"  {status} {req.id}: {req.title}")
             out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
     judged = [e for e in report.evidence if e.stimulus.id in report.used]
     shown = [e for e in judged if not e.stimulus.control]
