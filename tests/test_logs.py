@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _support import FIXTURES, Auditd, HostAudit, audit_status, auditctl, poll
+from kmod_audit import logs as logs_module
 from kmod_audit.errors import CommandFailed, ConfigurationError, ParseError, TransportError
 from kmod_audit.logs import (
     AuditRecord,
+    KmsgPosition,
     LogPosition,
     MarkerTimeout,
     ParsedLog,
@@ -38,6 +41,7 @@ from kmod_audit.logs import (
     group_events,
     is_marker,
     kmsg_position,
+    losses,
     new_marker,
     parse_journal,
     parse_log,
@@ -365,6 +369,36 @@ class TestOnlyRecordHeaders:
         """`ausearch --raw` lines are read like audit.log: the USER record only."""
         text = f"----\ntype=USER msg=audit(1795316030.001:9): {USER_BODY}\n"
         assert ["USER"] == [r.type for r in parse_log(text).records]
+
+
+class TestLosses:
+    """What the kernel log says about records it dropped (the evidence is then incomplete)."""
+
+    @pytest.mark.parametrize("name", ["kmsg-devkmsg.log", "kmsg-dmesg.log"])
+    def test_captured_rate_limit_line(self, name: str) -> None:
+        """The captured `kauditd_printk_skb: 41 callbacks suppressed` line is a loss."""
+        text = (LOGS / name).read_text()
+        assert ["the kernel log says `kauditd_printk_skb: 41 callbacks suppressed`"] == (
+            losses(text)
+        )
+
+    def test_audit_log_has_none(self) -> None:
+        """The auditd log holds records only: no loss is read into it."""
+        assert [] == losses((LOGS / "auditd-enriched.log").read_text())
+
+    def test_ring_overwritten_since_the_position(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Messages overwritten between the position and the read are said in the text."""
+
+        def entries(path: str) -> Iterator[tuple[int, str]]:
+            del path
+            yield 15, "5,15,1,-;audit: type=1005 audit(1.000:1): pid=1 msg='text=m'"
+
+        monkeypatch.setattr(logs_module, "_kmsg_entries", entries)
+        text = read_since(KmsgPosition(sequence=10, time=0.0))
+        assert ["the kernel log ring overwrote messages 10..14 before they were read"] == (
+            losses(text)
+        )
+        assert ["USER"] == [r.type for r in parse_records(text)]
 
 
 class TestGroupEvents:
