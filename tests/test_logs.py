@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _support import FIXTURES, Auditd, HostAudit, audit_status, auditctl, poll
+from kmod_audit import logs as logs_module
 from kmod_audit.errors import CommandFailed, ConfigurationError, ParseError, TransportError
 from kmod_audit.logs import (
     AuditRecord,
+    KmsgPosition,
     LogPosition,
     MarkerTimeout,
     ParsedLog,
@@ -38,6 +41,7 @@ from kmod_audit.logs import (
     group_events,
     is_marker,
     kmsg_position,
+    losses,
     new_marker,
     parse_journal,
     parse_log,
@@ -285,6 +289,116 @@ class TestSources:
         assert ["USER", "SYSCALL"] == [r.type for r in parsed.records]
         assert [1, 2, 5] == [line for line, _ in parsed.skipped]
         assert "m" == parsed.records[0].get("text")
+
+
+# The text of a user message imitating a SYSCALL record (the kernel logs it unescaped).
+FORGED = (
+    "type=SYSCALL msg=audit(1795316028.008:6): arch=c000003e syscall=175 success=no "
+    'exit=-38 pid=42 auid=1000 uid=0 key="module_chng"'
+)
+USER_BODY = f"pid=7 uid=0 auid=4294967295 ses=4294967295 msg='text=x {FORGED}'"
+
+
+class TestOnlyRecordHeaders:
+    """A record is known by the header that starts its line, never by text inside it."""
+
+    @pytest.mark.parametrize(
+        ("line", "expected"),
+        [
+            (f"type=USER msg=audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f'type=USER msg=audit(1795316030.001:9): {USER_BODY}\x1dUID="root"',
+                ["USER"],
+            ),
+            (f"node=web1 type=USER msg=audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f"5,1443,4668540849,-;audit: type=1005 audit(1795316030.001:9): {USER_BODY}",
+                ["USER"],
+            ),
+            (f"[ 4668.540849] audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (f"audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (f"<5>[ 4668.540849] audit: type=1005 audit(1795316030.001:9): {USER_BODY}", ["USER"]),
+            (
+                f"<5>[ 4668.540849] audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}",
+                ["SYSCALL"],
+            ),
+            (f"something else {FORGED}", []),
+            (f"kmod-audit: {FORGED}", []),
+            (f"12,1444,4668540850,-;audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}", []),
+            (f"<12>audit: type=1300 audit(1795316028.008:6): {FORGED[40:]}", []),
+            (f"12,1444,4668540850,-;{FORGED}", []),
+        ],
+        ids=[
+            "auditd-raw",
+            "auditd-enriched",
+            "auditd-node",
+            "devkmsg",
+            "dmesg",
+            "dmesg-notime",
+            "dmesg-raw",
+            "dmesg-raw-real-syscall",
+            "text-before-header",
+            "prefixed-header",
+            "devkmsg-from-a-process",
+            "dmesg-raw-from-a-process",
+            "devkmsg-auditd-shape-from-a-process",
+        ],
+    )
+    def test_header_at_the_start_only(self, line: str, expected: list[str]) -> None:
+        """Each source's line is the record its header says; a header inside text is none."""
+        assert expected == [r.type for r in parse_records(line)]
+
+    def test_forged_user_message_stays_a_user_record(self) -> None:
+        """The USER record keeps its own stamp; no SYSCALL event appears for pid 42."""
+        (record,) = parse_records(f"type=USER msg=audit(1795316030.001:9): {USER_BODY}")
+        assert ("1795316030.001", 9, "7") == (record.time, record.serial, record.get("pid"))
+        assert [None] == [e.syscall for e in group_events([record])]
+
+    def test_journal_entry_with_forged_text(self) -> None:
+        """A journald USER entry whose message imitates a SYSCALL record is a USER record."""
+        entry = {
+            "_AUDIT_TYPE": "1005",
+            "_AUDIT_ID": "9",
+            "_SOURCE_REALTIME_TIMESTAMP": "1795316030001000",
+            "MESSAGE": f"USER {FORGED} {USER_BODY}",
+        }
+        parsed = parse_journal(json.dumps(entry))
+        assert [("USER", 9)] == [(r.type, r.serial) for r in parsed.records]
+
+    def test_ausearch_output_with_forged_text(self) -> None:
+        """`ausearch --raw` lines are read like audit.log: the USER record only."""
+        text = f"----\ntype=USER msg=audit(1795316030.001:9): {USER_BODY}\n"
+        assert ["USER"] == [r.type for r in parse_log(text).records]
+
+
+class TestLosses:
+    """What the kernel log says about records it dropped (the evidence is then incomplete)."""
+
+    @pytest.mark.parametrize("name", ["kmsg-devkmsg.log", "kmsg-dmesg.log"])
+    def test_captured_rate_limit_line(self, name: str) -> None:
+        """The captured `kauditd_printk_skb: 41 callbacks suppressed` line is a loss."""
+        text = (LOGS / name).read_text()
+        assert ["the kernel log says `kauditd_printk_skb: 41 callbacks suppressed`"] == (
+            losses(text)
+        )
+
+    def test_audit_log_has_none(self) -> None:
+        """The auditd log holds records only: no loss is read into it."""
+        assert [] == losses((LOGS / "auditd-enriched.log").read_text())
+
+    def test_ring_overwritten_since_the_position(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Messages overwritten between the position and the read are said in the text."""
+
+        def entries(path: str) -> Iterator[tuple[int, str]]:
+            del path
+            yield 15, "5,15,1,-;audit: type=1005 audit(1.000:1): pid=1 msg='text=m'"
+
+        monkeypatch.setattr(logs_module, "_kmsg_entries", entries)
+        text = read_since(KmsgPosition(sequence=10, time=0.0))
+        assert ["the kernel log ring overwrote messages 10..14 before they were read"] == (
+            losses(text)
+        )
+        assert ["USER"] == [r.type for r in parse_records(text)]
 
 
 class TestGroupEvents:
@@ -754,7 +868,11 @@ class TestKmsg:
     """The kernel log as the source when no auditd runs."""
 
     def test_reads_only_messages_after_the_position(self) -> None:
-        """Messages before the position are not returned; those after are, with records."""
+        """Messages before the position are not returned; those after are.
+
+        A record header written to /dev/kmsg by a process (facility user, not kernel) is
+        returned as a line but is not a record: only the kernel prints audit records there.
+        """
         if os.geteuid() != 0:
             pytest.skip("writing to /dev/kmsg needs root")
         token = secrets.token_hex(6)
@@ -768,12 +886,10 @@ class TestKmsg:
         finally:
             os.close(fd)
         parsed = parse_log(read_since(start))
-        assert [f"kmod-audit-test: {token} after"] == [
+        assert [f"kmod-audit-test: {token} after", fake] == [
             line.partition(";")[2] for _, line in parsed.skipped if token in line
         ]
-        assert [("USER", f"kmod-audit-test-{token}")] == [
-            (r.type, r.get("text")) for r in parsed.records if token in r.raw
-        ]
+        assert [] == [r for r in parsed.records if token in r.raw]
 
     def test_live_marker_reaches_kmsg_without_auditd(self, host_audit: HostAudit) -> None:
         """With no auditd, `auditctl -m` reaches /dev/kmsg as a USER record (type 1005).

@@ -7,7 +7,12 @@ is reported as not exercisable (the VM tests exercise it on a kernel with module
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import secrets
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,19 @@ from _support import (
     audit_status,
     auditctl,
 )
+from kmod_audit import netlink
+from kmod_audit.logs import RecordSource, parse_records
 from kmod_audit.probe import ProbeResult
 from kmod_audit.profiles import select_profiles
-from kmod_audit.verify import PROBE_PREFIX, VerifyOptions, judge_probe, run_verify
+from kmod_audit.verify import (
+    PROBE_PREFIX,
+    VerifyOptions,
+    VerifyReport,
+    judge_probe,
+    render_verify_json,
+    render_verify_text,
+    run_verify,
+)
 
 PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
 
@@ -215,3 +230,322 @@ class TestJudgingCapturedProbe:
             if c.status == "fail"
         ]
         assert ["b32 init_module", "b32 finit_module", "b32 delete_module"] == failed
+
+
+def _captured() -> ProbeResult:
+    return ProbeResult.from_json(json.loads(PROBE_FIXTURE.read_text()))
+
+
+def _with(probe: ProbeResult, **changes: Any) -> ProbeResult:
+    return ProbeResult.from_json({**probe.to_json(), **changes})
+
+
+def _without_b32(probe: ProbeResult) -> str:
+    return "\n".join(line for line in probe.records.splitlines() if "arch=40000003" not in line)
+
+
+def _judge(probe: ProbeResult, *profiles: str, **options: Any) -> VerifyReport:
+    return judge_probe(probe, VerifyOptions(profiles=select_profiles(list(profiles)), **options))
+
+
+def _failed(report: VerifyReport) -> list[str]:
+    return [
+        c.target
+        for p in report.profiles
+        for r in p.requirements
+        for c in r.checks
+        if c.status == "fail"
+    ]
+
+
+class TestIncompleteEvidence:
+    """A missing record is evidence against the rules only when the record source is complete."""
+
+    def test_missing_records_from_a_complete_source_are_not_compliant(self) -> None:
+        """Marker seen, nothing lost: the missing b32 records make it exit 1."""
+        probe = _captured()
+        report = _judge(_with(probe, records=_without_b32(probe)), "nixos-stig")
+        assert (1, "not-compliant", ()) == (
+            report.exit_code(),
+            report.verdict(),
+            report.incomplete,
+        )
+
+    def test_marker_never_seen_is_exit_3(self) -> None:
+        """Records missing and the marker never arrived: could not exercise, naming the marker."""
+        probe = _captured()
+        report = _judge(_with(probe, records=_without_b32(probe), marker_seen=False), "nixos-stig")
+        assert (3, "could-not-exercise") == (report.exit_code(), report.verdict())
+        assert [f"the marker {probe.marker!r} written after the stimuli never reached"] == [
+            c.split(" auditd log")[0] for c in report.incomplete
+        ]
+        text = render_verify_text(report)
+        assert "result: COULD NOT EXERCISE" in text
+        assert "NOT COMPLIANT" not in text
+        assert "incomplete evidence (a missing record proves nothing):" in text
+        data = json.loads(render_verify_json(report))
+        assert ("could-not-exercise", False) == (data["verdict"], data["compliant"])
+
+    def test_lost_records_are_exit_3(self) -> None:
+        """`lost` grew during the probe: exit 3, naming the counter before and after."""
+        probe = _captured()
+        report = _judge(_with(probe, records=_without_b32(probe), lost_after=7), "nixos-stig")
+        assert 3 == report.exit_code()
+        assert any("(auditctl -s: lost 0 -> 7)" in c for c in report.incomplete)
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "4,1442,4668540846,-;kauditd_printk_skb: 41 callbacks suppressed",
+            "4,1442,4668540846,-;audit: audit_lost=5 audit_rate_limit=0 audit_backlog_limit=64",
+            "3,1442,4668540846,-;audit: backlog limit exceeded",
+            "3,1442,4668540846,-;audit: rate limit exceeded",
+            "4,1442,4668540846,-;audit: kauditd hold queue overflow",
+            "[ 4668.540846] kauditd_printk_skb: 41 callbacks suppressed",
+            "kmod-audit: the kernel log ring overwrote messages 10..20",
+        ],
+        ids=["suppressed", "audit_lost", "backlog", "rate", "hold-queue", "dmesg", "overwritten"],
+    )
+    def test_kernel_log_drops_are_exit_3(self, line: str) -> None:
+        """The kernel log says it dropped lines or records: exit 3, quoting what it said."""
+        probe = _captured()
+        records = line + "\n" + _without_b32(probe)
+        report = _judge(_with(probe, records=records), "nixos-stig")
+        assert 3 == report.exit_code()
+        assert 1 == len(report.incomplete)
+        shown = line.split(";", 1)[-1].split("] ", 1)[-1].removeprefix("kmod-audit: ")
+        assert shown in report.incomplete[0]
+
+    def test_sequence_gap_in_the_kernel_log_is_exit_3(self) -> None:
+        """Kernel log sequence numbers that jump: the messages between were overwritten."""
+        probe = _captured()
+        records = "6,10,1,-;kmod-audit: a\n6,14,2,-;kmod-audit: b\n" + _without_b32(probe)
+        report = _judge(_with(probe, records=records), "nixos-stig")
+        assert 3 == report.exit_code()
+        assert ["the kernel log ring overwrote messages 11..13 while they were read"] == [
+            c.split(":")[0] for c in report.incomplete
+        ]
+
+    def test_a_process_cannot_write_a_drop_line(self) -> None:
+        """The same words written to /dev/kmsg by a process (facility user) are no drop."""
+        probe = _captured()
+        records = "12,1442,4668540846,-;kauditd_printk_skb: 41 callbacks suppressed\n"
+        report = _judge(_with(probe, records=records + _without_b32(probe)), "nixos-stig")
+        assert (1, ()) == (report.exit_code(), report.incomplete)
+
+    def test_a_record_read_refutes_even_when_incomplete(self) -> None:
+        """Records carrying another key than --key are read evidence: exit 1 despite the marker."""
+        report = _judge(_with(_captured(), marker_seen=False), "nixos-stig", key="other")
+        assert 1 == report.exit_code()
+        assert 6 == len(report.refuted)
+
+    def test_all_recorded_but_incomplete_is_not_compliant(self) -> None:
+        """Every record found but the marker missing: not COMPLIANT either (exit 3)."""
+        report = _judge(_with(_captured(), marker_seen=False), "all")
+        assert [True, True, True, True] == [p.compliant for p in report.profiles]
+        assert (False, 3) == (report.compliant, report.exit_code())
+
+
+def _controls_recorded(probe: ProbeResult) -> str:
+    """The records, plus a keyed SYSCALL record for every negative control.
+
+    Each copies the record of the same syscall and ABI made by `root` (pid, auid and
+    serial changed): what rules without an auid filter record.
+    """
+    lines = probe.records.splitlines()
+    extra: list[str] = []
+    for serial, control in enumerate((s for s in probe.stimuli if s.control), start=1):
+        twin = next(
+            s
+            for s in probe.stimuli
+            if s.actor == "root"
+            and (s.abi, s.syscall, s.program) == (control.abi, control.syscall, control.program)
+        )
+        line = next(
+            (
+                line
+                for line in lines
+                if line.startswith("type=SYSCALL")
+                and f" pid={twin.pid} " in line
+                and f" syscall={twin.numbers[0]} " in line
+                and f"arch={twin.arch} " in line
+            ),
+            None,
+        )
+        if line is None:  # not recorded for root either (b32 create_module: no profile)
+            continue
+        line = re.sub(r":\d+\):", f":{9_000_000 + serial}):", line, count=1)
+        line = line.replace(f" pid={twin.pid} ", f" pid={control.pid} ")
+        extra.append(line.replace(" auid=1000 ", f" auid={control.auid} "))
+    return "\n".join([*lines, *extra])
+
+
+class TestNegativeControls:
+    """A negative control recorded with the key is a note; it fails only with --strict."""
+
+    def test_recorded_controls_are_a_note(self) -> None:
+        """Rules without an auid filter record more than required: compliant, with a note."""
+        probe = _captured()
+        report = _judge(_with(probe, records=_controls_recorded(probe)), "all")
+        assert (0, ()) == (report.exit_code(), report.refuted)
+        assert any("the rules record more than required" in n for n in report.notes)
+
+    def test_strict_fails_them_where_the_standard_demands_the_filters(self) -> None:
+        """With --strict the STIG and CIS requirements fail, Tenable's (no filters) pass."""
+        probe = _captured()
+        report = _judge(_with(probe, records=_controls_recorded(probe)), "all", strict=True)
+        assert 1 == report.exit_code()
+        assert {"nixos-stig": False, "al2023-stig": False, "cis": False, "tenable": True} == {
+            p.id: p.compliant for p in report.profiles
+        }
+        assert all("--strict: negative control recorded" in r for r in _reasons(report))
+
+
+def _reasons(report: VerifyReport) -> list[str]:
+    return [
+        c.reason
+        for p in report.profiles
+        for r in p.requirements
+        for c in r.checks
+        if c.status == "fail"
+    ]
+
+
+class TestUnmodelledMachine:
+    """A probe on a machine kmod-audit does not model never passes with zero checks."""
+
+    def test_riscv64_is_exit_3_naming_the_machine(self) -> None:
+        """A riscv64 probe: exit 3, every requirement unexercised, the machine named."""
+        report = _judge(_with(_captured(), machine="riscv64"), "all")
+        assert (3, False) == (report.exit_code(), report.compliant)
+        assert all(r.status == "fail" for p in report.profiles for r in p.requirements)
+        expected = (
+            "the probe ran on a riscv64 machine, which kmod-audit does not model (it knows "
+            "x86_64, aarch64): no syscall can be checked there"
+        )
+        assert [expected] == list(report.incomplete)
+        assert "result: COULD NOT EXERCISE" in render_verify_text(report)
+
+
+def _kernel_log_only(host_audit: HostAudit) -> None:
+    """Skip unless no auditd is registered: then records go to the kernel log (kmsg)."""
+    registered = host_audit.status.get("pid", "0")
+    if registered != "0":
+        pytest.skip(f"an auditd (pid {registered}) receives the records, not the kernel log")
+
+
+@contextlib.contextmanager
+def _printk_ratelimit(interval: int, burst: int) -> Iterator[None]:
+    """Set kernel.printk_ratelimit{,_burst}, restoring them afterwards (even on failure)."""
+    paths = [
+        Path("/proc/sys/kernel/printk_ratelimit"),
+        Path("/proc/sys/kernel/printk_ratelimit_burst"),
+    ]
+    saved = [path.read_text() for path in paths]
+    try:
+        for path, number in zip(paths, (interval, burst), strict=True):
+            path.write_text(f"{number}\n")
+        yield
+    finally:
+        for path, text in zip(paths, saved, strict=True):
+            path.write_text(text)
+
+
+@pytest.mark.root
+class TestKernelLogSource:
+    """No auditd: the kernel log is the record source, and it can lose records."""
+
+    def test_lost_records_are_exit_3(self, host_audit: HostAudit, run_cli: RunCli) -> None:
+        """With a rate limit of 1 record/s the kernel loses records: exit 3 naming `lost`.
+
+        `auditctl -r 1` lets one record a second through and counts the rest in `lost`;
+        each probe child makes its syscalls within microseconds, so records are lost
+        whatever the machine's speed.
+        """
+        _kernel_log_only(host_audit)
+        _load(host_audit, run_cli)
+        auditctl("-r", "1")
+        result = run_cli("verify", "--target", "local", "--format", "json")
+        data = json.loads(result.out)
+        assert 3 == result.code, data.get("incomplete")
+        assert "could-not-exercise" == data["verdict"]
+        assert data["source"].startswith("kernel log /dev/kmsg")
+        assert data["lost_after"] > data["audit"]["lost"]
+        assert any(
+            f"(auditctl -s: lost {data['audit']['lost']} -> {data['lost_after']})" in cause
+            for cause in data["incomplete"]
+        ), data["incomplete"]
+
+    def test_printk_rate_limit_is_exit_3(self, host_audit: HostAudit, run_cli: RunCli) -> None:
+        """The kernel log prints one audit line an hour: the marker never arrives, exit 3.
+
+        Without auditd the kernel prints records under `printk_ratelimit()`; with an
+        interval of an hour and a burst of 1 at most one line of the probe is printed, so
+        the marker written last is dropped (nothing is counted in `lost`).
+        """
+        _kernel_log_only(host_audit)
+        _load(host_audit, run_cli)
+        with _printk_ratelimit(3600, 1):
+            result = run_cli("verify", "--target", "local")
+        assert 3 == result.code, result.out
+        assert "never reached kernel log /dev/kmsg" in result.out
+        assert "result: COULD NOT EXERCISE" in result.out
+        assert "NOT COMPLIANT" not in result.out
+
+
+# A SYSCALL record as auditd writes it, for the b64 init_module of the captured probe's
+# `root` stimulus (pid 693): sent as the text of a USER message, it must not count.
+FORGED = (
+    "x type=SYSCALL msg=audit(1795320921.831:32067): arch=c000003e syscall=175 success=no "
+    "exit=-38 a0=0 a1=0 a2=0 a3=0 items=0 ppid=690 pid=693 auid=1000 uid=0 gid=0 euid=0 "
+    'suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=108 comm="kmod-audit" '
+    'exe="/usr/bin/python3" key="module_chng"'
+)
+
+
+def _forged_kmsg_line(token: str) -> str:
+    """Send FORGED (tagged with `token`) as a USER message; return the kernel log's line.
+
+    The kernel prints audit lines under a rate limit (10 per 5 s): a message dropped by
+    it is sent again, until a deadline past the limit's window.
+    """
+    source = RecordSource.discover(auditd_pid=0)
+    start = source.position()
+    deadline = time.monotonic() + 12
+    while True:
+        netlink.user_message(f"{FORGED} tag={token}")
+        time.sleep(0.2)
+        lines = [line for line in source.read_since(start).splitlines() if token in line]
+        if lines:
+            return lines[0]
+        if time.monotonic() > deadline:
+            pytest.fail(f"the USER message tagged {token} never reached the kernel log")
+
+
+@pytest.mark.root
+class TestOnlyRealRecordsCount:
+    """A USER message whose text imitates a SYSCALL record is a USER record, nothing more."""
+
+    def test_forged_user_message_in_the_kernel_log(self, host_audit: HostAudit) -> None:
+        """The kernel's line for the forged message parses as one USER record."""
+        _kernel_log_only(host_audit)
+        auditctl("-e", "1")
+        line = _forged_kmsg_line(secrets.token_hex(6))
+        assert re.match(r"\d+,\d+,\d+,[^;]*;audit: type=1005 audit\(", line), line
+        assert ["USER"] == [r.type for r in parse_records(line)]
+
+    def test_forged_user_message_does_not_make_verify_pass(self, host_audit: HostAudit) -> None:
+        """The captured run without its b64 init_module record, plus the forged line, fails."""
+        _kernel_log_only(host_audit)
+        auditctl("-e", "1")
+        probe = _captured()
+        real = "type=SYSCALL msg=audit(1795320921.831:32067):"
+        kept = [line for line in probe.records.splitlines() if not line.startswith(real)]
+        assert len(kept) == len(probe.records.splitlines()) - 1
+        forged = _forged_kmsg_line(secrets.token_hex(6))
+        report = _judge(_with(probe, records="\n".join([*kept, forged])), "nixos-stig")
+        assert 1 == report.exit_code()
+        assert ["b64 init_module"] == _failed(report)
+        assert "b64 init_module (root: auid=1000, uid=0, pid=693): no SYSCALL record" in (
+            render_verify_text(report)
+        )

@@ -226,6 +226,12 @@ def _parser() -> argparse.ArgumentParser:
         "--kmod-path", type=_absolute_path, metavar="PATH", help="the kmod binary on the target"
     )
     verify.add_argument(
+        "--strict",
+        action="store_true",
+        help="a negative control recorded with the key fails (the literal auid>=N and "
+        "auid!=unset filters, as check --strict); without it, it is a note",
+    )
+    verify.add_argument(
         "--probe-command",
         type=_command,
         metavar="CMD",
@@ -562,6 +568,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         probe_command=args.probe_command or (),
         kmod_path=args.kmod_path,
         timeout=args.timeout,
+        strict=args.strict,
     )
     # --timeout bounds the whole run: a console's start-up and the probe share it.
     deadline = time.monotonic() + args.timeout

@@ -78,6 +78,7 @@ __all__ = [
     "group_events",
     "is_marker",
     "kmsg_position",
+    "losses",
     "new_marker",
     "parse_journal",
     "parse_log",
@@ -139,12 +140,24 @@ _HEX_NUMBERS: Final = frozenset({"arch", "a0", "a1", "a2", "a3", "per"})
 _OCTAL_NUMBERS: Final = frozenset({"mode"})
 
 _STAMP = r"audit\((?P<time>\d{1,20}\.\d{1,9}):(?P<serial>\d{1,20})\):"
+# Record headers are matched at the start of the line only (`re.match`): a user message
+# (`auditctl -m`, AUDIT_USER over netlink) is logged with its text unescaped, so a header
+# found later in a line is text someone wrote, never a record.
 _LOG_LINE: Final = re.compile(
-    r"(?<![\w=.-])(?:node=(?P<node>\S{1,256}) )?"
+    r"(?:node=(?P<node>\S{1,256}) )?"
     r"type=(?P<type>[A-Za-z][A-Za-z0-9_]{0,63}(?:\[\d{1,10}\])?) msg=" + _STAMP
 )
-_KMSG_LINE: Final = re.compile(r"(?<![\w=.-])audit: type=(?P<number>\d{1,10}) " + _STAMP)
-_KMSG_PREFIX: Final = re.compile(r"^\d{1,3},(?P<sequence>\d{1,20}),\d{1,20},[^;]*;")
+# The kernel's own line: a /dev/kmsg `PRI,SEQ,TS,FLAGS;` prefix or a `dmesg -r` `<PRI>`
+# (either carries the facility: kernel messages have facility 0, what userspace writes to
+# /dev/kmsg has facility 1 or more), then an optional `dmesg` time stamp `[...] `.
+_KMSG_LINE: Final = re.compile(
+    r"(?:(?P<pri>\d{1,3}),\d{1,20},\d{1,20},[^;]{0,64};|<(?P<raw_pri>\d{1,3})>)?"
+    r"(?:\[[^\]\n]{1,64}\] ?)?"
+    r"audit: type=(?P<number>\d{1,10}) " + _STAMP
+)
+_KMSG_PREFIX: Final = re.compile(r"^(?P<pri>\d{1,3}),(?P<sequence>\d{1,20}),\d{1,20},[^;]*;")
+# syslog facility * 8 + level: facility 0 (kernel) is below 8.
+_KERNEL_FACILITY_END: Final = 8
 _HEX: Final = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 _DECIMAL: Final = re.compile(r"-?\d{1,30}")
 _HEX_DIGITS: Final = re.compile(r"[0-9A-Fa-f]{1,32}")
@@ -358,15 +371,19 @@ def _tokenize(body: str, *, expand_msg: bool = True) -> list[tuple[str, str]]:
 
 
 def _parse_line(line: str) -> AuditRecord | None:
+    """Parse one line whose record header starts the line; None for anything else."""
     record_text = line.split(ENRICHED_SEPARATOR, 1)[0]
-    match = _LOG_LINE.search(record_text)
+    match = _LOG_LINE.match(record_text)
     if match is not None:
         type_name = match["type"]
         node = match["node"] or ""
     else:
-        match = _KMSG_LINE.search(record_text)
+        match = _KMSG_LINE.match(record_text)
         if match is None:
             return None
+        priority = match["pri"] or match["raw_pri"]
+        if priority is not None and int(priority) >= _KERNEL_FACILITY_END:
+            return None  # written to /dev/kmsg by a process, not printed by the kernel
         type_name = _type_name(int(match["number"]))
         node = ""
     body = record_text[match.end() :]
@@ -878,7 +895,65 @@ def _read_kmsg(start: KmsgPosition) -> str:
             start.sequence,
             first - 1,
         )
+        # Said in the text too, so that whoever judges it knows it is incomplete.
+        lines.insert(0, f"{_OVERWRITTEN_NOTE} {start.sequence}..{first - 1}")
     return "".join(line + "\n" for line in lines)
+
+
+_OVERWRITTEN_NOTE: Final = "kmod-audit: the kernel log ring overwrote messages"
+# What the kernel prints when it drops audit records or the lines that carry them
+# (kernel/audit.c: audit_log_lost(), audit_panic(); lib/ratelimit.c for printk_ratelimit(),
+# which kauditd_printk_skb() calls for every record when no auditd runs).
+_LOSS_LINE: Final = re.compile(
+    r"(?P<what>\S{1,64}: \d{1,20} callbacks suppressed"
+    r"|audit: (?:audit_lost=\d{1,20}[^\n]{0,120}|backlog limit exceeded|rate limit exceeded"
+    r"|kauditd hold queue overflow|out of memory in audit_log_start))$"
+)
+_DMESG_STAMP: Final = re.compile(r"(?:<\d{1,3}>)?\[[^\]\n]{1,64}\] ?")
+
+
+def losses(text: str) -> list[str]:
+    """Say where the kernel log read after a position shows that records were lost.
+
+    Without auditd the kernel prints each record with `printk_ratelimit()` (10 lines per
+    5 s by default) and drops the rest, saying so later as `kauditd_printk_skb: N callbacks
+    suppressed`; it says `audit: backlog limit exceeded`, `audit: rate limit exceeded` or
+    `audit: audit_lost=N ...` when it drops records itself; and the ring buffer may
+    overwrite messages before they are read (a gap in the sequence numbers). Only kernel
+    messages count (what a process writes to /dev/kmsg has another facility).
+
+    Args:
+        text: Kernel log lines as `read_since` returns them for a `KmsgPosition` (or
+            `dmesg` output); audit.log and journal text has none of these lines.
+
+    Returns:
+        One sentence per sign of loss, naming the line (empty when there is none).
+    """
+    found: list[str] = []
+    previous: int | None = None
+    for line in _lines(text):
+        if line.startswith(_OVERWRITTEN_NOTE):
+            found.append(f"{line.removeprefix('kmod-audit: ')} before they were read")
+            continue
+        prefix = _KMSG_PREFIX.match(line)
+        if prefix is not None:
+            sequence = int(prefix["sequence"])
+            if previous is not None and sequence > previous + 1:
+                found.append(
+                    f"the kernel log ring overwrote messages {previous + 1}..{sequence - 1} "
+                    "while they were read"
+                )
+            previous = sequence
+            if int(prefix["pri"]) >= _KERNEL_FACILITY_END:
+                continue
+            message = line[prefix.end() :]
+        else:
+            stamp = _DMESG_STAMP.match(line)
+            message = line[stamp.end() :] if stamp is not None else line
+        loss = _LOSS_LINE.match(message)
+        if loss is not None:
+            found.append(f"the kernel log says `{loss['what']}`")
+    return found
 
 
 # --------------------------------------------------------------------------------------

@@ -2,10 +2,20 @@
 
 Each stimulus is matched to its SYSCALL record by pid, syscall number and arch. A
 requirement passes when every exercised stimulus of a logged-in user (login uid at or
-above uid-min; uid 0 or the user's own) produced a record with an acceptable key, every
-required syscall x ABI was exercised at least once, and no negative control (login uid
-unset, or below uid-min) produced a keyed record. What could not be exercised is said as
-such and never counts as evidence.
+above uid-min; uid 0 or the user's own) produced a record with an acceptable key, and
+every required syscall x ABI was exercised at least once. What could not be exercised is
+said as such and never counts as evidence.
+
+One verdict with `check` for one rule set: a negative control (login uid unset, or below
+uid-min) recorded with the key means the rules record more than required. That is a note;
+it fails a requirement only with `--strict` and only where the standard's check text
+demands the login-uid filters (`Requirement.strict_filters`), as `check --strict` does.
+
+A missing record counts against the rules only when the record source is complete. When
+the marker written after the stimuli never arrived, the kernel's `lost` counter grew, the
+kernel log shows dropped lines, or the machine is not modelled, the evidence is
+incomplete: the verdict is "could not exercise" (exit 3) naming the cause, unless a record
+that was read refutes a requirement (a record without the key or with another key).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from .errors import CommandFailed, TransportError
 from .probe import ProbeResult, Stimulus
 from .profiles import Profile, Requirement
 from .report import CheckResult, ProfileResult, RequirementResult
-from .syscalls import EXEC_SYSCALLS, abi_by_audit_arch, machine_by_name
+from .syscalls import EXEC_SYSCALLS, MACHINES, abi_by_audit_arch, machine_by_name
 from .transports import Target
 
 __all__ = [
@@ -38,6 +48,8 @@ __all__ = [
 ]
 
 PROBE_PREFIX: Final = "KMOD_AUDIT_PROBE "
+# The probe's problem when audit is off: the source is complete, the kernel records nothing.
+_AUDIT_DISABLED: Final = "audit is disabled"
 
 Verdict = Literal["recorded", "missing", "unkeyed", "wrong-key", "not-exercised"]
 
@@ -54,6 +66,9 @@ class VerifyOptions:
         probe_command: argv that runs `kmod-audit probe` on the target.
         kmod_path: The kmod binary on the target (None: the probe resolves it there).
         timeout: Seconds for the whole probe run.
+        strict: A negative control recorded with the key fails the requirements whose
+            standard demands the login-uid filters (as `check --strict`); without it, it
+            is a note.
     """
 
     profiles: tuple[Profile, ...]
@@ -63,6 +78,7 @@ class VerifyOptions:
     probe_command: tuple[str, ...] = ()
     kmod_path: str | None = None
     timeout: float = 300.0
+    strict: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -129,8 +145,15 @@ class VerifyReport:
         evidence: One entry per stimulus.
         used: The ids of the stimuli the selected profiles judged.
         profiles: Per profile.
-        notes: Things worth knowing that are not failures (lost records, skipped stimuli).
+        notes: Things worth knowing that are not failures (skipped stimuli, negative
+            controls recorded without --strict).
         problems: Conditions that prevented a verdict.
+        incomplete: Why the records read may not be all the kernel emitted (marker not
+            seen, records lost, lines dropped, machine not modelled): a missing record is
+            then no evidence against the rules.
+        refuted: The checks whose failure rests on a record that was read (a record
+            without the key or with another one, or a negative control under --strict):
+            they stand even when the evidence is incomplete.
         options: The options used.
     """
 
@@ -141,17 +164,24 @@ class VerifyReport:
     used: frozenset[str] = frozenset()
     notes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    incomplete: tuple[str, ...] = ()
+    refuted: tuple[str, ...] = ()
     options: tuple[tuple[str, object], ...] = ()
 
     @property
     def compliant(self) -> bool:
         """All profiles pass and nothing prevented a verdict."""
-        return all(p.compliant for p in self.profiles) and not self.problems
+        return all(p.compliant for p in self.profiles) and not self.problems and not self.incomplete
 
     def exit_code(self) -> int:
-        """0 compliant; 3 when the system could not be exercised; 1 otherwise."""
+        """0 compliant; 3 when the system could not be exercised; 1 otherwise.
+
+        Incomplete evidence is exit 3 unless a record that was read refutes a requirement.
+        """
         if self.compliant:
             return 0
+        if self.incomplete and not self.refuted:
+            return 3
         if self.problems and all(p.compliant for p in self.profiles):
             return 3
         unexercised_only = all(
@@ -163,7 +193,11 @@ class VerifyReport:
             )
             for p in self.profiles
         )
-        return 3 if unexercised_only and not self.problems else 1
+        return 3 if unexercised_only and not self.problems and not self.refuted else 1
+
+    def verdict(self) -> str:
+        """`compliant`, `not-compliant` or `could-not-exercise` (exit 0, 1, 3)."""
+        return {0: "compliant", 1: "not-compliant"}.get(self.exit_code(), "could-not-exercise")
 
 
 def _acceptable(keys: tuple[str, ...], key: str | None) -> Verdict:
@@ -252,10 +286,20 @@ def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> boo
 
 
 def _requirement(
-    req: Requirement, evidence: list[Evidence], probe: ProbeResult, used: set[str]
+    req: Requirement,
+    evidence: list[Evidence],
+    probe: ProbeResult,
+    used: set[str],
+    *,
+    strict: bool,
+    refuted: list[str],
 ) -> RequirementResult:
+    """Judge one requirement; append the labels of refuted checks to `refuted`."""
     checks: list[CheckResult] = []
     rules: list[str] = []
+    # As `check --strict`: the login-uid filters are demanded only where the standard's
+    # check text demands them.
+    controls_fail = strict and req.strict_filters
     for abi, syscall in _targets(req, probe.machine):
         tools = syscall in EXEC_SYSCALLS and bool(req.tools)
         label = f"{abi} {syscall}" + (" of kmod" if tools else "")
@@ -274,20 +318,37 @@ def _requirement(
             )
             problems.append(f"{label}: not exercised ({why or 'no stimulus'})")
         problems.extend(f"{label}: {e.describe()}" for e in bad)
-        problems.extend(
-            f"{label}: negative control recorded with the key, so the rules do not filter "
-            f"the login uid: {e.describe()}"
-            for e in leaked
-        )
+        if controls_fail:
+            problems.extend(
+                f"{label}: --strict: negative control recorded with the key, so the rules "
+                f"lack the login-uid filters auid>=uid-min and auid!=unset: {e.describe()}"
+                for e in leaked
+            )
+        if any(e.verdict in {"unkeyed", "wrong-key"} for e in bad) or (controls_fail and leaked):
+            refuted.append(label)
         rules.extend(e.describe() for e in exercised if e.verdict == "recorded")
+        more = (
+            f"{len(leaked)} negative controls (login uid unset or below uid-min) recorded "
+            "with the key: the rules record more than required ("
+            + (
+                "a failure only with --strict)"
+                if req.strict_filters
+                else "the standard demands no login-uid filter)"
+            )
+            if leaked and not controls_fail
+            else ""
+        )
         if problems:
-            checks.append(CheckResult(target=label, status="fail", reason="; ".join(problems)))
+            reason = "; ".join([*problems, more] if more else problems)
+            checks.append(CheckResult(target=label, status="fail", reason=reason))
         else:
             passed = [e.describe() for e in exercised]
             quiet = [e for e in controls if e.verdict in {"missing", "unkeyed", "wrong-key"}]
             reason = f"{label}: {len(exercised)} stimuli recorded with the key"
             if quiet:
                 reason += f"; {len(quiet)} negative controls produced no keyed record"
+            if more:
+                reason += f"; {more}"
             checks.append(
                 CheckResult(target=label, status="pass", reason=reason, rules=tuple(passed))
             )
@@ -304,30 +365,86 @@ def _requirement(
     )
 
 
+def _unmodelled(req: Requirement, why: str) -> RequirementResult:
+    check = CheckResult(target="every syscall", status="fail", reason=f"not exercised: {why}")
+    return RequirementResult(
+        id=req.id,
+        title=req.title,
+        status="fail",
+        reasons=(check.reason,),
+        rules=(),
+        checks=(check,),
+        references=req.references,
+    )
+
+
+def _incomplete(probe: ProbeResult) -> list[str]:
+    """Why the records read may not be all that the kernel emitted during the probe."""
+    causes = [p for p in probe.problems if not p.startswith(_AUDIT_DISABLED)]
+    disabled = len(causes) < len(probe.problems)
+    # With audit disabled the kernel drops the marker too: its absence says nothing more.
+    if not probe.marker_seen and not disabled:
+        hint = (
+            "the kernel log drops audit lines over its rate limit: run auditd"
+            if probe.source.startswith("kernel log")
+            else "check that auditd is running and its log is the one read"
+        )
+        causes.append(
+            f"the marker {probe.marker!r} written after the stimuli never reached "
+            f"{probe.source}: records written before it may be missing; {hint}, and run "
+            "verify again"
+        )
+    lost = probe.audit.get("lost")
+    if probe.lost_after is not None and lost is not None and probe.lost_after > lost:
+        causes.append(
+            f"the kernel lost {probe.lost_after - lost} audit records during the probe "
+            f"(auditctl -s: lost {lost} -> {probe.lost_after}); raise the backlog (-b), "
+            "lift the rate limit (-r 0), run auditd, and run verify again"
+        )
+    causes.extend(
+        f"{loss}: audit records were dropped from {probe.source}; run auditd (the kernel "
+        "log is rate-limited) and run verify again"
+        for loss in logs.losses(probe.records)
+    )
+    return causes
+
+
 def judge_probe(
     probe: ProbeResult, options: VerifyOptions, *, target: str = "local"
 ) -> VerifyReport:
     """Judge a probe's stimuli and records against the profiles."""
     evidence = _evidence(probe, options.key)
     used: set[str] = set()
+    refuted: list[str] = []
+    incomplete = _incomplete(probe)
+    unmodelled = None
+    if machine_by_name(probe.machine) is None:
+        unmodelled = (
+            f"the probe ran on a {probe.machine} machine, which kmod-audit does not model "
+            f"(it knows {', '.join(MACHINES)}): no syscall can be checked there"
+        )
+        incomplete.append(unmodelled)
     profiles = [
         ProfileResult.of(
-            profile, [_requirement(r, evidence, probe, used) for r in profile.requirements]
+            profile,
+            [
+                _unmodelled(r, unmodelled)
+                if unmodelled is not None
+                else _requirement(r, evidence, probe, used, strict=options.strict, refuted=refuted)
+                for r in profile.requirements
+            ],
         )
         for profile in options.profiles
     ]
-    problems = list(probe.problems)
-    if not probe.marker_seen:
-        problems.append(
-            f"the marker {probe.marker!r} never reached {probe.source}: records may be "
-            "missing; check that auditd is running and its log is the one read"
-        )
+    problems = [p for p in probe.problems if p.startswith(_AUDIT_DISABLED)]
     notes = [f"not exercised: {s.what}: {s.why}" for s in probe.skipped]
-    lost = probe.audit.get("lost")
-    if probe.lost_after is not None and lost is not None and probe.lost_after > lost:
-        problems.append(
-            f"the kernel lost {probe.lost_after - lost} records during the probe (auditctl -s "
-            "lost); raise the backlog (-b) and run verify again"
+    leaked = [e for e in evidence if e.stimulus.id in used and e.stimulus.control]
+    leaked = [e for e in leaked if e.verdict == "recorded"]
+    if leaked and not options.strict:
+        notes.append(
+            f"{len(leaked)} negative controls (login uid unset or below uid-min) were recorded "
+            "with the key: the rules record more than required, which `check` accepts too "
+            "(--strict fails it where the standard demands auid>=uid-min and auid!=unset)"
         )
     if probe.modules_before != probe.modules_after:
         problems.append(
@@ -342,11 +459,14 @@ def judge_probe(
         used=frozenset(used),
         notes=tuple(notes),
         problems=tuple(problems),
+        incomplete=tuple(incomplete),
+        refuted=tuple(dict.fromkeys(refuted)),
         options=(
             ("profiles", [p.id for p in options.profiles]),
             ("key", options.key),
             ("uid_min", options.uid_min),
             ("module", options.module),
+            ("strict", options.strict),
         ),
     )
 
@@ -390,12 +510,15 @@ def render_verify_json(report: VerifyReport) -> str:
     """The JSON report (same top-level shape as `check`)."""
     data = {
         "compliant": report.compliant,
+        "verdict": report.verdict(),
         "profiles": [p.to_json() for p in report.profiles],
         "target": report.target,
         "machine": report.probe.machine,
         "kernel": report.probe.kernel,
         "source": report.probe.source,
         "problems": list(report.problems),
+        "incomplete": list(report.incomplete),
+        "refuted": list(report.refuted),
         "notes": list(report.notes),
         "evidence": [e.to_json() for e in report.evidence],
         "audit": report.probe.audit,
@@ -418,11 +541,17 @@ def render_verify_text(report: VerifyReport) -> str:
             f"records from {probe.source}"
         ),
     ]
+    unverified = report.exit_code() == 3
     for profile in report.profiles:
         state = "compliant" if profile.compliant else "NOT compliant"
+        if unverified and not profile.compliant:
+            state = "could not be verified"
         out.append(f"profile {profile.id} ({profile.title}): {state}")
         for req in profile.requirements:
-            out.append(f"  {'PASS' if req.status == 'pass' else 'FAIL'} {req.id}: {req.title}")
+            status = "PASS" if req.status == "pass" else "FAIL"
+            if unverified and req.status == "fail":
+                status = "NOT VERIFIED"  # exit 3: no record read refutes it
+            out.append(f"  {status} {req.id}: {req.title}")
             out.extend(f"       [{check.status}] {check.reason}" for check in req.checks)
     judged = [e for e in report.evidence if e.stimulus.id in report.used]
     shown = [e for e in judged if not e.stimulus.control]
@@ -444,5 +573,9 @@ def render_verify_text(report: VerifyReport) -> str:
     if report.problems:
         out.append("problems:")
         out.extend(f"  {p}" for p in report.problems)
-    out.append("result: " + ("COMPLIANT" if report.compliant else "NOT COMPLIANT"))
+    if report.incomplete:
+        out.append("incomplete evidence (a missing record proves nothing):")
+        out.extend(f"  {p}" for p in report.incomplete)
+    result = {0: "COMPLIANT", 1: "NOT COMPLIANT"}.get(report.exit_code(), "COULD NOT EXERCISE")
+    out.append(f"result: {result}")
     return "".join(escape_line(line) + "\n" for line in out)
