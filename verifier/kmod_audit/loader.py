@@ -110,6 +110,9 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
                 return "Error sending add rule data request (File name too long)", too_long
         if field.name == "field_compare" and int(field.value) > 25:
             return einval, "field_compare takes an AUDIT_COMPARE_* number (1-25)"
+        if field.name in {"path", "exe"} and str(field.value).rsplit("/", 1)[-1] in {".", ".."}:
+            # kern_path_locked() refuses a last component that is not a name (LAST_DOT).
+            return einval, f"{field.name}= must name a file, not end in `.` or `..`"
         if field.name == "exe":
             exe = str(field.value)
             if not exe.startswith("/") or exe.endswith("/"):

@@ -1289,9 +1289,7 @@ def _parse_words(
         # auditctl adds the joined key as the rule's last field (and libaudit counts it).
         builder.check_room(f"key={builder.key}")
     if builder.keys and not builder.key_allowed() and syntax == "rules":
-        msg = (
-            f"key={builder.key} Key field needs a watch, syscall or exe path given prior to it"
-        )
+        msg = f"key={builder.key} Key field needs a watch, syscall or exe path given prior to it"
         raise _LineError(msg, "put the key after -S, -w or -F path=/dir=/exe=")
     if builder.op is None:
         if builder.syscall_added:
@@ -1413,8 +1411,10 @@ def _printed_rule(words: list[str], machine: Machine) -> str | None:
     options = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
     index = 0
     abi: Abi | None = machine.native
-    while index < len(options) and options[index][0] == "-F" and options[index][1].startswith(
-        ("arch=", "arch!=")
+    while (
+        index < len(options)
+        and options[index][0] == "-F"
+        and options[index][1].startswith(("arch=", "arch!="))
     ):
         value = options[index][1].split("=", 1)[1]
         if value in {"b64", "b32"}:
@@ -1437,10 +1437,8 @@ def _printed_rule(words: list[str], machine: Machine) -> str | None:
     for option, arg in options[index:]:
         if option == "-C":
             match = _PRINTED_PAIR.fullmatch(arg)
-            if match is None or (match[1], match[3]) not in COMPARABLE or match[2] not in {
-                "=",
-                "!=",
-            }:
+            compared = (match[1], match[3]) if match is not None else None
+            if compared not in COMPARABLE or match is None or match[2] not in {"=", "!="}:
                 return f"-C {arg} (not a comparison as auditctl -l prints it)"
         elif option != "-F":
             return f"{option} after the fields (auditctl -l prints -F arch, then -S, then -F/-C)"
@@ -1571,6 +1569,10 @@ def _parse_piece(
     words = split_line(line)
     if not words or words[0].startswith("#"):
         return
+    # fileopt() makes room for strlen(line) / 3 + 3 argv entries ("auditctl", the words,
+    # NULL) and silently drops the words that do not fit: a long line of short words
+    # (`-k a -k b ...`) loses its tail.
+    words = words[: len(line.encode(errors="surrogateescape")) // 3 + 1]
     done: list[Command] = []
     try:
         _parse_words(words, origin, machine, live=live, syntax=syntax, done=done)
