@@ -52,7 +52,7 @@ import pytest
 from _support import HostAudit, audit_status, auditctl, host_kmod_layout, require_or_skip
 from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
-from kmod_audit.rules import Rule, parse_rules
+from kmod_audit.rules import Rule, explain_syntax, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 pytestmark = [
@@ -729,6 +729,8 @@ LIMITS: Final = [
         for n in (127, 128, 129)
     ),
     pytest.param(f"{B64_INIT} -F key= -k b", id="key-empty-field-first"),
+    pytest.param("-a always,task -F uid=0 -F key=", id="key-empty-field-on-task"),
+    pytest.param("-a always,task -F uid=0 -F key=k", id="key-field-on-task"),
     pytest.param(
         f"{B64_INIT} -k a -F key= -F key=",
         id="key-empty-fields-after",
@@ -770,6 +772,13 @@ LIMITS: Final = [
         pytest.param(f"-w /tmp/{'n' * n} -p x -k m", id=f"watch-component-{n}")
         for n in (NAME_MAX - 1, NAME_MAX)
     ),
+    # -- a path the kernel resolves must end in a name (kern_path_locked: LAST_NORM) ------
+    pytest.param(f"-a always,exit -F path={KMOD}/.. -F perm=x -k m", id="path-ends-dotdot"),
+    pytest.param("-a always,exit -F path=/usr/bin/. -F perm=x -k m", id="path-ends-dot"),
+    pytest.param("-a always,exit -F exe=/usr/bin/.. -S all -k m", id="exe-ends-dotdot"),
+    pytest.param(f"-w {MISSING_FILE}/.. -p x -k m", id="watch-missing-ends-dotdot"),
+    pytest.param("-w /usr/bin/. -p x -k m", id="watch-dir-ends-dot"),
+    pytest.param("-a always,exit -F path=/usr/../usr/bin/kmod -F perm=x -k m", id="path-dotdot-in"),
     # -- lines: 6143 bytes per fgets(), strlen / 3 + 1 words ---------------------------
     *(
         pytest.param(_padded(n), id=f"line-{n}-bytes")
@@ -970,6 +979,48 @@ class TestNetlink:
         text = line + "\n"
         _, _, messages = _real(host_audit, text, tmp_path)
         assert _model(text).lists == _netlink_lists(), f"auditctl said: {messages}"
+
+
+def _marked(listing: str) -> bool:
+    """Whether `auditctl -l` output carries a mark only a listing has (see explain_syntax).
+
+    One deliberate exception: an exit rule with an empty syscall mask (only `-S ,` makes
+    one) is printed without `-S`, which in a rules file means every syscall; such text is
+    taken as a rules file (the issue's rule: when unsure, a rules file).
+    """
+    lines = listing.splitlines()
+    if any(line.startswith("-a ") and ",exit" in line and " -S " not in line for line in lines):
+        return False
+    return listing.strip() == "No rules" or any(
+        line.startswith("-a ") and (" -F key=" in line or " -S all" in line) for line in lines
+    )
+
+
+def _unmarked(params: list[Any]) -> list[Any]:
+    """The same cases without their marks: detection does not depend on the model's bugs."""
+    return [pytest.param(*p.values, id=p.id) for p in params]
+
+
+class TestListingDetection:
+    """What the real `auditctl -l` prints is detected as a listing (issue 7 item 3).
+
+    Detection needs positive evidence: every line in the exact form auditctl -l prints
+    (auditctl-listing.c), and a mark of a listing. So the real output of each case must be
+    taken as a listing whenever it has the mark, and never called a rules file because our
+    idea of the print format is wrong.
+    """
+
+    @pytest.mark.parametrize("line", _unmarked(SINGLE_LINES + LIMITS))
+    @pytest.mark.usefixtures("deep_tree")
+    def test_real_listing_is_a_listing(
+        self, host_audit: HostAudit, tmp_path: Path, line: str
+    ) -> None:
+        """The listing is detected as one exactly when it carries a listing's mark."""
+        _auditctl_load(line + "\n", tmp_path)
+        listing = host_audit.listing()
+        syntax, reason = explain_syntax(listing.splitlines(), X86_64)
+        expected = "listing" if _marked(listing) else "rules"
+        assert expected == syntax, f"{reason}\nauditctl -l printed:\n{listing}"
 
 
 class TestFiles:

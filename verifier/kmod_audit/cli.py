@@ -375,8 +375,13 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
         raise ConfigurationError(msg)
     profiles = _profiles(args.profile)
     machine = _machine(args.arch)
-    kmod = args.kmod_path or (
-        default_kmod_path() if args.arch is None or host_machine() == machine else "/usr/bin/kmod"
+    # An explicit empty --kmod-path is refused below, never replaced by the default.
+    kmod = (
+        args.kmod_path
+        if args.kmod_path is not None
+        else default_kmod_path()
+        if args.arch is None or host_machine() == machine
+        else "/usr/bin/kmod"
     )
     shown = repr(kmod) if len(kmod) <= 80 else f"{kmod[:60]!r}... ({len(kmod)} characters)"
     problem = validate_kmod_path(kmod)
