@@ -701,10 +701,10 @@ LIMITS: Final = [
     ),
     *(
         pytest.param(
-            _rule_with_fields(n - 1, key="") + " -C auid!=uid -k k",
-            id=f"fields-{n}-compare-last",
+            _rule_with_fields(n - 2, key="") + " -C auid!=uid -k k",
+            id=f"fields-{n}-compare-and-key",
         )
-        for n in (63, 64)
+        for n in (62, 63, 64)
     ),
     *(
         pytest.param(
