@@ -983,8 +983,8 @@ class _RuleBuilder:
         kind = "path"
         if self.live:
             kind = "dir" if os.path.isdir(path) else "path"
-        elif trailing:
-            kind = "dir"
+        elif trailing or path.rsplit("/", 1)[-1] in {".", ".."}:
+            kind = "dir"  # a directory wherever it exists (`/x/..` does only as a directory)
         self.watch = path
         ambiguous = self.syntax == "listing"
         self.fields.append(Field(kind, "=", path, path, ambiguous=ambiguous))
