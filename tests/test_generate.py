@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _support import HostAudit, RunCli, require_or_skip
+from _support import HostAudit, RunCli, auditctl, require_or_skip
 from kmod_audit.generate import (
     DEFAULT_KEY,
     KEY_PATTERN,
@@ -252,6 +253,14 @@ class TestKmodPathValidation:
         )
 
 
+def _auditctl_load(text: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`auditctl -D`, then `auditctl -R` on `text` written as UTF-8 whatever the locale."""
+    auditctl("-D")
+    path.write_bytes(text.encode())
+    path.chmod(0o600)  # auditctl refuses a rules file that others may write
+    return auditctl("-R", str(path), check=False)
+
+
 # A root for the kmod paths the property test draws: its parent directories are made
 # there (the kernel needs the parent of a watched file to exist); at most two `..`
 # segments, below four levels, can never leave it.
@@ -370,7 +379,7 @@ class TestGeneratedRulesLoad:
         if kmod_path is not None and kmod_path.startswith(str(GENERATE_ROOT)):
             # The machine that loads the rules has the kmod binary's directory.
             os.makedirs(os.path.dirname(kmod_path), exist_ok=True)
-        loaded = host_audit.load(result.out)
+        loaded = _auditctl_load(result.out, GENERATE_ROOT / "generated.rules")
         listed = host_audit.listing().splitlines()
         assert (0, len(result.out.splitlines())) == (loaded.returncode, len(listed)), (
             f"{argv!r} printed:\n{result.out}auditctl -R said: {loaded.stderr}"
