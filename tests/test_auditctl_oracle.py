@@ -42,6 +42,7 @@ import re
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -51,7 +52,7 @@ import pytest
 from _support import HostAudit, audit_status, auditctl, host_kmod_layout, require_or_skip
 from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
-from kmod_audit.rules import Rule, parse_rules
+from kmod_audit.rules import Rule, explain_syntax, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 pytestmark = [
@@ -583,6 +584,214 @@ SINGLE_LINES: Final = [
 ]
 
 # --------------------------------------------------------------------------------------
+# Every auditctl and kernel limit, at N-1, N and N+1 (issue 7 item 8).
+#
+# auditctl 3.0.9 (libaudit audit_rule_fieldpair_data, audit_rule_interfield_comp_data,
+# audit_update_watch_perms) refuses to add a field to a rule that has 63
+# (AUDIT_MAX_FIELDS - 1), and the joined `-k`/`-F key=` keys are one field added last;
+# `-F arch`, each `-F`/`-C`, a watch's path and its permissions count, `-S` does not.
+# Keys (joined with 0x01) hold at most AUDIT_MAX_KEY_LEN (256) bytes. `-w` paths must be
+# shorter than PATH_MAX (4096) with a base name of at most NAME_MAX (255) bytes;
+# `-F path=`/`dir=`/`exe=` values may hold PATH_MAX bytes in libaudit, but the kernel
+# resolves them with getname_kernel/kern_path, which need the NUL to fit too (at most
+# 4095 bytes). A line is read with fgets() into 6144 bytes, and split into at most
+# strlen(line) / 3 + 1 words (fileopt's `nf`): later words are dropped without a word.
+
+#: A directory tree made by the `deep_tree` fixture, so that paths of every length up to
+#: PATH_MAX - 1 can have a parent (and a directory) that exists.
+DEEP_ROOT: Final = "/tmp/kmod-audit-oracle-deep"
+PATH_MAX: Final = 4096
+NAME_MAX: Final = 255
+#: Two bytes in UTF-8 (auditctl counts bytes).
+E_ACUTE: Final = "\u00e9"
+
+
+def _deep_parent() -> str:
+    """A directory path (made by `deep_tree`) of 3880 bytes.
+
+    Paths of PATH_MAX - 2 to PATH_MAX + 1 bytes are then reached below it with a last
+    component shorter than NAME_MAX.
+    """
+    length = 3880
+    path = DEEP_ROOT
+    while len(path) + 1 + NAME_MAX <= length:
+        path += "/" + "d" * NAME_MAX
+    return path + "/" + "d" * (length - len(path) - 1)
+
+
+DEEP_PARENT: Final = _deep_parent()
+
+
+def _deep_path(total: int, letter: str = "n") -> str:
+    """A path of exactly `total` bytes under DEEP_PARENT (its last component < NAME_MAX).
+
+    Directories (DEEP_DIRS) are named with `e`, other paths with `n`: none of those exist.
+    """
+    name = letter * (total - len(DEEP_PARENT) - 1)
+    assert 0 < len(name) <= NAME_MAX
+    return f"{DEEP_PARENT}/{name}"
+
+
+#: Directories of these lengths exist (for `-F dir=`, which the kernel resolves whole).
+DEEP_DIRS: Final = (PATH_MAX - 2, PATH_MAX - 1)
+
+
+def _rule_with_fields(
+    total: int, *, key: str = " -k k", first: str = B64_INIT, held: int = 1
+) -> str:
+    """`first` (which holds `held` fields) plus filler fields to make `total` fields.
+
+    The key given in `key` (if any) counts as one field, as libaudit counts it.
+    """
+    key_fields = 1 if key else 0
+    fillers = total - held - key_fields
+    return first + " -F auid!=unset" * fillers + key
+
+
+def _words_cut(keys: int) -> str:
+    """A rule with `keys` one-letter `-k` options: long lines of short words get cut."""
+    return "-a always,exit -F arch=b64 -S init_module" + " -k a" * keys
+
+
+def _words_dropped(line: str) -> int:
+    """How many words fileopt() drops from `line` (it keeps strlen / 3 + 1)."""
+    return max(0, len(line.split()) - (len(line.encode()) // 3 + 1))
+
+
+#: The numbers of one-letter keys at which 0, 1 and 2 words of `_words_cut` are dropped.
+_CUTS: Final = {
+    dropped: next(n for n in range(1, 200) if _words_dropped(_words_cut(n)) == dropped)
+    for dropped in (0, 1, 2)
+}
+_CUTS[0] = _CUTS[1] - 1
+
+_PADDED_KEY: Final = "-a always,exit -F arch=b64 -S init_module"
+
+
+def _padded(total: int) -> str:
+    """A valid rule of exactly `total` bytes: spaces pad it before its final `-k m`."""
+    return _PADDED_KEY + " " * (total - len(_PADDED_KEY) - len(" -k m")) + " -k m"
+
+
+LIMITS: Final = [
+    # -- fields: 63 per rule, the key included -----------------------------------------
+    *(pytest.param(_rule_with_fields(n, key=""), id=f"fields-{n}-no-key") for n in (62, 63, 64)),
+    *(pytest.param(_rule_with_fields(n), id=f"fields-{n}-with-k") for n in (62, 63, 64)),
+    *(
+        pytest.param(_rule_with_fields(n, key=" -F key=k"), id=f"fields-{n}-with-key-field")
+        for n in (62, 63, 64)
+    ),
+    *(
+        pytest.param(_rule_with_fields(n, key=" -k a -F key=b -k c"), id=f"fields-{n}-3-keys")
+        for n in (62, 63, 64)
+    ),
+    *(
+        pytest.param(
+            _rule_with_fields(n, first=f"{B64_INIT} -S finit_module"),
+            id=f"fields-{n}-two-S",
+        )
+        for n in (63, 64)
+    ),
+    *(
+        pytest.param(
+            _rule_with_fields(n, first=f"-w {KMOD} -p x", held=2),
+            id=f"fields-{n}-watch",
+        )
+        for n in (62, 63, 64)
+    ),
+    *(
+        pytest.param(
+            _rule_with_fields(n - 2, key="") + " -C auid!=uid -k k",
+            id=f"fields-{n}-compare-and-key",
+        )
+        for n in (62, 63, 64)
+    ),
+    *(
+        pytest.param(
+            _rule_with_fields(n - 1, key="", first=f"-a always,exit -F path={KMOD}") + " -p x",
+            id=f"fields-{n}-perm-added-by-p",
+        )
+        for n in (62, 63, 64)
+    ),
+    pytest.param(
+        _rule_with_fields(63, key="", first=f"-a always,exit -F path={KMOD} -F perm=r") + " -p x",
+        id="fields-63-p-updates-perm",
+    ),
+    # -- keys: 256 bytes, joined with 0x01 -------------------------------------------
+    *(pytest.param(f"{B64_INIT} -k {'k' * n}", id=f"key-{n}") for n in (255,)),
+    *(pytest.param(f"{B64_INIT} -F key={'k' * n}", id=f"key-field-{n}") for n in (255, 256, 257)),
+    *(
+        pytest.param(f"{B64_INIT} -k {'a' * 127} -k {'b' * n}", id=f"keys-joined-{128 + n}")
+        for n in (127,)
+    ),
+    *(
+        pytest.param(f"{B64_INIT} -k " + E_ACUTE * n, id=f"key-utf8-{2 * n}-bytes")
+        for n in (127, 128, 129)
+    ),
+    pytest.param(f"{B64_INIT} -F key= -k b", id="key-empty-field-first"),
+    pytest.param("-a always,task -F uid=0 -F key=", id="key-empty-field-on-task"),
+    pytest.param("-a always,task -F uid=0 -F key=k", id="key-field-on-task"),
+    pytest.param(
+        f"{B64_INIT} -k a -F key= -F key=",
+        id="key-empty-fields-after",
+        marks=_listing_bug(
+            "the kernel holds the key 'a\\x01\\x01' (netlink agrees with the model), but "
+            "auditctl -l skips empty keys and prints only `-F key=a`"
+        ),
+    ),
+    # -- paths: -w below PATH_MAX, path=/exe= resolvable (< PATH_MAX), dir= existing ------
+    *(
+        pytest.param(f"-w {_deep_path(n)} -p x -k m", id=f"watch-path-{n}")
+        for n in (PATH_MAX - 2, PATH_MAX - 1, PATH_MAX)
+    ),
+    *(
+        pytest.param(f"-a always,exit -F path={_deep_path(n)} -F perm=x -k m", id=f"path-field-{n}")
+        for n in (PATH_MAX - 1, PATH_MAX, PATH_MAX + 1)
+    ),
+    *(
+        pytest.param(f"-a always,exit -F exe={_deep_path(n)} -S all -k m", id=f"exe-field-{n}")
+        for n in (PATH_MAX - 1, PATH_MAX, PATH_MAX + 1)
+    ),
+    *(
+        pytest.param(
+            f"-a always,exit -F dir={_deep_path(n, 'e')} -F perm=w -k m", id=f"dir-field-{n}"
+        )
+        for n in DEEP_DIRS
+    ),
+    pytest.param(
+        f"-a always,exit -F dir={_deep_path(PATH_MAX - 1, 'e')}/ -F perm=w -k m",
+        id="dir-field-4096",
+    ),
+    *(
+        pytest.param(
+            f"-a always,exit -F path=/tmp/{'n' * n} -F perm=x -k m", id=f"path-component-{n}"
+        )
+        for n in (NAME_MAX - 1, NAME_MAX, NAME_MAX + 1)
+    ),
+    *(
+        pytest.param(f"-w /tmp/{'n' * n} -p x -k m", id=f"watch-component-{n}")
+        for n in (NAME_MAX - 1, NAME_MAX)
+    ),
+    # -- a path the kernel resolves must end in a name (kern_path_locked: LAST_NORM) ------
+    pytest.param(f"-a always,exit -F path={KMOD}/.. -F perm=x -k m", id="path-ends-dotdot"),
+    pytest.param("-a always,exit -F path=/usr/bin/. -F perm=x -k m", id="path-ends-dot"),
+    pytest.param("-a always,exit -F exe=/usr/bin/.. -S all -k m", id="exe-ends-dotdot"),
+    pytest.param(f"-w {MISSING_FILE}/.. -p x -k m", id="watch-missing-ends-dotdot"),
+    pytest.param("-w /usr/bin/. -p x -k m", id="watch-dir-ends-dot"),
+    pytest.param("-a always,exit -F path=/usr/../usr/bin/kmod -F perm=x -k m", id="path-dotdot-in"),
+    # -- lines: 6143 bytes per fgets(), strlen / 3 + 1 words ---------------------------
+    *(
+        pytest.param(_padded(n), id=f"line-{n}-bytes")
+        for n in (AUDITCTL_LINE_SIZE - 2, AUDITCTL_LINE_SIZE - 1, AUDITCTL_LINE_SIZE)
+    ),
+    *(
+        pytest.param(_words_cut(_CUTS[dropped]), id=f"words-{dropped}-dropped")
+        for dropped in (0, 1, 2)
+    ),
+]
+
+
+# --------------------------------------------------------------------------------------
 # Small files: what happens across lines.
 
 _RULE: Final = f"{B64_INIT} -k m"
@@ -713,6 +922,33 @@ class TestSingleLines:
         assert real == _model(text), f"auditctl said: {messages}"
 
 
+@pytest.fixture
+def deep_tree() -> Iterator[None]:
+    """DEEP_PARENT and the directories DEEP_DIRS name, removed afterwards."""
+    os.makedirs(DEEP_PARENT, exist_ok=True)
+    for length in DEEP_DIRS:
+        os.makedirs(_deep_path(length, "e"), exist_ok=True)
+    try:
+        yield
+    finally:
+        shutil.rmtree(DEEP_ROOT)
+
+
+class TestLimits:
+    """Each auditctl and kernel limit, one below, at and one above: the model agrees."""
+
+    @pytest.mark.usefixtures("deep_tree")
+    @pytest.mark.parametrize("line", LIMITS)
+    def test_model_agrees_with_auditctl(
+        self, host_audit: HostAudit, tmp_path: Path, line: str
+    ) -> None:
+        """The real `auditctl -R` fails iff the model reports an issue, and holds the same rules."""
+        text = line + "\n"
+        real, status, messages = _real(host_audit, text, tmp_path)
+        assert (status == 0) == (real.failed == ()), f"exit status {status}; said: {messages}"
+        assert real == _model(text), f"auditctl said: {messages}"
+
+
 def _without_listing_marks(params: list[Any]) -> list[Any]:
     """The same cases, minus the xfails that only concern reading `auditctl -l` text."""
     out = []
@@ -743,6 +979,48 @@ class TestNetlink:
         text = line + "\n"
         _, _, messages = _real(host_audit, text, tmp_path)
         assert _model(text).lists == _netlink_lists(), f"auditctl said: {messages}"
+
+
+def _marked(listing: str) -> bool:
+    """Whether `auditctl -l` output carries a mark only a listing has (see explain_syntax).
+
+    One deliberate exception: an exit rule with an empty syscall mask (only `-S ,` makes
+    one) is printed without `-S`, which in a rules file means every syscall; such text is
+    taken as a rules file (the issue's rule: when unsure, a rules file).
+    """
+    lines = listing.splitlines()
+    if any(line.startswith("-a ") and ",exit" in line and " -S " not in line for line in lines):
+        return False
+    return listing.strip() == "No rules" or any(
+        line.startswith("-a ") and (" -F key=" in line or " -S all" in line) for line in lines
+    )
+
+
+def _unmarked(params: list[Any]) -> list[Any]:
+    """The same cases without their marks: detection does not depend on the model's bugs."""
+    return [pytest.param(*p.values, id=p.id) for p in params]
+
+
+class TestListingDetection:
+    """What the real `auditctl -l` prints is detected as a listing (issue 7 item 3).
+
+    Detection needs positive evidence: every line in the exact form auditctl -l prints
+    (auditctl-listing.c), and a mark of a listing. So the real output of each case must be
+    taken as a listing whenever it has the mark, and never called a rules file because our
+    idea of the print format is wrong.
+    """
+
+    @pytest.mark.parametrize("line", _unmarked(SINGLE_LINES + LIMITS))
+    @pytest.mark.usefixtures("deep_tree")
+    def test_real_listing_is_a_listing(
+        self, host_audit: HostAudit, tmp_path: Path, line: str
+    ) -> None:
+        """The listing is detected as one exactly when it carries a listing's mark."""
+        _auditctl_load(line + "\n", tmp_path)
+        listing = host_audit.listing()
+        syntax, reason = explain_syntax(listing.splitlines(), X86_64)
+        expected = "listing" if _marked(listing) else "rules"
+        assert expected == syntax, f"{reason}\nauditctl -l printed:\n{listing}"
 
 
 class TestFiles:

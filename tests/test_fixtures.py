@@ -96,6 +96,10 @@ EXPECTED_REASONS = {
     "listing-never-first.fail": r"`-a never,exit -F arch=b64 -S all` \(action never\)",
     "listing-empty.fail": r"no loaded rule matches it",
     "listing-b64-only.fail": r"\[fail\] b32 delete_module",
+    "key-field-rejected-first.fail": r"key-field-rejected-first\.fail\.rules:2 would record it but "
+    r"never loads: `auditctl -R` stops at .*key-field-rejected-first\.fail\.rules:1",
+    "fields-64-with-key.fail": r"fields-64-with-key\.fail\.rules:1: Too many fields in rule: "
+    r"key=k \(auditctl -R stops here",
 }
 
 

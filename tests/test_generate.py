@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import platform
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-from _support import RunCli, require_or_skip
-from kmod_audit.generate import DEFAULT_KEY, generate_lines, validate_key
+from _support import HostAudit, RunCli, auditctl, require_or_skip
+from kmod_audit.generate import (
+    DEFAULT_KEY,
+    KEY_PATTERN,
+    generate_lines,
+    loading_problem,
+    validate_key,
+    validate_kmod_path,
+)
 from kmod_audit.profiles import PROFILES, select_profiles
 from kmod_audit.syscalls import MACHINES
 from kmod_audit.system import default_kmod_path
@@ -178,3 +191,204 @@ class TestKeyValidation:
         result = run_cli("generate", "--profile", "cis", "--kmod-path", "bin/kmod")
         assert 2 == result.code
         assert "--kmod-path" in result.err
+
+
+#: What `--kmod-path` values auditctl or the kernel refuse (or read as another path), and
+#: issue 8 item 5's repros among them.
+BAD_KMOD_PATHS = {
+    "trailing-slash": "/usr/bin/kmod/",
+    "root": "/",
+    "trailing-backslash": "/usr/bin/kmod\\",
+    "longer-than-path-max": "/usr/" + "a" * 4100,
+    "path-max": ("/" + "a" * 255) * 15 + "/" + "b" * 255,
+    "component-256": "/usr/bin/" + "k" * 256,
+    "dot": "/usr/bin/.",
+    "dotdot": "/usr/bin/..",
+    "space": "/usr/local bin/kmod",
+    "tab": "/usr/bin/km\tod",
+    "newline": "/usr/bin/kmod\n-e 2",
+    "escaped-backslash": "/usr/b\\\\in/kmod",
+    "not-equal": "/usr/b!=in/kmod",
+    "greater-equal": "/usr/b>=in/kmod",
+    "control": "/usr/bin/km\x01od",
+    "not-utf8": "/usr/bin/km\udcffod",
+    "empty": "",
+    "relative": "bin/kmod",
+}
+
+
+class TestKmodPathValidation:
+    """--kmod-path is checked as auditctl and the kernel would check the rule naming it."""
+
+    @pytest.mark.parametrize("path", BAD_KMOD_PATHS.values(), ids=BAD_KMOD_PATHS.keys())
+    def test_refused_with_exit_2(self, run_cli: RunCli, path: str) -> None:
+        """Issue 8.5: a path the real `auditctl -R` would refuse is a usage error naming it."""
+        result = run_cli("generate", "--profile", "cis", "--kmod-path", path)
+        assert (2, "", True, False) == (
+            result.code,
+            result.out,
+            "--kmod-path" in result.err,
+            "internal error" in result.err,
+        ), result.err
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/usr/bin/kmod",
+            "/nix/store/00000000000000000000000000000000-kmod-31/bin/kmod",
+            "/opt/km\u00f6d/bin/kmod",
+            "/usr/../usr/bin/kmod",
+            ("/" + "a" * 255) * 15 + "/" + "b" * 254,
+        ],
+        ids=["usr-bin", "nix-store", "utf-8", "dotdot-inside", "4095-bytes"],
+    )
+    def test_accepted(self, path: str) -> None:
+        """A path the kernel can resolve is printed as given."""
+        assert validate_kmod_path(path) is None
+        lines = generate_lines(select_profiles(["cis"]), machine=MACHINES["x86_64"], kmod_path=path)
+        assert f"-F path={path} -F perm=x" in lines[-1]
+        assert (
+            loading_problem(lines, machine=MACHINES["x86_64"], key=DEFAULT_KEY, kmod_path=path)
+            is None
+        )
+
+
+def _auditctl_load(text: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`auditctl -D`, then `auditctl -R` on `text` written as UTF-8 whatever the locale."""
+    auditctl("-D")
+    path.write_bytes(text.encode())
+    path.chmod(0o600)  # auditctl refuses a rules file that others may write
+    return auditctl("-R", str(path), check=False)
+
+
+# A root for the kmod paths the property test draws: its parent directories are made
+# there (the kernel needs the parent of a watched file to exist); at most two `..`
+# segments, below four levels, can never leave it.
+GENERATE_ROOT = Path("/tmp/kmod-audit-generate-test")
+KMOD_BASE = GENERATE_ROOT / "r" / "o" / "o" / "t"
+_SEGMENTS = st.sampled_from(
+    [
+        "kmod",
+        "bin",
+        "",
+        ".",
+        "..",
+        "a b",
+        "a\\",
+        "\\",
+        "\\\\",
+        "x!=y",
+        "k>=1",
+        "a&=b",
+        "#",
+        "-k",
+        "k=v",
+        "\u00e9",
+        "\t",
+        "\n",
+        "\r",
+        "\x01",
+        "x" * 255,
+        "x" * 256,
+        "y" * 2000,
+        "$HOME",
+        "*",
+        ",",
+    ]
+)
+_PLAIN_SEGMENTS = st.sampled_from(["kmod", "bin", "sbin", "\u00e9", "k=v", "x" * 255, "-k", "#"])
+_KMOD_PATHS = st.one_of(
+    st.none(),
+    st.lists(_SEGMENTS, max_size=6)
+    .filter(lambda segments: segments.count("..") <= 2)
+    .map(lambda segments: "/".join([str(KMOD_BASE), *segments])),
+    st.lists(st.one_of(_PLAIN_SEGMENTS, _SEGMENTS), min_size=1, max_size=4)
+    .filter(lambda segments: segments.count("..") <= 2)
+    .map(lambda segments: "/".join([str(KMOD_BASE), *segments])),
+    st.text(alphabet="/ab.\\ -\t", max_size=12),
+)
+_KEYS = st.one_of(
+    st.none(),
+    st.from_regex(KEY_PATTERN, fullmatch=True),
+    st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+    st.text(alphabet="ab-_ =\\\x01\u00e9\"'#", max_size=300),
+)
+_UID_MINS = st.one_of(
+    st.none(),
+    st.integers(0, 2**32 - 2).map(str),
+    st.integers(-2, 2**32 + 2).map(str),
+    st.sampled_from(["", "abc", "1e3", " 10", "0x10", "4294967294", "4294967295"]),
+)
+_ARCHES = st.sampled_from([None, "x86_64", "aarch64", "amd64", "arm64", "riscv64"])
+_PROFILE_LISTS = st.one_of(
+    st.lists(st.sampled_from([*PROFILES, "all"]), max_size=3),
+    st.lists(st.sampled_from([*PROFILES, "all", "bogus"]), max_size=3),
+)
+
+
+@pytest.mark.root
+class TestGeneratedRulesLoad:
+    """Whatever generate prints loads in the real kernel; whatever it refuses is exit 2."""
+
+    @settings(
+        max_examples=250,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        profiles=_PROFILE_LISTS,
+        arch=_ARCHES,
+        key=_KEYS,
+        uid_min=_UID_MINS,
+        kmod_path=_KMOD_PATHS,
+    )
+    def test_every_output_loads_with_auditctl(
+        self,
+        host_audit: HostAudit,
+        run_cli: RunCli,
+        profiles: list[str],
+        arch: str | None,
+        key: str | None,
+        uid_min: str | None,
+        kmod_path: str | None,
+    ) -> None:
+        """Issue 8.5: exit 0 means `auditctl -R` loads every line; otherwise exit 2 and why."""
+        argv = ["generate"]
+        argv += [f"--profile={p}" for p in profiles]
+        for option, value in (
+            ("--arch", arch),
+            ("--key", key),
+            ("--uid-min", uid_min),
+            ("--kmod-path", kmod_path),
+        ):
+            if value is not None:
+                argv.append(f"{option}={value}")
+        result = run_cli(*argv)
+        event(f"exit {result.code}, kmod path {'drawn' if kmod_path else 'default'}")
+        if result.code != 0:
+            assert (2, "", True, False) == (
+                result.code,
+                result.out,
+                any(
+                    f"--{o}" in result.err
+                    for o in ("kmod-path", "key", "uid-min", "profile", "arch")
+                ),
+                "internal error" in result.err or "Traceback" in result.err,
+            ), result.err
+            return
+        if kmod_path is not None and kmod_path.startswith(str(GENERATE_ROOT)):
+            # The machine that loads the rules has the kmod binary's directory.
+            os.makedirs(os.path.dirname(kmod_path), exist_ok=True)
+        loaded = _auditctl_load(result.out, GENERATE_ROOT / "generated.rules")
+        listed = host_audit.listing().splitlines()
+        assert (0, len(result.out.splitlines())) == (loaded.returncode, len(listed)), (
+            f"{argv!r} printed:\n{result.out}auditctl -R said: {loaded.stderr}"
+        )
+
+    @pytest.fixture(autouse=True)
+    def _generate_root(self) -> Iterator[None]:
+        KMOD_BASE.mkdir(parents=True, exist_ok=True)
+        try:
+            yield
+        finally:
+            shutil.rmtree(GENERATE_ROOT)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES
@@ -9,6 +11,8 @@ from kmod_audit.syscalls import MACHINES
 X86_64 = MACHINES["x86_64"]
 RULE = "-a always,exit -F arch=b64 -S init_module -k k"
 OTHER = "-a always,exit -F arch=b64 -S delete_module -k k"
+#: 3840 bytes of path in 255-byte components: one more component of 254 bytes makes 4095.
+DEEP = ("/" + "a" * 255) * 15
 
 
 def loaded(text: str, *, live: bool = False) -> RuleSet:
@@ -99,3 +103,62 @@ class TestLists:
         ruleset = load(source)
         assert ruleset.stopped_at is None
         assert 1 == len(ruleset.exit)
+
+
+class TestKernelPathLimits:
+    """The kernel resolves path=, dir= and exe= values: limits and `.`/`..` endings."""
+
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            ("-a always,exit -F path=/usr/bin/.. -F perm=x -k k", "(Invalid argument)"),
+            ("-a always,exit -F path=/usr/bin/. -F perm=x -k k", "(Invalid argument)"),
+            ("-a always,exit -F exe=/usr/bin/.. -S all -k k", "(Invalid argument)"),
+            (f"-a always,exit -F path={DEEP}/{'b' * 255} -F perm=x -k k", "(File name too long)"),
+            (f"-a always,exit -F path=/tmp/{'a' * 256} -F perm=x -k k", "(File name too long)"),
+            (f"-a always,exit -F dir={DEEP}/{'b' * 255} -k k", "(File name too long)"),
+            (f"-a always,exit -F exe=/tmp/{'a' * 256} -S all -k k", "(File name too long)"),
+        ],
+        ids=[
+            "path-dotdot",
+            "path-dot",
+            "exe-dotdot",
+            "path-4096",
+            "path-component-256",
+            "dir-4096",
+            "exe-component-256",
+        ],
+    )
+    def test_refused_offline(self, line: str, message: str) -> None:
+        """Even without looking at this machine's files, the kernel's refusal is modelled."""
+        ruleset = loaded(line + "\n")
+        assert (True, ()) == (
+            bool(ruleset.issues) and message in ruleset.issues[0].message,
+            ruleset.exit,
+        )
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            f"-a always,exit -F path={DEEP}/{'b' * 254} -F perm=x -k k",
+            f"-a always,exit -F path=/tmp/{'a' * 255} -F perm=x -k k",
+            "-a always,exit -F path=/usr/../usr/bin/kmod -F perm=x -k k",
+            "-a always,exit -F path=//usr//bin/kmod -F perm=x -k k",
+        ],
+        ids=["path-4095", "component-255", "dotdot-inside", "double-slashes"],
+    )
+    def test_accepted_offline(self, line: str) -> None:
+        """Just inside the limits, and `..` or `//` inside a path, the kernel accepts the rule."""
+        assert () == loaded(line + "\n").issues
+
+    def test_watch_ending_in_dotdot(self) -> None:
+        """`-w /missing/..`: stat() fails, so a file watch, which the kernel refuses (EINVAL).
+
+        Offline the model cannot stat, and takes it as the directory it is wherever it exists.
+        """
+        line = "-w /nonexistent-kmod-audit/.. -p x -k k\n"
+        live, offline = loaded(line, live=True), loaded(line)
+        assert (True, ()) == (
+            "(Invalid argument)" in live.issues[0].message,
+            offline.issues,
+        )

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from kmod_audit.loader import load
 from kmod_audit.rules import (
     UID_UNSET,
     Command,
     Rejection,
     c_strtoul,
     detect_syntax,
+    explain_syntax,
+    listing_problem,
     parse_rules,
     split_line,
 )
-from kmod_audit.syscalls import Machine
+from kmod_audit.syscalls import MACHINES, Machine
 
 
 def one(text: str, machine: Machine, *, live: bool = False) -> Command | Rejection:
@@ -262,3 +265,238 @@ class TestSyntaxDetection:
     def test_detect(self, text: str, syntax: str) -> None:
         """Only exact `auditctl -l` shapes are taken as a listing."""
         assert syntax == detect_syntax(text.splitlines())
+
+
+#: The file of issue 7 item 3: keys written as `-F key=`, no `-k`, no comment.
+KEY_FIELD_RULES = (
+    "-a always,exit -F arch=b32 -S delete -F key=modules\n"
+    "-a always,exit -F arch=b64 -S init_module,finit_module,delete_module -F auid>=1000 "
+    "-F auid!=unset -F key=modules\n"
+    "-a always,exit -F arch=b32 -S init_module,finit_module,delete_module -F auid>=1000 "
+    "-F auid!=unset -F key=modules\n"
+)
+#: A line exactly as `auditctl -l` prints it (x86_64), with the `-F key=` mark.
+LISTED = (
+    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=-1 -F key=module_chng"
+)
+
+
+class TestListingNeedsPositiveEvidence:
+    """A text is `auditctl -l` output only when every line is as auditctl -l prints it."""
+
+    def test_key_field_rules_file_is_a_rules_file(self) -> None:
+        """Issue 7.3: the file is a rules file, so loading stops at its bad first line."""
+        x86_64 = MACHINES["x86_64"]
+        syntax, reason = explain_syntax(KEY_FIELD_RULES.splitlines(), x86_64)
+        assert ("rules", True) == (syntax, "line 1" in reason and "'delete'" in reason)
+        ruleset = load(parse_rules(KEY_FIELD_RULES, path="f.rules", machine=x86_64), live=False)
+        assert (1, (), "rules") == (
+            ruleset.stopped_at.line if ruleset.stopped_at else None,
+            ruleset.rules,
+            ruleset.source.syntax,
+        )
+
+    @pytest.mark.parametrize(
+        ("line", "why"),
+        [
+            (LISTED.replace("auid!=-1", "auid!=unset"), "unset"),
+            (LISTED.replace("auid!=-1", "auid!=4294967295"), "4294967295"),
+            (LISTED.replace("auid>=1000", "auid>=0x3e8"), "0x3e8"),
+            (LISTED.replace("auid>=1000", "auid>=01750"), "01750"),
+            (LISTED.replace("auid>=1000", "loginuid>=1000"), "loginuid"),
+            (LISTED.replace("init_module,", "nosuch_call,"), "nosuch_call"),
+            (LISTED.replace("init_module,delete_module", "delete_module,init_module"), "order"),
+            (LISTED.replace("delete_module,", "init_module,"), "repeated"),
+            (LISTED.replace("-S init_module,", "-S 175,"), "number"),
+            (LISTED.replace(",finit_module", " -S finit_module"), "-S"),
+            (LISTED.replace("-F arch=b64", "-F arch=x86_64"), "x86_64"),
+            (LISTED.replace("always,exit", "exit,always"), "exit,always"),
+            (LISTED.replace(" -F key=module_chng", " -k module_chng"), "-k"),
+            (LISTED.replace("-F auid>=1000 ", "") + " -F auid>=1000", "after the key"),
+            (LISTED.replace(" -F auid", "  -F auid", 1), "spaces"),
+            (LISTED + " ", "spaces"),
+            (LISTED + "\r", "CR"),
+            (LISTED.replace("-F auid>=1000", "-F a0=0x1f"), "a0"),
+            (LISTED.replace("-F auid>=1000", "-F uid=-1"), "refuses"),
+            (LISTED.replace("-F auid>=1000", "-F uid&=4"), "bit operator"),
+            (LISTED.replace("-F auid>=1000", "-F auid>=-1"), "refuses"),
+            (LISTED.replace("-F auid>=1000", "-F auid>=root"), "decimal"),
+            (LISTED.replace("-F auid>=1000", "-F filetype=file"), "decimal"),
+            (LISTED.replace("-F auid>=1000", "-C obj_uid!=auid"), "-C"),
+            (LISTED.replace(" -S init_module,delete_module,finit_module", ""), "without -S"),
+            ("-a always,exit -F arch=b64 -S init_module,nosuch -F key=k", "nosuch"),
+            ("-w /usr/bin/kmod -p xr -k k", "permissions"),
+            ("-w /usr/bin/kmod -k k -p x", "permissions"),
+            ("-w /usr/bin/kmod -p x -F key=k", "-F"),
+            ("-e 1", "-e"),
+            ("# captured", "#"),
+            ("-a always,exit -F arch=b64 -S init_module -F key=k extra", "without its argument"),
+        ],
+    )
+    def test_never_printed_by_auditctl_l(self, line: str, why: str) -> None:
+        """A line auditctl -l never prints makes the text a rules file, and says why."""
+        x86_64 = MACHINES["x86_64"]
+        problem = listing_problem(line, x86_64)
+        syntax, reason = explain_syntax([LISTED, line], x86_64)
+        assert (True, "rules", True) == (
+            problem is not None and why in problem,
+            syntax,
+            "line 2" in reason,
+        ), (problem, reason)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "No rules",
+            LISTED,
+            "-a never,exit -F arch=b64 -S all\n" + LISTED,
+            (
+                "-a always,exit -S all -F path=/usr/bin/kmod -F perm=x -F auid>=1000 "
+                "-F auid!=-1 -F key=kernel_modules"
+            ),
+            (
+                "-a always,exit -F arch=b64 -S init_module -F key=a -F key=b\n"
+                "-w /usr/bin/kmod -p x -k modules"
+            ),
+            (
+                "-a always,exit -F arch=b64 -S init_module -F a0=0x10 -F a1!=0xFF "
+                "-F exit=-EPERM -F success=0 -C auid!=obj_uid -F key=k"
+            ),
+            "-a always,exit -F arch=b32 -S init_module,222 -F key=k",
+            "-a always,exit -F arch=0x28 -S 128 -F key=k",
+            "-a never,exclude -F msgtype=CWD\n-a never,exit -S all -F auid=-1",
+            "-a always,task -F uid=0\n-a always,exit -F arch=b64 -S all -F key=k",
+            (
+                "-a always,exit -F arch=b64 -S all -F exe=/usr/bin/kmod -F inode=4294967295 "
+                "-F filetype=32768 -F key=k"
+            ),
+        ],
+        ids=[
+            "no-rules",
+            "stig",
+            "never-first",
+            "path-rule",
+            "watch",
+            "many-fields",
+            "syscall-number",
+            "foreign-arch",
+            "exclude",
+            "task",
+            "exe",
+        ],
+    )
+    def test_real_listing_shapes_are_listings(self, text: str) -> None:
+        """Text in the exact form auditctl -l prints, with a mark of it, is a listing."""
+        assert ("listing", "") == (
+            explain_syntax(text.splitlines(), MACHINES["x86_64"])[0],
+            "",
+        )
+
+    def test_unmarked_listing_form_is_a_rules_file_and_says_so(self) -> None:
+        """Text that reads the same both ways is loaded as a rules file, and the reason says so."""
+        x86_64 = MACHINES["x86_64"]
+        text = "-a always,exit -F arch=b64 -S init_module\n-w /usr/bin/kmod -p x -k modules\n"
+        source = parse_rules(text, path="t", machine=x86_64)
+        assert ("rules", True) == (source.syntax, "stricter reading" in source.syntax_reason)
+
+    def test_repeated_rule_is_a_rules_file(self) -> None:
+        """The kernel never holds a rule twice, so a repeated line means a rules file."""
+        assert ("rules", True) == (
+            detect_syntax([LISTED, LISTED]),
+            "repeats" in explain_syntax([LISTED, LISTED])[1],
+        )
+
+    def test_given_syntax_has_no_reason(self) -> None:
+        """When the caller says which syntax it is, no reason is made up."""
+        source = parse_rules(LISTED, path="t", machine=MACHINES["x86_64"], syntax="listing")
+        assert ("listing", "") == (source.syntax, source.syntax_reason)
+
+
+def _filled(
+    total: int, key: str = " -k k", first: str = "-a never,exit -F arch=b64 -S all", held: int = 1
+) -> str:
+    """`first` (holding `held` fields) padded with auid fields to `total` fields, key included."""
+    return first + " -F auid!=unset" * (total - held - (1 if key else 0)) + key
+
+
+class TestFieldCount:
+    """A rule holds at most 63 fields counting its key, as libaudit counts them."""
+
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            (_filled(63), None),
+            (_filled(64), "Too many fields in rule: key=k"),
+            (_filled(63, " -F key=k"), None),
+            (_filled(64, " -F key=a -k b"), "Too many fields in rule: key=a\x01b"),
+            (_filled(63, ""), None),
+            (_filled(64, ""), "Too many fields in rule: auid!=unset"),
+            (_filled(62, "") + " -C auid!=uid", None),
+            (_filled(63, "") + " -C auid!=uid", "Too many fields in rule: auid!=uid"),
+            (_filled(62, "", "-a always,exit -F path=/usr/bin/kmod") + " -p x", None),
+            (
+                _filled(63, "", "-a always,exit -F path=/usr/bin/kmod") + " -p x",
+                "Too many fields when adding permissions",
+            ),
+            (_filled(64, first="-w /usr/bin/kmod -p x", held=2), "Too many fields in rule: key=k"),
+            (_filled(63, first="-w /usr/bin/kmod -p x", held=2), None),
+        ],
+        ids=[
+            "63-with-key",
+            "64-with-key",
+            "63-key-field",
+            "64-two-keys",
+            "63-no-key",
+            "64-no-key",
+            "63-compare",
+            "64-compare",
+            "63-perm-by-p",
+            "64-perm-by-p",
+            "64-watch",
+            "63-watch",
+        ],
+    )
+    def test_fields_counted_like_libaudit(
+        self, x86_64: Machine, line: str, message: str | None
+    ) -> None:
+        """Issue 7.8: the key, -C, -w's two fields and -p's perm count toward the limit."""
+        item = one(line, x86_64)
+        got = item.message if isinstance(item, Rejection) else None
+        assert message == got
+
+    def test_p_updates_every_perm_field(self, x86_64: Machine) -> None:
+        """`-p` sets every perm field already there (audit_update_watch_perms) and adds none."""
+        item = rule_of("-a always,exit -F path=/x -F perm=r -F perm=w -p x -k k", x86_64)
+        assert item.rule is not None
+        assert [1, 1] == [f.value for f in item.rule.fields if f.name == "perm"]
+
+
+class TestKeysAndWords:
+    """Key strings and word counts as auditctl builds them."""
+
+    @pytest.mark.parametrize(
+        ("line", "key"),
+        [
+            ("-a always,exit -S all -F key= -k b", "b"),
+            ("-a always,exit -S all -k a -F key=", "a\x01"),
+            ("-a always,exit -S all -F key=", ""),
+        ],
+        ids=["empty-first", "empty-after", "empty-only"],
+    )
+    def test_empty_keys(self, x86_64: Machine, line: str, key: str) -> None:
+        """An empty key adds a separator only after a non-empty one, as auditctl's strcat."""
+        item = rule_of(line, x86_64)
+        assert item.rule is not None
+        assert key == item.rule.key
+
+    def test_task_rule_with_empty_key_field_loads(self, x86_64: Machine) -> None:
+        """`-F key=` with nothing after it adds no key, so no key dependency error."""
+        assert isinstance(one("-a always,task -F uid=0 -F key=", x86_64), Command)
+
+    def test_words_past_strlen_over_3_are_dropped(self, x86_64: Machine) -> None:
+        """fileopt() keeps strlen(line) / 3 + 1 words: a long run of `-k a` loses its tail."""
+        line = "-a always,exit -F arch=b64 -S init_module" + " -k a" * 31
+        item = rule_of(line, x86_64)
+        assert item.rule is not None
+        assert 30 == len(item.rule.keys)

@@ -523,6 +523,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _generate(args: argparse.Namespace, out: TextIO) -> int:
+    from .generate import loading_problem, validate_kmod_path  # noqa: PLC0415 - generate only
+
     key = args.key if args.key is not None else DEFAULT_KEY
     problem = validate_key(key)
     if problem is not None:
@@ -530,11 +532,18 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
         raise ConfigurationError(msg)
     profiles = _profiles(args.profile)
     machine = _machine(args.arch)
-    kmod = args.kmod_path or (
-        default_kmod_path() if args.arch is None or host_machine() == machine else "/usr/bin/kmod"
+    # An explicit empty --kmod-path is refused below, never replaced by the default.
+    kmod = (
+        args.kmod_path
+        if args.kmod_path is not None
+        else default_kmod_path()
+        if args.arch is None or host_machine() == machine
+        else "/usr/bin/kmod"
     )
-    if not kmod.startswith("/") or any(c.isspace() for c in kmod):
-        msg = f"--kmod-path {kmod}: must be an absolute path without spaces"
+    shown = repr(kmod) if len(kmod) <= 80 else f"{kmod[:60]!r}... ({len(kmod)} characters)"
+    problem = validate_kmod_path(kmod)
+    if problem is not None:
+        msg = f"--kmod-path {shown}: {problem}"
         raise ConfigurationError(msg)
     lines = generate_lines(
         profiles,
@@ -543,6 +552,15 @@ def _generate(args: argparse.Namespace, out: TextIO) -> int:
         uid_min=_uid_min(args.uid_min),
         kmod_path=kmod,
     )
+    # Never print a line auditctl or the kernel would refuse or read differently: read the
+    # lines back with the same model `check` uses.
+    problem = loading_problem(lines, machine=machine, key=key, kmod_path=kmod)
+    if problem is not None:
+        msg = (
+            f"the rules for --key {key!r} --kmod-path {shown} would not load as written: "
+            f"{problem}; pass a plain key and the absolute path of the kmod binary"
+        )
+        raise ConfigurationError(msg)
     out.write("".join(line + "\n" for line in lines))
     return EXIT_OK
 

@@ -23,11 +23,19 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
+from .loader import load
 from .profiles import Profile, Requirement
-from .rules import MAX_KEY_LEN
+from .rules import MAX_KEY_LEN, NAME_MAX, PATH_MAX, Rejection, parse_rules
 from .syscalls import MODULE_SYSCALLS, Machine
 
-__all__ = ["DEFAULT_KEY", "KEY_PATTERN", "generate_lines", "validate_key"]
+__all__ = [
+    "DEFAULT_KEY",
+    "KEY_PATTERN",
+    "generate_lines",
+    "loading_problem",
+    "validate_key",
+    "validate_kmod_path",
+]
 
 DEFAULT_KEY: Final = "module_chng"
 #: Keys we generate: printable, no space (auditctl splits on it), no quote or 0x01 (the
@@ -47,6 +55,84 @@ def validate_key(key: str) -> str | None:
             f"the key {key!r} has characters outside [A-Za-z0-9_.:@+=-] (or starts with one "
             "of .:@+=-); records would hex-encode it or auditctl would split it"
         )
+    return None
+
+
+def validate_kmod_path(path: str) -> str | None:
+    r"""Return why `path` cannot be the kmod path of a generated rule, or None.
+
+    The rule is `-a always,exit -F path=PATH -F perm=x ...`. auditctl splits its line on
+    spaces and reads `\ ` and `\\` as escapes; libaudit splits `path!=...` at the
+    first `!=`, `>=`, `<=` or `&=`; the kernel wants an absolute path to a file (not
+    ending in `/`, `.` or `..`) that it can resolve: at most PATH_MAX - 1 bytes, each
+    component at most NAME_MAX bytes. The parent directory must also exist on the machine
+    that loads the rules, which only that machine can tell.
+    """
+    if not path:
+        return "the path is empty"
+    try:
+        size = len(path.encode())
+    except UnicodeEncodeError:
+        return "the path is not valid UTF-8; pass the path as the kernel spells it"
+    if not path.startswith("/"):
+        return "the path is relative; pass the absolute path of the kmod binary"
+    last = path.rsplit("/", 1)[1]
+    if last in {"", ".", ".."}:
+        return (
+            "the path names a directory (it ends in /, . or ..); the kernel accepts only a "
+            "file here: pass the kmod binary itself, e.g. /usr/bin/kmod"
+        )
+    bad = sorted({c for c in path if c.isspace() or not c.isprintable() or c == "\\"})
+    if bad:
+        return (
+            f"the path holds {', '.join(repr(c) for c in bad)}, which auditctl would split, "
+            "unescape or send changed; pass a path without spaces, control characters or "
+            "backslashes"
+        )
+    for operator in ("!=", ">=", "<=", "&="):
+        if operator in path:
+            return (
+                f"the path holds {operator!r}, where auditctl would split the field "
+                "`path=...`; pass a path without it"
+            )
+    if size >= PATH_MAX:
+        return (
+            f"the path is {size} bytes long; the kernel resolves paths of at most "
+            f"{PATH_MAX - 1} bytes"
+        )
+    for part in path.split("/"):
+        if len(part.encode()) > NAME_MAX:
+            return (
+                f"the component {part[:16]}... is {len(part.encode())} bytes long; the kernel "
+                f"accepts at most {NAME_MAX} bytes per component"
+            )
+    return None
+
+
+def loading_problem(lines: list[str], *, machine: Machine, key: str, kmod_path: str) -> str | None:
+    """Return why `auditctl -R` would not load `lines` exactly as meant, or None.
+
+    The lines are read back with the rules parser and loader (the model of auditctl and
+    the kernel, without looking at this machine's files): every line must load, as one
+    rule with the key given and, for the execution rule, the kmod path given.
+    """
+    text = "".join(line + "\n" for line in lines)
+    source = parse_rules(text, path="generated", machine=machine, syntax="rules", live=False)
+    ruleset = load(source, live=False)
+    for item in source.items:
+        if isinstance(item, Rejection):
+            return f"auditctl would refuse `{item.origin.text}`: {item.message}"
+    if ruleset.issues:
+        issue = ruleset.issues[0]
+        return f"the kernel would refuse `{issue.origin.text}`: {issue.message}"
+    if len(ruleset.rules) != len(lines):
+        return f"auditctl would load {len(ruleset.rules)} rules from {len(lines)} lines"
+    for rule in ruleset.rules:
+        if rule.key != key:
+            return f"auditctl would read the key as {rule.key!r}"
+        path = rule.field("path")
+        if path is not None and path.value != kmod_path:
+            return f"auditctl would read the path as {path.value!r}"
     return None
 
 

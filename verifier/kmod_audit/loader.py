@@ -18,7 +18,9 @@ from typing import Final
 import attrs
 
 from .rules import (
+    NAME_MAX,
     NO_BITOPS_FIELDS,
+    PATH_MAX,
     UID_UNSET,
     Command,
     Origin,
@@ -102,8 +104,15 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
     for field in rule.fields:
         if field.compare:
             continue
+        if field.name in {"path", "dir", "exe"}:
+            too_long = _name_too_long(str(field.value))
+            if too_long is not None:
+                return "Error sending add rule data request (File name too long)", too_long
         if field.name == "field_compare" and int(field.value) > 25:
             return einval, "field_compare takes an AUDIT_COMPARE_* number (1-25)"
+        if field.name in {"path", "exe"} and str(field.value).rsplit("/", 1)[-1] in {".", ".."}:
+            # kern_path_locked() refuses a last component that is not a name (LAST_DOT).
+            return einval, f"{field.name}= must name a file, not end in `.` or `..`"
         if field.name == "exe":
             exe = str(field.value)
             if not exe.startswith("/") or exe.endswith("/"):
@@ -138,6 +147,26 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
                         "Error sending add rule data request (No such file or directory)",
                         problem,
                     )
+    return None
+
+
+def _name_too_long(path: str) -> str | None:
+    """Why the kernel's path lookup refuses `path` with ENAMETOOLONG, or None.
+
+    The kernel takes a path= (or -w), dir= or exe= value of up to PATH_MAX bytes from the
+    rule, but resolves it with getname_kernel()/kern_path(), which need the path *and its
+    terminating NUL* to fit in PATH_MAX (so at most 4095 bytes), and each component to
+    fit in NAME_MAX (255) bytes.
+    """
+    size = len(path.encode(errors="surrogateescape"))
+    if size >= PATH_MAX:
+        return (
+            f"the path is {size} bytes long; the kernel resolves paths of at most "
+            f"{PATH_MAX - 1} bytes"
+        )
+    for part in path.split("/"):
+        if len(part.encode(errors="surrogateescape")) > NAME_MAX:
+            return f"a path component is longer than {NAME_MAX} bytes: {part[:20]}..."
     return None
 
 

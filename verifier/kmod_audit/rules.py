@@ -17,13 +17,14 @@ import errno as _errno
 import grp
 import os
 import pwd
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
 
 from ._syscall_tables import MESSAGE_TYPES
-from .syscalls import ABIS, Machine, abi_by_audit_arch, resolve_arch
+from .syscalls import ABIS, MACHINES, Abi, Machine, abi_by_audit_arch, resolve_arch
 
 __all__ = [
     "KEY_SEPARATOR",
@@ -35,6 +36,8 @@ __all__ = [
     "Rule",
     "RulesSource",
     "detect_syntax",
+    "explain_syntax",
+    "listing_problem",
     "parse_rules",
 ]
 
@@ -198,6 +201,7 @@ FILETYPES: Final = {
 FSTYPES: Final = {"debugfs": 0x64626720, "tracefs": 0x74726163}
 PERM_BITS: Final = {"r": 4, "w": 2, "x": 1, "a": 8}
 AF_MAX: Final = 46
+_DEFAULT_MACHINE: Final = MACHINES["x86_64"]
 
 _OPTSTRING: Final = "hicslDvtC:e:f:r:b:a:A:d:S:F:m:R:w:W:k:p:q:"
 _LONG_OPTS: Final = {
@@ -445,12 +449,15 @@ class RulesSource:
         syntax: `rules` (for `auditctl -R`) or `listing` (captured `auditctl -l`).
         items: One Command or Rejection per non-blank, non-comment line, in order.
         machine: The machine the names and `b64`/`b32` were resolved for.
+        syntax_reason: Why the text was taken as `syntax` when it was detected (empty when
+            the caller said which it is).
     """
 
     path: str
     syntax: Syntax
     items: tuple[Command | Rejection, ...]
     machine: Machine
+    syntax_reason: str = ""
 
     @property
     def rejections(self) -> tuple[Rejection, ...]:
@@ -737,12 +744,26 @@ class _RuleBuilder:
         if pair.startswith("key="):
             self.add_key(pair[4:], from_field=True)
             return
+        self.check_room(pair)
         name, op, value = _split_pair(pair)
-        if len(self.fields) >= MAX_FIELDS - 1:
-            msg = f"{pair} Too many fields in rule"
-            raise _LineError(msg, "split the rule")
         canonical = "auid" if name == "loginuid" else name
         self.fields.append(self._field_value(canonical, op, value, pair))
+
+    def check_room(self, pair: str) -> None:
+        """Refuse a field once the rule is full, as libaudit does (EAU_FIELDTOOMANY).
+
+        A rule holds at most AUDIT_MAX_FIELDS (64) fields, and libaudit refuses to add one
+        once a rule has 63, so a rule auditctl sends has at most 63 fields *including* its
+        key: `-F arch`, every `-F`/`-C`, the path and perm fields of `-w` (and `-p`) and the
+        joined `-k`/`-F key=` keys (one field, added last). `-S` adds none.
+        """
+        if len(self.fields) >= MAX_FIELDS - 1:
+            msg = f"Too many fields in rule: {pair}"
+            raise _LineError(
+                msg,
+                f"a rule may hold at most {MAX_FIELDS - 1} fields counting -F arch, each -F "
+                "and -C, a watch's path and permissions, and the key: split the rule",
+            )
 
     def _field_value(self, name: str, op: Op, value: str, pair: str) -> Field:
         lst = self.list_name
@@ -859,9 +880,9 @@ class _RuleBuilder:
             self.exe_added = True
         if name in {"path", "dir"}:
             self.perm_added = True
-        if len(value) > PATH_MAX:
-            msg = f"{pair} String value too long"
-            raise _LineError(msg, "shorten the value")
+        if len(value.encode(errors="surrogateescape")) > PATH_MAX:
+            msg = "String value too long"
+            raise _LineError(msg, f"{pair[:40]}...: string values hold at most {PATH_MAX} bytes")
         return Field(name, op, value, value)
 
     def _arch_field(self, op: Op, value: str, pair: str) -> Field:
@@ -884,6 +905,7 @@ class _RuleBuilder:
 
     def add_compare(self, pair: str) -> None:
         """Handle `-C left<op>right`."""
+        self.check_room(pair)
         if "!=" in pair:
             left, right, op = *pair.split("!=", 1), "!="
         elif "=" in pair:
@@ -915,13 +937,24 @@ class _RuleBuilder:
             msg = "key option needs a watch or syscall given prior to it"
             raise _LineError(msg, "put -k after -S, -w or -F path=/dir=/exe=")
         # `-F key=` is only checked once the whole line is read (see key_allowed).
-        joined = KEY_SEPARATOR.join([*self.keys, key])
-        if len(joined.encode()) > MAX_KEY_LEN:
+        # auditctl keeps one key string: a separator goes in only when it is not empty, so
+        # an empty `-F key=` first adds nothing and an empty one later adds the separator.
+        current = self.key
+        joined = f"{current}{KEY_SEPARATOR}{key}" if current else key
+        if len(joined.encode(errors="surrogateescape")) > MAX_KEY_LEN:
             msg = "key option exceeds size limit"
             raise _LineError(msg, f"keys (joined) may be at most {MAX_KEY_LEN} bytes")
         if KEY_SEPARATOR in key:
             self.warnings.append(f"key {key!r} has illegal character")
-        self.keys.append(key)
+        if current:
+            self.keys.append(key)
+        elif key:
+            self.keys = [key]
+
+    @property
+    def key(self) -> str:
+        """The key string as auditctl builds it (the keys joined with 0x01)."""
+        return KEY_SEPARATOR.join(self.keys)
 
     def key_allowed(self) -> bool:
         """Whether libaudit accepts the key field at the end of the line (EAU_KEYDEP)."""
@@ -950,8 +983,8 @@ class _RuleBuilder:
         kind = "path"
         if self.live:
             kind = "dir" if os.path.isdir(path) else "path"
-        elif trailing:
-            kind = "dir"
+        elif trailing or path.rsplit("/", 1)[-1] in {".", ".."}:
+            kind = "dir"  # a directory wherever it exists (`/x/..` does only as a directory)
         self.watch = path
         ambiguous = self.syntax == "listing"
         self.fields.append(Field(kind, "=", path, path, ambiguous=ambiguous))
@@ -970,11 +1003,16 @@ class _RuleBuilder:
         if not self.fields:
             msg = "Permissions should be preceeded by other fields"  # codespell:ignore
             raise _LineError(msg, "write `-w PATH -p x`")
+        # audit_update_watch_perms() sets every perm field, or adds one if there is room.
+        updated = False
         for i, field in enumerate(self.fields):
-            if field.name == "perm":
+            if field.name == "perm" and not field.compare:
                 self.fields[i] = Field("perm", "=", bits, text)
-                break
-        else:
+                updated = True
+        if not updated:
+            if len(self.fields) >= MAX_FIELDS - 1:
+                msg = "Too many fields when adding permissions"
+                raise _LineError(msg, f"a rule may hold at most {MAX_FIELDS - 1} fields")
             self.fields.append(Field("perm", "=", bits, text))
         self.perm_added = True
 
@@ -1247,10 +1285,11 @@ def _parse_words(
         )
     if stopped_at is not None:
         return
+    if builder.keys and syntax == "rules":
+        # auditctl adds the joined key as the rule's last field (and libaudit counts it).
+        builder.check_room(f"key={builder.key}")
     if builder.keys and not builder.key_allowed() and syntax == "rules":
-        msg = (
-            f"key={builder.keys[-1]} Key field needs a watch, syscall or exe path given prior to it"
-        )
+        msg = f"key={builder.key} Key field needs a watch, syscall or exe path given prior to it"
         raise _LineError(msg, "put the key after -S, -w or -F path=/dir=/exe=")
     if builder.op is None:
         if builder.syscall_added:
@@ -1288,36 +1327,213 @@ def _stopping_option(name: str, count: int, origin: Origin, done: list[Command])
         done.append(Command(kind="noop", origin=origin))
 
 
-def detect_syntax(lines: Iterable[str]) -> Syntax:
-    """Tell captured `auditctl -l` output from a rules file.
+#: `printf("%d")` and `printf("%u")` of a field value, as `auditctl -l` prints most fields.
+_PRINTED_SIGNED: Final = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_PRINTED_UNSIGNED: Final = re.compile(r"0|[1-9][0-9]*")
+#: `printf("0x%X")`: a0..a3 and unknown arches.
+_PRINTED_HEX: Final = re.compile(r"0x(?:0|[1-9A-F][0-9A-F]*)")
+_PRINTED_PAIR: Final = re.compile(r"([a-z_0-9]+)(!=|>=|<=|&=|=|>|<|&)(.+)", re.DOTALL)
+_PRINTED_ERRNO: Final = re.compile(r"-[A-Z][A-Z0-9]*")
+#: Fields `auditctl -l` prints as strings, whatever they hold.
+_PRINTED_STRINGS: Final = LSM_FIELDS | {"path", "dir", "exe"}
+#: auditctl -l prints the actions and lists the kernel can hold (`possible` and `entry`
+#: are refused by current kernels).
+_PRINTED_ACTIONS: Final = frozenset({"always", "never"})
+_INT_MIN: Final = -(1 << 31)
+_INT_MAX: Final = (1 << 31) - 1
 
-    A listing is exactly what `auditctl -l` prints: `No rules`, or only `-a ACTION,LIST`
-    (action first) and `-w` lines, keys as `-F key=` on `-a` lines, and no comments or
-    control options. A text that reads the same both ways (only `-w` lines, say) is taken
-    as a rules file: that is the stricter reading (kernel checks apply).
-    """
-    content = [line for line in lines if line.strip()]
-    if not content:
-        return "rules"
-    if [line.strip() for line in content] == ["No rules"]:
-        return "listing"
-    for line in content:
-        words = line.split()
-        if words[0] == "-w":
-            if any(w not in {"-p", "-k"} for w in words[2::2]):
-                return "rules"
+
+def _canonical_perms(text: str) -> bool:
+    """Whether `text` is a non-empty permission set in auditctl -l's order (r, w, x, a)."""
+    order = "rwxa"
+    return bool(text) and "".join(c for c in order if c in text) == text
+
+
+def _printed_syscalls(text: str, abi: Abi | None) -> str | None:
+    """Why `-S text` is not what auditctl -l prints for a mask in `abi`, or None."""
+    if text == "all":
+        return None
+    previous = -1
+    for item in text.split(","):
+        if abi is not None and abi.number(item) is not None:
+            number: int = abi.number(item)  # type: ignore[assignment]
+        elif _PRINTED_UNSIGNED.fullmatch(item) and int(item) < BITMASK_BITS:
+            number = int(item)
+            if abi is not None and abi.name(number) is not None:
+                return f"syscall {item} written as a number (auditctl -l prints its name)"
+        else:
+            where = f" in the {abi.table} table" if abi is not None else ""
+            return f"syscall {item!r} is not a syscall name{where}"
+        if number <= previous:
+            return f"syscalls not in number order or repeated at {item!r}"
+        previous = number
+    return None
+
+
+def _printed_field(name: str, op: str, value: str) -> str | None:
+    """Why `-F name<op>value` is not how auditctl -l prints a field the kernel holds."""
+    if name not in FIELD_NAMES or name in {"arch", "key", "loginuid", "field_compare"}:
+        return f"field {name!r} is never printed in this form"
+    if op in {"&", "&="} and name in NO_BITOPS_FIELDS:
+        return f"{name} with a bit operator (the kernel refuses it)"
+    if name in _PRINTED_STRINGS:
+        return None if op in {"=", "!="} else f"{name}{op} (only = and != exist)"
+    if name == "perm":
+        return None if op == "=" and _canonical_perms(value) else f"perm{op}{value}"
+    if name in ARG_FIELDS:
+        return None if _PRINTED_HEX.fullmatch(value) else f"{name} value {value!r} not 0x%X"
+    if name == "inode":
+        return None if _PRINTED_UNSIGNED.fullmatch(value) else f"inode value {value!r}"
+    if name == "exit" and _PRINTED_ERRNO.fullmatch(value):
+        return None
+    if name == "msgtype" and value in MESSAGE_TYPES:
+        return None
+    if name == "fstype" and value in FSTYPES:
+        return None
+    if not _PRINTED_SIGNED.fullmatch(value) or not _INT_MIN <= int(value) <= _INT_MAX:
+        # `unset`, 4294967295, 0x3e8, 01750, user names: what people write, never printed.
+        return f"{name}{op}{value} (auditctl -l prints this value as a signed decimal)"
+    if value == "-1" and name in (UID_FIELDS | GID_FIELDS) - {"auid"}:
+        return f"{name}{op}-1 (the kernel refuses it)"
+    if value == "-1" and name == "auid" and op not in {"=", "!="}:
+        return f"auid{op}-1 (the kernel refuses it)"
+    return None
+
+
+def _printed_rule(words: list[str], machine: Machine) -> str | None:
+    """Why an `-a` line is not one auditctl -l prints, or None."""
+    action, _, list_name = words[1].partition(",")
+    if action not in _PRINTED_ACTIONS or list_name not in _FILTER_LISTS:
+        return f"`-a {words[1]}` (auditctl -l prints ACTION,LIST with action always or never)"
+    pairs = words[2:]
+    if len(pairs) % 2:
+        return "an option without its argument"
+    options = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+    index = 0
+    abi: Abi | None = machine.native
+    while (
+        index < len(options)
+        and options[index][0] == "-F"
+        and options[index][1].startswith(("arch=", "arch!="))
+    ):
+        value = options[index][1].split("=", 1)[1]
+        if value in {"b64", "b32"}:
+            abi = machine.abi(value)
+        elif _PRINTED_HEX.fullmatch(value):
+            abi = abi_by_audit_arch(int(value, 16))
+        else:
+            return f"arch value {value!r} (auditctl -l prints b64, b32 or 0x%X)"
+        index += 1
+    if index < len(options) and options[index][0] == "-S":
+        if list_name != "exit":
+            return f"-S on the {list_name} list"
+        problem = _printed_syscalls(options[index][1], abi)
+        if problem is not None:
+            return problem
+        index += 1
+    elif list_name == "exit":
+        return "an exit rule without -S (auditctl -l prints -S for every exit rule)"
+    keys_started = False
+    for option, arg in options[index:]:
+        if option == "-C":
+            match = _PRINTED_PAIR.fullmatch(arg)
+            compared = (match[1], match[3]) if match is not None else None
+            if compared not in COMPARABLE or match is None or match[2] not in {"=", "!="}:
+                return f"-C {arg} (not a comparison as auditctl -l prints it)"
+        elif option != "-F":
+            return f"{option} after the fields (auditctl -l prints -F arch, then -S, then -F/-C)"
+        elif arg.startswith("key="):
+            if len(arg) == 4 or KEY_SEPARATOR in arg:
+                return "an empty key or one holding 0x01"
+            keys_started = True
             continue
-        if words[0] != "-a" or len(words) < 2:
-            return "rules"
-        if not words[1].startswith(("always,", "never,")):
-            return "rules"
-        if "-k" in words:
-            return "rules"
-        if words[1].endswith(",exit") and "-S" not in words:
-            return "rules"
-    if not any(" -F key=" in line or " -S all" in line for line in content):
-        return "rules"
-    return "listing"
+        else:
+            match = _PRINTED_PAIR.fullmatch(arg)
+            if match is None:
+                return f"-F {arg} (not name<op>value)"
+            problem = _printed_field(match[1], match[2], match[3])
+            if problem is not None:
+                return problem
+        if keys_started:
+            return "a field after the key (auditctl -l prints the key last)"
+    return None
+
+
+def _printed_watch(words: list[str]) -> str | None:
+    """Why a `-w` line is not one auditctl -l prints (`-w PATH -p PERMS [-k KEY]...`)."""
+    if len(words) < 4 or len(words) % 2 or not words[1].startswith("/"):
+        return "not `-w /PATH -p PERMS [-k KEY]...`"
+    if words[2] != "-p" or not _canonical_perms(words[3]):
+        return f"watch permissions {' '.join(words[2:4])!r} (auditctl -l prints -p first, as rwxa)"
+    for option, key in zip(words[4::2], words[5::2], strict=True):
+        if option != "-k" or KEY_SEPARATOR in key:
+            return f"{option} {key} after -p (auditctl -l prints only -k KEY there)"
+    return None
+
+
+def listing_problem(line: str, machine: Machine) -> str | None:
+    """Return why `line` is not a line `auditctl -l` prints, or None when it could be.
+
+    Follows audit-userspace `src/auditctl-listing.c` (print_rule): single spaces, `-w PATH
+    -p PERMS -k KEY...` for watches, otherwise `-a ACTION,LIST`, the `-F arch` fields, `-S`
+    (names of the rule's arch in number order, or `all`), then every other field in kernel
+    order with values as printf prints them (`auid!=-1`, never `unset`; `a0=0x10`; keys
+    last as `-F key=`). Fields the kernel refuses are never printed either.
+    """
+    if line != line.strip(" ") or "  " in line or "\r" in line or "\t" in line:
+        return "spacing auditctl -l never prints (leading, trailing or double spaces, tabs, CR)"
+    words = line.split(" ")
+    if words[0] == "-w":
+        return _printed_watch(words)
+    if words[0] != "-a" or len(words) < 2:
+        return f"a line starting with {words[0]!r} (auditctl -l prints only -a and -w lines)"
+    return _printed_rule(words, machine)
+
+
+def explain_syntax(lines: Iterable[str], machine: Machine | None = None) -> tuple[Syntax, str]:
+    """Tell captured `auditctl -l` output from a rules file, and say why.
+
+    A text is a listing only on positive evidence: every line is one `auditctl -l` could
+    have printed (see `listing_problem`), no rule repeats (the kernel never holds two), and
+    at least one line has a mark of the listing (`-F key=` or `-S all` on an `-a` line);
+    or the text is exactly `No rules`. Anything else is a rules file, the stricter
+    reading: a text that reads the same both ways is loaded as `auditctl -R` would.
+
+    Args:
+        lines: The text's lines.
+        machine: The machine whose `auditctl -l` would have printed it (syscall names);
+            x86_64 when None.
+
+    Returns:
+        The syntax, and a sentence saying why.
+    """
+    machine = machine or _DEFAULT_MACHINE
+    content = [line for line in lines if line]
+    if not content:
+        return "rules", "empty text"
+    if content == ["No rules"]:
+        return "listing", "`No rules`, as auditctl -l prints it for no rules"
+    marked = False
+    seen: set[str] = set()
+    for number, line in enumerate(content, start=1):
+        problem = listing_problem(line, machine)
+        if problem is not None:
+            return "rules", f"line {number} is not auditctl -l output: {problem}"
+        if line in seen:
+            return "rules", f"line {number} repeats a rule (the kernel never holds two)"
+        seen.add(line)
+        marked = marked or (line.startswith("-a ") and (" -F key=" in line or " -S all" in line))
+    if not marked:
+        return "rules", (
+            "it reads the same as auditctl -l output but nothing marks it as one (no -F key= "
+            "or -S all on an -a line); taken as a rules file, the stricter reading"
+        )
+    return "listing", "every line is as auditctl -l prints it"
+
+
+def detect_syntax(lines: Iterable[str], machine: Machine | None = None) -> Syntax:
+    """Tell captured `auditctl -l` output from a rules file (see `explain_syntax`)."""
+    return explain_syntax(lines, machine)[0]
 
 
 LINE_SIZE: Final = 6144
@@ -1353,6 +1569,10 @@ def _parse_piece(
     words = split_line(line)
     if not words or words[0].startswith("#"):
         return
+    # fileopt() makes room for strlen(line) / 3 + 3 argv entries ("auditctl", the words,
+    # NULL) and silently drops the words that do not fit: a long line of short words
+    # (`-k a -k b ...`) loses its tail.
+    words = words[: len(line.encode(errors="surrogateescape")) // 3 + 1]
     done: list[Command] = []
     try:
         _parse_words(words, origin, machine, live=live, syntax=syntax, done=done)
@@ -1392,8 +1612,9 @@ def parse_rules(
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    reason = ""
     if syntax is None:
-        syntax = detect_syntax(lines)
+        syntax, reason = explain_syntax(lines, machine)
     items: list[Command | Rejection] = []
     for index, physical in enumerate(lines):
         origin = (
@@ -1403,4 +1624,6 @@ def parse_rules(
         )
         for piece in _fgets_pieces(physical):
             _parse_piece(piece, origin, machine, live=live, syntax=syntax, items=items)
-    return RulesSource(path=path, syntax=syntax, items=tuple(items), machine=machine)
+    return RulesSource(
+        path=path, syntax=syntax, items=tuple(items), machine=machine, syntax_reason=reason
+    )
