@@ -392,6 +392,9 @@ def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
     )
     kind = "captured auditctl -l output" if source.syntax == "listing" else "rules file"
     label = f"{kind} {path if path != '-' else '<stdin>'}"
+    if source.syntax_reason:
+        # Say why: a rules file is judged with auditctl -R's stop at the first bad line.
+        label += f" ({source.syntax_reason})"
     with nested(f"judging {label}"):
         return judge_source(source, options, label=label)
 
