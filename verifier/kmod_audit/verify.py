@@ -328,7 +328,7 @@ def judge_probe(
             f"the kernel lost {probe.lost_after - lost} records during the probe (auditctl -s "
             "lost); raise the backlog (-b) and run verify again"
         )
-    if probe.modules_before != probe.modules_after:
+    if probe.modules_before != probe.modules_after and not probe.modules_left:  # else named
         problems.append(
             f"{options.module} was {'loaded' if probe.modules_before else 'not loaded'} before "
             "the probe and is not any more as found"
