@@ -7,12 +7,17 @@ is noted (not acted on) and the previous handlers come back.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from kmod_audit.probe import STOP_SIGNALS, _StopSignals, module_name
+from kmod_audit.transports import LocalHost
 
 
 @pytest.mark.parametrize(
@@ -53,3 +58,30 @@ class TestStopSignals:
                 assert not stop()
         finally:
             signal.signal(signal.SIGHUP, previous)
+
+
+def test_interrupted_command_output_is_passed_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C while verify waits for the probe: what the probe says as it stops is shown.
+
+    The probe names a module it could not unload on its way out (SIGTERM from the
+    transport); `verify` then raises KeyboardInterrupt, so the transport must log it.
+    """
+    ready = tmp_path / "ready"
+    script = f"trap 'echo probe: dummy is left loaded; exit 3' TERM; touch {ready}; "
+    script += "while :; do sleep 0.1; done"
+
+    def interrupt() -> None:
+        while not ready.exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        LocalHost().execute(["sh", "-c", script], timeout=120)
+    thread.join()
+    said = [r.getMessage() for r in caplog.records if "was stopped; it said:" in r.getMessage()]
+    assert 1 == len(said), caplog.text
+    assert "probe: dummy is left loaded" in said[0]
