@@ -296,8 +296,9 @@ def _run_child(
 ) -> _ChildResult:
     """Fork a child that becomes `actor` and runs `body(report)`; collect its reports.
 
-    The child is killed when it reports for longer than CHILD_TIMEOUT (as before, a program
-    it executes is waited for without a deadline), or as soon as `stop()` is true.
+    The child is killed when it reports for longer than CHILD_TIMEOUT, or as soon as
+    `stop()` is true. A program it executes (modprobe) closes the pipe at exec and is then
+    waited for without a deadline (the caller's timeout, e.g. verify's, bounds it).
     """
     read_end, write_end = os.pipe()
     pid = os.fork()
