@@ -14,8 +14,13 @@ Stimuli, each in a child process whose login uid is set first (DESIGN section 7)
 - each as two actors: `root` (uid 0 with the test user's login uid, like `sudo`) and
   `user` (uid and login uid of the test user: the call fails with EPERM, still audited);
 - executions of the kmod binary (execve and execveat, b64 and b32);
-- a successful load and unload of the probe module with `modprobe` / `modprobe -r`, only
-  when the kernel can and the module is not already loaded (it is left as found);
+- a successful load of the probe module with `modprobe` and its unload with delete_module,
+  only when the kernel can and the module is not already loaded. Every module is left as
+  found: module names compare as the kernel's do (`crc-itu-t` is `crc_itu_t`), exactly the
+  modules the load added (the probe module and new dependencies, per /proc/modules before
+  and after) are unloaded, never one that was there before, and SIGINT, SIGTERM or SIGHUP
+  during the load still unloads them before the probe stops (exit 3). A module the probe
+  cannot unload is named (`modules_left`, and in the error of an interrupted probe);
 - negative controls: the same failing calls with the login uid unset, and below uid-min.
 
 The probe never changes audit rules or configuration.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import functools
 import json
 import os
@@ -34,10 +40,11 @@ import secrets
 import select
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Self
 
 import attrs
 
@@ -45,13 +52,16 @@ from . import _syscall32, logs, netlink
 from .errors import TransportError
 from .syscalls import EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine, host_machine
 
-__all__ = ["Actor", "ProbeResult", "Stimulus", "run_probe"]
+__all__ = ["Actor", "ProbeInterrupted", "ProbeResult", "Stimulus", "module_name", "run_probe"]
 
 UID_UNSET: Final = 0xFFFFFFFF
 AT_FDCWD: Final = -100
 O_NONBLOCK: Final = 0o4000
 MISSING_MODULE: Final = "kmod_audit_no_such_module"
 CHILD_TIMEOUT: Final = 30.0
+RESTORE_TIMEOUT: Final = 10.0
+#: Signals that stop the probe; during the module load it first unloads what it loaded.
+STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BAD_IMAGE: Final = b"kmod-audit probe, not an ELF module\0"
 
 ActorName = Literal["root", "user", "unset", "below"]
@@ -158,6 +168,8 @@ class ProbeResult:
         modules_before: Whether the probe module was loaded before.
         modules_after: Whether it is loaded after.
         problems: Conditions that prevent a verdict (audit disabled, no record source...).
+        modules_left: Modules the probe loaded (the probe module or a dependency) and could
+            not unload again: they are left loaded.
     """
 
     machine: str
@@ -173,6 +185,7 @@ class ProbeResult:
     modules_before: bool | None
     modules_after: bool | None
     problems: tuple[str, ...] = ()
+    modules_left: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -200,6 +213,7 @@ class ProbeResult:
             modules_before=data["modules_before"],
             modules_after=data["modules_after"],
             problems=tuple(data.get("problems", ())),
+            modules_left=tuple(data.get("modules_left", ())),
         )
 
 
@@ -252,8 +266,40 @@ class _ChildResult:
     status: int | None
 
 
-def _run_child(actor: Actor, body: Callable[[Callable[[str, int], None]], None]) -> _ChildResult:
-    """Fork a child that becomes `actor` and runs `body(report)`; collect its reports."""
+def _never() -> bool:
+    return False
+
+
+def _reap(pid: int, stop: Callable[[], bool]) -> int:
+    """Wait for the child `pid` to end; SIGKILL it as soon as `stop()` is true.
+
+    A killed child ends when its current syscall returns (a module load completes first).
+
+    Returns:
+        Its exit status, or minus the signal that ended it.
+    """
+    while True:
+        waited, raw = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return os.waitstatus_to_exitcode(raw)
+        if stop():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        time.sleep(0.02)
+
+
+def _run_child(
+    actor: Actor,
+    body: Callable[[Callable[[str, int], None]], None],
+    stop: Callable[[], bool] = _never,
+) -> _ChildResult:
+    """Fork a child that becomes `actor` and runs `body(report)`; collect its reports.
+
+    The child is killed when it reports for longer than CHILD_TIMEOUT, or as soon as
+    `stop()` is true. A program it executes (modprobe) closes the pipe at exec and is then
+    waited for without a deadline (the caller's timeout, e.g. verify's, bounds it).
+    """
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -287,20 +333,19 @@ def _run_child(actor: Actor, body: Callable[[Callable[[str, int], None]], None])
     os.close(write_end)
     data = b""
     deadline = time.monotonic() + CHILD_TIMEOUT
-    status: int | None = None
     with os.fdopen(read_end, "rb") as pipe:
-        while time.monotonic() < deadline:
+        while not stop():
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
             ready, _, _ = select.select([pipe], [], [], 0.1)
             if ready:
                 chunk = os.read(pipe.fileno(), 65536)
                 if not chunk:
                     break
                 data += chunk
-        else:
-            os.kill(pid, signal.SIGKILL)
-    waited, raw = os.waitpid(pid, 0)
-    if waited == pid:
-        status = os.waitstatus_to_exitcode(raw)
+    # A program the child executed (modprobe) closed the pipe at exec: wait for its end.
+    status = _reap(pid, stop)
     results: dict[str, int] = {}
     errors: dict[str, str] = {}
     for line in data.decode(errors="replace").splitlines():
@@ -400,6 +445,8 @@ class _Prober:
     program: str
     stimuli: list[Stimulus] = attrs.Factory(list)
     skipped: list[Skipped] = attrs.Factory(list)
+    problems: list[str] = attrs.Factory(list)
+    left: tuple[str, ...] = ()
     b32_ok: bool = True
 
     def actors(self) -> list[Actor]:
@@ -525,55 +572,279 @@ class _Prober:
                     )
 
     def load_unload(self) -> tuple[bool | None, bool | None]:
-        before = _module_loaded(self.module)
-        why = _cannot_load(self.module, before)
+        """Load the probe module and unload it again, leaving every module as found.
+
+        Exactly the modules the load added are unloaded (the probe module by a stimulus
+        child, then its new dependencies); those that cannot be are `self.left`.
+
+        Returns:
+            Whether the probe module was loaded before, and after.
+
+        Raises:
+            ProbeInterrupted: SIGINT, SIGTERM or SIGHUP came during the load or unload
+                (after the modules were restored, or named as left loaded).
+        """
+        name = module_name(self.module)
+        found = _proc_modules()
+        before = None if found is None else name in found
+        why = _cannot_load(self.module, found)
         if why is not None:
             self.skipped.append(
                 Skipped(what=f"successful load and unload of {self.module}", why=why)
             )
             return before, before
+        assert found is not None  # noqa: S101 - _cannot_load says why when it is None
         modprobe = shutil.which("modprobe") or "/sbin/modprobe"
+        with _StopSignals() as stop:
+            self._load([modprobe, self.module], stop)
+            if not stop():
+                self._unload(name, stop)
+            unloaded, left = _restore(found, name, self.machine.native)
+        self.left = tuple(left)
+        if left:
+            self.problems.append(_left_loaded(left))
+        if stop.caught is not None:
+            raise ProbeInterrupted(_interrupted(stop.caught, self.module, unloaded, left))
+        now = _proc_modules()
+        return before, None if now is None else name in now
+
+    def _load(self, argv: list[str], stop: Callable[[], bool]) -> None:
         actor = Actor("root", self.auid, 0)
         native = self.machine.native
-        for action, argv, syscalls in (
-            ("load", [modprobe, self.module], ("init_module", "finit_module")),
-            ("unload", [modprobe, "-r", self.module], ("delete_module",)),
-        ):
-            stimulus_id = f"{native.bits}-{action}-{self.module}-root"
 
-            def body(_report: Callable[[str, int], None], argv: list[str] = argv) -> None:
-                os.execv(argv[0], argv)  # noqa: S606 - an argv list, no shell
+        def body(_report: Callable[[str, int], None]) -> None:
+            os.execv(argv[0], argv)  # noqa: S606 - an argv list, no shell
 
-            child = _run_child(actor, body)
-            numbers = tuple(n for s in syscalls if (n := native.number(s)) is not None)
-            self.stimuli.append(
-                Stimulus(
-                    id=stimulus_id,
-                    abi=native.bits,
-                    arch=native.hex,
-                    syscall=syscalls[-1],
-                    numbers=numbers,
-                    actor="root",
-                    auid=actor.auid,
-                    uid=0,
-                    pid=child.pid,
-                    expect="success",
-                    result=child.status,
-                    error=child.errors.get("*")
-                    or (None if child.status == 0 else f"`{' '.join(argv)}` exited {child.status}"),
-                    module=self.module,
-                )
+        child = _run_child(actor, body, stop)
+        syscalls = ("init_module", "finit_module")
+        self.stimuli.append(
+            Stimulus(
+                id=f"{native.bits}-load-{self.module}-root",
+                abi=native.bits,
+                arch=native.hex,
+                syscall=syscalls[-1],
+                numbers=tuple(n for s in syscalls if (n := native.number(s)) is not None),
+                actor="root",
+                auid=actor.auid,
+                uid=0,
+                pid=child.pid,
+                expect="success",
+                result=child.status,
+                error=child.errors.get("*")
+                or (None if child.status == 0 else f"`{' '.join(argv)}` exited {child.status}"),
+                module=self.module,
             )
-        after = _module_loaded(self.module)
-        return before, after
+        )
+
+    def _unload(self, name: str, stop: Callable[[], bool]) -> None:
+        """The unload stimulus: delete_module of the probe module, as rmmod makes it."""
+        actor = Actor("root", self.auid, 0)
+        native = self.machine.native
+        number = native.number("delete_module")
+        stimulus_id = f"{native.bits}-unload-{self.module}-root"
+        loaded = name in (_proc_modules() or {})
+        if number is not None and loaded:
+
+            def body(report: Callable[[str, int], None]) -> None:
+                report(stimulus_id, _delete_module(number, name))
+
+            child = _run_child(actor, body, stop)
+            result = child.results.get(stimulus_id)
+            error = child.errors.get("*") or child.errors.get(stimulus_id)
+            if error is None and result is None:
+                error = f"no result (child status {child.status})"
+            elif error is None and result != 0:
+                assert result is not None  # noqa: S101
+                error = f"delete_module({name}) failed: {os.strerror(-result)}"
+            pid = child.pid
+        else:
+            result, pid = None, 0
+            error = f"{name} was not loaded after `modprobe {self.module}`: nothing to unload"
+        self.stimuli.append(
+            Stimulus(
+                id=stimulus_id,
+                abi=native.bits,
+                arch=native.hex,
+                syscall="delete_module",
+                numbers=(number,) if number is not None else (),
+                actor="root",
+                auid=actor.auid,
+                uid=0,
+                pid=pid,
+                expect="success",
+                result=result,
+                error=error,
+                module=self.module,
+            )
+        )
 
 
-def _module_loaded(name: str) -> bool | None:
+def module_name(name: str) -> str:
+    """The name the kernel gives a module: `-` and `_` are the same (as kmod compares them).
+
+    Args:
+        name: A module name as a user writes it (`crc-itu-t`).
+
+    Returns:
+        The name /proc/modules shows (`crc_itu_t`).
+    """
+    return name.replace("-", "_")
+
+
+@attrs.frozen
+class _Loaded:
+    """One line of /proc/modules."""
+
+    name: str
+    uses: str
+    users: tuple[str, ...]
+    state: str
+    unloadable: bool
+
+
+def _proc_modules() -> dict[str, _Loaded] | None:
+    """The loaded modules by name, newest first (the order of /proc/modules); None: no support."""
     try:
         text = Path("/proc/modules").read_text()
     except OSError:
         return None
-    return any(line.split(" ", 1)[0] == name for line in text.splitlines())
+    found: dict[str, _Loaded] = {}
+    for line in text.splitlines():
+        # name size refcount users state address; refcount and users are `-` without
+        # CONFIG_MODULE_UNLOAD; users end with `,` and may be `[permanent]` (no exit).
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        users = tuple(u for u in fields[3].split(",") if u and u != "-")
+        found[fields[0]] = _Loaded(
+            name=fields[0],
+            uses=fields[2],
+            users=users,
+            state=fields[4],
+            unloadable=fields[2] != "-" and "[permanent]" not in users,
+        )
+    return found
+
+
+def _delete_module(number: int, name: str) -> int:
+    """delete_module(name, O_NONBLOCK) as rmmod makes it; return 0 or -errno."""
+    buffer = ctypes.create_string_buffer(name.encode())  # alive until the call returns
+    return _syscall64(number, ctypes.addressof(buffer), O_NONBLOCK)
+
+
+def _restore(before: Collection[str], module: str, abi: Abi) -> tuple[list[str], dict[str, str]]:
+    """Unload every module loaded now that was not in `before`.
+
+    The probe module first, then the others (newest first), each once no module uses it;
+    never one that was in `before`. A module still loading or unloading is waited for
+    (up to RESTORE_TIMEOUT).
+
+    Args:
+        before: The names in /proc/modules before the load.
+        module: The probe module's kernel name.
+        abi: The native ABI (for delete_module's number).
+
+    Returns:
+        The modules unloaded, in order, and those left loaded with the reason.
+    """
+    number = abi.number("delete_module")
+    deadline = time.monotonic() + RESTORE_TIMEOUT
+    unloaded: list[str] = []
+    left: dict[str, str] = {}
+    while True:
+        found = _proc_modules()
+        if found is None:
+            left = {module: "/proc/modules cannot be read any more"}
+            break
+        new = sorted(
+            (m for m in found.values() if m.name not in before), key=lambda m: m.name != module
+        )
+        left = {}
+        progress, busy = False, False
+        for loaded in new:
+            if loaded.state != "Live":
+                busy = True
+                left[loaded.name] = f"still {loaded.state.lower()}"
+            elif not loaded.unloadable:
+                left[loaded.name] = "the kernel cannot unload it"
+            elif loaded.users:
+                left[loaded.name] = f"used by {', '.join(loaded.users)}"
+            elif number is None:
+                left[loaded.name] = "no delete_module syscall"
+            elif (result := _delete_module(number, loaded.name)) == 0:
+                unloaded.append(loaded.name)
+                progress = True
+            elif result == -errno.EWOULDBLOCK:
+                left[loaded.name] = f"in use, use count {loaded.uses}"
+            else:
+                left[loaded.name] = f"delete_module failed: {os.strerror(-result)}"
+        if not left or (not progress and not busy) or time.monotonic() >= deadline:
+            break
+        if not progress:
+            time.sleep(0.1)
+    return unloaded, left
+
+
+def _left_loaded(left: dict[str, str]) -> str:
+    """Name the modules left loaded, why, and how to unload them."""
+    it, they = ("it", "it is") if len(left) == 1 else ("them", "they are")
+    why = "; ".join(f"{name}: {reason}" for name, reason in left.items())
+    return (
+        f"the probe loaded {', '.join(left)} and could not unload {it} ({why}): {they} left "
+        f"loaded; unload {it} with `rmmod {' '.join(left)}` once nothing uses {it}"
+    )
+
+
+def _interrupted(
+    caught: signal.Signals, module: str, unloaded: list[str], left: dict[str, str]
+) -> str:
+    what = f"the probe was stopped by {caught.name} while it loaded and unloaded {module}"
+    if left:
+        return f"{what}; {_left_loaded(left)}; no verdict"
+    restored = f"it unloaded {', '.join(unloaded)} again" if unloaded else "none was loaded"
+    return f"{what}; {restored}, every module is as found; no verdict, run it again"
+
+
+@attrs.define
+class _StopSignals:
+    """While modules are changed, note SIGINT, SIGTERM and SIGHUP instead of dying.
+
+    The handler only notes the first signal (nothing is raised in the middle of a load or
+    of the cleanup); the code polls the instance (`stop()` is true once one came). Signals
+    that are ignored stay ignored; the previous handlers come back on exit.
+
+    Attributes:
+        caught: The first signal that came, if any.
+    """
+
+    caught: signal.Signals | None = None
+    _saved: dict[signal.Signals, Any] = attrs.field(factory=dict)
+
+    def __enter__(self) -> Self:
+        """Install the handlers (only the main thread can)."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous is not None and previous != signal.SIG_IGN:
+                    self._saved[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Put the previous handlers back."""
+        for sig, previous in self._saved.items():
+            signal.signal(sig, previous)
+
+    def __call__(self) -> bool:
+        """Whether a signal asked to stop."""
+        return self.caught is not None
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.caught is None:
+            self.caught = signal.Signals(signum)
+
+
+class ProbeInterrupted(TransportError):
+    """A signal stopped the probe during its module load (exit 3, no verdict)."""
 
 
 def _module_directory() -> Path:
@@ -596,8 +867,9 @@ def _module_directory() -> Path:
     return Path(f"/lib/modules/{release}")
 
 
-def _cannot_load(module: str, loaded: bool | None) -> str | None:
-    if loaded is None:
+def _cannot_load(module: str, found: dict[str, _Loaded] | None) -> str | None:
+    """Why the probe must not load `module` (None: it may); `found` is /proc/modules."""
+    if found is None:
         return "the kernel has no module support (/proc/modules is missing)"
     try:
         if Path("/proc/sys/kernel/modules_disabled").read_text().strip() == "1":
@@ -607,25 +879,31 @@ def _cannot_load(module: str, loaded: bool | None) -> str | None:
             )
     except OSError:
         pass
-    if loaded:
+    name = module_name(module)
+    if name in found:
         return f"{module} is already loaded; it is left as found (not unloaded)"
+    if any(not m.unloadable and "[permanent]" not in m.users for m in found.values()):
+        return (
+            "the kernel cannot unload modules (no CONFIG_MODULE_UNLOAD): a loaded "
+            f"{module} could not be unloaded again"
+        )
     directory = _module_directory()
     builtin = directory / "modules.builtin"
     with contextlib.suppress(OSError):
         if any(
-            line.rsplit("/", 1)[-1].split(".ko")[0] == module
+            module_name(line.rsplit("/", 1)[-1].split(".ko")[0]) == name
             for line in builtin.read_text().splitlines()
         ):
             return f"{module} is built into the kernel; it cannot be loaded or unloaded"
     dep = directory / "modules.dep"
     try:
         names = {
-            line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
+            module_name(line.split(":", 1)[0].rsplit("/", 1)[-1].split(".ko")[0])
             for line in dep.read_text().splitlines()
         }
     except OSError:
         return f"no module tree for the running kernel ({dep} is missing)"
-    if module.replace("-", "_") not in names:
+    if name not in names:
         return f"{module} is not in {dep}"
     if shutil.which("modprobe") is None and not os.path.exists("/sbin/modprobe"):
         return "modprobe is not installed"
@@ -668,6 +946,8 @@ def run_probe(
 
     Raises:
         TransportError: not root, or no audit support.
+        ProbeInterrupted: SIGINT, SIGTERM or SIGHUP during the module load (the message
+            says whether every module is as found, or which one is left loaded).
     """
     machine = host_machine()
     if machine is None:
@@ -712,5 +992,6 @@ def run_probe(
         marker_seen=seen,
         modules_before=before,
         modules_after=after,
-        problems=tuple(problems),
+        problems=(*problems, *prober.problems),
+        modules_left=prober.left,
     )

@@ -281,8 +281,12 @@ def _run(
             buffer=_tail(seen),
         ) from None
     except BaseException:
-        # Interrupted (Ctrl-C in the caller): do not leave the command running.
-        _stop_group(proc, grace)
+        # Interrupted (Ctrl-C in the caller): do not leave the command running, and pass on
+        # what it said as it stopped (a probe says which module, if any, it left loaded).
+        out, err, _ = _stop_group(proc, grace)
+        said = _decode(out + err).strip()
+        if said:
+            logger.warning("%s: `%s` was stopped; it said: %s", where, display, _tail(said))
         raise
     return _shell_status(proc.returncode), out, err or b""
 

@@ -446,7 +446,7 @@ def judge_probe(
             "with the key: the rules record more than required, which `check` accepts too "
             "(--strict fails it where the standard demands auid>=uid-min and auid!=unset)"
         )
-    if probe.modules_before != probe.modules_after:
+    if probe.modules_before != probe.modules_after and not probe.modules_left:  # else named
         problems.append(
             f"{options.module} was {'loaded' if probe.modules_before else 'not loaded'} before "
             "the probe and is not any more as found"
