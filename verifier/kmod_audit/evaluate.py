@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import heapq
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -627,6 +628,8 @@ _Condition = bool | None | tuple[str, _Set]
 WORK_LIMIT: Final = 2_000_000
 _ANOTHER_PROGRAM: Final = "(another program)"
 _DIMS: Final = ("auid", "gid", "exit", *sorted(ARG_FIELDS), "pid", "ppid", "pers", "sessionid")
+#: The attributes after auid and uid in the enumeration's order.
+_RANKED: Final = (*_DIMS[1:], "exe")
 _SEEDS: Final[dict[str, tuple[int, ...]]] = {
     "gid": (0, 100),
     "exit": tuple((-code) & U32 for code in _TYPICAL_ERRNOS),
@@ -725,8 +728,8 @@ class _Region:
                 continue
             few = values.few()
             if few is not None and len(few) < len(buckets):
-                for value in few:
-                    found.extend(buckets.get(value, {}).items())
+                for one in few:
+                    found.extend(buckets.get(one, {}).items())
                 continue
             for value, bucket in buckets.items():
                 if value in values:
@@ -738,14 +741,20 @@ class _Region:
         if self.work > WORK_LIMIT:
             raise _TooHard
 
-    def first(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
-        """The events of the region in `box` that come first (by `rank`), if any."""
-        heap: list[tuple[tuple[object, ...], int, _Box, int]] = []
-        for _, mine in self._candidates(box):
-            both = _meet(mine, box)
-            if both is not None:
-                heap.append((self.rank(both), len(heap), both, 0))
-        self._spend(len(heap) + 1)
+    def meet(self, box: _Box) -> _Hit | None:
+        """The events of the region in `box`, if any, as a hit (rule, case and position unset).
+
+        Without pending subtractions these are the region's boxes met with `box`, ranked
+        only when asked; otherwise a best-first search around the pending boxes finds the
+        first event.
+        """
+        met = [both for _, mine in self._candidates(box) if (both := _meet(mine, box)) is not None]
+        self._spend(len(met) + 1)
+        if not met:
+            return None
+        if not self.pending:
+            return _Hit(met, self.rank)
+        heap = [(self.rank(both), tie, both, 0) for tie, both in enumerate(met)]
         heapq.heapify(heap)
         tie = len(heap)
         while heap:
@@ -753,7 +762,7 @@ class _Region:
             while index < len(self.pending) and _meet(piece, self.pending[index]) is None:
                 index += 1
             if index == len(self.pending):
-                return rank, piece
+                return _Hit([piece], self.rank, best=(rank, piece))
             pieces = _cut(piece, self.pending[index], self.domains)
             self._spend(len(pieces) + 1)
             for part in pieces:
@@ -793,26 +802,44 @@ def _pick(values: _Set, seeds: Sequence[int]) -> tuple[tuple[int, int], int]:
 
 
 class _Ranker:
-    """Order events as the enumerating evaluator visits them, to report the same one."""
+    """Order events as the enumerating evaluator visits them, to report the same one.
+
+    A box's rank is that of its first event: per attribute, in the enumeration's order
+    (auid, uid, gid, success, exit, a0..a3, pid, ppid, pers, sessionid, exe), the first
+    seed in the box, else its least value.
+    """
 
     def __init__(self, domains: dict[str, _Set], ctx: Context, case: int) -> None:
         self.domains = domains
-        self.auid_seeds = (ctx.uid_min,)
+        self.seeds = {**_SEEDS, "auid": (ctx.uid_min,)}
+        self.base: dict[str, tuple[object, ...]] = {
+            dim: self.part(dim, domains[dim]) for dim in _DIMS
+        }
+        self.base["exe"] = ("",)
         self.case = case
 
+    def part(self, dim: str, values: _Set) -> tuple[object, ...]:
+        """The rank of the first value of `values` (the `exit` part includes success)."""
+        if dim == "exe":
+            return ("",) if values.cofinite else (min(values.names),)  # type: ignore[union-attr]
+        if dim == "exit":
+            failures = values & self.domains["failure"]  # type: ignore[operator]
+            if failures:
+                return 0, _pick(failures, self.seeds["exit"])[0]
+            return 1, (0, 0)
+        return (_pick(values, self.seeds[dim])[0],)
+
     def values(self, box: _Box) -> dict[str, int | str | bool]:
+        """The first event of `box`, with every attribute."""
         event: dict[str, int | str | bool] = {}
         for dim in _DIMS:
             values = box.get(dim, self.domains[dim])
             if dim == "exit":
                 failures = values & self.domains["failure"]  # type: ignore[operator]
-                if failures:
-                    event["exit"] = _pick(failures, _SEEDS["exit"])[1]
-                else:
-                    event["exit"] = 0
+                event["exit"] = _pick(failures, self.seeds["exit"])[1] if failures else 0
                 event["success"] = event["exit"] == 0
                 continue
-            event[dim] = _pick(values, _SEEDS.get(dim, self.auid_seeds))[1]
+            event[dim] = _pick(values, self.seeds[dim])[1]
         names = box.get("exe")
         if names is None or names.cofinite:  # type: ignore[union-attr]
             event["exe"] = _ANOTHER_PROGRAM
@@ -821,25 +848,10 @@ class _Ranker:
         return event
 
     def __call__(self, box: _Box) -> tuple[object, ...]:
-        key: list[object] = []
-        for dim in _DIMS:
-            values = box.get(dim, self.domains[dim])
-            if dim == "gid":
-                key.append(self.case)  # uid: root first, then the user's own
-            if dim == "exit":
-                failures = values & self.domains["failure"]  # type: ignore[operator]
-                if failures:
-                    key.extend((0, _pick(failures, _SEEDS["exit"])[0]))
-                else:
-                    key.extend((1, (0, 0)))
-                continue
-            key.append(_pick(values, _SEEDS.get(dim, self.auid_seeds))[0])
-        names = box.get("exe")
-        if names is None or names.cofinite:  # type: ignore[union-attr]
-            key.append("")
-        else:
-            key.append(min(names.names))  # type: ignore[union-attr]
-        return tuple(key)
+        parts = dict(self.base)
+        for dim, values in box.items():
+            parts[dim] = self.part(dim, values)
+        return (*parts["auid"], self.case, *(item for dim in _RANKED for item in parts[dim]))
 
 
 _ROOT: Final = 0
@@ -874,6 +886,40 @@ def _bits(op: str, mask: int) -> _Cubes:
     return _Cubes(tuple(cubes))
 
 
+@functools.lru_cache(maxsize=64)
+def _domain(dim: str, uid_min: int, *, bitwise: bool) -> _Set:
+    """The values an in-scope event may have for `dim` (`failure`: failed exit codes)."""
+    spans = {
+        "auid": _Ranges.span(uid_min, UID_UNSET - 1),
+        "gid": _Ranges.span(0, U32 - 1),
+        "exit": _Ranges((0, _FAIL_LOW), (0, U32)),
+        "failure": _Ranges.span(_FAIL_LOW, U32),
+        "pid": _Ranges.span(1, PID_MAX),
+        "ppid": _Ranges.span(1, PID_MAX),
+        "sessionid": _Ranges.span(0, U32 - 1),
+    }
+    values = spans.get(dim, _Ranges.span(0, U32))  # a0..a3, pers
+    return _Cubes.of(values) if bitwise else values
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _where(dim: str, op: str, constant: int, uid_min: int, *, bitwise: bool) -> _Condition:
+    """The condition `dim op constant` on the in-scope events: a set, or always true/false."""
+    domain = _domain(dim, uid_min, bitwise=bitwise)
+    values: _Set
+    if op in {"&", "&="}:
+        values = _bits(op, constant) & domain  # type: ignore[operator]
+    elif bitwise:
+        values = _Cubes.of(_ranges(op, constant)) & domain  # type: ignore[operator]
+    else:
+        values = _ranges(op, constant) & domain  # type: ignore[operator]
+    if not values:
+        return False
+    if not domain - values:  # type: ignore[operator]
+        return True
+    return dim, values
+
+
 @attrs.define
 class _Symbolic:
     """Turns rule conditions into boxes, for one target, mirroring `_Evaluator.field`."""
@@ -883,47 +929,20 @@ class _Symbolic:
     #: The attributes bit-tested by some condition: their sets are cubes.
     bitwise: frozenset[str]
     domains: dict[str, _Set] = attrs.Factory(dict)
-    cache: dict[tuple[str, str, int], _Condition] = attrs.Factory(dict)
+    #: Conditions by (id of the field, case, task list): fields live as long as the rules.
+    conditions: dict[tuple[int, int, bool], _Condition] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
-        spans = {
-            "auid": _Ranges.span(self.ctx.uid_min, UID_UNSET - 1),
-            "gid": _Ranges.span(0, U32 - 1),
-            "exit": _Ranges((0, _FAIL_LOW), (0, U32)),
-            "failure": _Ranges.span(_FAIL_LOW, U32),
-            **{arg: _Ranges.span(0, U32) for arg in ARG_FIELDS},
-            "pid": _Ranges.span(1, PID_MAX),
-            "ppid": _Ranges.span(1, PID_MAX),
-            "pers": _Ranges.span(0, U32),
-            "sessionid": _Ranges.span(0, U32 - 1),
-        }
-        for dim, values in spans.items():
-            bitwise = dim in self.bitwise or (dim == "failure" and "exit" in self.bitwise)
-            self.domains[dim] = _Cubes.of(values) if bitwise else values
+        for dim in _DIMS:
+            self.domains[dim] = _domain(dim, self.ctx.uid_min, bitwise=dim in self.bitwise)
+        self.domains["failure"] = _domain(
+            "failure", self.ctx.uid_min, bitwise="exit" in self.bitwise
+        )
         self.domains["exe"] = _Names(frozenset(), cofinite=True)
 
     def where(self, dim: str, op: str, constant: int) -> _Condition:
         """The condition `dim op constant` on the in-scope events."""
-        key = (dim, op, constant)
-        if key in self.cache:
-            return self.cache[key]
-        domain = self.domains[dim]
-        values: _Set
-        if op in {"&", "&="}:
-            values = _bits(op, constant) & domain  # type: ignore[operator]
-        elif dim in self.bitwise:
-            values = _Cubes.of(_ranges(op, constant)) & domain  # type: ignore[operator]
-        else:
-            values = _ranges(op, constant) & domain  # type: ignore[operator]
-        result: _Condition
-        if not values:
-            result = False
-        elif not domain - values:  # type: ignore[operator]
-            result = True
-        else:
-            result = (dim, values)
-        self.cache[key] = result
-        return result
+        return _where(dim, op, constant, self.ctx.uid_min, bitwise=dim in self.bitwise)
 
     def condition(self, field: Field, case: int, *, task: bool) -> _Condition:
         """One condition as a set of events, or its truth on all of them (None: unknown)."""
@@ -1017,7 +1036,11 @@ class _Symbolic:
         box: _Box = {}
         unknown: list[str] = []
         for field in rule.fields:
-            result = self.condition(field, case, task=task)
+            key = (id(field), case, task)
+            if key in self.conditions:
+                result = self.conditions[key]
+            else:
+                result = self.conditions[key] = self.condition(field, case, task=task)
             if result is True:
                 continue
             if result is False:
@@ -1054,7 +1077,10 @@ class _Symbolic:
     def _truth(self, field: Field, case: int) -> bool | str | None:
         if field.op not in {"=", "!=", "<", ">", "<=", ">="}:
             return "varies"
-        result = self.condition(field, case, task=False)
+        key = (id(field), case, False)
+        if key not in self.conditions:
+            self.conditions[key] = self.condition(field, case, task=False)
+        result = self.conditions[key]
         return "varies" if isinstance(result, tuple) else result
 
 
@@ -1090,15 +1116,37 @@ def _bitwise(rules: Iterable[Rule]) -> frozenset[str]:
     return frozenset(found)
 
 
-@attrs.frozen
+@attrs.define
 class _Hit:
-    """A rule that some events reach and may match, with the first such event."""
+    """Events that reach a rule and may match it (or reach the end of the list).
 
-    rank: tuple[object, ...]
-    case: int
-    box: _Box
-    rule: Rule | None
-    position: int
+    Attributes:
+        boxes: The events, as boxes.
+        rank: How to order events (a `_Ranker`).
+        best: The first event's rank and a box starting with it, once known.
+        rule: The rule reached (None: the end of the list).
+        case: The uid case (root or the user's own uid).
+        position: The rule's position in its list.
+    """
+
+    boxes: list[_Box]
+    rank: Callable[[_Box], tuple[object, ...]]
+    best: tuple[tuple[object, ...], _Box] | None = None
+    rule: Rule | None = None
+    case: int = _ROOT
+    position: int = 0
+
+    def first(self) -> tuple[tuple[object, ...], _Box]:
+        """The rank of the first event, and a box that starts with it."""
+        if self.best is None:
+            self.best = min(((self.rank(box), box) for box in self.boxes), key=lambda p: p[0])
+        return self.best
+
+    def before(self, rank: tuple[object, ...]) -> bool:
+        """Whether some event comes before `rank`."""
+        if self.best is not None:
+            return self.best[0] < rank
+        return any(self.rank(box) < rank for box in self.boxes)
 
 
 def _walk(
@@ -1124,14 +1172,16 @@ def _walk(
         if compiled is None:
             continue
         box, unknown = compiled
-        found = region.first(box)
-        if found is None:
+        hit = region.meet(box)
+        if hit is None:
             continue
-        hits.append(_Hit(found[0], case, found[1], rule, position))
+        hit.rule, hit.case, hit.position = rule, case, position
+        hits.append(hit)
         if not unknown:
             region.remove(box)
-    rest = None if region.empty() else region.first({})
-    left = None if rest is None else _Hit(rest[0], case, rest[1], None, len(rules))
+    left = None if region.empty() else region.meet({})
+    if left is not None:
+        left.case, left.position = case, len(rules)
     return hits, left, region.work
 
 
@@ -1160,7 +1210,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
     cases = (_ROOT, _SELF) if _uses_uid(everything) else (_ROOT,)
     failures: list[_Hit] = []
-    good: dict[int, _Hit] = {}
+    good: dict[int, list[_Hit]] = {}
     work = 0
     try:
         for case in cases:
@@ -1177,8 +1227,8 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                 assert hit.rule is not None  # noqa: S101 - hits of rules
                 if hit.rule.action == "never" or _key_ok(hit.rule, ctx) != "covered":
                     failures.append(hit)
-                elif hit.position not in good or hit.rank < good[hit.position].rank:
-                    good[hit.position] = hit
+                else:
+                    good.setdefault(hit.position, []).append(hit)
             if left is not None:
                 failures.append(left)
     except _TooHard:
@@ -1191,16 +1241,28 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             f"events into more than {WORK_LIMIT} regions, more than kmod-audit evaluates "
             "exactly",
         )
-    order = sorted(good.values(), key=lambda hit: (hit.rank, hit.position))
     if not failures:
+        order = sorted(
+            (min(hit.first()[0] for hit in hits), position, hits[0].rule)
+            for position, hits in good.items()
+        )
         return Coverage(
             target=target,
             covered=True,
-            rules=tuple(hit.rule for hit in order if hit.rule is not None),
+            rules=tuple(rule for _, _, rule in order if rule is not None),
             events=work,
         )
-    first = min(failures, key=lambda hit: hit.rank)
-    return _counterexample(ruleset, exit_rules, symbolic, first, order=order, work=work)
+    first = min(failures, key=lambda hit: hit.first()[0])
+    rank = first.first()[0]
+    reached = [
+        (position, hits)
+        for position, hits in sorted(good.items())
+        if any(hit.before(rank) for hit in hits)
+    ]
+    if len(reached) > 1:  # in the order the enumeration would have met them
+        reached.sort(key=lambda item: (min(hit.first()[0] for hit in item[1]), item[0]))
+    earlier = tuple(hits[0].rule for _, hits in reached if hits[0].rule is not None)
+    return _counterexample(ruleset, exit_rules, symbolic, first, earlier=earlier, work=work)
 
 
 def _counterexample(
@@ -1209,12 +1271,12 @@ def _counterexample(
     symbolic: _Symbolic,
     first: _Hit,
     *,
-    order: Sequence[_Hit],
+    earlier: tuple[Rule, ...],
     work: int,
 ) -> Coverage:
     """The coverage of a target that `first` shows is not covered."""
     target, ctx = symbolic.target, symbolic.ctx
-    event = _Ranker(symbolic.domains, ctx, first.case).values(first.box)
+    event = _Ranker(symbolic.domains, ctx, first.case).values(first.first()[1])
     event["uid"] = 0 if first.case == _ROOT else event["auid"]
     evaluator = _Evaluator(target, ctx)
     outcome = next(
@@ -1241,7 +1303,7 @@ def _counterexample(
     return Coverage(
         target=target,
         covered=False,
-        rules=tuple(hit.rule for hit in order if hit.rank < first.rank and hit.rule),
+        rules=earlier,
         event={name: event[name] for name in names if name in shown or name == "exe"},
         outcome=outcome,
         events=work,
