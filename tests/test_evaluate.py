@@ -365,18 +365,31 @@ _FIELDS = st.one_of(
     _family("exe", ("=", "!="), ("/usr/bin/kmod", "/bin/true")),
     st.sampled_from(("-F subj_type=kmod_t", "-C auid!=uid", "-C uid=auid", "-F msgtype=1300")),
 )
+#: More conditions for the comparison with the oracle: other attributes, several masks.
+_MORE_FIELDS = st.one_of(
+    _FIELDS,
+    _family("a1", ("&", "&=", "=", ">="), ("3", "5", "6", "0x80000000")),
+    _family("ppid", ("=", "!=", "<"), ("1", "2")),
+    _family("pers", ("=", "!=", ">"), ("0", "8")),
+    _family("euid", ("=", "!="), ("0", "1000")),
+    _family("egid", ("<", ">="), ("100", "101")),
+    _family("auid", ("<=", ">"), ("499", "500", "1000")),
+    st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+)
 
 
 @st.composite
-def _rule_lines(draw: st.DrawFn) -> str:
+def _rule_lines(draw: st.DrawFn, fields: st.SearchStrategy[str] = _FIELDS) -> str:
     """An exit rule line with a few conditions that the evaluator enumerates."""
     flag = draw(st.sampled_from(("-a", "-a", "-A")))
     action = draw(st.sampled_from(("always", "never")))
     arch = draw(st.sampled_from(("", " -F arch=b64", " -F arch=b32")))
     syscalls = draw(st.sampled_from(("all", "init_module", "init_module,finit_module", "execve")))
-    fields = draw(st.lists(_FIELDS, max_size=4))
+    conditions = draw(st.lists(fields, max_size=4))
     key = draw(st.sampled_from(("", " -k k", " -k other")))
-    return f"{flag} {action},exit{arch} -S {syscalls} {' '.join(fields)}{key}".replace("  ", " ")
+    return f"{flag} {action},exit{arch} -S {syscalls} {' '.join(conditions)}{key}".replace(
+        "  ", " "
+    )
 
 
 #: Last lines that cover most targets, so that the rules before them decide.
@@ -430,7 +443,7 @@ def _confirmed(ruleset: RuleSet, tgt: Target, ctx: Context, coverage: Coverage) 
     """The verdicts the enumerating evaluator gives the counterexample of `coverage`."""
     assert coverage.event is not None
     event = {"uid": 0, "gid": 0, "exit": 0, "pid": 1, "ppid": 1, "pers": 0, "sessionid": 0}
-    event.update({arg: 0 for arg in ("a0", "a1", "a2", "a3")})
+    event.update(dict.fromkeys(("a0", "a1", "a2", "a3"), 0))
     event.update({"exe": "(another program)", **coverage.event})
     if "exit" not in coverage.event and not event["success"]:
         event["exit"] = (-1) & 0xFFFFFFFF
@@ -442,9 +455,9 @@ def _confirmed(ruleset: RuleSet, tgt: Target, ctx: Context, coverage: Coverage) 
 class TestSymbolicEqualsEnumeration:
     """The symbolic evaluator agrees with the enumerating one wherever that one decides."""
 
-    @settings(max_examples=600, deadline=None)
+    @settings(max_examples=1000, deadline=None)
     @given(
-        lines=st.lists(_rule_lines(), min_size=1, max_size=5),
+        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
         others=st.lists(
             st.sampled_from(
                 (
@@ -474,8 +487,8 @@ class TestSymbolicEqualsEnumeration:
         coverage = evaluate(ruleset, tgt, ctx)
         assert None is coverage.undecided
         assert oracle.covered == coverage.covered
+        assert oracle.rules == coverage.rules
         if coverage.covered:
-            assert set(oracle.rules) == set(coverage.rules)
             return
         assert coverage.outcome is not None
         assert coverage.outcome.verdict in _confirmed(ruleset, tgt, ctx, coverage)

@@ -138,8 +138,6 @@ def _size(dims: list[tuple[str, list[int | str | bool]]]) -> int:
     return size
 
 
-
-
 def _constant_truth(evaluator: _Evaluator, field: Field) -> bool | None:
     """The value of `field` on every in-scope event when it is the same on all, else None.
 

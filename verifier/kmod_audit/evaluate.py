@@ -33,7 +33,7 @@ import errno
 import functools
 import heapq
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -426,8 +426,6 @@ def _judge_event(
     return outcomes
 
 
-
-
 # -- value sets ------------------------------------------------------------------------
 #
 # The symbolic evaluator describes sets of events as unions of boxes: one set of values
@@ -554,7 +552,11 @@ class _Cubes:
         return bool(self.cubes)
 
     def __contains__(self, value: object) -> bool:
-        return isinstance(value, int) and any((value & c) == v for v, c in self.cubes)
+        return (
+            isinstance(value, int)
+            and 0 <= value <= U32
+            and any((value & c) == v for v, c in self.cubes)
+        )
 
     def __and__(self, other: _Cubes) -> _Cubes:
         return _Cubes(
@@ -792,11 +794,21 @@ class _Region:
         return not self.count
 
 
-def _pick(values: _Set, seeds: Sequence[int]) -> tuple[tuple[int, int], int]:
-    """The value the enumeration would reach first in `values`, with its rank."""
+def _pick(
+    values: _Set, seeds: Sequence[int], others: Sequence[int] = ()
+) -> tuple[tuple[int, int], int]:
+    """The value the enumeration would reach first in `values`, with its rank.
+
+    The enumeration visits the seeds, then its other representatives in ascending order:
+    the least value of a set of intervals is one of them; for bit patterns, `others`
+    lists them.
+    """
     for index, seed in enumerate(seeds):
         if seed in values:
             return (0, index), seed
+    for other in others:
+        if other in values:
+            return (1, other), other
     least = values.least()  # type: ignore[union-attr]
     return (1, least), least
 
@@ -809,9 +821,16 @@ class _Ranker:
     seed in the box, else its least value.
     """
 
-    def __init__(self, domains: dict[str, _Set], ctx: Context, case: int) -> None:
+    def __init__(
+        self,
+        domains: dict[str, _Set],
+        ctx: Context,
+        case: int,
+        others: dict[str, list[int]] | None = None,
+    ) -> None:
         self.domains = domains
         self.seeds = {**_SEEDS, "auid": (ctx.uid_min,)}
+        self.others = others or {}
         self.base: dict[str, tuple[object, ...]] = {
             dim: self.part(dim, domains[dim]) for dim in _DIMS
         }
@@ -825,9 +844,9 @@ class _Ranker:
         if dim == "exit":
             failures = values & self.domains["failure"]  # type: ignore[operator]
             if failures:
-                return 0, _pick(failures, self.seeds["exit"])[0]
+                return 0, _pick(failures, self.seeds["exit"], self.others.get("exit", ()))[0]
             return 1, (0, 0)
-        return (_pick(values, self.seeds[dim])[0],)
+        return (_pick(values, self.seeds[dim], self.others.get(dim, ()))[0],)
 
     def values(self, box: _Box) -> dict[str, int | str | bool]:
         """The first event of `box`, with every attribute."""
@@ -836,10 +855,11 @@ class _Ranker:
             values = box.get(dim, self.domains[dim])
             if dim == "exit":
                 failures = values & self.domains["failure"]  # type: ignore[operator]
-                event["exit"] = _pick(failures, self.seeds["exit"])[1] if failures else 0
+                others = self.others.get("exit", ())
+                event["exit"] = _pick(failures, self.seeds["exit"], others)[1] if failures else 0
                 event["success"] = event["exit"] == 0
                 continue
-            event[dim] = _pick(values, self.seeds[dim])[1]
+            event[dim] = _pick(values, self.seeds[dim], self.others.get(dim, ()))[1]
         names = box.get("exe")
         if names is None or names.cofinite:  # type: ignore[union-attr]
             event["exe"] = _ANOTHER_PROGRAM
@@ -1074,6 +1094,31 @@ class _Symbolic:
                 shown.update(_field_dims(field))
         return shown
 
+    def others(self, rules: Iterable[Rule]) -> dict[str, list[int]]:
+        """For bit-tested attributes, the enumeration's representatives, ascending."""
+        found: dict[str, set[int]] = {dim: set() for dim in self.bitwise}
+        for rule in rules:
+            for field in rule.fields:
+                dim = "auid" if _dimension(field.name) == "uid" else _dimension(field.name)
+                if field.compare or dim not in found or not isinstance(field.value, int):
+                    continue
+                constants = {field.value}
+                if dim in ARG_FIELDS:
+                    constants.add(~field.value & U32)
+                found[dim].update(v + step for v in constants for step in (-1, 0, 1))
+        ends = {
+            "auid": {self.ctx.uid_min, UID_UNSET - 1},
+            "exit": {_FAIL_LOW, U32},
+            "pid": {1, PID_MAX},
+            "ppid": {1, PID_MAX},
+        }
+        return {
+            dim: sorted(
+                v for v in values | ends.get(dim, {0, U32, U32 - 1}) if v in self.domains[dim]
+            )
+            for dim, values in found.items()
+        }
+
     def _truth(self, field: Field, case: int) -> bool | str | None:
         if field.op not in {"=", "!=", "<", ">", "<=", ">="}:
             return "varies"
@@ -1130,7 +1175,7 @@ class _Hit:
     """
 
     boxes: list[_Box]
-    rank: Callable[[_Box], tuple[object, ...]]
+    rank: _Ranker
     best: tuple[tuple[object, ...], _Box] | None = None
     rule: Rule | None = None
     case: int = _ROOT
@@ -1209,12 +1254,13 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
     cases = (_ROOT, _SELF) if _uses_uid(everything) else (_ROOT,)
+    others = symbolic.others(everything)
     failures: list[_Hit] = []
     good: dict[int, list[_Hit]] = {}
     work = 0
     try:
         for case in cases:
-            ranker = _Ranker(symbolic.domains, ctx, case)
+            ranker = _Ranker(symbolic.domains, ctx, case, others)
             hits, _, spent = _walk(symbolic, ruleset.task, case, task=True, ranker=ranker)
             work += spent
             failures.extend(hit for hit in hits if hit.rule and hit.rule.action == "never")
@@ -1276,17 +1322,16 @@ def _counterexample(
 ) -> Coverage:
     """The coverage of a target that `first` shows is not covered."""
     target, ctx = symbolic.target, symbolic.ctx
-    event = _Ranker(symbolic.domains, ctx, first.case).values(first.first()[1])
+    event = first.rank.values(first.first()[1])
     event["uid"] = 0 if first.case == _ROOT else event["auid"]
-    evaluator = _Evaluator(target, ctx)
-    outcome = next(
-        (
-            outcome
-            for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx)
-            if outcome.verdict != "covered"
-        ),
-        None,
-    )
+    rules = dict.fromkeys(earlier)
+    outcome = None
+    for found in _judge_event(_Evaluator(target, ctx), ruleset, exit_rules, event, ctx):
+        if found.verdict != "covered":
+            outcome = found
+            break
+        if found.rule is not None:  # a rule that may match records the event on the way
+            rules.setdefault(found.rule)
     if outcome is None:  # pragma: no cover - the two evaluations disagree: a bug
         return Coverage(
             target=target,
@@ -1303,7 +1348,7 @@ def _counterexample(
     return Coverage(
         target=target,
         covered=False,
-        rules=earlier,
+        rules=tuple(rules),
         event={name: event[name] for name in names if name in shown or name == "exe"},
         outcome=outcome,
         events=work,
