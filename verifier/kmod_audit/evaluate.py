@@ -1278,14 +1278,19 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             if left is not None:
                 failures.append(left)
     except _TooHard:
-        origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in everything))
+        involved = [
+            rule
+            for rules, task in ((exit_rules, False), (ruleset.task, True), (ruleset.exclude, False))
+            for rule in rules
+            if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+        ]
+        origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
         return Coverage(
             target=target,
             covered=False,
             rules=(),
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
-            f"events into more than {WORK_LIMIT} regions, more than kmod-audit evaluates "
-            "exactly",
+            f"events into more pieces than kmod-audit follows exactly ({WORK_LIMIT} steps)",
         )
     if not failures:
         order = sorted(
