@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import assume, given, settings
@@ -476,15 +477,27 @@ class TestSymbolicEqualsEnumeration:
         last=st.sampled_from(_COVERING),
         tgt=st.sampled_from(_TARGETS),
         ctx=st.sampled_from(_CONTEXTS),
+        defer=st.booleans(),
     )
     def test_same_verdict_and_a_real_counterexample(
-        self, lines: list[str], others: list[str], last: str, tgt: Target, ctx: Context
+        self,
+        lines: list[str],
+        others: list[str],
+        last: str,
+        tgt: Target,
+        ctx: Context,
+        defer: bool,
     ) -> None:
-        """Same verdict; a counterexample is one under the oracle, with the same reason."""
+        """Same verdict; a counterexample is one under the oracle, with the same reason.
+
+        With `defer`, every subtraction stays pending (as for rules that would multiply the
+        boxes), so that the search around pending boxes is compared with the oracle too.
+        """
         ruleset = _ruleset("".join(line + "\n" for line in [*others, *lines, last]))
         oracle = _enumerate.evaluate(ruleset, tgt, ctx)
         assume(oracle.undecided is None)
-        coverage = evaluate(ruleset, tgt, ctx)
+        with mock.patch.object(evaluate_module, "_defer", return_value=defer):
+            coverage = evaluate(ruleset, tgt, ctx)
         assert None is coverage.undecided
         assert oracle.covered == coverage.covered
         assert oracle.rules == coverage.rules

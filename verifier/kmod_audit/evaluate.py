@@ -780,7 +780,7 @@ class _Region:
         hits = [(i, b) for i, b in self._candidates(box) if _meet(b, box) is not None]
         pieces = [piece for _, mine in hits for piece in _cut(mine, box, self.domains)]
         self._spend(len(hits) + len(pieces))
-        if len(pieces) - len(hits) > max(64, self.count):
+        if _defer(len(pieces) - len(hits), self.count):
             self.pending.append(box)
             return
         for ident, mine in hits:
@@ -792,6 +792,11 @@ class _Region:
 
     def empty(self) -> bool:
         return not self.count
+
+
+def _defer(growth: int, count: int) -> bool:
+    """Whether to keep a subtraction pending rather than add `growth` boxes to `count`."""
+    return growth > max(64, count)
 
 
 def _pick(
