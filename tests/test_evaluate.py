@@ -340,7 +340,8 @@ class TestExactness:
         """The issue 9 shapes that the enumeration could not afford get a verdict."""
         coverage = evaluate(_ruleset(shape + "\n" + GOOD), target(B64, "init_module"), Context())
         assert None is coverage.undecided
-        assert verdict == ("covered" if coverage.covered else coverage.outcome.verdict)
+        outcome = coverage.outcome
+        assert verdict == ("covered" if outcome is None else outcome.verdict)
 
 
 def _family(name: str, ops: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[str]:
@@ -443,14 +444,14 @@ _CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
 def _confirmed(ruleset: RuleSet, tgt: Target, ctx: Context, coverage: Coverage) -> set[str]:
     """The verdicts the enumerating evaluator gives the counterexample of `coverage`."""
     assert coverage.event is not None
-    event = {"uid": 0, "gid": 0, "exit": 0, "pid": 1, "ppid": 1, "pers": 0, "sessionid": 0}
-    event.update(dict.fromkeys(("a0", "a1", "a2", "a3"), 0))
+    event: dict[str, int | str | bool] = {"uid": 0, "gid": 0, "exit": 0, "pid": 1, "ppid": 1}
+    event.update({"pers": 0, "sessionid": 0, "a0": 0, "a1": 0, "a2": 0, "a3": 0})
     event.update({"exe": "(another program)", **coverage.event})
     if "exit" not in coverage.event and not event["success"]:
         event["exit"] = (-1) & 0xFFFFFFFF
     relevant = [r for r in ruleset.exit if r.syscalls is None or tgt.number in r.syscalls]
     outcomes = _judge_event(_Evaluator(tgt, ctx), ruleset, relevant, event, ctx)
-    return {outcome.verdict for outcome in outcomes} - {"covered"}
+    return {str(outcome.verdict) for outcome in outcomes} - {"covered"}
 
 
 class TestSymbolicEqualsEnumeration:

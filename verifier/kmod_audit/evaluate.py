@@ -1087,7 +1087,8 @@ class _Symbolic:
         for rule in rules:
             names: list[str] = []
             for field in rule.fields:
-                truths = {self._truth(field, case) for case in (_ROOT, _SELF)}
+                cases = (_ROOT, _SELF) if _about_uid(field) else (_ROOT,)
+                truths = {self._truth(field, case) for case in cases}
                 if truths == {False}:
                     break
                 if truths != {True}:
@@ -1148,12 +1149,13 @@ def _dimension(name: str) -> str:
     return name
 
 
+def _about_uid(field: Field) -> bool:
+    """Whether the truth of `field` depends on the uid (0 or the user's own)."""
+    return field.name in _UID_FAMILY or (field.compare and str(field.value) in _UID_FAMILY)
+
+
 def _uses_uid(rules: Iterable[Rule]) -> bool:
-    return any(
-        field.name in _UID_FAMILY or (field.compare and str(field.value) in _UID_FAMILY)
-        for rule in rules
-        for field in rule.fields
-    )
+    return any(_about_uid(field) for rule in rules for field in rule.fields)
 
 
 def _bitwise(rules: Iterable[Rule]) -> frozenset[str]:
