@@ -796,7 +796,7 @@ class _Region:
 
 def _defer(growth: int, count: int) -> bool:
     """Whether to keep a subtraction pending rather than add `growth` boxes to `count`."""
-    return growth > max(64, count)
+    return growth > 12 and count + growth > 64
 
 
 def _pick(
