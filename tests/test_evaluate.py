@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from _support import FIXTURES
-from kmod_audit.evaluate import EVENT_BUDGET, Context, ExecFile, Target, evaluate
+from kmod_audit import _enumerate
+from kmod_audit._enumerate import EVENT_BUDGET
+from kmod_audit.evaluate import (
+    Context,
+    Coverage,
+    ExecFile,
+    Target,
+    _Evaluator,
+    _judge_event,
+    evaluate,
+)
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES, Abi
 
+evaluate_module = importlib.import_module("kmod_audit.evaluate")
 X86_64 = MACHINES["x86_64"]
 B64 = X86_64.native
 B32 = X86_64.compat
@@ -231,7 +244,7 @@ OVER_BUDGET = (
 
 
 class TestExactness:
-    """Rules that cannot match an in-scope event do not make the evaluation give up."""
+    """Conditions and constants never make the evaluation give up (issues 7.7 and 9)."""
 
     @pytest.mark.parametrize(
         "tgt",
@@ -240,13 +253,14 @@ class TestExactness:
     )
     def test_never_rule_for_auid_unset_is_not_a_limit(self, tgt: Target) -> None:
         """The issue 7.7 file covers every module syscall, on both ABIs, exactly."""
-        coverage = evaluate(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context())
-        assert (True, None) == (coverage.covered, coverage.undecided)
-        assert coverage.events <= 8
+        for judge in (evaluate, _enumerate.evaluate):
+            coverage = judge(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context())
+            assert (True, None) == (coverage.covered, coverage.undecided)
+        assert _enumerate.evaluate(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context()).events <= 8
 
     def test_conditions_true_for_every_user_add_no_events(self) -> None:
         """`auid>=1000`, `auid!=unset` and the target's arch do not multiply the events."""
-        coverage = evaluate(_ruleset(GOOD), target(B64, "init_module"), Context())
+        coverage = _enumerate.evaluate(_ruleset(GOOD), target(B64, "init_module"), Context())
         assert coverage.covered
         assert 4 == coverage.events  # auid 1000 and 4294967294, success yes and no
 
@@ -260,15 +274,74 @@ class TestExactness:
         assert coverage.event is not None
         assert (5000, 5000) == (coverage.event["auid"], coverage.event["uid"])
 
-    def test_over_budget_is_undecided(self) -> None:
-        """Past the budget the target is undecided, naming the rule, never a verdict."""
-        coverage = evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
+    def test_enumeration_over_budget_is_undecided(self) -> None:
+        """The oracle gives up past its budget, naming the rule, never with a verdict."""
+        coverage = _enumerate.evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
         assert coverage.undecided is not None
         assert not coverage.covered
         assert coverage.outcome is None
         assert f"more than the {EVENT_BUDGET}" in coverage.undecided
         assert "t.rules:1" in coverage.undecided
         assert coverage.reason().startswith("b64 init_module: kmod-audit cannot decide: ")
+
+    def test_many_conditions_are_decided(self) -> None:
+        """The file the enumeration gave up on is judged: the never rule hides some calls."""
+        coverage = evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
+        assert None is coverage.undecided
+        assert not coverage.covered
+        assert coverage.outcome is not None
+        assert "never" == coverage.outcome.verdict
+        assert coverage.event is not None
+        assert (2, 0x10, 0x20, 0x40) == tuple(coverage.event[a] for a in ("a0", "a1", "a2", "a3"))
+        assert "exit=-EPERM" in coverage.reason()
+
+    def test_work_limit_is_undecided(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Past the work limit the target is undecided (exit 3), never a verdict."""
+        monkeypatch.setattr(evaluate_module, "WORK_LIMIT", 3)
+        coverage = evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
+        assert coverage.undecided is not None
+        assert (False, None) == (coverage.covered, coverage.outcome)
+        assert "t.rules:1" in coverage.undecided
+        assert coverage.reason().startswith("b64 init_module: kmod-audit cannot decide: ")
+
+    @pytest.mark.parametrize(
+        ("shape", "verdict"),
+        [
+            (
+                "\n".join(
+                    f"-a always,exit -S all -F auid>={2000 + 10 * i} -F auid<{2005 + 10 * i}"
+                    f" -k r{i}"
+                    for i in range(300)
+                ),
+                "covered",
+            ),
+            ("\n".join(f"-a never,exit -S all -F exe=/opt/x/bin{i}" for i in range(300)), "never"),
+            (
+                "\n".join(
+                    f"-a never,exit -S all -F a0={10 * i} -F a1={10 * i + 1} -F gid={i}"
+                    f" -F pid={100 + i} -F sessionid={i + 5}"
+                    for i in range(300)
+                ),
+                "never",
+            ),
+            (
+                "\n".join(
+                    f"-a always,exit -F arch=b64 -S init_module -F a0!={i} -F a1>={i + 2}"
+                    f" -F a2<{100 + i} -F a3!={7 * i} -F exit!=-{i + 1} -F auid>={1000 + i}"
+                    f" -F uid!={5000 + i} -k k{i}"
+                    for i in range(9)
+                ),
+                "covered",
+            ),
+        ],
+        ids=["auid-ranges", "exe-never", "filler", "wmax"],
+    )
+    def test_constructed_shapes_are_decided(self, shape: str, verdict: str) -> None:
+        """The issue 9 shapes that the enumeration could not afford get a verdict."""
+        coverage = evaluate(_ruleset(shape + "\n" + GOOD), target(B64, "init_module"), Context())
+        assert None is coverage.undecided
+        outcome = coverage.outcome
+        assert verdict == ("covered" if outcome is None else outcome.verdict)
 
 
 def _family(name: str, ops: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[str]:
@@ -294,18 +367,31 @@ _FIELDS = st.one_of(
     _family("exe", ("=", "!="), ("/usr/bin/kmod", "/bin/true")),
     st.sampled_from(("-F subj_type=kmod_t", "-C auid!=uid", "-C uid=auid", "-F msgtype=1300")),
 )
+#: More conditions for the comparison with the oracle: other attributes, several masks.
+_MORE_FIELDS = st.one_of(
+    _FIELDS,
+    _family("a1", ("&", "&=", "=", ">="), ("3", "5", "6", "0x80000000")),
+    _family("ppid", ("=", "!=", "<"), ("1", "2")),
+    _family("pers", ("=", "!=", ">"), ("0", "8")),
+    _family("euid", ("=", "!="), ("0", "1000")),
+    _family("egid", ("<", ">="), ("100", "101")),
+    _family("auid", ("<=", ">"), ("499", "500", "1000")),
+    st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+)
 
 
 @st.composite
-def _rule_lines(draw: st.DrawFn) -> str:
+def _rule_lines(draw: st.DrawFn, fields: st.SearchStrategy[str] = _FIELDS) -> str:
     """An exit rule line with a few conditions that the evaluator enumerates."""
     flag = draw(st.sampled_from(("-a", "-a", "-A")))
     action = draw(st.sampled_from(("always", "never")))
     arch = draw(st.sampled_from(("", " -F arch=b64", " -F arch=b32")))
     syscalls = draw(st.sampled_from(("all", "init_module", "init_module,finit_module", "execve")))
-    fields = draw(st.lists(_FIELDS, max_size=4))
+    conditions = draw(st.lists(fields, max_size=4))
     key = draw(st.sampled_from(("", " -k k", " -k other")))
-    return f"{flag} {action},exit{arch} -S {syscalls} {' '.join(fields)}{key}".replace("  ", " ")
+    return f"{flag} {action},exit{arch} -S {syscalls} {' '.join(conditions)}{key}".replace(
+        "  ", " "
+    )
 
 
 #: Last lines that cover most targets, so that the rules before them decide.
@@ -319,7 +405,7 @@ _COVERING = (
 
 
 class TestPruningIsExact:
-    """Dropping rules and conditions before enumerating never changes a judgement."""
+    """Dropping rules and conditions before enumerating never changes a judgement (oracle)."""
 
     @settings(max_examples=300, deadline=None)
     @given(
@@ -339,9 +425,85 @@ class TestPruningIsExact:
     ) -> None:
         """Pruned or not, the same targets are covered, and pruning never gives up more."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
-        full = evaluate(ruleset, tgt, ctx, prune=False)
+        full = _enumerate.evaluate(ruleset, tgt, ctx, prune=False)
         assume(full.undecided is None)
-        pruned = evaluate(ruleset, tgt, ctx)
+        pruned = _enumerate.evaluate(ruleset, tgt, ctx)
         assert None is pruned.undecided
         assert full.covered == pruned.covered
         assert pruned.events <= full.events or not full.covered
+
+
+_TARGETS = (
+    target(B64, "init_module"),
+    target(B32, "finit_module"),
+    target(B64, "execve", ExecFile("/usr/bin/kmod")),
+)
+_CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
+
+
+def _confirmed(ruleset: RuleSet, tgt: Target, ctx: Context, coverage: Coverage) -> set[str]:
+    """The verdicts the enumerating evaluator gives the counterexample of `coverage`."""
+    assert coverage.event is not None
+    event: dict[str, int | str | bool] = {"uid": 0, "gid": 0, "exit": 0, "pid": 1, "ppid": 1}
+    event.update({"pers": 0, "sessionid": 0, "a0": 0, "a1": 0, "a2": 0, "a3": 0})
+    event.update({"exe": "(another program)", **coverage.event})
+    if "exit" not in coverage.event and not event["success"]:
+        event["exit"] = (-1) & 0xFFFFFFFF
+    relevant = [r for r in ruleset.exit if r.syscalls is None or tgt.number in r.syscalls]
+    outcomes = _judge_event(_Evaluator(tgt, ctx), ruleset, relevant, event, ctx)
+    return {str(outcome.verdict) for outcome in outcomes} - {"covered"}
+
+
+class TestSymbolicEqualsEnumeration:
+    """The symbolic evaluator agrees with the enumerating one wherever that one decides."""
+
+    @settings(max_examples=1000, deadline=None)
+    @given(
+        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
+        others=st.lists(
+            st.sampled_from(
+                (
+                    "-a never,task -F auid=1000",
+                    "-a never,task -F uid=0",
+                    "-a always,task -F pid=1000",
+                    "-a never,task -F exe=/bin/true",
+                    "-a never,task -F subj_type=x_t",
+                    "-a always,exclude -F msgtype=1301",
+                    "-a always,exclude -F msgtype=SYSCALL -F auid=1001",
+                    "-a never,exclude -F msgtype=SYSCALL -F uid!=0",
+                )
+            ),
+            max_size=2,
+        ),
+        last=st.sampled_from(_COVERING),
+        tgt=st.sampled_from(_TARGETS),
+        ctx=st.sampled_from(_CONTEXTS),
+        defer=st.booleans(),
+    )
+    def test_same_verdict_and_a_real_counterexample(
+        self,
+        lines: list[str],
+        others: list[str],
+        last: str,
+        tgt: Target,
+        ctx: Context,
+        defer: bool,
+    ) -> None:
+        """Same verdict; a counterexample is one under the oracle, with the same reason.
+
+        With `defer`, every subtraction stays pending (as for rules that would multiply the
+        boxes), so that the search around pending boxes is compared with the oracle too.
+        """
+        ruleset = _ruleset("".join(line + "\n" for line in [*others, *lines, last]))
+        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        assume(oracle.undecided is None)
+        with mock.patch.object(evaluate_module, "_defer", return_value=defer):
+            coverage = evaluate(ruleset, tgt, ctx)
+        assert None is coverage.undecided
+        assert oracle.covered == coverage.covered
+        assert oracle.rules == coverage.rules
+        if coverage.covered:
+            return
+        assert coverage.outcome is not None
+        assert coverage.outcome.verdict in _confirmed(ruleset, tgt, ctx, coverage)
+        assert oracle.reason() == coverage.reason()

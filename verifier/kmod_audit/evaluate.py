@@ -10,28 +10,30 @@ kernel records a SYSCALL record carrying an acceptable key:
   `always` and a key (the pinned key with `--key`),
 - no exclude rule drops SYSCALL records.
 
-The event space is infinite, but every rule condition compares one event attribute with a
-constant, so the attribute values between two neighbouring constants behave alike. We
-enumerate one representative per interval (each constant, its neighbours and the ends of
-the range) and evaluate the rules on the product: that is exact for the comparison
-operators and covers the bit operators with the masks, their complements, 0 and ~0.
-Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
-`never` rule may suppress, an unknown `always` rule may not match, and we say so.
+The event space is infinite, but every rule condition compares one event attribute with
+a constant, so a rule matches a *box* of events: a set of values per attribute (intervals
+for the comparisons, as the kernel compares u32 values; bit patterns for `&` and `&=`; a
+finite or cofinite set of paths for `exe`). We follow the in-scope events through the
+rules as a union of boxes, in list order, the way first-match analysis of firewall rule
+sets does: what a rule surely matches is subtracted before the next rule, so every rule
+sees exactly the events that reach it. Nothing is enumerated, and no budget decides a
+verdict: past `WORK_LIMIT` steps (astronomically more than real rule lists need) the target
+is *undecided*. Conditions we cannot evaluate (SELinux labels, object inodes) are
+*unknown*: an unknown `never` rule may suppress, an unknown `always` rule may not match,
+and we say so.
 
-The product grows with every constant, so before building it we look at each condition
-alone: one that is false for every in-scope event (`auid=unset` when auid >= uid-min is
-required, `arch=b64` for a b32 call) means its rule never matches and is dropped; one that
-is true for every in-scope event (`auid!=unset`) cannot tell events apart and adds no
-representatives. Both are exact. When the product is still too large, the target is
-*undecided*: we never turn that limit into a verdict.
+`kmod_audit._enumerate` keeps the evaluator that enumerated one representative event per
+interval; it is the oracle the tests compare this one with.
 """
 
 from __future__ import annotations
 
+import bisect
 import errno
-import itertools
+import functools
+import heapq
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -52,10 +54,6 @@ __all__ = ["Context", "Coverage", "ExecFile", "Outcome", "Target", "evaluate"]
 U32: Final = 0xFFFFFFFF
 SYSCALL_RECORD: Final = 1300
 PID_MAX: Final = 4194304
-#: Above this many representative events per target we give up (undecided) rather than guess.
-EVENT_BUDGET: Final = 200_000
-#: Operators whose truth on interval representatives is the truth on the whole interval.
-_ORDERED_OPS: Final = frozenset({"=", "!=", "<", ">", "<=", ">="})
 
 # Failure return codes a module syscall typically has, for readable counterexamples.
 _TYPICAL_ERRNOS: Final = (
@@ -143,7 +141,7 @@ Verdict = Literal["covered", "never", "no-key", "wrong-key", "unmatched", "exclu
 
 @attrs.frozen
 class Outcome:
-    """What happens to one representative event.
+    """What happens to one event.
 
     Attributes:
         verdict: `covered`, or why it is not recorded as required.
@@ -164,10 +162,10 @@ class Coverage:
         target: What was judged.
         covered: True when every in-scope event is recorded with an acceptable key.
         rules: The rules that record the in-scope events (when covered, or partly).
-        event: A representative event that is not covered (None when covered).
+        event: An event that is not covered (None when covered).
         outcome: What happens to that event.
-        events: How many representative events were evaluated.
-        undecided: Why kmod-audit cannot decide (the evaluation would exceed its budget);
+        events: How much work the evaluation took (event classes examined).
+        undecided: Why kmod-audit cannot decide (the evaluation would exceed its limit);
             None when it decided. An undecided target is neither covered nor a failure.
     """
 
@@ -382,109 +380,6 @@ def _relevant_exit_rules(rules: Sequence[Rule], target: Target) -> list[Rule]:
     return [r for r in rules if r.syscalls is None or target.number in r.syscalls]
 
 
-def _constants(fields: Iterable[Field]) -> dict[str, set[int | str]]:
-    found: dict[str, set[int | str]] = {}
-    for field in fields:
-        if field.compare:
-            for name in (field.name, str(field.value)):
-                found.setdefault(_dimension(name), set())
-            continue
-        found.setdefault(_dimension(field.name), set()).add(field.value)
-    return found
-
-
-def _dimension(name: str) -> str:
-    if name in _UID_FAMILY:
-        return "uid"
-    if name in GID_FIELDS - {"obj_gid"}:
-        return "gid"
-    return name
-
-
-def _around(values: Iterable[int | str], low: int, high: int, seeds: Iterable[int]) -> list[int]:
-    """Representatives of every interval the constants cut [low, high] into, seeds first."""
-    points: list[int] = []
-    for seed in seeds:
-        if low <= seed <= high and seed not in points:
-            points.append(seed)
-    extra: set[int] = {low, high}
-    for value in values:
-        if isinstance(value, int):
-            extra.update({value - 1, value, value + 1})
-    for value in sorted(extra):
-        if low <= value <= high and value not in points:
-            points.append(value)
-    return points
-
-
-def _dimensions(
-    fields: Iterable[Field], target: Target, ctx: Context
-) -> list[tuple[str, list[int | str | bool]]]:
-    """The event attributes the conditions look at, each with its representative values."""
-    constants = _constants(fields)
-    dims: list[tuple[str, list[int | str | bool]]] = []
-    # The user's own uid is their auid, so uid constants cut the auid range too.
-    auid_values = _around(
-        constants.get("auid", set()) | constants.get("uid", set()),
-        ctx.uid_min,
-        UID_UNSET - 1,
-        [ctx.uid_min],
-    )
-    dims.append(("auid", list(auid_values)))
-    if "uid" in constants:
-        dims.append(("uid", ["root", "self"]))
-    if "gid" in constants:
-        dims.append(("gid", list(_around(constants["gid"], 0, U32 - 1, [0, 100]))))
-    dims.append(("success", [False, True]))
-    if "exit" in constants:
-        failures = _around(
-            constants["exit"],
-            (1 << 32) - 4095,
-            U32,
-            [(-code) & U32 for code in _TYPICAL_ERRNOS],
-        )
-        dims.append(("exit", [0, *failures]))
-    for arg in sorted(ARG_FIELDS):
-        if arg in constants:
-            masks = {int(v) for v in constants[arg] if isinstance(v, int)}
-            complements = {(~m) & U32 for m in masks}
-            dims.append((arg, list(_around(masks | complements, 0, U32, [0, 1]))))
-    if "pid" in constants:
-        dims.append(("pid", list(_around(constants["pid"], 1, PID_MAX, [1000]))))
-    if "ppid" in constants:
-        dims.append(("ppid", list(_around(constants["ppid"], 1, PID_MAX, [1]))))
-    if "pers" in constants:
-        dims.append(("pers", list(_around(constants["pers"], 0, U32, [0]))))
-    if "sessionid" in constants:
-        dims.append(("sessionid", list(_around(constants["sessionid"], 0, U32 - 1, [1]))))
-    if "exe" in constants and target.program is None:
-        names: list[int | str | bool] = sorted(str(v) for v in constants["exe"])
-        dims.append(("exe", ["(another program)", *names]))
-    return dims
-
-
-def _events(
-    dims: list[tuple[str, list[int | str | bool]]],
-) -> Iterator[dict[str, int | str | bool]]:
-    names = [name for name, _ in dims]
-    for combo in itertools.product(*(values for _, values in dims)):
-        event = dict(zip(names, combo, strict=True))
-        if "uid" in event:
-            event["uid"] = 0 if event["uid"] == "root" else int(event["auid"])
-        if "exit" in event:
-            success = bool(event["success"])
-            if success != (event["exit"] == 0):
-                continue
-        yield event
-
-
-def _size(dims: list[tuple[str, list[int | str | bool]]]) -> int:
-    size = 1
-    for _, values in dims:
-        size *= len(values)
-    return size
-
-
 def _key_ok(rule: Rule, ctx: Context) -> Verdict:
     if not rule.keys:
         return "no-key"
@@ -531,101 +426,942 @@ def _judge_event(
     return outcomes
 
 
-def _constant_truth(evaluator: _Evaluator, field: Field) -> bool | None:
-    """The value of `field` on every in-scope event when it is the same on all, else None.
+# -- value sets ------------------------------------------------------------------------
+#
+# The symbolic evaluator describes sets of events as unions of boxes: one set of values
+# per event attribute. Attributes compared in order are unions of intervals; attributes
+# bit-tested (`&`, `&=`) are unions of ternary cubes (fixed bits and free bits), which
+# represent both intervals (as aligned blocks) and bit tests exactly; `exe` is a finite
+# or cofinite set of paths.
 
-    Only for conditions whose truth on the interval representatives of their own constant
-    is their truth on every event (comparisons; not the bit tests `&`/`&=`).
-    """
-    if field.op not in _ORDERED_OPS:
+_FAIL_LOW: Final = (1 << 32) - 4095
+
+
+class _Ranges:
+    """A set of u32 values: sorted, disjoint, closed intervals [los[i], his[i]]."""
+
+    __slots__ = ("his", "los")
+
+    def __init__(self, los: tuple[int, ...], his: tuple[int, ...]) -> None:
+        self.los = los
+        self.his = his
+
+    @classmethod
+    def span(cls, low: int, high: int) -> _Ranges:
+        return cls((low,), (high,)) if low <= high else cls((), ())
+
+    def __bool__(self) -> bool:
+        return bool(self.los)
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int):
+            return False
+        i = bisect.bisect_right(self.los, value) - 1
+        return i >= 0 and self.his[i] >= value
+
+    def __and__(self, other: _Ranges) -> _Ranges:
+        los: list[int] = []
+        his: list[int] = []
+        for low, high in zip(other.los, other.his, strict=True):
+            i = bisect.bisect_left(self.his, low)
+            j = bisect.bisect_right(self.los, high)
+            if i >= j:
+                continue
+            start = len(los)
+            los.extend(self.los[i:j])
+            his.extend(self.his[i:j])
+            los[start] = max(los[start], low)
+            his[-1] = min(his[-1], high)
+        return _Ranges(tuple(los), tuple(his))
+
+    def __sub__(self, other: _Ranges) -> _Ranges:
+        los, his = self.los, self.his
+        for low, high in zip(other.los, other.his, strict=True):
+            i = bisect.bisect_left(his, low)
+            j = bisect.bisect_right(los, high)
+            if i >= j:
+                continue
+            mid_los: tuple[int, ...] = ()
+            mid_his: tuple[int, ...] = ()
+            if los[i] < low:
+                mid_los, mid_his = (los[i],), (low - 1,)
+            if his[j - 1] > high:
+                mid_los, mid_his = (*mid_los, high + 1), (*mid_his, his[j - 1])
+            los = los[:i] + mid_los + los[j:]
+            his = his[:i] + mid_his + his[j:]
+        return _Ranges(los, his)
+
+    def single(self) -> int | None:
+        """The only value of the set, if it has exactly one."""
+        if len(self.los) == 1 and self.los[0] == self.his[0]:
+            return self.los[0]
         return None
-    dims = _dimensions([field], evaluator.target, evaluator.ctx)
-    seen = {evaluator.field(field, event, task=False) for event in _events(dims)}
-    return seen.pop() if len(seen) == 1 else None
+
+    def few(self) -> list[int] | None:
+        """The values of the set when there are only a few."""
+        if sum(h - lo + 1 for lo, h in zip(self.los, self.his, strict=True)) > 16:
+            return None
+        return [v for lo, h in zip(self.los, self.his, strict=True) for v in range(lo, h + 1)]
+
+    def least(self) -> int:
+        return self.los[0]
 
 
-def _prune(evaluator: _Evaluator, rules: Sequence[Rule]) -> list[tuple[Rule, tuple[Field, ...]]]:
-    """Drop the rules that match no in-scope event; keep the conditions that tell events apart.
+def _cube_minus(cube: tuple[int, int], other: tuple[int, int]) -> list[tuple[int, int]]:
+    """`cube` without the values of `other`, as disjoint cubes (value, care mask)."""
+    value, care = cube
+    o_value, o_care = other
+    if (value ^ o_value) & care & o_care:
+        return [cube]
+    pieces: list[tuple[int, int]] = []
+    free = o_care & ~care
+    bit = 1 << 31
+    while free:
+        if free & bit:
+            pieces.append((value | (~o_value & bit), care | bit))
+            value |= o_value & bit
+            care |= bit
+            free &= ~bit
+        bit >>= 1
+    return pieces
+
+
+class _Cubes:
+    """A set of u32 values as disjoint ternary cubes (value, care mask)."""
+
+    __slots__ = ("cubes",)
+
+    def __init__(self, cubes: tuple[tuple[int, int], ...]) -> None:
+        self.cubes = cubes
+
+    @classmethod
+    def of(cls, ranges: _Ranges) -> _Cubes:
+        """The same set as `ranges`, as aligned blocks."""
+        cubes: list[tuple[int, int]] = []
+        for start, high in zip(ranges.los, ranges.his, strict=True):
+            low = start
+            while low <= high:
+                size = low & -low if low else 1 << 32
+                while low + size - 1 > high:
+                    size >>= 1
+                cubes.append((low, ~(size - 1) & U32))
+                low += size
+        return cls(tuple(cubes))
+
+    def __bool__(self) -> bool:
+        return bool(self.cubes)
+
+    def __contains__(self, value: object) -> bool:
+        return (
+            isinstance(value, int)
+            and 0 <= value <= U32
+            and any((value & c) == v for v, c in self.cubes)
+        )
+
+    def __and__(self, other: _Cubes) -> _Cubes:
+        return _Cubes(
+            tuple(
+                (v1 | v2, c1 | c2)
+                for v1, c1 in self.cubes
+                for v2, c2 in other.cubes
+                if not (v1 ^ v2) & c1 & c2
+            )
+        )
+
+    def __sub__(self, other: _Cubes) -> _Cubes:
+        cubes = list(self.cubes)
+        for cube in other.cubes:
+            cubes = [piece for mine in cubes for piece in _cube_minus(mine, cube)]
+        return _Cubes(tuple(cubes))
+
+    def single(self) -> int | None:
+        if len(self.cubes) == 1 and self.cubes[0][1] == U32:
+            return self.cubes[0][0]
+        return None
+
+    def few(self) -> list[int] | None:
+        return None if (one := self.single()) is None else [one]
+
+    def least(self) -> int:
+        return min(v for v, _ in self.cubes)
+
+
+class _Names:
+    """A finite set of paths, or all paths but a finite set (`cofinite`)."""
+
+    __slots__ = ("cofinite", "names")
+
+    def __init__(self, names: frozenset[str], *, cofinite: bool) -> None:
+        self.names = names
+        self.cofinite = cofinite
+
+    def __bool__(self) -> bool:
+        return self.cofinite or bool(self.names)
+
+    def __contains__(self, value: object) -> bool:
+        return (value in self.names) != self.cofinite
+
+    def __and__(self, other: _Names) -> _Names:
+        if self.cofinite and other.cofinite:
+            return _Names(self.names | other.names, cofinite=True)
+        if self.cofinite:
+            return _Names(other.names - self.names, cofinite=False)
+        if other.cofinite:
+            return _Names(self.names - other.names, cofinite=False)
+        return _Names(self.names & other.names, cofinite=False)
+
+    def __sub__(self, other: _Names) -> _Names:
+        return self & _Names(other.names, cofinite=not other.cofinite)
+
+    def single(self) -> str | None:
+        if not self.cofinite and len(self.names) == 1:
+            return next(iter(self.names))
+        return None
+
+    def few(self) -> list[str] | None:
+        return None if self.cofinite else sorted(self.names)
+
+
+_Set = _Ranges | _Cubes | _Names
+#: A box: the events whose attributes lie in the given sets (absent: any value).
+_Box = dict[str, _Set]
+_Condition = bool | None | tuple[str, _Set]
+#: Above this much work on one target we answer undecided (realistic rules need hundreds).
+WORK_LIMIT: Final = 2_000_000
+_ANOTHER_PROGRAM: Final = "(another program)"
+_DIMS: Final = ("auid", "gid", "exit", *sorted(ARG_FIELDS), "pid", "ppid", "pers", "sessionid")
+#: The attributes after auid and uid in the enumeration's order.
+_RANKED: Final = (*_DIMS[1:], "exe")
+_SEEDS: Final[dict[str, tuple[int, ...]]] = {
+    "gid": (0, 100),
+    "exit": tuple((-code) & U32 for code in _TYPICAL_ERRNOS),
+    **dict.fromkeys(ARG_FIELDS, (0, 1)),
+    "pid": (1000,),
+    "ppid": (1,),
+    "pers": (0,),
+    "sessionid": (1,),
+}
+
+
+class _TooHard(Exception):
+    """The evaluation of one target needs more than `WORK_LIMIT` steps."""
+
+
+def _meet(box: _Box, other: _Box) -> _Box | None:
+    """The intersection of two boxes, None when empty."""
+    out = dict(box)
+    for dim, values in other.items():
+        mine = box.get(dim)
+        both = values if mine is None else mine & values  # type: ignore[operator]
+        if not both:
+            return None
+        out[dim] = both
+    return out
+
+
+def _cut(box: _Box, other: _Box, domains: dict[str, _Set]) -> list[_Box]:
+    """`box` without `other` as disjoint boxes (`box` is assumed to meet `other`)."""
+    pieces: list[_Box] = []
+    current = dict(box)
+    for dim, values in other.items():
+        mine = current.get(dim)
+        if mine is None:
+            mine = domains[dim]
+        rest = mine - values  # type: ignore[operator]
+        if rest:
+            piece = dict(current)
+            piece[dim] = rest
+            pieces.append(piece)
+        current[dim] = mine & values  # type: ignore[operator]
+    return pieces
+
+
+def _home(box: _Box) -> tuple[str, object] | None:
+    """The index bucket of a box: its first attribute with a single value."""
+    for dim, values in box.items():
+        one = values.single()
+        if one is not None:
+            return dim, one
+    return None
+
+
+class _Region:
+    """A set of events: the union of `boxes` minus the union of `pending` boxes.
+
+    Boxes with a single value on some attribute are indexed by it, so that a rule about
+    other values skips them. A subtraction that would multiply the boxes is kept pending
+    instead, and the searches step around pending boxes.
+    """
+
+    def __init__(self, domains: dict[str, _Set], rank: _Ranker) -> None:
+        self.domains = domains
+        self.rank = rank
+        self.wide: dict[int, _Box] = {0: {}}
+        self.thin: dict[str, dict[object, dict[int, _Box]]] = {}
+        self.pending: list[_Box] = []
+        self.count = 1
+        self.next_id = 1
+        self.work = 0
+
+    def _add(self, box: _Box) -> None:
+        home = _home(box)
+        if home is None:
+            self.wide[self.next_id] = box
+        else:
+            self.thin.setdefault(home[0], {}).setdefault(home[1], {})[self.next_id] = box
+        self.next_id += 1
+        self.count += 1
+
+    def _drop(self, ident: int, box: _Box) -> None:
+        home = _home(box)
+        if home is None:
+            del self.wide[ident]
+        else:
+            del self.thin[home[0]][home[1]][ident]
+        self.count -= 1
+
+    def _candidates(self, box: _Box) -> list[tuple[int, _Box]]:
+        found = list(self.wide.items())
+        for dim, buckets in self.thin.items():
+            values = box.get(dim)
+            if values is None:
+                for bucket in buckets.values():
+                    found.extend(bucket.items())
+                continue
+            few = values.few()
+            if few is not None and len(few) < len(buckets):
+                for one in few:
+                    found.extend(buckets.get(one, {}).items())
+                continue
+            for value, bucket in buckets.items():
+                if value in values:
+                    found.extend(bucket.items())
+        return found
+
+    def _spend(self, steps: int) -> None:
+        self.work += steps
+        if self.work > WORK_LIMIT:
+            raise _TooHard
+
+    def meet(self, box: _Box) -> _Hit | None:
+        """The events of the region in `box`, if any, as a hit (rule, case and position unset).
+
+        Without pending subtractions these are the region's boxes met with `box`, ranked
+        only when asked; otherwise a best-first search around the pending boxes finds the
+        first event.
+        """
+        met = [both for _, mine in self._candidates(box) if (both := _meet(mine, box)) is not None]
+        self._spend(len(met) + 1)
+        if not met:
+            return None
+        if not self.pending:
+            return _Hit(met, self.rank)
+        heap = [(self.rank(both), tie, both, 0) for tie, both in enumerate(met)]
+        heapq.heapify(heap)
+        tie = len(heap)
+        while heap:
+            rank, _, piece, index = heapq.heappop(heap)
+            while index < len(self.pending) and _meet(piece, self.pending[index]) is None:
+                index += 1
+            if index == len(self.pending):
+                return _Hit([piece], self.rank, best=(rank, piece))
+            pieces = _cut(piece, self.pending[index], self.domains)
+            self._spend(len(pieces) + 1)
+            for part in pieces:
+                tie += 1
+                heapq.heappush(heap, (self.rank(part), tie, part, index + 1))
+        return None
+
+    def remove(self, box: _Box) -> None:
+        """Take the events of `box` out of the region."""
+        if not box:
+            self.wide, self.thin, self.pending, self.count = {}, {}, [], 0
+            return
+        hits = [(i, b) for i, b in self._candidates(box) if _meet(b, box) is not None]
+        pieces = [piece for _, mine in hits for piece in _cut(mine, box, self.domains)]
+        self._spend(len(hits) + len(pieces))
+        if _defer(len(pieces) - len(hits), self.count):
+            self.pending.append(box)
+            return
+        for ident, mine in hits:
+            self._drop(ident, mine)
+        for piece in pieces:
+            self._add(piece)
+        if not self.count:
+            self.pending = []
+
+    def empty(self) -> bool:
+        return not self.count
+
+
+def _defer(growth: int, count: int) -> bool:
+    """Whether to keep a subtraction pending rather than add `growth` boxes to `count`."""
+    return growth > 12 and count + growth > 64
+
+
+def _pick(
+    values: _Set, seeds: Sequence[int], others: Sequence[int] = ()
+) -> tuple[tuple[int, int], int]:
+    """The value the enumeration would reach first in `values`, with its rank.
+
+    The enumeration visits the seeds, then its other representatives in ascending order:
+    the least value of a set of intervals is one of them; for bit patterns, `others`
+    lists them.
+    """
+    for index, seed in enumerate(seeds):
+        if seed in values:
+            return (0, index), seed
+    for other in others:
+        if other in values:
+            return (1, other), other
+    least = values.least()  # type: ignore[union-attr]
+    return (1, least), least
+
+
+class _Ranker:
+    """Order events as the enumerating evaluator visits them, to report the same one.
+
+    A box's rank is that of its first event: per attribute, in the enumeration's order
+    (auid, uid, gid, success, exit, a0..a3, pid, ppid, pers, sessionid, exe), the first
+    seed in the box, else its least value.
+    """
+
+    def __init__(
+        self,
+        domains: dict[str, _Set],
+        ctx: Context,
+        case: int,
+        others: dict[str, list[int]] | None = None,
+    ) -> None:
+        self.domains = domains
+        self.seeds = {**_SEEDS, "auid": (ctx.uid_min,)}
+        self.others = others or {}
+        self.base: dict[str, tuple[object, ...]] = {
+            dim: self.part(dim, domains[dim]) for dim in _DIMS
+        }
+        self.base["exe"] = ("",)
+        self.case = case
+
+    def part(self, dim: str, values: _Set) -> tuple[object, ...]:
+        """The rank of the first value of `values` (the `exit` part includes success)."""
+        if dim == "exe":
+            return ("",) if values.cofinite else (min(values.names),)  # type: ignore[union-attr]
+        if dim == "exit":
+            failures = values & self.domains["failure"]  # type: ignore[operator]
+            if failures:
+                return 0, _pick(failures, self.seeds["exit"], self.others.get("exit", ()))[0]
+            return 1, (0, 0)
+        return (_pick(values, self.seeds[dim], self.others.get(dim, ()))[0],)
+
+    def values(self, box: _Box) -> dict[str, int | str | bool]:
+        """The first event of `box`, with every attribute."""
+        event: dict[str, int | str | bool] = {}
+        for dim in _DIMS:
+            values = box.get(dim, self.domains[dim])
+            if dim == "exit":
+                failures = values & self.domains["failure"]  # type: ignore[operator]
+                others = self.others.get("exit", ())
+                event["exit"] = _pick(failures, self.seeds["exit"], others)[1] if failures else 0
+                event["success"] = event["exit"] == 0
+                continue
+            event[dim] = _pick(values, self.seeds[dim], self.others.get(dim, ()))[1]
+        names = box.get("exe")
+        if names is None or names.cofinite:  # type: ignore[union-attr]
+            event["exe"] = _ANOTHER_PROGRAM
+        else:
+            event["exe"] = min(names.names)  # type: ignore[union-attr]
+        return event
+
+    def __call__(self, box: _Box) -> tuple[object, ...]:
+        parts = dict(self.base)
+        for dim, values in box.items():
+            parts[dim] = self.part(dim, values)
+        return (*parts["auid"], self.case, *(item for dim in _RANKED for item in parts[dim]))
+
+
+_ROOT: Final = 0
+_SELF: Final = 1
+
+
+def _ranges(op: str, constant: int) -> _Ranges:
+    """The u32 values v with `v op constant`, for the ordered operators."""
+    if op == "=":
+        return _Ranges.span(constant, constant)
+    if op == "!=":
+        return _Ranges.span(0, U32) - _Ranges.span(constant, constant)
+    if op == "<":
+        return _Ranges.span(0, constant - 1)
+    if op == ">":
+        return _Ranges.span(constant + 1, U32)
+    if op == "<=":
+        return _Ranges.span(0, constant)
+    return _Ranges.span(constant, U32)  # ">="
+
+
+def _bits(op: str, mask: int) -> _Cubes:
+    """The u32 values v with `v & mask` (some bit set) or `v &= mask` (all bits set)."""
+    if op == "&=":
+        return _Cubes(((mask, mask),))
+    cubes: list[tuple[int, int]] = []
+    care = 0
+    for bit in (1 << n for n in range(31, -1, -1)):
+        if mask & bit:
+            cubes.append((bit, care | bit))
+            care |= bit
+    return _Cubes(tuple(cubes))
+
+
+@functools.lru_cache(maxsize=64)
+def _domain(dim: str, uid_min: int, *, bitwise: bool) -> _Set:
+    """The values an in-scope event may have for `dim` (`failure`: failed exit codes)."""
+    spans = {
+        "auid": _Ranges.span(uid_min, UID_UNSET - 1),
+        "gid": _Ranges.span(0, U32 - 1),
+        "exit": _Ranges((0, _FAIL_LOW), (0, U32)),
+        "failure": _Ranges.span(_FAIL_LOW, U32),
+        "pid": _Ranges.span(1, PID_MAX),
+        "ppid": _Ranges.span(1, PID_MAX),
+        "sessionid": _Ranges.span(0, U32 - 1),
+    }
+    values = spans.get(dim, _Ranges.span(0, U32))  # a0..a3, pers
+    return _Cubes.of(values) if bitwise else values
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _where(dim: str, op: str, constant: int, uid_min: int, *, bitwise: bool) -> _Condition:
+    """The condition `dim op constant` on the in-scope events: a set, or always true/false."""
+    domain = _domain(dim, uid_min, bitwise=bitwise)
+    values: _Set
+    if op in {"&", "&="}:
+        values = _bits(op, constant) & domain  # type: ignore[operator]
+    elif bitwise:
+        values = _Cubes.of(_ranges(op, constant)) & domain  # type: ignore[operator]
+    else:
+        values = _ranges(op, constant) & domain  # type: ignore[operator]
+    if not values:
+        return False
+    if not domain - values:  # type: ignore[operator]
+        return True
+    return dim, values
+
+
+@attrs.define
+class _Symbolic:
+    """Turns rule conditions into boxes, for one target, mirroring `_Evaluator.field`."""
+
+    target: Target
+    ctx: Context
+    #: The attributes bit-tested by some condition: their sets are cubes.
+    bitwise: frozenset[str]
+    domains: dict[str, _Set] = attrs.Factory(dict)
+    #: Conditions by (id of the field, case, task list): fields live as long as the rules.
+    conditions: dict[tuple[int, int, bool], _Condition] = attrs.Factory(dict)
+
+    def __attrs_post_init__(self) -> None:
+        for dim in _DIMS:
+            self.domains[dim] = _domain(dim, self.ctx.uid_min, bitwise=dim in self.bitwise)
+        self.domains["failure"] = _domain(
+            "failure", self.ctx.uid_min, bitwise="exit" in self.bitwise
+        )
+        self.domains["exe"] = _Names(frozenset(), cofinite=True)
+
+    def where(self, dim: str, op: str, constant: int) -> _Condition:
+        """The condition `dim op constant` on the in-scope events."""
+        return _where(dim, op, constant, self.ctx.uid_min, bitwise=dim in self.bitwise)
+
+    def condition(self, field: Field, case: int, *, task: bool) -> _Condition:
+        """One condition as a set of events, or its truth on all of them (None: unknown)."""
+        name = field.name
+        program = self.target.program
+        if field.compare:
+            return self._compare_fields(field, case)
+        if name in LSM_FIELDS and name.startswith("subj_"):
+            return None
+        if name == "auid":
+            if field.value == UID_UNSET:
+                # The kernel turns a test against unset into a loginuid_set test.
+                return _compare(1, field.op, 0)
+            return self.where("auid", field.op, int(field.value))
+        if name in _UID_FAMILY:
+            if case == _ROOT:
+                return _compare(0, field.op, int(field.value))
+            return self.where("auid", field.op, int(field.value))
+        if name in GID_FIELDS - {"obj_gid"}:
+            return self.where("gid", field.op, int(field.value))
+        if name in {"pid", "pers", "sessionid"}:
+            return self.where(name, field.op, int(field.value))
+        if name == "msgtype":
+            return _compare(SYSCALL_RECORD, field.op, int(field.value))
+        if name == "exe":
+            if program is not None:
+                same = _identifies(str(field.value), program, self.ctx)
+                return same if field.op == "=" else not same
+            names = _Names(frozenset({str(field.value)}), cofinite=field.op != "=")
+            return "exe", names
+        if task:
+            # Task rules run at fork time without a syscall context.
+            return False
+        if name == "arch":
+            return _compare(self.target.abi.audit_arch, field.op, int(field.value))
+        if name == "ppid":
+            return self.where("ppid", field.op, int(field.value))
+        if name == "success":
+            wanted = 1 if field.value else 2
+            succeeds, fails = _compare(1, field.op, wanted), _compare(2, field.op, wanted)
+            if succeeds == fails:
+                return succeeds
+            return self.where("exit", "=", 0) if succeeds else ("exit", self.domains["failure"])
+        if name == "exit":
+            return self.where("exit", field.op, int(field.value))
+        if name in ARG_FIELDS:
+            return self.where(name, field.op, int(field.value))
+        if name == "perm":
+            return bool(int(field.value) & 1) if program is not None else False
+        if name in {"path", "dir"}:
+            if program is None:
+                return False
+            as_path = _identifies(str(field.value), program, self.ctx)
+            as_dir = _under(str(field.value), program, self.ctx)
+            if field.ambiguous and as_path != as_dir:
+                return None
+            return as_path if name == "path" else as_dir
+        if name in _NAME_FIELDS or name == "saddr_fam":
+            return None if program is not None and name != "saddr_fam" else False
+        return None
+
+    def _compare_fields(self, field: Field, case: int) -> _Condition:
+        def side(name: str) -> str | int | None:
+            if name == "auid":
+                return "auid"
+            if name in _UID_FAMILY:
+                return 0 if case == _ROOT else "auid"
+            if name in GID_FIELDS - {"obj_gid"}:
+                return "gid"
+            return None
+
+        left, right = side(field.name), side(str(field.value))
+        if left is None or right is None:
+            return None if self.target.program is not None else False
+        if isinstance(left, int) and isinstance(right, int):
+            return _compare(left, field.op, right)
+        if left == right:
+            return _compare(1, field.op, 1)
+        if isinstance(left, str) and isinstance(right, int):
+            return self.where(left, field.op, right)
+        if isinstance(right, str) and isinstance(left, int):
+            return self.where(right, field.op, left)  # -C takes only = and !=
+        return None  # auid against gid: no such -C pair
+
+    def rule(self, rule: Rule, case: int, *, task: bool) -> tuple[_Box, tuple[str, ...]] | None:
+        """A rule's conditions as one box and the conditions it cannot evaluate.
+
+        Returns:
+            None when the rule matches no in-scope event.
+        """
+        box: _Box = {}
+        unknown: list[str] = []
+        for field in rule.fields:
+            key = (id(field), case, task)
+            if key in self.conditions:
+                result = self.conditions[key]
+            else:
+                result = self.conditions[key] = self.condition(field, case, task=task)
+            if result is True:
+                continue
+            if result is False:
+                return None
+            if result is None:
+                unknown.append(field.render().removeprefix("-F ").removeprefix("-C "))
+                continue
+            dim, values = result
+            mine = box.get(dim)
+            both = values if mine is None else mine & values  # type: ignore[operator]
+            if not both:
+                return None
+            box[dim] = both
+        return box, tuple(unknown)
+
+    def shown(self, rules: Iterable[Rule], others: Iterable[Rule]) -> set[str]:
+        """The attributes the enumerating evaluator would show in a counterexample."""
+        shown = {"auid", "success"}
+        for rule in rules:
+            names: list[str] = []
+            for field in rule.fields:
+                cases = (_ROOT, _SELF) if _about_uid(field) else (_ROOT,)
+                truths = {self._truth(field, case) for case in cases}
+                if truths == {False}:
+                    break
+                if truths != {True}:
+                    names.extend(_field_dims(field))
+            else:
+                shown.update(names)
+        for rule in others:
+            for field in rule.fields:
+                shown.update(_field_dims(field))
+        return shown
+
+    def others(self, rules: Iterable[Rule]) -> dict[str, list[int]]:
+        """For bit-tested attributes, the enumeration's representatives, ascending."""
+        found: dict[str, set[int]] = {dim: set() for dim in self.bitwise}
+        for rule in rules:
+            for field in rule.fields:
+                dim = "auid" if _dimension(field.name) == "uid" else _dimension(field.name)
+                if field.compare or dim not in found or not isinstance(field.value, int):
+                    continue
+                constants = {field.value}
+                if dim in ARG_FIELDS:
+                    constants.add(~field.value & U32)
+                found[dim].update(v + step for v in constants for step in (-1, 0, 1))
+        ends = {
+            "auid": {self.ctx.uid_min, UID_UNSET - 1},
+            "exit": {_FAIL_LOW, U32},
+            "pid": {1, PID_MAX},
+            "ppid": {1, PID_MAX},
+        }
+        return {
+            dim: sorted(
+                v for v in values | ends.get(dim, {0, U32, U32 - 1}) if v in self.domains[dim]
+            )
+            for dim, values in found.items()
+        }
+
+    def _truth(self, field: Field, case: int) -> bool | str | None:
+        if field.op not in {"=", "!=", "<", ">", "<=", ">="}:
+            return "varies"
+        key = (id(field), case, False)
+        if key not in self.conditions:
+            self.conditions[key] = self.condition(field, case, task=False)
+        result = self.conditions[key]
+        return "varies" if isinstance(result, tuple) else result
+
+
+def _field_dims(field: Field) -> list[str]:
+    if field.compare:
+        return [_dimension(field.name), _dimension(str(field.value))]
+    return [_dimension(field.name)]
+
+
+def _dimension(name: str) -> str:
+    if name in _UID_FAMILY:
+        return "uid"
+    if name in GID_FIELDS - {"obj_gid"}:
+        return "gid"
+    return name
+
+
+def _about_uid(field: Field) -> bool:
+    """Whether the truth of `field` depends on the uid (0 or the user's own)."""
+    return field.name in _UID_FAMILY or (field.compare and str(field.value) in _UID_FAMILY)
+
+
+def _uses_uid(rules: Iterable[Rule]) -> bool:
+    return any(_about_uid(field) for rule in rules for field in rule.fields)
+
+
+def _bitwise(rules: Iterable[Rule]) -> frozenset[str]:
+    found: set[str] = set()
+    for rule in rules:
+        for field in rule.fields:
+            if field.op in {"&", "&="} and not field.compare:
+                dim = _dimension(field.name)
+                found.add("auid" if dim == "uid" else dim)
+    return frozenset(found)
+
+
+@attrs.define
+class _Hit:
+    """Events that reach a rule and may match it (or reach the end of the list).
+
+    Attributes:
+        boxes: The events, as boxes.
+        rank: How to order events (a `_Ranker`).
+        best: The first event's rank and a box starting with it, once known.
+        rule: The rule reached (None: the end of the list).
+        case: The uid case (root or the user's own uid).
+        position: The rule's position in its list.
+    """
+
+    boxes: list[_Box]
+    rank: _Ranker
+    best: tuple[tuple[object, ...], _Box] | None = None
+    rule: Rule | None = None
+    case: int = _ROOT
+    position: int = 0
+
+    def first(self) -> tuple[tuple[object, ...], _Box]:
+        """The rank of the first event, and a box that starts with it."""
+        if self.best is None:
+            self.best = min(((self.rank(box), box) for box in self.boxes), key=lambda p: p[0])
+        return self.best
+
+    def before(self, rank: tuple[object, ...]) -> bool:
+        """Whether some event comes before `rank`."""
+        if self.best is not None:
+            return self.best[0] < rank
+        return any(self.rank(box) < rank for box in self.boxes)
+
+
+def _walk(
+    symbolic: _Symbolic,
+    rules: Sequence[Rule],
+    case: int,
+    *,
+    task: bool,
+    ranker: _Ranker,
+) -> tuple[list[_Hit], _Hit | None, int]:
+    """Follow the events through `rules` in order (first match wins).
 
     Returns:
-        Each rule that may match, with those of its conditions that are not true on every
-        in-scope event (the only ones whose constants need representatives).
+        Every rule that some event reaches and may match, the first event that no rule
+        surely matches (None when there is none), and the work done.
     """
-    truths: dict[tuple[Field, bool], bool | None] = {}
-    kept: list[tuple[Rule, tuple[Field, ...]]] = []
-    for rule in rules:
-        values: list[tuple[Field, bool | None]] = []
-        for field in rule.fields:
-            cache = (field, field.ambiguous)
-            if cache not in truths:
-                truths[cache] = _constant_truth(evaluator, field)
-            values.append((field, truths[cache]))
-        if any(value is False for _, value in values):
+    region = _Region(symbolic.domains, ranker)
+    hits: list[_Hit] = []
+    for position, rule in enumerate(rules):
+        if region.empty():
+            break
+        compiled = symbolic.rule(rule, case, task=task)
+        if compiled is None:
             continue
-        kept.append((rule, tuple(field for field, value in values if value is not True)))
-    evaluator.always.update(cache for cache, value in truths.items() if value is True)
-    return kept
+        box, unknown = compiled
+        hit = region.meet(box)
+        if hit is None:
+            continue
+        hit.rule, hit.case, hit.position = rule, case, position
+        hits.append(hit)
+        if not unknown:
+            region.remove(box)
+    left = None if region.empty() else region.meet({})
+    if left is not None:
+        left.case, left.position = case, len(rules)
+    return hits, left, region.work
 
 
-def _undecided(dims: list[tuple[str, list[int | str | bool]]], rules: Iterable[Rule]) -> str:
-    """Say why the product of `dims` is too large to evaluate, and which rules make it."""
-    widest = sorted((d for d in dims if len(d[1]) > 2), key=lambda d: -len(d[1]))
-    names = ", ".join(f"{name} ({len(values)} values)" for name, values in widest)
-    origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in rules))
-    return (
-        f"the conditions ({names}) of the rules that can match it ({origins}) split its "
-        f"events into {_size(dims)} classes, more than the {EVENT_BUDGET} kmod-audit "
-        "evaluates exactly"
-    )
-
-
-def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = True) -> Coverage:
+def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     """Judge whether `ruleset` records every in-scope event of `target`.
+
+    The in-scope events are followed through the task, exclude and exit lists as sets
+    (unions of boxes), in list order: the events that reach a rule and may match it are
+    its *hits*; a sure match takes them out of what the next rules see. The target is
+    covered unless some event reaches a `never` task rule, an exclude rule, a `never` or
+    unkeyed (wrongly keyed) exit rule, or the end of the exit list. The counterexample is
+    the first such event in the order `_enumerate` visits events, judged once more
+    concretely by `_judge_event` for the reason.
 
     Args:
         ruleset: The loaded rules.
         target: The event kind.
         ctx: uid-min, pinned key, live filesystem.
-        prune: Drop the exit rules that cannot match an in-scope event, and the conditions
-            true on every one, before enumerating (exact; off only to test that).
 
     Returns:
         The coverage, with a counterexample when not covered, or `undecided` set when the
-        evaluation would exceed `EVENT_BUDGET`.
+        evaluation would exceed `WORK_LIMIT` steps (far beyond any realistic rule list).
     """
-    evaluator = _Evaluator(target, ctx)
-    relevant = _relevant_exit_rules(ruleset.exit, target)
-    kept = _prune(evaluator, relevant) if prune else [(rule, rule.fields) for rule in relevant]
-    exit_rules = [rule for rule, _ in kept]
-    others = (*ruleset.task, *ruleset.exclude)
-    dims = _dimensions(
-        [
-            *(field for _, fields in kept for field in fields),
-            *(field for rule in others for field in rule.fields),
-        ],
-        target,
-        ctx,
-    )
-    if _size(dims) > EVENT_BUDGET:
-        involved = [*(rule for rule, fields in kept if fields), *others]
+    exit_rules = _relevant_exit_rules(ruleset.exit, target)
+    everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
+    symbolic = _Symbolic(target, ctx, _bitwise(everything))
+    cases = (_ROOT, _SELF) if _uses_uid(everything) else (_ROOT,)
+    others = symbolic.others(everything)
+    failures: list[_Hit] = []
+    good: dict[int, list[_Hit]] = {}
+    work = 0
+    try:
+        for case in cases:
+            ranker = _Ranker(symbolic.domains, ctx, case, others)
+            hits, _, spent = _walk(symbolic, ruleset.task, case, task=True, ranker=ranker)
+            work += spent
+            failures.extend(hit for hit in hits if hit.rule and hit.rule.action == "never")
+            hits, _, spent = _walk(symbolic, ruleset.exclude, case, task=False, ranker=ranker)
+            work += spent
+            failures.extend(hits)
+            hits, left, spent = _walk(symbolic, exit_rules, case, task=False, ranker=ranker)
+            work += spent
+            for hit in hits:
+                assert hit.rule is not None  # noqa: S101 - hits of rules
+                if hit.rule.action == "never" or _key_ok(hit.rule, ctx) != "covered":
+                    failures.append(hit)
+                else:
+                    good.setdefault(hit.position, []).append(hit)
+            if left is not None:
+                failures.append(left)
+    except _TooHard:
+        involved = [
+            rule
+            for rules, task in ((exit_rules, False), (ruleset.task, True), (ruleset.exclude, False))
+            for rule in rules
+            if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+        ]
+        origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
         return Coverage(
-            target=target, covered=False, rules=(), undecided=_undecided(dims, involved)
+            target=target,
+            covered=False,
+            rules=(),
+            undecided=f"the conditions of the rules that can match it ({origins}) split its "
+            f"events into more pieces than kmod-audit follows exactly ({WORK_LIMIT} steps)",
         )
-    covering: dict[int, Rule] = {}
-    count = 0
-    for event in _events(dims):
-        count += 1
-        for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx):
-            if outcome.verdict != "covered":
-                shown = {k: v for k, v in event.items() if k != "exe" or v != "(another program)"}
-                return Coverage(
-                    target=target,
-                    covered=False,
-                    rules=tuple(covering.values()),
-                    event=shown,
-                    outcome=outcome,
-                    events=count,
-                )
-            assert outcome.rule is not None  # noqa: S101 - covered implies a rule
-            covering.setdefault(id(outcome.rule), outcome.rule)
-    return Coverage(target=target, covered=True, rules=tuple(covering.values()), events=count)
+    if not failures:
+        order = sorted(
+            (min(hit.first()[0] for hit in hits), position, hits[0].rule)
+            for position, hits in good.items()
+        )
+        return Coverage(
+            target=target,
+            covered=True,
+            rules=tuple(rule for _, _, rule in order if rule is not None),
+            events=work,
+        )
+    first = min(failures, key=lambda hit: hit.first()[0])
+    rank = first.first()[0]
+    reached = [
+        (position, hits)
+        for position, hits in sorted(good.items())
+        if any(hit.before(rank) for hit in hits)
+    ]
+    if len(reached) > 1:  # in the order the enumeration would have met them
+        reached.sort(key=lambda item: (min(hit.first()[0] for hit in item[1]), item[0]))
+    earlier = tuple(hits[0].rule for _, hits in reached if hits[0].rule is not None)
+    return _counterexample(ruleset, exit_rules, symbolic, first, earlier=earlier, work=work)
+
+
+def _counterexample(
+    ruleset: RuleSet,
+    exit_rules: Sequence[Rule],
+    symbolic: _Symbolic,
+    first: _Hit,
+    *,
+    earlier: tuple[Rule, ...],
+    work: int,
+) -> Coverage:
+    """The coverage of a target that `first` shows is not covered."""
+    target, ctx = symbolic.target, symbolic.ctx
+    event = first.rank.values(first.first()[1])
+    event["uid"] = 0 if first.case == _ROOT else event["auid"]
+    rules = dict.fromkeys(earlier)
+    outcome = None
+    for found in _judge_event(_Evaluator(target, ctx), ruleset, exit_rules, event, ctx):
+        if found.verdict != "covered":
+            outcome = found
+            break
+        if found.rule is not None:  # a rule that may match records the event on the way
+            rules.setdefault(found.rule)
+    if outcome is None:  # pragma: no cover - the two evaluations disagree: a bug
+        return Coverage(
+            target=target,
+            covered=False,
+            rules=(),
+            undecided=f"kmod-audit found the event {describe_event(event)} uncovered but "
+            "cannot confirm it (an internal inconsistency: please report it)",
+        )
+    shown = symbolic.shown(exit_rules, (*ruleset.task, *ruleset.exclude))
+    names = ["auid", "uid", "gid", "success", "exit", *sorted(ARG_FIELDS)]
+    names += ["pid", "ppid", "pers", "sessionid"]
+    if target.program is None and event["exe"] != _ANOTHER_PROGRAM:
+        names.append("exe")
+    return Coverage(
+        target=target,
+        covered=False,
+        rules=tuple(rules),
+        event={name: event[name] for name in names if name in shown or name == "exe"},
+        outcome=outcome,
+        events=work,
+    )
