@@ -430,10 +430,12 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
 
 
 def _drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
+    # Each signature is computed once and looked up in a set: linear in the rule counts.
     live = [r.signature() for r in running.rules]
     disk = [r.signature() for r in on_disk.rules]
-    missing = [r for r in on_disk.rules if r.signature() not in live]
-    extra = [r for r in running.rules if r.signature() not in disk]
+    live_set, disk_set = set(live), set(disk)
+    missing = [r for r, s in zip(on_disk.rules, disk, strict=True) if s not in live_set]
+    extra = [r for r, s in zip(running.rules, live, strict=True) if s not in disk_set]
     findings = [
         Finding(
             path=rule.origin.path,
