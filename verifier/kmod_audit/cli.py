@@ -17,7 +17,7 @@ from typing import Final, NoReturn, TextIO
 
 import attrs
 
-from . import __version__, netlink
+from . import __version__
 from ._log import logger, nested
 from ._terminal import escape_lines
 from .check import Options, judge_source
@@ -406,6 +406,8 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
     listing's text prints path= and dir= watches alike and foreign arches as b64/b32);
     `auditctl -l` and `auditctl -s` are the fallback when netlink is not usable.
     """
+    from . import netlink  # noqa: PLC0415 - only when reading the running rules
+
     label = "running rules (auditctl -l)"
     with nested("reading the running rules (netlink AUDIT_LIST_RULES, AUDIT_GET)"):
         try:
