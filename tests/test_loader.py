@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Final
 
-from kmod_audit.loader import RuleSet, load
-from kmod_audit.rules import parse_rules
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kmod_audit.loader import _LIST_NAMES, RuleSet, _Lists, _load, load
+from kmod_audit.rules import Rule, Syntax, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 X86_64 = MACHINES["x86_64"]
@@ -162,3 +166,123 @@ class TestKernelPathLimits:
             "(Invalid argument)" in live.issues[0].message,
             offline.issues,
         )
+
+
+class QuadraticLists(_Lists):
+    """The loader's list bookkeeping before it was indexed: the oracle for the new one.
+
+    Every look-up rescans the rules of the list and recomputes each identity, exactly as
+    the loader did before "Rule exists", `-d` and `-D -k` went through the indexes.
+    """
+
+    def __init__(self) -> None:  # noqa: D107 - no state but the lists
+        self.held: dict[str, list[Rule]] = {name: [] for name in _LIST_NAMES}
+
+    def exists(self, rule: Rule, identity: tuple[object, ...]) -> bool:  # noqa: D102
+        del identity
+        return any(e.identity() == rule.identity() for e in self.held[rule.list])
+
+    def add(self, rule: Rule, identity: tuple[object, ...], *, prepend: bool) -> None:  # noqa: D102
+        del identity
+        if prepend:
+            self.held[rule.list].insert(0, rule)
+        else:
+            self.held[rule.list].append(rule)
+
+    def delete(self, rule: Rule, identity: tuple[object, ...]) -> bool:  # noqa: D102
+        del identity
+        rules = self.held[rule.list]
+        for index, existing in enumerate(rules):
+            if existing.identity() == rule.identity():
+                del rules[index]
+                return True
+        return False
+
+    def delete_all(self, key: str | None) -> None:  # noqa: D102
+        for name, rules in self.held.items():
+            self.held[name] = [
+                r for r in rules if key is not None and (not r.keys or key not in r.key)
+            ]
+
+    def lists(self) -> dict[str, list[Rule]]:  # noqa: D102
+        return self.held
+
+
+#: Rule bodies; `{k}` takes a key suffix (or none). Few enough that repeats are common.
+_BODIES: Final = (
+    "always,exit -F arch=b64 -S init_module{k}",
+    "never,exit -F arch=b64 -S init_module{k}",
+    "always,exit -F arch=b64 -S init_module,delete_module -F auid>=1000 -F auid!=-1{k}",
+    "always,exit -F arch=b64 -S delete_module -F auid!=-1 -F auid>=1000{k}",
+    "always,exit -F arch=b32 -S init_module{k}",
+    "always,exit -F path=/usr/bin/kmod -F perm=x{k}",
+    "always,exclude -F msgtype=CWD",
+    "never,task",
+    "always,user -F uid=0",
+    "never,filesystem -F fstype=tracefs",
+)
+_KEYS: Final = ("", " -k k", " -k kmod", " -k mod -k k", " -F key=module", " -k x")
+
+
+@st.composite
+def _command_lines(draw: st.DrawFn) -> list[str]:
+    """Lines adding, prepending and deleting a few pooled rules and watches, and -D lines.
+
+    Each example draws from 2 or 3 rule bodies and keys, so the same rule comes back often.
+    """
+    bodies = draw(st.lists(st.sampled_from(_BODIES), min_size=1, max_size=3, unique=True))
+    keys = draw(st.lists(st.sampled_from(_KEYS), min_size=1, max_size=2, unique=True))
+    lines = []
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["-a", "-a", "-A", "-d", "-w", "-W", "-D", "other"]))
+        key = draw(st.sampled_from(keys))
+        if kind in {"-a", "-A", "-d"}:
+            lines.append(f"{kind} {draw(st.sampled_from(bodies)).format(k=key)}")
+        elif kind in {"-w", "-W"}:
+            path = draw(st.sampled_from(["/etc/passwd", "/usr/bin/kmod"]))
+            lines.append(f"{kind} {path} -p {draw(st.sampled_from(['wa', 'x']))}{key}")
+        elif kind == "-D":
+            lines.append(
+                draw(st.sampled_from(["-D", "-D -k k", "-D -k mod", "-D -k kmod", "-D -k zz"]))
+            )
+        else:
+            lines.append(
+                draw(st.sampled_from(["-c", "-e 1", "-e 2", "-b 8192", "-a always,exit -S nosuch"]))
+            )
+    return lines
+
+
+class TestIndexedLoader:
+    """The indexed loader gives exactly what the rescanning one gave, line for line."""
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        lines=_command_lines(),
+        keep_going=st.booleans(),
+        syntax=st.sampled_from(["rules", "listing"]),
+    )
+    def test_same_result_as_rescanning_loader(
+        self, lines: list[str], keep_going: bool, syntax: Syntax
+    ) -> None:
+        """Rules, order, issues and stop line agree on random -a/-A/-d/-w/-W/-D/-D -k lines."""
+        source = parse_rules(
+            "".join(line + "\n" for line in lines),
+            path="t.rules",
+            machine=X86_64,
+            syntax=syntax,
+            live=False,
+        )
+        expected = _load(source, live=False, keep_going=keep_going, lists=QuadraticLists())
+        assert expected == load(source, live=False, keep_going=keep_going)
+
+    def test_delete_takes_the_first_in_list_order(self) -> None:
+        """`-d` removes the earliest copy in kernel order, a prepended one before the others."""
+        ruleset = loaded(f"-a {RULE[3:]}\n-A {RULE[3:]}\n-A {RULE[3:]}\n-d {RULE[3:]}\n")
+        assert () == ruleset.issues
+        assert [2, 1] == [r.origin.line for r in ruleset.exit]
+
+    def test_rule_exists_after_delete_by_key_and_re_add(self) -> None:
+        """A rule deleted by `-D -k` can be added again; a second copy is then refused."""
+        ruleset = loaded(f"{RULE}\n-D -k k\n{RULE}\n{RULE}\n")
+        assert [3] == [r.origin.line for r in ruleset.exit]
+        assert [4] == [i.origin.line for i in ruleset.issues]

@@ -13,6 +13,7 @@ Captured `auditctl -l` output is already what the kernel holds; it is taken as l
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Final
 
 import attrs
@@ -186,14 +187,93 @@ def _missing(path: str, *, directory: bool) -> str | None:
     return None
 
 
+class _Lists:
+    """The kernel's rule lists while loading, with each operation in constant time.
+
+    Every rule gets a ticket that orders it within its list: appended rules count up from
+    0, `-A` rules count down from -1, so sorting the live tickets gives the kernel order.
+    The identity (what the kernel compares, `Rule.identity`) is computed once per rule and
+    indexes the tickets holding it in list order, so "Rule exists" and `-d` are dictionary
+    look-ups. Rules deleted by `-D -k` stay in those queues until a look-up meets them.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[Rule, tuple[object, ...]]] = {}
+        self._by_identity: dict[tuple[object, ...], deque[int]] = {}
+        self._by_key: dict[str, set[int]] = {}
+        self._next_back = 0
+        self._next_front = -1
+
+    def _first(self, identity: tuple[object, ...]) -> deque[int] | None:
+        """The queue of `identity`, its first ticket live, or None when none is live."""
+        tickets = self._by_identity.get(identity)
+        if tickets is None:
+            return None
+        while tickets and tickets[0] not in self._live:
+            tickets.popleft()
+        return tickets or None
+
+    def exists(self, rule: Rule, identity: tuple[object, ...]) -> bool:  # noqa: ARG002
+        """Whether a live rule has the identity of `rule`."""
+        return self._first(identity) is not None
+
+    def add(self, rule: Rule, identity: tuple[object, ...], *, prepend: bool) -> None:
+        """Put `rule` at the end of its list, or at its head for `-A`."""
+        tickets = self._by_identity.setdefault(identity, deque())
+        if prepend:
+            ticket = self._next_front
+            self._next_front -= 1
+            tickets.appendleft(ticket)
+        else:
+            ticket = self._next_back
+            self._next_back += 1
+            tickets.append(ticket)
+        self._live[ticket] = (rule, identity)
+        if rule.keys:
+            self._by_key.setdefault(rule.key, set()).add(ticket)
+
+    def delete(self, rule: Rule, identity: tuple[object, ...]) -> bool:  # noqa: ARG002
+        """Delete the first rule with the identity of `rule`; False when there is none."""
+        tickets = self._first(identity)
+        if tickets is None:
+            return False
+        ticket = tickets.popleft()
+        gone, _ = self._live.pop(ticket)
+        if gone.keys:
+            self._by_key[gone.key].discard(ticket)
+        return True
+
+    def delete_all(self, key: str | None) -> None:
+        """`-D`, or `-D -k KEY`: delete the rules whose key contains KEY (auditctl's strstr).
+
+        One pass over the distinct keys per `-D -k` line, never one per rule and line.
+        """
+        if key is None:
+            self._live.clear()
+            self._by_identity.clear()
+            self._by_key.clear()
+            return
+        for stored in [k for k in self._by_key if key in k]:
+            for ticket in self._by_key.pop(stored):
+                del self._live[ticket]
+
+    def lists(self) -> dict[str, list[Rule]]:
+        """The rules of each list, in kernel order."""
+        result: dict[str, list[Rule]] = {name: [] for name in _LIST_NAMES}
+        for ticket in sorted(self._live):
+            rule = self._live[ticket][0]
+            result[rule.list].append(rule)
+        return result
+
+
+_LIST_NAMES: Final = ("exit", "task", "exclude", "user", "filesystem")
+
+
 @attrs.define
 class _Loader:
     source: RulesSource
     live: bool
-    lists: dict[str, list[Rule]] = attrs.Factory(
-        lambda: {"exit": [], "task": [], "exclude": [], "user": [], "filesystem": []}
-    )
-    prepended: dict[str, int] = attrs.Factory(dict)
+    lists: _Lists = attrs.Factory(_Lists)
     enabled: int | None = None
     enabled_origin: Origin | None = None
     locked_at: Origin | None = None
@@ -239,13 +319,7 @@ class _Loader:
         if kind in {"failure", "backlog", "rate", "backlog_wait_time", "loginuid_immutable"}:
             return False
         if kind == "delete_all":
-            # `-D -k KEY` deletes the rules whose key contains KEY (auditctl's strstr).
-            for name, rules in self.lists.items():
-                self.lists[name] = [
-                    r
-                    for r in rules
-                    if item.key is not None and (not r.keys or item.key not in r.key)
-                ]
+            self.lists.delete_all(item.key)
             return False
         rule = item.rule
         if rule is None:  # pragma: no cover - the parser always sets it for rule kinds
@@ -255,33 +329,25 @@ class _Loader:
         return self._add(item.origin, rule, prepend=kind == "prepend")
 
     def _add(self, origin: Origin, rule: Rule, *, prepend: bool) -> bool:
+        identity = rule.identity()
         if self.source.syntax == "rules":
             problem = _kernel_check(rule, live=self.live)
             if problem is not None:
                 return self.fail(origin, *problem)
-            identity = rule.identity()
-            candidates = self.lists[rule.list]
             # A new -A rule still carries AUDIT_FILTER_PREPEND in its flags, which stored
             # rules have lost, so the kernel never finds it a duplicate.
-            if not prepend and any(existing.identity() == identity for existing in candidates):
+            if not prepend and self.lists.exists(rule, identity):
                 return self.fail(
                     origin,
                     "Error sending add rule data request (Rule exists)",
                     "remove the duplicate line (the kernel refuses a second identical rule)",
                 )
-        if prepend:
-            self.lists[rule.list].insert(0, rule)
-        else:
-            self.lists[rule.list].append(rule)
+        self.lists.add(rule, identity, prepend=prepend)
         return False
 
     def _delete(self, origin: Origin, rule: Rule) -> bool:
-        identity = rule.identity()
-        rules = self.lists[rule.list]
-        for index, existing in enumerate(rules):
-            if existing.identity() == identity:
-                del rules[index]
-                return False
+        if self.lists.delete(rule, rule.identity()):
+            return False
         return self.fail(
             origin,
             "Error sending delete rule data request (No such file or directory)",
@@ -301,7 +367,12 @@ def load(source: RulesSource, *, live: bool = True, keep_going: bool = False) ->
     Returns:
         The resulting rule lists, with every line that failed and where loading stopped.
     """
-    loader = _Loader(source=source, live=live, keep_going=keep_going)
+    return _load(source, live=live, keep_going=keep_going, lists=_Lists())
+
+
+def _load(source: RulesSource, *, live: bool, keep_going: bool, lists: _Lists) -> RuleSet:
+    """`load` with the given list bookkeeping (the tests pass the old quadratic one)."""
+    loader = _Loader(source=source, live=live, keep_going=keep_going, lists=lists)
     stopped_at: Origin | None = None
     not_loaded: list[Origin] = []
     for item in source.items:
@@ -310,13 +381,14 @@ def load(source: RulesSource, *, live: bool = True, keep_going: bool = False) ->
             continue
         if loader.apply(item):
             stopped_at = item.origin
+    held = loader.lists.lists()
     return RuleSet(
         source=source,
-        exit=tuple(loader.lists["exit"]),
-        task=tuple(loader.lists["task"]),
-        exclude=tuple(loader.lists["exclude"]),
-        user=tuple(loader.lists["user"]),
-        filesystem=tuple(loader.lists["filesystem"]),
+        exit=tuple(held["exit"]),
+        task=tuple(held["task"]),
+        exclude=tuple(held["exclude"]),
+        user=tuple(held["user"]),
+        filesystem=tuple(held["filesystem"]),
         enabled=loader.enabled,
         enabled_origin=loader.enabled_origin,
         locked_at=loader.locked_at,

@@ -204,6 +204,10 @@ AF_MAX: Final = 46
 _DEFAULT_MACHINE: Final = MACHINES["x86_64"]
 
 _OPTSTRING: Final = "hicslDvtC:e:f:r:b:a:A:d:S:F:m:R:w:W:k:p:q:"
+# Whether each short option takes an argument (built once, not per line).
+_TAKES_ARG: Final = {
+    c: _OPTSTRING[i + 1 : i + 2] == ":" for i, c in enumerate(_OPTSTRING) if c != ":"
+}
 _LONG_OPTS: Final = {
     "loginuid-immutable": False,
     "backlog_wait_time": True,
@@ -475,6 +479,9 @@ def split_line(text: str) -> list[str]:
     Only the space character separates words (a tab is part of a word); `\\ ` is a space
     inside a word and `\\\\` a backslash.
     """
+    if "\\" not in text:
+        # No escapes: splitting on single spaces and dropping the empty words is the same.
+        return [word for word in text.split(" ") if word]
     words: list[str] = []
     current: list[str] = []
     i = 0
@@ -555,7 +562,7 @@ class _Opt:
 
 def _getopt(words: Sequence[str]) -> tuple[list[_Opt | str], list[str]]:
     """Return the options in order (a bare string marks an invalid option) and non-options."""
-    takes_arg = {c: _OPTSTRING[i + 1 : i + 2] == ":" for i, c in enumerate(_OPTSTRING) if c != ":"}
+    takes_arg = _TAKES_ARG
     result: list[_Opt | str] = []
     extra: list[str] = []
     i = 1

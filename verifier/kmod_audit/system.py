@@ -15,9 +15,7 @@ import re
 import shlex
 import shutil
 import stat
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, BinaryIO, Final, Literal
 
 import attrs
@@ -55,6 +53,12 @@ AUDIT_RULES: Final = "/etc/audit/audit.rules"
 AUDITCTL_TIMEOUT: Final = 30.0
 
 
+def _read_text(path: str) -> str:
+    """The text of the file at `path`, as Path.read_text (pathlib costs start-up time)."""
+    with open(path, errors="replace") as file:
+        return file.read()
+
+
 def _auditctl(*args: str) -> str:
     auditctl = shutil.which("auditctl") or next(
         (p for p in ("/sbin/auditctl", "/usr/sbin/auditctl") if os.path.exists(p)), None
@@ -65,6 +69,8 @@ def _auditctl(*args: str) -> str:
             "(Debian: apt-get install auditd; NixOS: security.audit.enable = true)"
         )
         raise TransportError(msg)
+    import subprocess  # noqa: PLC0415 - `check FILE` never runs a program: start lean
+
     argv = [auditctl, *args]
     try:
         # Bytes, not text=True: universal newlines would turn a key's trailing CR into
@@ -120,7 +126,7 @@ def auditctl_status() -> dict[str, str]:
 def default_uid_min(path: str = "/etc/login.defs") -> int:
     """UID_MIN from login.defs, 1000 when absent or unreadable."""
     try:
-        text = Path(path).read_text(errors="replace")
+        text = _read_text(path)
     except OSError:
         return 1000
     for line in text.splitlines():
@@ -340,7 +346,7 @@ def augenrules_dialects(
     script_path = ""
     for candidate in scripts:
         try:
-            script_text = Path(candidate).read_text(errors="replace")
+            script_text = _read_text(candidate)
         except OSError:
             continue
         script_path = candidate
@@ -841,7 +847,7 @@ def nixos_rules_file(units: tuple[str, ...] = NIXOS_UNITS) -> str | None:
     """
     for unit in units:
         try:
-            text = Path(unit).read_text(errors="replace")
+            text = _read_text(unit)
         except OSError:
             continue
         for line in text.splitlines():

@@ -33,13 +33,16 @@ import math
 import os
 import re
 import secrets
+import select
 import shlex
 import signal
 import subprocess
+import sys
 import time
+import traceback
 import types
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal, NoReturn, Protocol, Self, TypeAlias
 
 import attrs
@@ -291,6 +294,123 @@ def _run(
     return _shell_status(proc.returncode), out, err or b""
 
 
+def _fork_run(
+    function: Callable[[], int], *, display: str, timeout: float, grace: float, where: str
+) -> tuple[int, bytes]:
+    """Run `function` in a forked child in a new session; return (status, stdout+stderr).
+
+    The child is a process of its own, as `_run`'s would be (its own session and process
+    group, stdin from /dev/null, stdout and stderr on one pipe), but it starts without a new
+    interpreter: it runs `function` in the copy of this one and exits with what it returns.
+    On timeout, or when the caller is interrupted, the whole group is stopped (SIGTERM, then
+    SIGKILL after `grace`) and `ConsoleTimeout` is raised with the output so far.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        # Whatever this process has buffered would otherwise be written twice.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child (coverage does not follow forks)
+        _fork_child(function, read_fd, write_fd)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    try:
+        out, complete = _read_until(read_fd, deadline)
+        status = _reap(pid, max(deadline - time.monotonic(), 0.0)) if complete else None
+    except BaseException:
+        # Interrupted (Ctrl-C in the caller): do not leave the child running.
+        if _reap(pid, 0.0) is None:
+            _stop_forked(pid, grace)
+        raise
+    finally:
+        os.close(read_fd)
+    if status is not None:
+        return status, out
+    exited = _reap(pid, 0.0)
+    how = _stop_forked(pid, grace)
+    if exited is None:
+        what = f"`{display}` did not finish within {timeout:g} s on {where}"
+        todo = "give it more time (--timeout) or find out why it hangs"
+    else:
+        what = (
+            f"`{display}` exited with status {exited} on {where}, but something it started "
+            f"kept its output open for {timeout:g} s"
+        )
+        todo = "find the process that kept the output open"
+    msg = f"{what}; {how}. To fix: {todo}."
+    raise ConsoleTimeout(
+        msg,
+        pattern=f"exit of `{display}` and the end of its output",
+        timeout=timeout,
+        buffer=_tail(_decode(out)),
+    )
+
+
+def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """Read `fd` to its end or until `deadline`; return what was read and whether it ended."""
+    chunks: list[bytes] = []
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            return b"".join(chunks), True
+        chunks.append(data)
+    return b"".join(chunks), False
+
+
+def _fork_child(function: Callable[[], int], read_fd: int, write_fd: int) -> NoReturn:
+    """The forked child of `_fork_run`: run `function` with fresh stdio, then exit."""
+    code = 70  # EX_SOFTWARE: `function` raised
+    try:
+        os.setsid()
+        os.close(read_fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(null)
+        os.close(write_fd)
+        # New streams on the new descriptors: the caller's may be objects of a test harness.
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+        code = function()
+    except BaseException:  # noqa: BLE001 - the child must never return into the caller's code
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(pid: int, wait: float) -> int | None:
+    """Wait up to `wait` seconds for the child `pid`; its shell-style status, or None."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if done:
+            return _shell_status(os.waitstatus_to_exitcode(status))
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def _stop_forked(pid: int, grace: float) -> str:
+    """SIGTERM the process group of the forked child `pid`, then SIGKILL; say what happened."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        _signal_group(pid, sig)
+        if _reap(pid, grace) is not None:
+            return f"its process group was stopped with {sig.name}"
+    return "its process group got SIGKILL but the process did not exit"
+
+
 @attrs.define
 class LocalHost(_ClosingMixin):
     """This machine: commands run as child processes, without a shell.
@@ -324,6 +444,31 @@ class LocalHost(_ClosingMixin):
         logger.debug("%s: running `%s`", self.name, shlex.join(argv))
         status, out, _ = _run(
             argv, timeout=timeout, grace=self.kill_grace, merge_stderr=True, where=self.name
+        )
+        return status, _decode(out)
+
+    def call(
+        self, function: Callable[[], int], *, display: str, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[int, str]:
+        """Run `function` in a forked child process and return its exit status and output.
+
+        Like `execute` (a new session, stdin from /dev/null, stdout+stderr merged, the group
+        stopped on timeout), without starting a new interpreter.
+
+        Args:
+            function: What the child runs; it prints its output and returns its exit status.
+            display: The equivalent command line, for messages.
+            timeout: Seconds until the child's whole process group is stopped.
+
+        Returns:
+            The exit status (`128 + N` when killed by signal N) and stdout+stderr.
+
+        Raises:
+            ConsoleTimeout: The child (or a process holding its output) outlived `timeout`.
+        """
+        logger.debug("%s: running `%s` in a forked child", self.name, display)
+        status, out = _fork_run(
+            function, display=display, timeout=timeout, grace=self.kill_grace, where=self.name
         )
         return status, _decode(out)
 

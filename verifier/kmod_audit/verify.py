@@ -20,6 +20,7 @@ that was read refutes a requirement (a record without the key or with another ke
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
@@ -34,7 +35,7 @@ from .probe import ProbeResult, Stimulus
 from .profiles import Profile, Requirement
 from .report import CheckResult, ProfileResult, RequirementResult
 from .syscalls import EXEC_SYSCALLS, MACHINES, abi_by_audit_arch, machine_by_name
-from .transports import Target
+from .transports import LocalHost, Target
 
 __all__ = [
     "PROBE_PREFIX",
@@ -476,10 +477,22 @@ def probe_argv(options: VerifyOptions, *, local: bool) -> list[str]:
     base = list(options.probe_command) or (
         [sys.executable, "-m", "kmod_audit"] if local else ["kmod-audit"]
     )
-    argv = [*base, "probe", "--module", options.module, "--uid-min", str(options.uid_min)]
+    return [*base, *_probe_args(options)]
+
+
+def _probe_args(options: VerifyOptions) -> list[str]:
+    """The `probe` subcommand and its options, as the target's kmod-audit takes them."""
+    args = ["probe", "--module", options.module, "--uid-min", str(options.uid_min)]
     if options.kmod_path is not None:
-        argv += ["--kmod-path", options.kmod_path]
-    return argv
+        args += ["--kmod-path", options.kmod_path]
+    return args
+
+
+def _probe_main(args: list[str]) -> int:
+    """`kmod-audit probe ARGS` in the forked child of a local verify (what `argv` would run)."""
+    from .cli import main  # noqa: PLC0415 - the CLI imports this module
+
+    return main(args, out=sys.stdout)
 
 
 def run_verify(target: Target, options: VerifyOptions, *, local: bool) -> VerifyReport:
@@ -489,7 +502,16 @@ def run_verify(target: Target, options: VerifyOptions, *, local: bool) -> Verify
         TransportError: the probe could not be run or did not answer.
     """
     argv = probe_argv(options, local=local)
-    status, output = target.execute(argv, timeout=options.timeout)
+    if local and not options.probe_command and isinstance(target, LocalHost):
+        # The probe runs in a fork of this process: a process of its own (signals, cleanup,
+        # its stimuli's login uids) without the start-up of a second interpreter.
+        status, output = target.call(
+            functools.partial(_probe_main, _probe_args(options)),
+            display=shlex.join(argv),
+            timeout=options.timeout,
+        )
+    else:
+        status, output = target.execute(argv, timeout=options.timeout)
     line = next((row for row in output.splitlines() if row.startswith(PROBE_PREFIX)), None)
     if status != 0 or line is None:
         msg = (
