@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Final, NoReturn, TextIO
+from typing import Any, Final, NoReturn, TextIO
 
 import attrs
 
@@ -81,6 +81,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Raise the usage error with this (sub)command's usage line."""
         raise _UsageError(self.prog, self.format_usage(), message)
+
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:  # noqa: ANN401 - argparse's own signature
+        """Read `--opt=--` as the value `--`, as newer Pythons do.
+
+        Python 3.11's argparse drops a `--` that is the whole value of a single-valued
+        option and hands the action an empty list, skipping `type` and `choices`: every
+        option would then reach the code as a list instead of a checked string.
+        """
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            value = self._get_value(action, "--")
+            self._check_value(action, value)
+            return value
+        return super()._get_values(action, arg_strings)
 
 
 def _seconds(text: str) -> float:
