@@ -898,9 +898,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     kind = "quick run" if settings.quick else "full run"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    shown = settings.kmod_audit
+    if Path(shown).is_relative_to(ROOT):
+        shown = str(Path(shown).relative_to(ROOT))
     print(
         f"kmod-audit bench, {when} ({kind}: up to {settings.runs} runs per side, alternating; "
-        f"cap {settings.cap:g} s; {os.cpu_count()} CPUs; {settings.kmod_audit})"
+        f"cap {settings.cap:g} s; {os.cpu_count()} CPUs; {shown})"
     )
     print("peer: auditctl -R on the same file, unless the row names another")
     print(table(bench.rows, settings.cap))
