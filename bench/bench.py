@@ -1,0 +1,916 @@
+# ruff: noqa: INP001, T201 - a script run by bench/run; it prints its table
+"""kmod-audit's benchmark (issue 9): `bench/run` prints one table of timings and ratios.
+
+Every row times kmod-audit ("ours") and, where there is one, a peer side by side in one run:
+the runs of the two alternate, and each side shows the min and median of its runs. The
+ratio is ours / peer (medians). The target column is the issue's, and PASS/FAIL says whether
+this run meets it. Timings never go into tests.
+
+Rows:
+
+- `check --profile all FILE` against `auditctl -R FILE` on realistic files of 10 to 10,000
+  rules (and `check` alone on 20,000): the rule shapes of the audit package's sample rules
+  (/usr/share/doc/auditd/examples/rules) with distinct keys and watches on paths that exist
+  here, then the rules `kmod-audit generate --profile all` prints;
+- `check` on the constructed shapes "wmax", "filler", "auid-ranges" and "exe-never" (N rules
+  of the shape, then the generated rules), against `auditctl -R` where the file loads;
+- `verify --target local` with a private auditd whose log holds 1 GB of real records,
+  against the same with an empty log, and against `ausearch -if LOG -k module_chng`.
+
+`auditctl -R` changes the host's audit state: each group of rows that touches it takes the
+host audit lock (/run/lock/kmod-audit-host-audit.lock, as the tests do), saves the rules and
+the status, runs `auditctl -D` between runs, and restores both afterwards, even on an error
+or Ctrl-C. Nothing here sets `-e 2` or `-f 2`. Each measurement is capped (`--cap`): a run
+that takes longer is killed and shown as `> CAP s (capped)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import gzip
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+
+import attrs
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCK = "/run/lock/kmod-audit-host-audit.lock"
+SAMPLES = Path("/usr/share/doc/auditd/examples/rules")
+#: Sample files left out: 10-no-audit suppresses every event (`-a task,never`); the others
+#: hold only control lines, which are dropped anyway.
+SKIPPED_SAMPLES = frozenset({"10-no-audit.rules"})
+#: Fields a kernel without an LSM rejects.
+LSM_FIELDS = re.compile(r"-F (subj|obj)_(user|role|type|sen|clr)")
+KEY = re.compile(r"(-k |-F key=)(\S+)")
+GROUPS = ("realistic", "load", "wmax", "filler", "auid-ranges", "exe-never", "verify")
+#: Seconds spent waiting for the host audit lock (held by tests), shown with the total.
+LOCK_WAITS: list[float] = []
+#: The key of the generated rules: what `ausearch -k` looks for.
+STIG_KEY = "module_chng"
+
+
+class BenchError(Exception):
+    """A prerequisite is missing or the host cannot be measured; the message says why."""
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring
+
+
+@attrs.frozen
+class Run:
+    """One timed run.
+
+    Attributes:
+        seconds: Wall-clock time (the cap when capped).
+        code: Exit status (None when capped).
+        capped: Killed at the cap.
+        err: The end of its stderr, for error notes.
+    """
+
+    seconds: float
+    code: int | None
+    capped: bool
+    err: str = ""
+
+
+@attrs.define
+class Side:
+    """The runs of one side of a row."""
+
+    runs: list[Run] = attrs.Factory(list)
+
+    @property
+    def capped(self) -> bool:
+        """Whether some run hit the cap."""
+        return any(run.capped for run in self.runs)
+
+    @property
+    def median(self) -> float:
+        """Median seconds."""
+        return statistics.median(run.seconds for run in self.runs)
+
+    def cell(self, cap: float) -> str:
+        """`min / median`, or the cap."""
+        if not self.runs:
+            return "-"
+        if self.capped:
+            return f"> {cap:g} s (capped)"
+        return f"{_fmt(min(run.seconds for run in self.runs))} / {_fmt(self.median)}"
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s"
+
+
+def timed(command: Sequence[str], cap: float, *, quiet_stdout: bool = True) -> Run:
+    """Run `command` once, killed after `cap` seconds; return its time and status."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL if quiet_stdout else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _, err = proc.communicate(timeout=cap)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return Run(seconds=cap, code=None, capped=True)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    elapsed = time.perf_counter() - start
+    return Run(seconds=elapsed, code=proc.returncode, capped=False, err=err.decode()[-500:])
+
+
+@attrs.frozen
+class Row:
+    """One line of the table."""
+
+    what: str
+    ours: Side
+    peer: Side | None
+    target: str
+    verdict: str
+    note: str = ""
+
+
+@attrs.frozen
+class Settings:
+    """How long and how often to measure.
+
+    Attributes:
+        runs: Runs per side and row (fewer when a row exceeds `row_budget`).
+        cap: Seconds after which a run is killed.
+        row_budget: Seconds per row after which no further run starts (at least one runs).
+        quick: The smaller smoke run.
+        kmod_audit: The kmod-audit command measured.
+        log_bytes: Size of the big auditd log.
+        rows: The row groups to run.
+        deadline: `time.monotonic()` after which each row runs once (to stay under 10 min),
+            moved back by the time spent waiting for the host audit lock.
+    """
+
+    runs: int
+    cap: float
+    row_budget: float
+    quick: bool
+    kmod_audit: str
+    log_bytes: int
+    rows: tuple[str, ...]
+    deadline: float
+
+
+def past_deadline(settings: Settings) -> bool:
+    """Whether the run is past its deadline, not counting the waits for the lock."""
+    return time.monotonic() - sum(LOCK_WAITS) > settings.deadline
+
+
+def measure(
+    settings: Settings,
+    ours: Callable[[], Run],
+    peer: Callable[[], Run] | None,
+    refused: Sequence[Run] = (),
+) -> tuple[Side, Side | None]:
+    """Alternate peer and ours; stop early past the row budget or a cap.
+
+    The peer stops once it is capped or once `refused` (which it fills) is not empty.
+    """
+    mine, theirs = Side(), Side() if peer else None
+    start = time.monotonic()
+    for _ in range(settings.runs):
+        if theirs is not None and peer is not None and not theirs.capped and not refused:
+            theirs.runs.append(peer())
+        if not mine.capped:
+            mine.runs.append(ours())
+        now = time.monotonic()
+        if mine.capped or now - start > settings.row_budget or past_deadline(settings):
+            break
+    return mine, theirs
+
+
+# ---------------------------------------------------------------------------------------
+# The host's audit subsystem
+
+
+def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real auditctl."""
+    proc = subprocess.run(
+        ["auditctl", *args], capture_output=True, text=True, errors="replace", check=False
+    )
+    if check and proc.returncode != 0:
+        msg = f"auditctl {' '.join(args)} failed: {proc.stderr.strip()}"
+        raise BenchError(msg)
+    return proc
+
+
+def audit_status() -> dict[str, str]:
+    """`auditctl -s` as a mapping."""
+    status: dict[str, str] = {}
+    for line in auditctl("-s").stdout.splitlines():
+        name, _, value = line.partition(" ")
+        status[name] = value.strip()
+    return status
+
+
+def can_drive_host() -> str | None:
+    """Why this process cannot use the host's audit subsystem (None when it can)."""
+    if os.geteuid() != 0:
+        return "needs root"
+    if shutil.which("auditctl") is None:
+        return "auditctl is not installed (tools/setup)"
+    if auditctl("-s", check=False).returncode != 0:
+        return "auditctl -s fails"
+    return None
+
+
+def load_rules(path: Path) -> None:
+    """`auditctl -D` then `auditctl -R path`, untimed (restoring or preparing)."""
+    auditctl("-D")
+    auditctl("-R", str(path), check=False)
+
+
+@contextlib.contextmanager
+def host_audit(work: Path) -> Iterator[None]:
+    """Hold the host audit lock; restore the rules and status found, whatever happens."""
+    with Path(LOCK).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"bench: waiting for {LOCK} (tests use the host audit)", file=sys.stderr)
+            waiting = time.monotonic()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            LOCK_WAITS.append(time.monotonic() - waiting)
+        status = audit_status()
+        if status.get("enabled") == "2":
+            msg = "host audit is locked (enabled 2): its rules cannot change until reboot"
+            raise BenchError(msg)
+        rules = auditctl("-l").stdout
+        try:
+            yield
+        finally:
+            auditctl("-D", check=False)
+            if rules.strip() != "No rules":
+                saved = work / "saved.rules"
+                saved.write_text(rules)
+                auditctl("-R", str(saved), check=False)
+            for option, name in (
+                ("-b", "backlog_limit"),
+                ("-r", "rate_limit"),
+                ("--backlog_wait_time", "backlog_wait_time"),
+            ):
+                value = status.get(name)
+                if value is not None and value.isdigit():
+                    auditctl(option, value, check=False)
+            if status.get("failure") in {"0", "1"}:
+                auditctl("-f", status["failure"], check=False)
+            if status.get("enabled") in {"0", "1"}:
+                auditctl("-e", status["enabled"], check=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Rule files
+
+
+def _files(directories: Sequence[str], *, want_dirs: bool = False) -> list[str]:
+    """Paths (not symlinks) directly in `directories`: directories or regular files."""
+    found = []
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+                if entry.is_symlink():
+                    continue
+                if (entry.is_dir() if want_dirs else entry.is_file()) and " " not in entry.path:
+                    found.append(entry.path)
+    return found
+
+
+@attrs.frozen
+class Pools:
+    """Paths that exist here, for the watches of the realistic files."""
+
+    programs: list[str]
+    files: list[str]
+    dirs: list[str]
+
+    @classmethod
+    def scan(cls) -> Pools:
+        """Look at /usr/bin, /usr/sbin and /etc."""
+        return cls(
+            programs=_files(["/usr/bin", "/usr/sbin"]),
+            files=_files(["/etc", "/etc/default", "/etc/security", "/etc/pam.d"]),
+            dirs=[f"{d}/" for d in _files(["/etc", "/usr/share"], want_dirs=True)],
+        )
+
+
+def sample_templates() -> list[str]:
+    """The `-a`/`-w` lines of the audit package's sample rules (control lines dropped)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for path in sorted(SAMPLES.glob("*.rules*")):
+        name = path.name.removesuffix(".gz")
+        if name in SKIPPED_SAMPLES or not name.endswith(".rules"):
+            continue
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        for line in raw.decode().splitlines():
+            text = line.strip()
+            if not text.startswith(("-a ", "-w ")) or LSM_FIELDS.search(text):
+                continue
+            if text not in seen:
+                seen.add(text)
+                lines.append(text)
+    if not lines:
+        msg = f"no sample rules in {SAMPLES} (apt-get install auditd, as tools/setup does)"
+        raise BenchError(msg)
+    return lines
+
+
+#: Rules the kernel ties to an inode mark, and how many of them a realistic file holds.
+MARKED = re.compile(r"^-w |-F (path|dir|exe)=")
+MARKED_RULES = 300
+_PATH = re.compile(r"(-w |-F path=|-F dir=)(\S+)")
+
+
+def vary(template: str, serial: int, pools: Pools) -> str:
+    """The template with a key unique to `serial` and its watched path one that exists."""
+    line = template
+    match = _PATH.search(line)
+    if match:
+        kind, path = match.groups()
+        if kind == "-F dir=":
+            pool = pools.dirs
+        elif "perm=x" in line or "-p x" in line:
+            pool = pools.programs
+        else:
+            pool = pools.files
+        if serial >= len(pool) or not Path(path).exists():
+            path = pool[serial % len(pool)]
+        line = line[: match.start()] + kind + path + line[match.end() :]
+    if KEY.search(line):
+        return KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}-{serial}", line, count=1)
+    return f"{line} -k bench-{serial}"
+
+
+def realistic(size: int, templates: list[str], stig: list[str], pools: Pools) -> str:
+    """`size` rules: varied sample shapes, then the generated rules.
+
+    At most `MARKED_RULES` of them are watch-like (`-w`, `path=`, `dir=`, `exe=`): the
+    kernel takes about 15 ms to delete each such rule, so the untimed `auditctl -D` after
+    each `auditctl -R` of 10,000 rules in the samples' proportion (37 %) would take minutes.
+    """
+    count = max(size - len(stig), 0)
+    plain = [line for line in templates if not MARKED.search(line)]
+    lines: list[str] = []
+    marked = 0
+    for i in range(count):
+        template = templates[i % len(templates)]
+        if MARKED.search(template):
+            if marked >= MARKED_RULES:
+                template = plain[i % len(plain)]
+            else:
+                marked += 1
+        lines.append(vary(template, i, pools))
+    return "\n".join([*lines, *stig]) + "\n"
+
+
+def wmax(size: int, stig: list[str]) -> str:
+    """Rules with several a0..a3, exit, auid and uid conditions each, then the generated rules."""
+    lines = []
+    for i in range(size):
+        arch = "b64" if i % 2 == 0 else "b32"
+        lines.append(
+            f"-a always,exit -F arch={arch} -S init_module,finit_module,delete_module "
+            f"-F a0!={i} -F a1>={100 + i} -F a2<{200 + i} -F a3!={300 + i} "
+            f"-F exit!=-{1 + i % 30} -F auid>={1000 + i} -F uid!={2000 + i} -k wmax-{i}"
+        )
+    return "\n".join([*lines, *stig]) + "\n"
+
+
+def filler(size: int, stig: list[str]) -> str:
+    """Rules with disjoint value sets on many fields, then the generated rules."""
+    lines = [
+        f"-a always,exit -F arch=b64 -S init_module,finit_module,delete_module "
+        f"-F a0={i} -F a1={i} -F a2={i} -F a3={i} -F uid={5000 + i} -F gid={5000 + i} "
+        f"-F pid={5000 + i} -k filler-{i}"
+        for i in range(size)
+    ]
+    return "\n".join([*lines, *stig]) + "\n"
+
+
+def auid_ranges(size: int, stig: list[str]) -> str:
+    """Rules with distinct auid>=/auid< ranges, then the generated rules."""
+    lines = [
+        f"-a always,exit -F arch=b64 -S init_module,finit_module,delete_module "
+        f"-F auid>={1000 + 7 * i} -F auid<{1005 + 7 * i} -k range-{i}"
+        for i in range(size)
+    ]
+    return "\n".join([*lines, *stig]) + "\n"
+
+
+def exe_never(size: int, stig: list[str]) -> str:
+    """`never` rules with distinct `-F exe=` (not kmod), then the generated rules."""
+    lines = [
+        f"-a never,exit -F arch={'b64' if i % 2 == 0 else 'b32'} -S execve,execveat "
+        f"-F exe=/usr/bin/kmod-audit-bench-{i}"
+        for i in range(size)
+    ]
+    return "\n".join([*lines, *stig]) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Rows
+
+
+class Bench:
+    """The state of one benchmark run: settings, scratch directory, host access."""
+
+    def __init__(self, settings: Settings, work: Path) -> None:
+        """Prepare; nothing touches the host yet."""
+        self.settings = settings
+        self.work = work
+        self.rows: list[Row] = []
+        self.host_problem = can_drive_host()
+        generated = subprocess.run(
+            [settings.kmod_audit, "generate", "--profile", "all"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.stig = [line for line in generated.stdout.splitlines() if line.startswith("-")]
+
+    def write(self, name: str, text: str) -> Path:
+        """A rules file in the scratch directory."""
+        path = self.work / name
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    def check(self, path: Path) -> Run:
+        """`kmod-audit check --profile all PATH` once."""
+        return timed(
+            [self.settings.kmod_audit, "check", "--profile", "all", str(path)], self.settings.cap
+        )
+
+    def auditctl_load(self, path: Path) -> Run:
+        """`auditctl -R PATH` once, after an untimed `auditctl -D`."""
+        auditctl("-D")
+        run = timed(["auditctl", "-R", str(path)], self.settings.cap)
+        auditctl("-D")
+        return run
+
+    def check_row(
+        self,
+        what: str,
+        path: Path,
+        *,
+        target: str,
+        passes: Callable[[Side, Side | None], bool] | None,
+        peer: bool = True,
+    ) -> None:
+        """Time `check` on `path`, against `auditctl -R` when the host allows and it loads."""
+        peer_run: Callable[[], Run] | None = None
+        note = ""
+        refused: list[Run] = []
+        if peer and self.host_problem is None:
+
+            def peer_run() -> Run:
+                run = self.auditctl_load(path)
+                if not run.capped and run.code != 0:
+                    refused.append(run)
+                return run
+
+        elif peer:
+            note = f"no auditctl -R peer: {self.host_problem}"
+        ours, theirs = measure(self.settings, lambda: self.check(path), peer_run, refused)
+        if refused:
+            lines = refused[0].err.strip().splitlines()
+            note = f"auditctl -R refuses it ({lines[-1] if lines else 'no message'})"
+            theirs = None
+        codes = {run.code for run in ours.runs if run.code is not None}
+        if codes - {0, 1, 3}:
+            note = _join(note, f"check exit {sorted(codes)}: {ours.runs[-1].err.strip()[-200:]}")
+        elif 3 in codes:
+            note = _join(note, "check undecided (exit 3)")
+        verdict = "-"
+        if passes is not None:
+            ok = not ours.capped and not (codes - {0, 1}) and passes(ours, theirs)
+            verdict = "PASS" if ok else "FAIL"
+        self.rows.append(Row(what, ours, theirs, target, verdict, note))
+
+    # -- groups --------------------------------------------------------------------------
+
+    def group_realistic(self) -> None:
+        """Realistic files against auditctl -R."""
+        templates, pools = sample_templates(), Pools.scan()
+        sizes = (10, 100) if self.settings.quick else (10, 100, 1000, 10000)
+        for size in sizes:
+            path = self.write(
+                f"realistic-{size}.rules", realistic(size, templates, self.stig, pools)
+            )
+            if size == 1000:
+                self.check_row(
+                    f"check realistic {size:,} rules",
+                    path,
+                    target="<= 10x auditctl -R",
+                    passes=lambda o, p: p is not None and o.median <= 10 * p.median,
+                )
+            elif size == 10000:
+                self.check_row(
+                    f"check realistic {size:,} rules",
+                    path,
+                    target="<= 5 s",
+                    passes=lambda o, _: o.median <= 5,
+                )
+            else:
+                self.check_row(f"check realistic {size:,} rules", path, target="-", passes=None)
+
+    def group_load(self) -> None:
+        """Loading 20,000 rules (1,000 in the quick run)."""
+        templates, pools = sample_templates(), Pools.scan()
+        size = 1000 if self.settings.quick else 20000
+        path = self.write(f"load-{size}.rules", realistic(size, templates, self.stig, pools))
+        self.check_row(
+            f"check loading {size:,} rules",
+            path,
+            target="< 1 s",
+            passes=lambda o, _: o.median < 1,
+            peer=False,
+        )
+
+    def group_shape(self, name: str, build: Callable[[int, list[str]], str]) -> None:
+        """One constructed shape at 10, 100 and 1,000 rules."""
+        sizes = (10,) if self.settings.quick else (10, 100, 1000)
+        for size in sizes:
+            path = self.write(f"{name}-{size}.rules", build(size, self.stig))
+            self.check_row(
+                f"check {name} {size:,} (+{len(self.stig)} STIG rules)",
+                path,
+                target="< 1 s" if size == 1000 else "-",
+                passes=(lambda o, _: o.median < 1) if size == 1000 else None,
+            )
+        if name == "wmax":
+            path = self.write("wmax-9-lines.rules", wmax(9 - len(self.stig), self.stig))
+            self.check_row(
+                "check wmax 9-line file", path, target="< 0.2 s", passes=lambda o, _: o.median < 0.2
+            )
+
+    def group_verify(self) -> None:
+        """`verify --target local` with a big log, against an empty log and ausearch."""
+        if self.host_problem is not None:
+            self.rows.append(_skipped("verify --target local", self.host_problem))
+            return
+        if shutil.which("auditd") is None or shutil.which("ausearch") is None:
+            self.rows.append(_skipped("verify --target local", "auditd is not installed"))
+            return
+        registered = audit_status().get("pid", "0")
+        if registered != "0":
+            reason = f"another auditd (pid {registered}) is registered with the kernel"
+            self.rows.append(_skipped("verify --target local", reason))
+            return
+        rules = self.write("verify.rules", "\n".join(self.stig) + "\n")
+        empty_dir, big_dir = self.work / "auditd-empty", self.work / "auditd-big"
+        with host_audit(self.work):
+            load_rules(rules)
+            seed = self._seed(empty_dir, rules)
+            big_log = big_dir / "log" / "audit.log"
+            size = _write_big_log(big_log, seed, self.settings.log_bytes)
+            verify = [self.settings.kmod_audit, "verify", "--target", "local", "--timeout", "60"]
+            ausearch = ["ausearch", "-if", str(big_log), "-k", STIG_KEY]
+            empty, big, search = Side(), Side(), Side()
+            start = time.monotonic()
+            for _ in range(self.settings.runs):
+                with auditd(empty_dir):
+                    empty.runs.append(timed(verify, self.settings.cap))
+                with auditd(big_dir):
+                    big.runs.append(timed(verify, self.settings.cap))
+                    if not search.capped:
+                        search.runs.append(timed(ausearch, self.settings.cap))
+                # After the first round (ausearch on the big log is the slow part, and it
+                # runs once when capped) a round is two auditd starts and two verify runs.
+                if time.monotonic() - start > 4 * self.settings.row_budget:
+                    break
+        label = f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.0f} MB"
+        codes = {run.code for run in big.runs + empty.runs}
+        note = f"verify exit {sorted(codes, key=str)}" if codes - {0} else ""
+        ok = not big.capped and not empty.capped and big.median <= 1.2 * empty.median
+        self.rows.append(
+            Row(
+                f"verify --target local, {label} log (peer: empty log)",
+                big,
+                empty,
+                "<= 1.2x empty log",
+                "PASS" if ok else "FAIL",
+                note,
+            )
+        )
+        self.rows.append(
+            Row(
+                f"verify, {label} log (peer: ausearch -if LOG -k {STIG_KEY})",
+                big,
+                search,
+                "-",
+                "-",
+            )
+        )
+
+    def _seed(self, directory: Path, rules: Path) -> bytes:
+        """Real records: a verify run's and ordinary syscalls', from a fresh auditd's log."""
+        noise = self.write(
+            "noise.rules",
+            f"-a always,exit -F arch=b64 -S openat,execve,close -F ppid={os.getpid()} -k noise\n",
+        )
+        with auditd(directory) as log:
+            auditctl("-R", str(noise))
+            for command in (["ls", "-la", "/etc", "/usr/bin"], ["cat", "/etc/services"], ["id"]):
+                subprocess.run(command, capture_output=True, check=False)
+            load_rules(rules)
+            subprocess.run(
+                [self.settings.kmod_audit, "verify", "--target", "local"],
+                capture_output=True,
+                check=False,
+            )
+            auditctl("-m", "kmod-audit bench seed end")
+            deadline = time.monotonic() + 10
+            while b"bench seed end" not in log.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seed = log.read_bytes()
+        log.write_bytes(b"")
+        return seed
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+def _skipped(what: str, why: str) -> Row:
+    return Row(what, Side(), None, "-", "-", f"not run: {why}")
+
+
+def _write_big_log(log: Path, seed: bytes, size: int) -> int:
+    """Fill `log` with copies of the seed's records up to `size` bytes.
+
+    Most of the log is the ordinary records; the events with the generated rules' key come
+    once per 64 MB, so `ausearch -k` finds some without printing the whole log.
+    """
+    keyed_stamps: set[bytes] = set()
+    stamp = re.compile(rb"msg=audit\(([0-9.:]+)\)")
+    lines = seed.splitlines(keepends=True)
+    for line in lines:
+        match = stamp.search(line)
+        if match and STIG_KEY.encode() in line:
+            keyed_stamps.add(match.group(1))
+    keyed: list[bytes] = []
+    plain: list[bytes] = []
+    for line in lines:
+        match = stamp.search(line)
+        (keyed if match and match.group(1) in keyed_stamps else plain).append(line)
+    block = b"".join(plain) or seed
+    block = block * max(1, (4 << 20) // max(len(block), 1))
+    keyed_block = b"".join(keyed)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with log.open("wb") as handle:
+        while written < size:
+            if written % (64 << 20) < len(block):
+                handle.write(keyed_block)
+                written += len(keyed_block)
+            handle.write(block)
+            written += len(block)
+    return written
+
+
+def auditd_conf(directory: Path, log: Path) -> str:
+    """auditd.conf for a private auditd: the host's, with our log and no size limit.
+
+    As tests/_support.py's `auditd_conf`, but the log is never rotated, so the big log stays
+    the one auditd writes and `verify` (which finds it through auditd's `-c DIR`) reads.
+    """
+    ours = {
+        "log_file": str(log),
+        "log_group": "root",
+        "log_format": "ENRICHED",
+        "write_logs": "yes",
+        "flush": "INCREMENTAL_ASYNC",
+        "freq": "50",
+        "plugin_dir": str(directory / "plugins.d"),
+        "max_log_file_action": "IGNORE",
+        "space_left_action": "IGNORE",
+        "admin_space_left_action": "IGNORE",
+        "disk_full_action": "IGNORE",
+        "disk_error_action": "IGNORE",
+    }
+    host = Path("/etc/audit/auditd.conf")
+    lines = host.read_text().splitlines() if host.exists() else []
+    kept = [line for line in lines if line.partition("=")[0].strip() not in ours]
+    return "\n".join([*kept, *(f"{name} = {value}" for name, value in ours.items())]) + "\n"
+
+
+@contextlib.contextmanager
+def auditd(directory: Path) -> Iterator[Path]:
+    """A private auditd (`auditd -n -c DIR`) writing DIR/log/audit.log, stopped by its pid."""
+    log = directory / "log" / "audit.log"
+    (directory / "plugins.d").mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    conf = directory / "auditd.conf"
+    conf.write_text(auditd_conf(directory, log))
+    conf.chmod(0o600)
+    with (directory / "auditd.out").open("ab") as output:
+        daemon = subprocess.Popen(
+            ["auditd", "-n", "-c", str(directory)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while daemon.poll() is None and audit_status().get("pid") != str(daemon.pid):
+                if time.monotonic() > deadline:
+                    msg = "auditd did not register with the kernel within 10 s"
+                    raise BenchError(msg)
+                time.sleep(0.05)
+            if daemon.poll() is not None:
+                text = (directory / "auditd.out").read_text(errors="replace")
+                msg = f"auditd exited: {text.strip()[-300:]}"
+                raise BenchError(msg)
+            yield log
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def table(rows: list[Row], cap: float) -> str:
+    """The rows as an aligned text table."""
+    header = ("what", "ours min / median", "peer min / median", "ratio", "target", "result")
+    cells = [header]
+    notes = []
+    for row in rows:
+        ratio = "-"
+        if (
+            row.peer is not None
+            and row.peer.runs
+            and row.ours.runs
+            and not row.ours.capped
+            and not row.peer.capped
+            and row.peer.median > 0
+        ):
+            ratio = f"{row.ours.median / row.peer.median:.2f}x"
+        elif row.ours.capped and row.peer is not None and row.peer.runs and not row.peer.capped:
+            ratio = f"> {cap / row.peer.median:.0f}x"
+        peer = row.peer.cell(cap) if row.peer is not None else "-"
+        cells.append((row.what, row.ours.cell(cap), peer, ratio, row.target, row.verdict))
+        if row.note:
+            notes.append(f"  {row.what}: {row.note}")
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(cells):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    text = "\n".join(part.rstrip() for part in out)
+    if notes:
+        text += "\nnotes:\n" + "\n".join(notes)
+    return text
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def parse(argv: Sequence[str]) -> Settings:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        prog="bench/run",
+        description="Time kmod-audit against auditctl -R, ausearch, and itself (issue 9).",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, 2 runs: a smoke run")
+    parser.add_argument(
+        "--rows",
+        default=",".join(GROUPS),
+        help=f"comma-separated row groups (default all): {', '.join(GROUPS)}",
+    )
+    parser.add_argument("--runs", type=int, help="runs per side (default 5, quick 2)")
+    parser.add_argument(
+        "--cap", type=float, help="seconds before a run is killed (default 40, quick 20)"
+    )
+    parser.add_argument(
+        "--kmod-audit",
+        default=str(ROOT / ".venv" / "bin" / "kmod-audit"),
+        help="the kmod-audit command to time (default: this checkout's .venv)",
+    )
+    parser.add_argument(
+        "--log-mb", type=int, help="size of the big auditd log in MB (default 1000, quick 16)"
+    )
+    args = parser.parse_args(argv)
+    rows = tuple(row.strip() for row in args.rows.split(",") if row.strip())
+    unknown = [row for row in rows if row not in GROUPS]
+    if unknown or not rows:
+        parser.error(f"--rows: unknown group {unknown or args.rows!r}; choose from {GROUPS}")
+    if args.runs is not None and args.runs < 1:
+        parser.error("--runs: at least 1")
+    if args.cap is not None and args.cap <= 0:
+        parser.error("--cap: must be above 0")
+    if not os.access(args.kmod_audit, os.X_OK):
+        parser.error(f"--kmod-audit: {args.kmod_audit} is not executable (run tools/setup)")
+    quick = args.quick
+    return Settings(
+        runs=args.runs or (2 if quick else 5),
+        cap=args.cap or (20.0 if quick else 40.0),
+        row_budget=5.0 if quick else 15.0,
+        quick=quick,
+        kmod_audit=args.kmod_audit,
+        log_bytes=(args.log_mb or (16 if quick else 1000)) * 1_000_000,
+        rows=rows,
+        deadline=time.monotonic() + (120 if quick else 420),
+    )
+
+
+SHAPES: dict[str, Callable[[int, list[str]], str]] = {
+    "wmax": wmax,
+    "filler": filler,
+    "auid-ranges": auid_ranges,
+    "exe-never": exe_never,
+}
+
+
+def run_group(bench: Bench, group: str, work: Path) -> None:
+    """Run one row group, holding the host audit lock while it may load rules."""
+    if group == "verify":
+        bench.group_verify()
+        return
+    with contextlib.ExitStack() as stack:
+        if bench.host_problem is None:
+            stack.enter_context(host_audit(work))
+        if group == "realistic":
+            bench.group_realistic()
+        elif group == "load":
+            bench.group_load()
+        else:
+            bench.group_shape(group, SHAPES[group])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected rows and print the table; 0 when it was printed."""
+    settings = parse(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="kmod-audit-bench-"))
+    try:
+        bench = Bench(settings, work)
+        for group in GROUPS:
+            if group not in settings.rows:
+                continue
+            print(f"bench: {group} ...", file=sys.stderr, flush=True)
+            try:
+                run_group(bench, group, work)
+            except BenchError as exc:
+                bench.rows.append(_skipped(group, str(exc)))
+    except BenchError as exc:
+        print(f"bench/run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench/run: interrupted; host audit state restored", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    kind = "quick run" if settings.quick else "full run"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    shown = settings.kmod_audit
+    if Path(shown).is_relative_to(ROOT):
+        shown = str(Path(shown).relative_to(ROOT))
+    print(
+        f"kmod-audit bench, {when} ({kind}: up to {settings.runs} runs per side, alternating; "
+        f"cap {settings.cap:g} s; {os.cpu_count()} CPUs; {shown})"
+    )
+    print("peer: auditctl -R on the same file, unless the row names another")
+    print(table(bench.rows, settings.cap))
+    waited = f" ({sum(LOCK_WAITS):.0f} s of it waiting for the lock)" if LOCK_WAITS else ""
+    print(f"total {time.monotonic() - started:.0f} s{waited}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

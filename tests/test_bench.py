@@ -1,0 +1,52 @@
+"""`bench/run` works: a quick run of cheap rows prints the table (timings are not tested)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "run"
+
+
+def test_quick_run_prints_the_table() -> None:
+    """`bench/run --quick --rows wmax` exits 0 and prints a header and each wmax row."""
+    proc = subprocess.run(
+        [str(BENCH), "--quick", "--rows", "wmax", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("kmod-audit bench, "), proc.stdout
+    assert "(quick run: " in lines[0]
+    assert lines[2].split() == [
+        "what",
+        "ours",
+        "min",
+        "/",
+        "median",
+        "peer",
+        "min",
+        "/",
+        "median",
+        "ratio",
+        "target",
+        "result",
+    ]
+    assert any(line.startswith("check wmax 10 (+") for line in lines), proc.stdout
+    [nine] = [line for line in lines if line.startswith("check wmax 9-line file")]
+    assert "< 0.2 s" in nine
+    assert nine.split()[-1] in {"PASS", "FAIL"}
+    assert lines[-1].startswith("total ")
+
+
+def test_unknown_row_is_a_usage_error() -> None:
+    """A misspelt row group is exit 2 naming the choices, before anything is measured."""
+    proc = subprocess.run(
+        [str(BENCH), "--rows", "wmaxx"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert 2 == proc.returncode
+    assert "--rows: unknown group ['wmaxx']" in proc.stderr
+    assert "exe-never" in proc.stderr
