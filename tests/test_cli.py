@@ -357,6 +357,24 @@ class TestOptionValidation:
         assert [] == [w for w in ("Traceback", "internal error") if w in result.err]
 
     @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["generate", "--profile=--"], "--profile: unknown profile --"),
+            (["generate", "--arch=--"], "--arch --: unknown architecture"),
+            (["check", "--uid-min=--"], "--uid-min --: not a number"),
+            (["check", "--format=--"], "argument --format: invalid choice: '--'"),
+            (["verify", "--timeout=--"], "argument --timeout: '--' is not a number"),
+            (["verify", "--target=--"], "--target '--' is not a known target"),
+        ],
+        ids=["profile", "arch", "uid-min", "format", "timeout", "target"],
+    )
+    def test_double_dash_as_a_value(self, run_cli: RunCli, args: list[str], needle: str) -> None:
+        """`--opt=--` is the value `--`, checked like any other (Python 3.11 passed a list)."""
+        result = run_cli(*args)
+        assert (2, True) == (result.code, needle in result.err), result.err
+        assert [] == [w for w in ("Traceback", "internal error") if w in result.err]
+
+    @pytest.mark.parametrize(
         "args",
         [
             ["verify", "--target", UNREACHABLE, "--timeout", "nan"],
