@@ -598,8 +598,10 @@ SINGLE_LINES: Final = [
 # strlen(line) / 3 + 1 words (fileopt's `nf`): later words are dropped without a word.
 
 #: A directory tree made by the `deep_tree` fixture, so that paths of every length up to
-#: PATH_MAX - 1 can have a parent (and a directory) that exists.
-DEEP_ROOT: Final = "/tmp/kmod-audit-oracle-deep"
+#: PATH_MAX - 1 can have a parent (and a directory) that exists. One per test process (two
+#: runs at once must not remove each other's tree), of a fixed length (the cases' path
+#: lengths are computed from it): pids have at most 7 digits (pid_max <= 4194304).
+DEEP_ROOT: Final = f"/tmp/kmod-audit-oracle-deep-{os.getpid():07d}"
 PATH_MAX: Final = 4096
 NAME_MAX: Final = 255
 #: Two bytes in UTF-8 (auditctl counts bytes).

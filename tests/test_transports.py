@@ -155,6 +155,16 @@ class TestLocalHost:
         assert "SIGTERM" in str(error)
         assert "waited 1 s for" in str(error)
 
+    def test_timeout_reads_as_the_user_gave_it(self) -> None:
+        """The rest of a deadline (0.99996 s) is reported as 1 s, not to the microsecond."""
+        with pytest.raises(ConsoleTimeout) as caught:
+            LocalHost(kill_grace=1).execute(["sleep", str(_unique_seconds())], timeout=0.99996)
+        assert ("did not finish within 1 s", "waited 1 s for") == tuple(
+            text
+            for text in ("did not finish within 1 s", "waited 1 s for")
+            if text in str(caught.value)
+        )
+
     def test_background_child_holding_the_output(self) -> None:
         """A child that keeps stdout open counts as running; the message says so."""
         seconds = _unique_seconds()

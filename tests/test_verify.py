@@ -427,6 +427,25 @@ class TestUnmodelledMachine:
         assert "result: COULD NOT EXERCISE" in render_verify_text(report)
 
 
+class TestModuleLeftLoaded:
+    """A module the probe could not unload is a problem of the system, not lost evidence."""
+
+    def test_named_in_problems_and_exit_3(self) -> None:
+        """The probe's complete records pass, but tun stays loaded: exit 3, tun in problems."""
+        left = (
+            "the probe loaded tun and could not unload it (tun: in use, use count 2): it is "
+            "left loaded; unload it with `rmmod tun` once nothing uses it"
+        )
+        captured = _captured()
+        probe = _with(captured, problems=[*captured.problems, left], modules_left=["tun"])
+        report = _judge(probe, "nixos-stig")
+        assert (3, [left], []) == (
+            report.exit_code(),
+            [p for p in report.problems if "tun" in p],
+            list(report.incomplete),
+        )
+
+
 def _kernel_log_only(host_audit: HostAudit) -> None:
     """Skip unless no auditd is registered: then records go to the kernel log (kmsg)."""
     registered = host_audit.status.get("pid", "0")

@@ -19,12 +19,18 @@ __all__ = [
     "ParseError",
     "TransportError",
     "VerifierError",
+    "seconds",
 ]
 
 EXIT_OK = 0
 EXIT_NONCOMPLIANT = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+
+
+def seconds(value: float) -> str:
+    """A duration for messages, to 0.1 s: the rest of a 60 s deadline reads 60, not 59.9995."""
+    return f"{round(value, 1):g}"
 
 
 class VerifierError(Exception):
@@ -150,6 +156,6 @@ class ConsoleTimeout(TransportError):
         """Return the message with the pattern, deadline and buffer tail."""
         tail = self.buffer[-2000:]
         return (
-            f"{self.message}\n  waited {self.timeout:g} s for: {self.pattern!r}\n"
+            f"{self.message}\n  waited {seconds(self.timeout)} s for: {self.pattern!r}\n"
             f"  console showed (tail): {tail!r}"
         )

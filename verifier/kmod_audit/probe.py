@@ -785,12 +785,17 @@ def _restore(before: Collection[str], module: str, abi: Abi) -> tuple[list[str],
     return unloaded, left
 
 
+#: How the problem naming modules left loaded begins: verify reports it as a problem of
+#: the system (the module stays loaded), not as evidence that is incomplete.
+LEFT_LOADED: Final = "the probe loaded "
+
+
 def _left_loaded(left: dict[str, str]) -> str:
     """Name the modules left loaded, why, and how to unload them."""
     it, they = ("it", "it is") if len(left) == 1 else ("them", "they are")
     why = "; ".join(f"{name}: {reason}" for name, reason in left.items())
     return (
-        f"the probe loaded {', '.join(left)} and could not unload {it} ({why}): {they} left "
+        f"{LEFT_LOADED}{', '.join(left)} and could not unload {it} ({why}): {they} left "
         f"loaded; unload {it} with `rmmod {' '.join(left)}` once nothing uses {it}"
     )
 

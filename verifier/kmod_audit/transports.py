@@ -50,7 +50,13 @@ import pexpect
 import pexpect.fdpexpect
 
 from ._log import nested
-from .errors import CommandFailed, ConfigurationError, ConsoleTimeout, TransportError
+from .errors import (
+    CommandFailed,
+    ConfigurationError,
+    ConsoleTimeout,
+    TransportError,
+    seconds,
+)
 
 __all__ = [
     "DEFAULT_INITIAL_PROMPT",
@@ -268,12 +274,12 @@ def _run(
         out, err, how = _stop_group(proc, grace)
         seen = _decode(out + err)
         if exited is None:
-            what = f"`{display}` did not finish within {timeout:g} s on {where}"
+            what = f"`{display}` did not finish within {seconds(timeout)} s on {where}"
             todo = "give it more time (timeout=...) or find out why it hangs"
         else:
             what = (
                 f"`{display}` exited with status {_shell_status(exited)} on {where}, but "
-                f"something it started kept its output open for {timeout:g} s"
+                f"something it started kept its output open for {seconds(timeout)} s"
             )
             todo = "redirect the output of background processes (`>/dev/null 2>&1 &`)"
         msg = f"{what}; {how}. To fix: {todo}."
@@ -330,12 +336,12 @@ def _fork_run(
     exited = _reap(pid, 0.0)
     how = _stop_forked(pid, grace)
     if exited is None:
-        what = f"`{display}` did not finish within {timeout:g} s on {where}"
+        what = f"`{display}` did not finish within {seconds(timeout)} s on {where}"
         todo = "give it more time (--timeout) or find out why it hangs"
     else:
         what = (
             f"`{display}` exited with status {exited} on {where}, but something it started "
-            f"kept its output open for {timeout:g} s"
+            f"kept its output open for {seconds(timeout)} s"
         )
         todo = "find the process that kept the output open"
     msg = f"{what}; {how}. To fix: {todo}."

@@ -31,7 +31,7 @@ import attrs
 from . import logs
 from ._terminal import escape_line
 from .errors import CommandFailed, TransportError
-from .probe import ProbeResult, Stimulus
+from .probe import LEFT_LOADED, ProbeResult, Stimulus
 from .profiles import Profile, Requirement
 from .report import CheckResult, ProfileResult, RequirementResult
 from .syscalls import EXEC_SYSCALLS, MACHINES, abi_by_audit_arch, machine_by_name
@@ -381,8 +381,8 @@ def _unmodelled(req: Requirement, why: str) -> RequirementResult:
 
 def _incomplete(probe: ProbeResult) -> list[str]:
     """Why the records read may not be all that the kernel emitted during the probe."""
-    causes = [p for p in probe.problems if not p.startswith(_AUDIT_DISABLED)]
-    disabled = len(causes) < len(probe.problems)
+    causes = [p for p in probe.problems if not p.startswith((_AUDIT_DISABLED, LEFT_LOADED))]
+    disabled = any(p.startswith(_AUDIT_DISABLED) for p in probe.problems)
     # With audit disabled the kernel drops the marker too: its absence says nothing more.
     if not probe.marker_seen and not disabled:
         hint = (
@@ -437,7 +437,7 @@ def judge_probe(
         )
         for profile in options.profiles
     ]
-    problems = [p for p in probe.problems if p.startswith(_AUDIT_DISABLED)]
+    problems = [p for p in probe.problems if p.startswith((_AUDIT_DISABLED, LEFT_LOADED))]
     notes = [f"not exercised: {s.what}: {s.why}" for s in probe.skipped]
     leaked = [e for e in evidence if e.stimulus.id in used and e.stimulus.control]
     leaked = [e for e in leaked if e.verdict == "recorded"]
