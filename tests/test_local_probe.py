@@ -140,3 +140,23 @@ class TestForkedCall:
         while _alive(grandchild) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not _alive(grandchild)
+
+    def test_what_the_child_says_as_it_stops_is_kept(self) -> None:
+        """A child that cleans up on SIGTERM: its last words are in the timeout's buffer."""
+
+        def child() -> int:
+            def stop(_signum: int, _frame: object) -> None:
+                sys.stdout.write("cleaned up: dummy unloaded again\n")
+                sys.stdout.flush()
+                os._exit(3)
+
+            signal.signal(signal.SIGTERM, stop)
+            sys.stdout.write("loading\n")
+            sys.stdout.flush()
+            time.sleep(300)
+            return 0
+
+        host = LocalHost(kill_grace=5.0)
+        with pytest.raises(ConsoleTimeout, match="did not finish within 1 s") as info:
+            host.call(child, display="kmod-audit probe", timeout=1.0)
+        assert "loading\ncleaned up: dummy unloaded again" in info.value.buffer

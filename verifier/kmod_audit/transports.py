@@ -322,19 +322,27 @@ def _fork_run(
     os.close(write_fd)
     deadline = time.monotonic() + timeout
     try:
-        out, complete = _read_until(read_fd, deadline)
-        status = _reap(pid, max(deadline - time.monotonic(), 0.0)) if complete else None
-    except BaseException:
-        # Interrupted (Ctrl-C in the caller): do not leave the child running.
-        if _reap(pid, 0.0) is None:
-            _stop_forked(pid, grace)
-        raise
+        try:
+            out, complete = _read_until(read_fd, deadline)
+            status = _reap(pid, max(deadline - time.monotonic(), 0.0)) if complete else None
+        except BaseException:
+            # Interrupted (Ctrl-C in the caller): do not leave the child running, and pass
+            # on what it said as it stopped (a probe says which module, if any, it left
+            # loaded).
+            if _reap(pid, 0.0) is None:
+                _stop_forked(pid, grace)
+            said = _decode(_read_until(read_fd, time.monotonic() + grace)[0]).strip()
+            if said:
+                logger.warning("%s: `%s` was stopped; it said: %s", where, display, _tail(said))
+            raise
+        if status is not None:
+            return status, out
+        exited = _reap(pid, 0.0)
+        how = _stop_forked(pid, grace)
+        # What the child says as it stops (its cleanup) belongs to the error too.
+        out += _read_until(read_fd, time.monotonic() + grace)[0]
     finally:
         os.close(read_fd)
-    if status is not None:
-        return status, out
-    exited = _reap(pid, 0.0)
-    how = _stop_forked(pid, grace)
     if exited is None:
         what = f"`{display}` did not finish within {seconds(timeout)} s on {where}"
         todo = "give it more time (--timeout) or find out why it hangs"
