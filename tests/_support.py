@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,22 @@ import attrs
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_args(path: Path) -> list[str]:
+    """The `check` options a rules fixture is judged with.
+
+    From `<case>.args` beside it, else from a `# kmod-audit: OPTIONS` line among its first
+    three lines; none otherwise.
+    """
+    sidecar = path.with_suffix(".args")
+    if sidecar.exists():
+        return shlex.split(sidecar.read_text())
+    for line in path.read_bytes().decode().splitlines()[:3]:
+        match = re.match(r"^# kmod-audit:(.*)$", line.rstrip("\r"))
+        if match:
+            return shlex.split(match.group(1))
+    return []
 
 
 @attrs.frozen

@@ -34,6 +34,7 @@ from _support import (
     HostAudit,
     RunCli,
     auditctl,
+    fixture_args,
     host_kmod_layout,
     require_or_skip,
 )
@@ -42,18 +43,6 @@ RULES = FIXTURES / "rules"
 CASES = sorted(RULES.glob("*.rules"))
 # check's options that verify shares; --arch, --offline and --strict are handled apart.
 SHARED = ("--profile", "--key", "--uid-min", "--kmod-path")
-
-
-def _args(path: Path) -> list[str]:
-    """The fixture's options (as tests/test_fixtures.py reads them)."""
-    sidecar = path.with_suffix(".args")
-    if sidecar.exists():
-        return shlex.split(sidecar.read_text())
-    for line in path.read_bytes().decode().splitlines()[:3]:
-        match = re.match(r"^# kmod-audit:(.*)$", line.rstrip("\r"))
-        if match:
-            return shlex.split(match.group(1))
-    return []
 
 
 def _shared(args: list[str]) -> list[str]:
@@ -193,7 +182,7 @@ def test_check_and_verify_agree(
     del auditd
     name = path.name.removesuffix(".rules")
     text = path.read_bytes().decode()
-    args = _args(path)
+    args = fixture_args(path)
     if re.search(r"(^|\s|=)(/usr/|/bin/)", text) and not host_kmod_layout():
         require_or_skip(
             f"{name} names /usr/bin/kmod and its /usr/sbin symlinks, which this machine "

@@ -12,29 +12,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 
-from _support import FIXTURES, RunCli, host_kmod_layout, require_or_skip
+from _support import FIXTURES, RunCli, fixture_args, host_kmod_layout, require_or_skip
 from kmod_audit.rules import Command, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 RULES = FIXTURES / "rules"
 GOLDEN = FIXTURES / "golden"
 CASES = sorted(RULES.glob("*.rules"))
-
-
-def _args(path: Path) -> list[str]:
-    sidecar = path.with_suffix(".args")
-    if sidecar.exists():
-        return shlex.split(sidecar.read_text())
-    for line in path.read_bytes().decode().splitlines()[:3]:
-        match = re.match(r"^# kmod-audit:(.*)$", line.rstrip("\r"))
-        if match:
-            return shlex.split(match.group(1))
-    return []
 
 
 def _needs_host_layout(path: Path) -> None:
@@ -114,7 +102,7 @@ class TestFixtureVerdicts:
     def test_exit_code_matches_the_name(self, run_cli: RunCli, path: Path) -> None:
         """`check` exits 0 on *.pass.rules and 1 on *.fail.rules."""
         _needs_host_layout(path)
-        result = run_cli("check", *_args(path), str(path))
+        result = run_cli("check", *fixture_args(path), str(path))
         expected = 0 if _verdict(path) == "pass" else 1
         assert expected == result.code, result.out + result.err
 
@@ -123,7 +111,7 @@ class TestFixtureVerdicts:
         """A failing fixture's report names the rule, line or event responsible."""
         path = RULES / f"{case}.rules"
         _needs_host_layout(path)
-        result = run_cli("check", *_args(path), str(path))
+        result = run_cli("check", *fixture_args(path), str(path))
         assert re.search(EXPECTED_REASONS[case], result.out), result.out
 
     def test_every_failing_fixture_has_an_expected_reason(self) -> None:
@@ -135,7 +123,7 @@ class TestFixtureVerdicts:
     def test_json_agrees_with_text(self, run_cli: RunCli, path: Path) -> None:
         """The JSON report gives the same verdict and the contract keys."""
         _needs_host_layout(path)
-        result = run_cli("check", *_args(path), "--format", "json", str(path))
+        result = run_cli("check", *fixture_args(path), "--format", "json", str(path))
         data = json.loads(result.out)
         assert (_verdict(path) == "pass") == data["compliant"]
         for profile in data["profiles"]:
