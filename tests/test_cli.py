@@ -230,7 +230,7 @@ class TestUndecided:
     @pytest.fixture(autouse=True)
     def low_limit(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Lower the evaluator's work limit (no real rule list reaches it) below OVER_BUDGET's."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
 
     def test_never_rule_for_auid_unset_is_compliant(self, run_cli: RunCli) -> None:
         """The issue 7.7 file, once judged NOT COMPLIANT at the limit, is compliant."""

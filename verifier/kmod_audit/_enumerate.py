@@ -20,6 +20,8 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
+import attrs
+
 from .evaluate import (
     _TYPICAL_ERRNOS,
     PID_MAX,
@@ -218,21 +220,29 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = Tr
         return Coverage(
             target=target, covered=False, rules=(), undecided=_undecided(dims, involved)
         )
+    order = {id(rule): position for position, rule in enumerate(exit_rules)}
     covering: dict[int, Rule] = {}
     count = 0
+    failed: Coverage | None = None
     for event in _events(dims):
         count += 1
         for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx):
-            if outcome.verdict != "covered":
+            if outcome.verdict == "covered":
+                assert outcome.rule is not None  # noqa: S101 - covered implies a rule
+                covering.setdefault(order[id(outcome.rule)], outcome.rule)
+            elif failed is None:
                 shown = {k: v for k, v in event.items() if k != "exe" or v != "(another program)"}
-                return Coverage(
+                failed = Coverage(
                     target=target,
                     covered=False,
-                    rules=tuple(covering.values()),
+                    rules=(),
                     event=shown,
                     outcome=outcome,
                     events=count,
                 )
-            assert outcome.rule is not None  # noqa: S101 - covered implies a rule
-            covering.setdefault(id(outcome.rule), outcome.rule)
-    return Coverage(target=target, covered=True, rules=tuple(covering.values()), events=count)
+    # Every keyed rule some event reaches and may match, in list order (also when the
+    # target is not covered: they record part of its events).
+    rules = tuple(covering[position] for position in sorted(covering))
+    if failed is not None:
+        return attrs.evolve(failed, rules=rules)
+    return Coverage(target=target, covered=True, rules=rules, events=count)

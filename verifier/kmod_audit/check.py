@@ -140,11 +140,19 @@ class _Judge:
     options: Options
     disabled: str | None
     hypothetical: RuleSet | None
+    #: Coverage by target: profiles share targets (b64 init_module is in all four).
+    judged: dict[Target, Coverage] = attrs.field(factory=dict)
+
+    def coverage(self, target: Target) -> Coverage:
+        """The coverage of `target`, evaluated once per rule set."""
+        found = self.judged.get(target)
+        if found is None:
+            found = self.judged[target] = evaluate(self.ruleset, target, self.options.context())
+        return found
 
     def requirement(self, req: Requirement) -> RequirementResult:
         checks: list[CheckResult] = []
         rules: dict[str, None] = {}
-        ctx = self.options.context()
         for label, target in _targets(req, self.options):
             if target is None:
                 checks.append(
@@ -161,7 +169,7 @@ class _Judge:
                     CheckResult(target=label, status="fail", reason=f"{label}: {self.disabled}")
                 )
                 continue
-            coverage = evaluate(self.ruleset, target, ctx)
+            coverage = self.coverage(target)
             checks.append(self._check(label, target, coverage, req))
             for rule in coverage.rules:
                 rules.setdefault(_describe(rule))

@@ -14,11 +14,14 @@ The event space is infinite, but every rule condition compares one event attribu
 a constant, so a rule matches a *box* of events: a set of values per attribute (intervals
 for the comparisons, as the kernel compares u32 values; bit patterns for `&` and `&=`; a
 finite or cofinite set of paths for `exe`). We follow the in-scope events through the
-rules as a union of boxes, in list order, the way first-match analysis of firewall rule
-sets does: what a rule surely matches is subtracted before the next rule, so every rule
-sees exactly the events that reach it. Nothing is enumerated, and no budget decides a
-verdict: past `WORK_LIMIT` steps (astronomically more than real rule lists need) the target
-is *undecided*. Conditions we cannot evaluate (SELinux labels, object inodes) are
+rules in list order, the way first-match analysis of firewall rule sets does: the events
+that reach a rule are the in-scope events minus the boxes of the earlier rules that surely
+match. That difference is never built in advance. Whether a keyed rule is reached is
+mostly proven by one value per attribute that no earlier box holds; otherwise, and for
+every rule that would be a failure, a best-first search cuts the rule's box by the earlier
+boxes only as far as needed to find its first event. Nothing is enumerated, and no budget
+decides a verdict: past `WORK_LIMIT` steps (astronomically more than real rule lists need)
+the target is *undecided*. Conditions we cannot evaluate (SELinux labels, object inodes) are
 *unknown*: an unknown `never` rule may suppress, an unknown `always` rule may not match,
 and we say so.
 
@@ -33,7 +36,7 @@ import errno
 import functools
 import heapq
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
 import attrs
@@ -474,6 +477,14 @@ class _Ranges:
             his[-1] = min(his[-1], high)
         return _Ranges(tuple(los), tuple(his))
 
+    def meets(self, other: _Ranges) -> bool:
+        """Whether the two sets share a value (in time logarithmic in the larger one)."""
+        small, large = (self, other) if len(self.los) <= len(other.los) else (other, self)
+        for low, high in zip(small.los, small.his, strict=True):
+            if bisect.bisect_left(large.his, low) < bisect.bisect_right(large.los, high):
+                return True
+        return False
+
     def __sub__(self, other: _Ranges) -> _Ranges:
         los, his = self.los, self.his
         for low, high in zip(other.los, other.his, strict=True):
@@ -490,18 +501,6 @@ class _Ranges:
             los = los[:i] + mid_los + los[j:]
             his = his[:i] + mid_his + his[j:]
         return _Ranges(los, his)
-
-    def single(self) -> int | None:
-        """The only value of the set, if it has exactly one."""
-        if len(self.los) == 1 and self.los[0] == self.his[0]:
-            return self.los[0]
-        return None
-
-    def few(self) -> list[int] | None:
-        """The values of the set when there are only a few."""
-        if sum(h - lo + 1 for lo, h in zip(self.los, self.his, strict=True)) > 16:
-            return None
-        return [v for lo, h in zip(self.los, self.his, strict=True) for v in range(lo, h + 1)]
 
     def least(self) -> int:
         return self.los[0]
@@ -574,14 +573,6 @@ class _Cubes:
             cubes = [piece for mine in cubes for piece in _cube_minus(mine, cube)]
         return _Cubes(tuple(cubes))
 
-    def single(self) -> int | None:
-        if len(self.cubes) == 1 and self.cubes[0][1] == U32:
-            return self.cubes[0][0]
-        return None
-
-    def few(self) -> list[int] | None:
-        return None if (one := self.single()) is None else [one]
-
     def least(self) -> int:
         return min(v for v, _ in self.cubes)
 
@@ -612,14 +603,6 @@ class _Names:
 
     def __sub__(self, other: _Names) -> _Names:
         return self & _Names(other.names, cofinite=not other.cofinite)
-
-    def single(self) -> str | None:
-        if not self.cofinite and len(self.names) == 1:
-            return next(iter(self.names))
-        return None
-
-    def few(self) -> list[str] | None:
-        return None if self.cofinite else sorted(self.names)
 
 
 _Set = _Ranges | _Cubes | _Names
@@ -676,127 +659,105 @@ def _cut(box: _Box, other: _Box, domains: dict[str, _Set]) -> list[_Box]:
     return pieces
 
 
-def _home(box: _Box) -> tuple[str, object] | None:
-    """The index bucket of a box: its first attribute with a single value."""
+def _contains(box: _Box, other: _Box, domains: dict[str, _Set]) -> bool:
+    """Whether every event of `other` is in `box`."""
     for dim, values in box.items():
-        one = values.single()
-        if one is not None:
-            return dim, one
-    return None
+        mine = other.get(dim)
+        if mine is None:
+            mine = domains[dim]
+        if mine - values:  # type: ignore[operator]
+            return False
+    return True
 
 
-class _Region:
-    """A set of events: the union of `boxes` minus the union of `pending` boxes.
+class _Taken:
+    """The events the rules of a list have surely matched so far, kept as the rules' boxes.
 
-    Boxes with a single value on some attribute are indexed by it, so that a rule about
-    other values skips them. A subtraction that would multiply the boxes is kept pending
-    instead, and the searches step around pending boxes.
+    The events that reach the next rule are the in-scope events minus these boxes. Nothing
+    is subtracted ahead of time: `first` searches a box minus the taken ones on demand, and
+    `reaches` first tries a proof that needs no search: per attribute, the values that no
+    taken box contains so far (`free`). A box with such a value on some attribute has an
+    event that escapes every taken box.
     """
 
-    def __init__(self, domains: dict[str, _Set], rank: _Ranker) -> None:
+    def __init__(self, domains: dict[str, _Set], rank: _Ranker, work: int = 0) -> None:
         self.domains = domains
         self.rank = rank
-        self.wide: dict[int, _Box] = {0: {}}
-        self.thin: dict[str, dict[object, dict[int, _Box]]] = {}
-        self.pending: list[_Box] = []
-        self.count = 1
-        self.next_id = 1
-        self.work = 0
+        self.boxes: list[_Box] = []
+        self.free: dict[str, _Ranges] = {
+            dim: values for dim, values in domains.items() if isinstance(values, _Ranges)
+        }
+        self.free.pop("failure", None)
+        self.everything = False
+        self.work = work
 
-    def _add(self, box: _Box) -> None:
-        home = _home(box)
-        if home is None:
-            self.wide[self.next_id] = box
-        else:
-            self.thin.setdefault(home[0], {}).setdefault(home[1], {})[self.next_id] = box
-        self.next_id += 1
-        self.count += 1
-
-    def _drop(self, ident: int, box: _Box) -> None:
-        home = _home(box)
-        if home is None:
-            del self.wide[ident]
-        else:
-            del self.thin[home[0]][home[1]][ident]
-        self.count -= 1
-
-    def _candidates(self, box: _Box) -> list[tuple[int, _Box]]:
-        found = list(self.wide.items())
-        for dim, buckets in self.thin.items():
+    def take(self, box: _Box) -> None:
+        """Record that a rule surely matches the events of `box`."""
+        if self.everything:
+            return
+        if not box:
+            self.everything = True
+            self.boxes = []
+            return
+        self.boxes.append(box)
+        for dim in list(self.free):
             values = box.get(dim)
-            if values is None:
-                for bucket in buckets.values():
-                    found.extend(bucket.items())
-                continue
-            few = values.few()
-            if few is not None and len(few) < len(buckets):
-                for one in few:
-                    found.extend(buckets.get(one, {}).items())
-                continue
-            for value, bucket in buckets.items():
-                if value in values:
-                    found.extend(bucket.items())
-        return found
+            rest = self.free[dim] - values if isinstance(values, _Ranges) else None
+            if rest:
+                self.free[dim] = rest
+            else:
+                del self.free[dim]
 
     def _spend(self, steps: int) -> None:
         self.work += steps
         if self.work > WORK_LIMIT:
             raise _TooHard
 
-    def meet(self, box: _Box) -> _Hit | None:
-        """The events of the region in `box`, if any, as a hit (rule, case and position unset).
+    def reaches(self, box: _Box) -> bool:
+        """Whether some event of `box` escapes every taken box."""
+        if self.everything:
+            return False
+        self._spend(1)
+        for dim, free in self.free.items():
+            values = box.get(dim)
+            if values is None or free.meets(values):  # type: ignore[arg-type]
+                return True
+        return self.first(box) is not None
 
-        Without pending subtractions these are the region's boxes met with `box`, ranked
-        only when asked; otherwise a best-first search around the pending boxes finds the
-        first event.
+    def first(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
+        """The first event (in the enumeration's order) of `box` minus the taken boxes.
+
+        A best-first search: a piece is cut by the first taken box it meets, into pieces
+        that avoid that box; the piece with the least first event comes next. Taken boxes
+        with fewer conditions come first: they contain whole pieces more often and cut
+        them into fewer pieces.
+
+        Returns:
+            The event's rank and a box that starts with it, or None when no event is left.
         """
-        met = [both for _, mine in self._candidates(box) if (both := _meet(mine, box)) is not None]
-        self._spend(len(met) + 1)
-        if not met:
+        if self.everything:
             return None
-        if not self.pending:
-            return _Hit(met, self.rank)
-        heap = [(self.rank(both), tie, both, 0) for tie, both in enumerate(met)]
-        heapq.heapify(heap)
-        tie = len(heap)
+        taken = [other for other in self.boxes if _meet(box, other) is not None]
+        self._spend(len(self.boxes) + 1)
+        taken.sort(key=len)
+        heap = [(self.rank(box), 0, box, 0)]
+        tie = 0
         while heap:
             rank, _, piece, index = heapq.heappop(heap)
-            while index < len(self.pending) and _meet(piece, self.pending[index]) is None:
+            start = index
+            while index < len(taken) and _meet(piece, taken[index]) is None:
                 index += 1
-            if index == len(self.pending):
-                return _Hit([piece], self.rank, best=(rank, piece))
-            pieces = _cut(piece, self.pending[index], self.domains)
-            self._spend(len(pieces) + 1)
+            self._spend(index - start + 1)
+            if index == len(taken):
+                return rank, piece
+            if _contains(taken[index], piece, self.domains):
+                continue
+            pieces = _cut(piece, taken[index], self.domains)
+            self._spend(len(pieces))
             for part in pieces:
                 tie += 1
                 heapq.heappush(heap, (self.rank(part), tie, part, index + 1))
         return None
-
-    def remove(self, box: _Box) -> None:
-        """Take the events of `box` out of the region."""
-        if not box:
-            self.wide, self.thin, self.pending, self.count = {}, {}, [], 0
-            return
-        hits = [(i, b) for i, b in self._candidates(box) if _meet(b, box) is not None]
-        pieces = [piece for _, mine in hits for piece in _cut(mine, box, self.domains)]
-        self._spend(len(hits) + len(pieces))
-        if _defer(len(pieces) - len(hits), self.count):
-            self.pending.append(box)
-            return
-        for ident, mine in hits:
-            self._drop(ident, mine)
-        for piece in pieces:
-            self._add(piece)
-        if not self.count:
-            self.pending = []
-
-    def empty(self) -> bool:
-        return not self.count
-
-
-def _defer(growth: int, count: int) -> bool:
-    """Whether to keep a subtraction pending rather than add `growth` boxes to `count`."""
-    return growth > 12 and count + growth > 64
 
 
 def _pick(
@@ -1168,37 +1129,23 @@ def _bitwise(rules: Iterable[Rule]) -> frozenset[str]:
     return frozenset(found)
 
 
-@attrs.define
+@attrs.frozen
 class _Hit:
-    """Events that reach a rule and may match it (or reach the end of the list).
+    """The first event that reaches a rule and may match it (or reaches the end of the list).
 
     Attributes:
-        boxes: The events, as boxes.
-        rank: How to order events (a `_Ranker`).
-        best: The first event's rank and a box starting with it, once known.
+        rank: Its place in the order the enumerating evaluator visits events.
+        box: A box of events that starts with it.
         rule: The rule reached (None: the end of the list).
         case: The uid case (root or the user's own uid).
         position: The rule's position in its list.
     """
 
-    boxes: list[_Box]
-    rank: _Ranker
-    best: tuple[tuple[object, ...], _Box] | None = None
-    rule: Rule | None = None
-    case: int = _ROOT
-    position: int = 0
-
-    def first(self) -> tuple[tuple[object, ...], _Box]:
-        """The rank of the first event, and a box that starts with it."""
-        if self.best is None:
-            self.best = min(((self.rank(box), box) for box in self.boxes), key=lambda p: p[0])
-        return self.best
-
-    def before(self, rank: tuple[object, ...]) -> bool:
-        """Whether some event comes before `rank`."""
-        if self.best is not None:
-            return self.best[0] < rank
-        return any(self.rank(box) < rank for box in self.boxes)
+    rank: tuple[object, ...]
+    box: _Box
+    rule: Rule | None
+    case: int
+    position: int
 
 
 def _walk(
@@ -1208,45 +1155,61 @@ def _walk(
     *,
     task: bool,
     ranker: _Ranker,
-) -> tuple[list[_Hit], _Hit | None, int]:
+    bad: Callable[[Rule], bool],
+    end: bool = False,
+    work: int = 0,
+) -> tuple[list[int], list[_Hit], int]:
     """Follow the events through `rules` in order (first match wins).
 
+    Args:
+        symbolic: The rules' conditions as boxes.
+        rules: The list.
+        case: The uid case.
+        task: Whether it is the task list.
+        ranker: The enumeration's order of events.
+        bad: Whether an event that reaches a rule and may match it is a failure.
+        end: Whether an event that no rule surely matches is a failure.
+        work: The work done before, for `WORK_LIMIT`.
+
     Returns:
-        Every rule that some event reaches and may match, the first event that no rule
-        surely matches (None when there is none), and the work done.
+        The positions of the good rules that some event reaches and may match, the first
+        event of each failure (a bad rule reached, or the end), and the work done in all.
     """
-    region = _Region(symbolic.domains, ranker)
-    hits: list[_Hit] = []
+    taken = _Taken(symbolic.domains, ranker, work)
+    good: list[int] = []
+    failures: list[_Hit] = []
     for position, rule in enumerate(rules):
-        if region.empty():
+        if taken.everything:
             break
         compiled = symbolic.rule(rule, case, task=task)
         if compiled is None:
             continue
         box, unknown = compiled
-        hit = region.meet(box)
-        if hit is None:
-            continue
-        hit.rule, hit.case, hit.position = rule, case, position
-        hits.append(hit)
+        if bad(rule):
+            found = taken.first(box)
+            if found is not None:
+                failures.append(_Hit(found[0], found[1], rule, case, position))
+        elif taken.reaches(box):
+            good.append(position)
         if not unknown:
-            region.remove(box)
-    left = None if region.empty() else region.meet({})
-    if left is not None:
-        left.case, left.position = case, len(rules)
-    return hits, left, region.work
+            taken.take(box)
+    if end:
+        found = taken.first({})
+        if found is not None:
+            failures.append(_Hit(found[0], found[1], None, case, len(rules)))
+    return good, failures, taken.work
 
 
 def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     """Judge whether `ruleset` records every in-scope event of `target`.
 
-    The in-scope events are followed through the task, exclude and exit lists as sets
-    (unions of boxes), in list order: the events that reach a rule and may match it are
-    its *hits*; a sure match takes them out of what the next rules see. The target is
+    The in-scope events are followed through the task, exclude and exit lists, in list
+    order: an event *reaches* a rule when no earlier rule surely matches it. The target is
     covered unless some event reaches a `never` task rule, an exclude rule, a `never` or
-    unkeyed (wrongly keyed) exit rule, or the end of the exit list. The counterexample is
-    the first such event in the order `_enumerate` visits events, judged once more
-    concretely by `_judge_event` for the reason.
+    unkeyed (wrongly keyed) exit rule that may match it, or the end of the exit list. The
+    counterexample is the first such event in the order `_enumerate` visits events, judged
+    once more concretely by `_judge_event` for the reason. The rules reported are the
+    keyed exit rules that some in-scope event reaches and may match, in list order.
 
     Args:
         ruleset: The loaded rules.
@@ -1263,27 +1226,26 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     cases = (_ROOT, _SELF) if _uses_uid(everything) else (_ROOT,)
     others = symbolic.others(everything)
     failures: list[_Hit] = []
-    good: dict[int, list[_Hit]] = {}
+    good: set[int] = set()
     work = 0
+
+    def wrong(rule: Rule) -> bool:
+        return rule.action == "never" or _key_ok(rule, ctx) != "covered"
+
     try:
         for case in cases:
             ranker = _Ranker(symbolic.domains, ctx, case, others)
-            hits, _, spent = _walk(symbolic, ruleset.task, case, task=True, ranker=ranker)
-            work += spent
-            failures.extend(hit for hit in hits if hit.rule and hit.rule.action == "never")
-            hits, _, spent = _walk(symbolic, ruleset.exclude, case, task=False, ranker=ranker)
-            work += spent
-            failures.extend(hits)
-            hits, left, spent = _walk(symbolic, exit_rules, case, task=False, ranker=ranker)
-            work += spent
-            for hit in hits:
-                assert hit.rule is not None  # noqa: S101 - hits of rules
-                if hit.rule.action == "never" or _key_ok(hit.rule, ctx) != "covered":
-                    failures.append(hit)
-                else:
-                    good.setdefault(hit.position, []).append(hit)
-            if left is not None:
-                failures.append(left)
+            for rules, task, bad, end in (
+                (ruleset.task, True, lambda rule: rule.action == "never", False),
+                (ruleset.exclude, False, lambda _: True, False),
+                (exit_rules, False, wrong, True),
+            ):
+                reached, failed, work = _walk(
+                    symbolic, rules, case, task=task, ranker=ranker, bad=bad, end=end, work=work
+                )
+                failures.extend(failed)
+                if rules is exit_rules:
+                    good.update(reached)
     except _TooHard:
         involved = [
             rule
@@ -1299,28 +1261,12 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
             f"events into more pieces than kmod-audit follows exactly ({WORK_LIMIT} steps)",
         )
+    rules = tuple(exit_rules[position] for position in sorted(good))
     if not failures:
-        order = sorted(
-            (min(hit.first()[0] for hit in hits), position, hits[0].rule)
-            for position, hits in good.items()
-        )
-        return Coverage(
-            target=target,
-            covered=True,
-            rules=tuple(rule for _, _, rule in order if rule is not None),
-            events=work,
-        )
-    first = min(failures, key=lambda hit: hit.first()[0])
-    rank = first.first()[0]
-    reached = [
-        (position, hits)
-        for position, hits in sorted(good.items())
-        if any(hit.before(rank) for hit in hits)
-    ]
-    if len(reached) > 1:  # in the order the enumeration would have met them
-        reached.sort(key=lambda item: (min(hit.first()[0] for hit in item[1]), item[0]))
-    earlier = tuple(hits[0].rule for _, hits in reached if hits[0].rule is not None)
-    return _counterexample(ruleset, exit_rules, symbolic, first, earlier=earlier, work=work)
+        return Coverage(target=target, covered=True, rules=rules, events=work)
+    first = min(failures, key=lambda hit: hit.rank)
+    ranker = _Ranker(symbolic.domains, ctx, first.case, others)
+    return _counterexample(ruleset, exit_rules, symbolic, first, ranker, rules=rules, work=work)
 
 
 def _counterexample(
@@ -1328,22 +1274,20 @@ def _counterexample(
     exit_rules: Sequence[Rule],
     symbolic: _Symbolic,
     first: _Hit,
+    ranker: _Ranker,
     *,
-    earlier: tuple[Rule, ...],
+    rules: tuple[Rule, ...],
     work: int,
 ) -> Coverage:
     """The coverage of a target that `first` shows is not covered."""
     target, ctx = symbolic.target, symbolic.ctx
-    event = first.rank.values(first.first()[1])
+    event = ranker.values(first.box)
     event["uid"] = 0 if first.case == _ROOT else event["auid"]
-    rules = dict.fromkeys(earlier)
     outcome = None
     for found in _judge_event(_Evaluator(target, ctx), ruleset, exit_rules, event, ctx):
         if found.verdict != "covered":
             outcome = found
             break
-        if found.rule is not None:  # a rule that may match records the event on the way
-            rules.setdefault(found.rule)
     if outcome is None:  # pragma: no cover - the two evaluations disagree: a bug
         return Coverage(
             target=target,
@@ -1360,7 +1304,7 @@ def _counterexample(
     return Coverage(
         target=target,
         covered=False,
-        rules=tuple(rules),
+        rules=rules,
         event={name: event[name] for name in names if name in shown or name == "exe"},
         outcome=outcome,
         events=work,
