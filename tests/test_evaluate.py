@@ -342,6 +342,65 @@ class TestExactness:
         outcome = coverage.outcome
         assert verdict == ("covered" if outcome is None else outcome.verdict)
 
+    @pytest.mark.parametrize("covering", [GOOD, ""], ids=["then-covered", "then-nothing"])
+    @pytest.mark.parametrize(
+        "line",
+        [
+            (
+                "-a always,exit -F arch=b64 -S init_module -F a0!={i} -F a1>={b} -F a2<{c}"
+                " -F a3!={d} -F exit!=-{e} -F auid>={f} -F uid!={g} -k w{i}"
+            ),
+            (
+                "-a always,exit -F arch=b64 -S init_module -F a0={i} -F a1={i} -F a2={i}"
+                " -F a3={i} -F uid={g} -F gid={g} -F pid={g} -k f{i}"
+            ),
+        ],
+        ids=["wmax", "filler"],
+    )
+    def test_every_keyed_rule_of_a_long_list_is_reached(self, line: str, covering: str) -> None:
+        """1,000 keyed rules that each hold events of their own are all listed, in order.
+
+        What the last rule (or the end of the list) still receives is judged exactly: the
+        covering rule records it, or the first event that escapes all 1,000 is reported.
+        """
+        rules = [
+            line.format(i=i, b=100 + i, c=200 + i, d=300 + i, e=1 + i % 30, f=1000 + i, g=2000 + i)
+            for i in range(1000)
+        ]
+        ruleset, tgt = _ruleset("\n".join(rules) + "\n" + covering), target(B64, "init_module")
+        coverage = evaluate(ruleset, tgt, Context())
+        assert None is coverage.undecided
+        keys = [rule.keys[0] for rule in coverage.rules]
+        assert keys[:1000] == [rule.split(" -k ")[1] for rule in rules]
+        if covering:
+            assert (True, ["k"]) == (coverage.covered, keys[1000:])
+            return
+        assert coverage.outcome is not None
+        assert "unmatched" == coverage.outcome.verdict
+        assert {"unmatched"} == _confirmed(ruleset, tgt, Context(), coverage)
+
+    @pytest.mark.parametrize(
+        ("lines", "listed"),
+        [
+            (("a0<10", "a0>=10", ""), "ab"),
+            (("a0<10 -F a1<10", "a0>=10 -F a1>=10", ""), "abc"),
+            (("auid<2000 -F a0!=5", "auid>=2000 -F a0!=5", "a0=5", ""), "abc"),
+        ],
+        ids=["two-halves-hide-the-third", "two-quadrants-leave-two", "three-parts"],
+    )
+    def test_rule_hidden_by_several_earlier_rules(
+        self, lines: tuple[str, ...], listed: str
+    ) -> None:
+        """A keyed rule is listed only when some event reaches it, as the oracle finds."""
+        text = "".join(
+            f"-a always,exit -F arch=b64 -S init_module{' -F ' + c if c else ''} -k {'abcd'[i]}\n"
+            for i, c in enumerate(lines)
+        )
+        tgt = target(B64, "init_module")
+        for judge in (evaluate, _enumerate.evaluate):
+            coverage = judge(_ruleset(text), tgt, Context())
+            assert (True, listed) == (coverage.covered, "".join(r.keys[0] for r in coverage.rules))
+
 
 def _family(name: str, ops: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[str]:
     return st.builds(

@@ -184,14 +184,18 @@ class _Judge:
             reasons = tuple(c.reason for c in checks if c.status == "pass")
         else:
             reasons = tuple(c.reason for c in checks)
-        fix = tuple(
-            generate_lines(
-                [req],
-                machine=self.options.machine,
-                key=self.options.key or self.fix_key(),
-                uid_min=self.options.uid_min,
-                kmod_path=self.options.kmod_path,
+        fix = (
+            tuple(
+                generate_lines(
+                    [req],
+                    machine=self.options.machine,
+                    key=self.options.key or self.fix_key(),
+                    uid_min=self.options.uid_min,
+                    kmod_path=self.options.kmod_path,
+                )
             )
+            if failed
+            else ()
         )
         return RequirementResult(
             id=req.id,
@@ -201,7 +205,7 @@ class _Judge:
             rules=tuple(rules),
             checks=tuple(checks),
             references=req.references,
-            fix=fix if failed else (),
+            fix=fix,
             applicable=applicable,
         )
 

@@ -674,10 +674,12 @@ class _Taken:
     """The events the rules of a list have surely matched so far, kept as the rules' boxes.
 
     The events that reach the next rule are the in-scope events minus these boxes. Nothing
-    is subtracted ahead of time: `first` searches a box minus the taken ones on demand, and
-    `reaches` first tries a proof that needs no search: per attribute, the values that no
-    taken box contains so far (`free`). A box with such a value on some attribute has an
-    event that escapes every taken box.
+    is subtracted ahead of time: `first` searches a box minus the taken ones on demand.
+    Two proofs need no search. Per attribute, `free` holds the values that no taken box
+    contains: a box with such a value has an event that escapes every taken box. And
+    `open` holds the values that no taken box about that attribute *alone* contains: a box
+    with no value outside it on some attribute lies inside the taken boxes (rules repeated
+    under another key, `-F exit=-EACCES` after `-F success=0`).
     """
 
     def __init__(self, domains: dict[str, _Set], rank: _Ranker, work: int = 0) -> None:
@@ -688,6 +690,7 @@ class _Taken:
             dim: values for dim, values in domains.items() if isinstance(values, _Ranges)
         }
         self.free.pop("failure", None)
+        self.open = dict(self.free)
         self.everything = False
         self.work = work
 
@@ -700,9 +703,13 @@ class _Taken:
             self.boxes = []
             return
         self.boxes.append(box)
+        if len(box) == 1:
+            [(alone, values)] = box.items()
+            if alone in self.open and isinstance(values, _Ranges):
+                self.open[alone] = self.open[alone] - values
         for dim in list(self.free):
-            values = box.get(dim)
-            rest = self.free[dim] - values if isinstance(values, _Ranges) else None
+            mine = box.get(dim)
+            rest = self.free[dim] - mine if isinstance(mine, _Ranges) else None
             if rest:
                 self.free[dim] = rest
             else:
@@ -737,6 +744,9 @@ class _Taken:
         """
         if self.everything:
             return None
+        for dim, values in self.open.items():
+            if not values.meets(box.get(dim, self.domains[dim])):  # type: ignore[arg-type]
+                return None
         taken = [other for other in self.boxes if _meet(box, other) is not None]
         self._spend(len(self.boxes) + 1)
         taken.sort(key=len)
@@ -1125,7 +1135,9 @@ def _bitwise(rules: Iterable[Rule]) -> frozenset[str]:
         for field in rule.fields:
             if field.op in {"&", "&="} and not field.compare:
                 dim = _dimension(field.name)
-                found.add("auid" if dim == "uid" else dim)
+                dim = "auid" if dim == "uid" else dim
+                if dim in _DIMS:  # not devminor: unknown for module syscalls, see _NAME_FIELDS
+                    found.add(dim)
     return frozenset(found)
 
 

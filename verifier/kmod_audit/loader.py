@@ -19,6 +19,7 @@ from typing import Final
 import attrs
 
 from .rules import (
+    EQUALITY_ONLY_FIELDS,
     NAME_MAX,
     NO_BITOPS_FIELDS,
     PATH_MAX,
@@ -103,6 +104,12 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
     if rule.list == "filesystem" and any(f.name != "fstype" for f in rule.fields):
         return einval, "filesystem rules take only fstype= (and a key)"
     for field in rule.fields:
+        if field.compare or field.name in EQUALITY_ONLY_FIELDS:
+            if field.op not in {"=", "!="}:
+                name = "field_compare" if field.compare else field.name
+                return einval, f"`{name}` takes only = and != (the kernel refuses {field.op})"
+            if field.name == "key":
+                return einval, "a rule holds one key: give every key with -k"
         if field.compare:
             continue
         if field.name in {"path", "dir", "exe"}:

@@ -19,7 +19,7 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import attrs
 
@@ -138,16 +138,16 @@ FIELD_NAMES: Final = frozenset(
     | GID_FIELDS
 )
 # Fields the kernel (audit_field_valid) refuses bit operators on.
+# The kernel's audit_field_valid(): these fields take no bit operators (pers, devminor
+# and a0..a3 take every operator)...
 NO_BITOPS_FIELDS: Final = (
     UID_FIELDS
     | GID_FIELDS
     | {
         "pid",
-        "pers",
         "msgtype",
         "ppid",
         "devmajor",
-        "devminor",
         "exit",
         "success",
         "inode",
@@ -157,6 +157,26 @@ NO_BITOPS_FIELDS: Final = (
         "obj_lev_low",
         "obj_lev_high",
         "saddr_fam",
+    }
+)
+# ...and these only = and != (libaudit sends the others, the kernel answers EINVAL).
+EQUALITY_ONLY_FIELDS: Final = frozenset(
+    {
+        "subj_user",
+        "subj_role",
+        "subj_type",
+        "obj_user",
+        "obj_role",
+        "obj_type",
+        "path",
+        "dir",
+        "key",
+        "arch",
+        "fstype",
+        "perm",
+        "filetype",
+        "field_compare",
+        "exe",
     }
 )
 # The `-C` comparisons, in AUDIT_COMPARE_* order (number = index + 1); auditctl -l prints
@@ -552,12 +572,11 @@ def _c_strtol(text: str) -> int | None:
 # getopt_long emulation (GNU, permuting, opterr=0).
 
 
-@attrs.frozen
-class _Opt:
+class _Opt(NamedTuple):
     name: str  # short letter or long name
     arg: str | None
     word: str  # the word that held the option (for "Option %s is invalid")
-    index: int  # optind after this option (for the -l/-s/-D argument checks)
+    optind: int  # optind after this option (for the -l/-s/-D argument checks)
 
 
 def _getopt(words: Sequence[str]) -> tuple[list[_Opt | str], list[str]]:
@@ -635,6 +654,15 @@ _HINT_SYNTAX = "see auditctl(8) for the option syntax; until this line is fixed,
 stops here and loads nothing after it"
 
 _FILTER_LISTS: Final = {"exit", "task", "user", "exclude", "filesystem"}
+
+
+#: Fields whose reading changes the line's state (`arch` selects the syscall table, a
+#: path or exe allows a key, fstype marks a filesystem rule): read every time.
+_FIELDS_WITH_STATE: Final = STRING_FIELDS | {"arch", "fstype"}
+#: Every other field reads the same on every line of the same list: `-F arch=b64`,
+#: `-F auid>=1000` and `-F auid!=unset` are read once per file, not once per rule.
+_FIELDS_READ: dict[tuple[str | None, str, str], Field] = {}
+_FIELDS_READ_MAX: Final = 1 << 16
 
 
 @attrs.define
@@ -752,9 +780,28 @@ class _RuleBuilder:
             self.add_key(pair[4:], from_field=True)
             return
         self.check_room(pair)
+        known = (self.list_name, self.syntax, pair)
+        field = _FIELDS_READ.get(known)
+        if field is not None:
+            self.fields.append(field)
+            return
         name, op, value = _split_pair(pair)
+        if name == "key":
+            # Not `key=`: libaudit sends it as a field of its own, here and now (the kernel
+            # keeps its value as the rule's key, whatever the operator; see build()).
+            if self.list_name in {"exclude", "user"}:
+                msg = f"{pair} Field not supported by this filter"
+                raise _LineError(msg, "keys belong on exit, task and filesystem rules")
+            if not self.key_allowed():
+                msg = "Key field needs a watch, syscall or exe path given prior to it"
+                raise _LineError(msg, "put the key after -S, -w or -F path=/dir=/exe=")
         canonical = "auid" if name == "loginuid" else name
-        self.fields.append(self._field_value(canonical, op, value, pair))
+        field = self._field_value(canonical, op, value, pair)
+        if canonical not in _FIELDS_WITH_STATE:
+            if len(_FIELDS_READ) >= _FIELDS_READ_MAX:
+                _FIELDS_READ.clear()
+            _FIELDS_READ[known] = field
+        self.fields.append(field)
 
     def check_room(self, pair: str) -> None:
         """Refuse a field once the rule is full, as libaudit does (EAU_FIELDTOOMANY).
@@ -1040,13 +1087,21 @@ class _RuleBuilder:
         else:
             syscalls = None
         abi = abi_by_audit_arch(self.elf or self.machine.native.audit_arch)
+        fields, keys = self.fields, self.keys
+        lone = [f for f in fields if f.name == "key" and not f.compare]
+        if len(lone) == 1 and lone[0].op == "!=" and not keys:
+            # The kernel stores a key field's value as the rule's key without looking at its
+            # operator: `-F key!=k` records with key "k" (`auditctl -l`: `-F key=k`). With
+            # another key field, or another operator, the kernel refuses the rule (loader).
+            fields = [f for f in fields if f is not lone[0]]
+            keys = [str(lone[0].value)]
         return Rule(
             list=self.list_name,
             action=self.action,
-            fields=tuple(self.fields),
+            fields=tuple(fields),
             syscalls=syscalls,
             syscall_table=abi.table if abi is not None else None,
-            keys=tuple(self.keys),
+            keys=tuple(keys),
             watch=self.watch,
             origin=self.origin,
         )
@@ -1218,7 +1273,7 @@ def _parse_words(
             return
         if name in _STOPPING:
             _stopping_option(name, count, origin, done)
-            stopped_at = opt.index
+            stopped_at = opt.optind
             break
         if name == "D":
             if count > 4 or count == 3:
@@ -1227,13 +1282,13 @@ def _parse_words(
             key: str | None = None
             if count == 4:
                 # auditctl looks at the word after -D and takes the 4th word as the key.
-                after = words[opt.index - 1] if opt.index - 1 < len(words) else None
+                after = words[opt.optind - 1] if opt.optind - 1 < len(words) else None
                 if after != "-k":
                     msg = "Only the -k option is allowed"
                     raise _LineError(msg, "write `-D` alone (or `-D -k KEY`)")
                 key = words[2]
             done.append(Command(kind="delete_all", origin=origin, key=key))
-            stopped_at = count if key is not None else opt.index
+            stopped_at = count if key is not None else opt.optind
             break
         if name in {"e", "f"}:
             if arg not in {"0", "1", "2"}:
@@ -1384,7 +1439,9 @@ def _printed_field(name: str, op: str, value: str) -> str | None:
     if op in {"&", "&="} and name in NO_BITOPS_FIELDS:
         return f"{name} with a bit operator (the kernel refuses it)"
     if name in _PRINTED_STRINGS:
-        return None if op in {"=", "!="} else f"{name}{op} (only = and != exist)"
+        if op in {"=", "!="} or name not in EQUALITY_ONLY_FIELDS:  # subj_sen< is a level
+            return None
+        return f"{name}{op} (only = and != exist)"
     if name == "perm":
         return None if op == "=" and _canonical_perms(value) else f"perm{op}{value}"
     if name in ARG_FIELDS:
