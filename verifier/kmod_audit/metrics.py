@@ -26,6 +26,7 @@ does not load it.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Final, Literal
@@ -93,10 +94,20 @@ class RunMetrics:
         """Start the metrics of a run, after checking that `path` can be written.
 
         Raises:
-            ConfigurationError: `path` is a directory, or its directory is missing or not
-                writable (exit 2, before anything else is done).
+            ConfigurationError: `path` is a directory, its directory is missing or not
+                writable, or prometheus_client is not installed (exit 2, before anything
+                else is done).
         """
         _check_writable(path)
+        try:
+            import prometheus_client  # noqa: F401, PLC0415 - only with --metrics
+        except ImportError as exc:
+            msg = (
+                f"--metrics {path}: the Python package prometheus-client is missing ({exc}); "
+                "install kmod-audit with its dependencies (pip install prometheus-client, or "
+                "apt-get install python3-prometheus-client)"
+            )
+            raise ConfigurationError(msg) from None
         try:
             profiles = select_profiles(list(profile_ids))
         except KeyError:
@@ -246,7 +257,17 @@ def _check_writable(path: str) -> None:
             "textfile directory, e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom"
         )
         raise ConfigurationError(msg)
-    if not os.path.isdir(directory):
+    try:
+        is_directory = stat.S_ISDIR(os.stat(directory).st_mode)
+    except FileNotFoundError:
+        is_directory = False
+    except OSError as exc:
+        msg = (
+            f"--metrics {path}: the directory {directory} cannot be reached ({exc.strerror}); "
+            "run as a user who may write there, or pass another path"
+        )
+        raise ConfigurationError(msg) from None
+    if not is_directory:
         msg = (
             f"--metrics {path}: the directory {directory} does not exist; create it (it is "
             "node_exporter's --collector.textfile.directory) or pass another path"
