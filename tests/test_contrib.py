@@ -90,9 +90,12 @@ class Unit:
 
 
 def _analyze(
-    tmp_path: Path, replace: tuple[str, str] | None = None
+    tmp_path: Path, replace: tuple[str, str] | None = None, drop_in: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """`systemd-analyze verify` of the units in a root holding the system units and binary."""
+    """`systemd-analyze verify` of the units in a root holding the system units and binary.
+
+    `drop_in` is installed as an override.conf of kmod-audit-check.service.
+    """
     analyze = require_tool("systemd-analyze", "apt-get install systemd")
     root = tmp_path / "root"
     units = root / "etc" / "systemd" / "system"
@@ -103,6 +106,10 @@ def _analyze(
         if replace is not None:
             text = text.replace(*replace)
         (units / name).write_text(text)
+    if drop_in:
+        directory = units / "kmod-audit-check.service.d"
+        directory.mkdir()
+        (directory / "override.conf").write_text(drop_in)
     binary = Path(Unit.read(UNITS[0]).one("ExecStart").split()[0])
     inside = root / binary.relative_to("/")
     inside.parent.mkdir(parents=True)
@@ -139,6 +146,17 @@ class TestSystemdAnalyze:
         # An error fails systemd-analyze; a setting it ignores is a warning on stderr.
         assert (0, "") != (proc.returncode, proc.stderr + proc.stdout)
         assert "kmod-audit-" in proc.stderr
+
+    def test_readme_drop_in_verifies(self, tmp_path: Path) -> None:
+        """The README's drop-in for RHEL and AL2023 is a valid override of the check service."""
+        readme = (CONTRIB.parent.parent / "README.md").read_text()
+        blocks = re.findall(r"```ini\n(\[Service\]\n.*?)```", readme, re.DOTALL)
+        assert 1 == len(blocks)
+        assert "ReadWritePaths=\n" in blocks[0]  # clears the Debian path first
+        proc = _analyze(tmp_path, drop_in=blocks[0])
+        assert (0, "") == (proc.returncode, proc.stderr + proc.stdout)
+        proc = _analyze(tmp_path / "broken", drop_in=blocks[0].replace("=", " ", 1))
+        assert "override.conf" in proc.stderr
 
     def test_services_are_oneshot_and_fail_when_not_compliant(self) -> None:
         """Oneshot, no exit status counted as success but 0: exit 1 and 3 fail the unit."""
