@@ -15,6 +15,7 @@
   hatchling,
   attrs,
   pexpect,
+  prometheus-client,
   pytestCheckHook,
   hypothesis,
 }:
@@ -62,6 +63,8 @@ buildPythonPackage {
   dependencies = [
     attrs
     pexpect
+    # `--metrics FILE` (imported only then).
+    prometheus-client
   ];
 
   # The fixtures and goldens describe an x86_64 host: a fixture without `--arch` is judged

@@ -204,8 +204,9 @@ def host_kmod_layout() -> bool:
 
 # The unprivileged user the CLI tests drop to (nobody/nogroup on Debian).
 UNPRIVILEGED_ID = 65534
-# What `python -m kmod_audit` imports: the package and its dependencies (attrs is two).
-STAGED_PACKAGES = ("kmod_audit", "attr", "attrs", "pexpect", "ptyprocess")
+# What `python -m kmod_audit` imports: the package and its dependencies (attrs is two;
+# prometheus_client only with --metrics).
+STAGED_PACKAGES = ("kmod_audit", "attr", "attrs", "pexpect", "ptyprocess", "prometheus_client")
 # Run kmod_audit from the staged directory given as the first argument (-I ignores
 # PYTHONPATH, the user site and the current directory; -S the site-packages).
 _LAUNCHER = (
@@ -328,3 +329,24 @@ class Unprivileged:
         return _as_unprivileged(
             self.python, "-I", "-S", "-c", _LAUNCHER, str(self.path), *args, timeout=timeout
         )
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of the program `name`; skip without it, but fail in CI.
+
+    CI (`CI=true`, or `KMOD_AUDIT_REQUIRE_ROOT=1` as `tools/check` sets it as root) must
+    have every consumer that `tools/setup` installs: there a missing one is a broken
+    setup, not a reason to pass by skipping.
+
+    Args:
+        name: The program, looked up on PATH.
+        install: How to get it (e.g. `apt-get install prometheus-node-exporter`).
+    """
+    found = shutil.which(name)
+    if found is not None:
+        return found
+    reason = f"{name} is not installed ({install}; tools/setup installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but {reason}")
+    require_or_skip(reason)
+    raise AssertionError  # pragma: no cover - require_or_skip does not return

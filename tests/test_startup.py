@@ -19,6 +19,9 @@ _NOT_FOR_CHECK_FILE: Final = (
     "kmod_audit.probe",
     "kmod_audit.logs",
     "subprocess",
+    # Only with --metrics.
+    "kmod_audit.metrics",
+    "prometheus_client",
 )
 
 

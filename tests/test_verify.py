@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from _support import (
@@ -28,14 +29,17 @@ from _support import (
     auditctl,
 )
 from kmod_audit import netlink
+from kmod_audit.errors import TransportError
 from kmod_audit.logs import RecordSource, parse_records
-from kmod_audit.probe import ProbeResult
+from kmod_audit.probe import BAD_IMAGE, ProbeResult, _Prober
 from kmod_audit.profiles import select_profiles
+from kmod_audit.syscalls import MACHINES
 from kmod_audit.verify import (
     PROBE_PREFIX,
     VerifyOptions,
     VerifyReport,
     judge_probe,
+    probe_argv,
     render_verify_json,
     render_verify_text,
     run_verify,
@@ -568,3 +572,126 @@ class TestOnlyRealRecordsCount:
         assert "b64 init_module (root: auid=1000, uid=0, pid=693): no SYSCALL record" in (
             render_verify_text(report)
         )
+
+
+# Every module syscall and every execution, whoever makes it, recorded with our keys.
+_EVERY_LOAD_AND_EXEC = "".join(
+    f"-a always,exit -F arch={abi} -S init_module,finit_module,delete_module -k kmod-audit-t\n"
+    f"-a always,exit -F arch={abi} -S execve,execveat -k kmod-audit-t-exec\n"
+    for abi in ("b64", "b32")
+)
+# (audit arch, init_module, finit_module) numbers of x86_64 and its i386 ABI.
+_LOADS = {"c000003e": (175, 313), "40000003": (128, 350)}
+
+
+def _load_attempts(log: Path, offset: int, module: str) -> tuple[list[str], list[str]]:
+    """The load attempts in the audit log after `offset`.
+
+    Returns:
+        The init_module/finit_module records whose arguments are not the probe's failing
+        ones (a bad image of len(BAD_IMAGE) bytes; the fd -1), and the EXECVE records that
+        name `module` (a modprobe of it).
+    """
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        records = parse_records(handle.read().decode(errors="replace"))
+    loads = []
+    for record in records:
+        if record.type != "SYSCALL":
+            continue
+        numbers = _LOADS.get(record.get("arch") or "")
+        if numbers is None or record.number("syscall") not in numbers:
+            continue
+        init, _finit = numbers
+        failing = (
+            record.number("a1") == len(BAD_IMAGE)
+            if record.number("syscall") == init
+            else record.number("a0") in {0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF}
+        )
+        if not failing or record.get("success") != "no":
+            loads.append(record.raw)
+    execs = [
+        r.raw
+        for r in records
+        if r.type == "EXECVE"
+        and any(r.get(k) == module for k, _ in r.fields if re.fullmatch(r"a[0-9]+", k))
+    ]
+    return loads, execs
+
+
+@pytest.mark.root
+class TestNoLoad:
+    """`verify --no-load` never loads a module, even where the kernel could."""
+
+    @pytest.fixture
+    def modules_pretended(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make the probe believe this kernel can load `dummy` (it reaches the forked probe)."""
+        monkeypatch.setattr("kmod_audit.probe._proc_modules", dict)
+        monkeypatch.setattr("kmod_audit.probe._cannot_load", lambda *_: None)
+
+    def test_no_load_attempt_reaches_the_kernel(
+        self,
+        host_audit: HostAudit,
+        auditd: Auditd,
+        run_cli: RunCli,
+        modules_pretended: None,
+    ) -> None:
+        """Only failing init/finit_module calls and no modprobe; the load is skipped by choice."""
+        del modules_pretended
+        assert 0 == host_audit.load(_EVERY_LOAD_AND_EXEC).returncode
+        auditctl("-e", "1")
+        offset = auditd.log.stat().st_size
+        result = run_cli("verify", "--no-load", "--format", "json")
+        data = json.loads(result.out)
+        # The skipped load is neither a failure nor incomplete evidence.
+        assert 0 == result.code, data.get("incomplete") or data.get("problems")
+        assert [] == [e for e in _evidence(data) if e["stimulus"]["module"] is not None]
+        assert any(
+            "successful load and unload of dummy: by choice (--no-load)" in note
+            for note in data["notes"]
+        ), data["notes"]
+        assert data["options"]["no_load"] is True
+        loads, execs = _load_attempts(auditd.log, offset, "dummy")
+        assert ([], []) == (loads, execs)
+        # The failing attempts were made and recorded: the records above were really read.
+        recorded = [e for e in _evidence(data) if e["verdict"] == "recorded"]
+        assert {"init_module", "finit_module"} <= {e["stimulus"]["syscall"] for e in recorded}
+        text = run_cli("verify", "--no-load").out
+        assert "by choice (--no-load)" in text
+        assert "result: COMPLIANT" in text
+
+    def test_without_no_load_the_same_check_sees_modprobe(
+        self,
+        host_audit: HostAudit,
+        auditd: Auditd,
+        run_cli: RunCli,
+        modules_pretended: None,
+    ) -> None:
+        """The check above can fail: without --no-load the probe runs `modprobe dummy`."""
+        del modules_pretended
+        assert 0 == host_audit.load(_EVERY_LOAD_AND_EXEC).returncode
+        auditctl("-e", "1")
+        offset = auditd.log.stat().st_size
+        run_cli("verify", "--format", "json")
+        _loads, execs = _load_attempts(auditd.log, offset, "dummy")
+        assert execs, "no EXECVE record of `modprobe dummy`"
+
+    def test_probe_refuses_to_load(self) -> None:
+        """The one code path that loads is closed to a probe told not to load."""
+        prober = _Prober(
+            machine=MACHINES["x86_64"],
+            auid=1000,
+            uid_min=1000,
+            module="dummy",
+            program="/usr/bin/kmod",
+            load=False,
+        )
+        with pytest.raises(TransportError, match="never to load a module"):
+            prober._load(["/usr/sbin/modprobe", "dummy"], lambda: False)
+        assert [] == prober.stimuli
+
+    def test_probe_command_carries_no_load(self) -> None:
+        """A remote probe gets --no-load (an older kmod-audit refuses it: it cannot load)."""
+        options = VerifyOptions(profiles=select_profiles([]), no_load=True)
+        assert "--no-load" == probe_argv(options, local=False)[-1]
+        assert "--no-load" not in probe_argv(attrs.evolve(options, no_load=False), local=False)

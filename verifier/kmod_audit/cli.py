@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Final, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 import attrs
 
@@ -46,6 +46,9 @@ from .system import (
     read_rules_text,
     rules_d_assemblies,
 )
+
+if TYPE_CHECKING:
+    from .metrics import RunMetrics
 
 __all__ = ["main"]
 
@@ -203,6 +206,7 @@ def _parser() -> argparse.ArgumentParser:
         "meant for another machine",
     )
     check.add_argument("--format", choices=("text", "json"), default="text")
+    _metrics_option(check)
 
     generate = sub.add_parser(
         "generate",
@@ -259,7 +263,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds for the whole run: connecting (a console's start-up) and the probe (300)",
     )
+    verify.add_argument(
+        "--no-load",
+        action="store_true",
+        help="never load a module: only the failing attempts and the executions (safe on a "
+        "timer in production); the real load is reported as not exercised, by choice",
+    )
     verify.add_argument("--format", choices=("text", "json"), default="text")
+    _metrics_option(verify)
 
     probe = sub.add_parser(
         "probe",
@@ -267,6 +278,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Used by verify: runs on the machine under test, as root.",
     )
     probe.add_argument("--module", type=_module_name, default="dummy", metavar="NAME")
+    probe.add_argument("--no-load", action="store_true", help="never load a module")
     probe.add_argument("--auid", metavar="N", help="login uid of the test user (default: uid-min)")
     probe.add_argument("--uid-min", metavar="N", help="first uid of real users (default: UID_MIN)")
     probe.add_argument(
@@ -280,6 +292,15 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for the records (15)",
     )
     return parser
+
+
+def _metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="also write the verdict as Prometheus metrics to FILE (atomically, whatever "
+        "the exit code), e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -539,6 +560,10 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         for ruleset, report in files:
             drift.extend(_drift(running, ruleset, report.label))
     result = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
+    if args.metrics_run is not None:
+        args.metrics_run.observe_check(
+            result, running=running, on_disk=[r for r, _ in files] if running else ()
+        )
     out.write(render_json(result) + "\n" if args.format == "json" else render_text(result))
     return result.exit_code()
 
@@ -608,6 +633,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         kmod_path=args.kmod_path,
         timeout=args.timeout,
         strict=args.strict,
+        no_load=args.no_load,
     )
     # --timeout bounds the whole run: a console's start-up and the probe share it.
     deadline = time.monotonic() + args.timeout
@@ -624,6 +650,8 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             raise TransportError(msg)
         options = attrs.evolve(options, timeout=left)
         report = run_verify(target, options, local=isinstance(target, LocalHost))
+    if args.metrics_run is not None:
+        args.metrics_run.observe_verify(report)
     out.write(
         render_verify_json(report) + "\n" if args.format == "json" else render_verify_text(report)
     )
@@ -642,6 +670,7 @@ def _probe(args: argparse.Namespace, out: TextIO) -> int:
         uid_min=uid_min,
         program=args.kmod_path or default_kmod_path(),
         timeout=args.timeout,
+        load=not args.no_load,
     )
     out.write(PROBE_PREFIX + json.dumps(result.to_json()) + "\n")
     return EXIT_OK
@@ -748,22 +777,46 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     # of the time on them. Collect less often (as mypy does) for this call only.
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 30, 30)
+    args.metrics_run = None
     try:
-        return _run(args, stream)
+        if getattr(args, "metrics", None) is not None:
+            from .metrics import RunMetrics  # noqa: PLC0415 - only with --metrics
+
+            args.metrics_run = RunMetrics.begin(args.command, args.metrics, args.profile)
+        code = _run(args, stream)
     except VerifierError as exc:
         kind = next((k for cls, k in _KINDS if isinstance(exc, cls)), "error")
-        return _error(stream, str(exc), code=exc.exit_code, kind=kind, as_json=as_json)
+        code = _error(stream, str(exc), code=exc.exit_code, kind=kind, as_json=as_json)
     except KeyboardInterrupt:
-        return _error(stream, "interrupted", code=130, kind="interrupted", as_json=as_json)
+        code = _error(stream, "interrupted", code=130, kind="interrupted", as_json=as_json)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
         logger.debug("internal error", exc_info=True)
         message = (
             f"internal error ({type(exc).__name__}: {exc}); this is a bug in kmod-audit, "
             "please report it with the input (run with -vv for details)"
         )
-        return _error(stream, message, code=EXIT_USAGE, kind="internal", as_json=as_json)
+        code = _error(stream, message, code=EXIT_USAGE, kind="internal", as_json=as_json)
     finally:
         gc.set_threshold(*thresholds)
+    try:
+        if args.metrics_run is not None:
+            code = _write_metrics(args.metrics_run, code, stream)
+    finally:
         if handler is not None:
             package.removeHandler(handler)
             package.setLevel(level)
+    return code
+
+
+def _write_metrics(run: RunMetrics, code: int, stream: TextIO) -> int:
+    """Write the metrics file of a run that ended with `code`; return the exit code.
+
+    The report (or error) is already on stdout, so a failure to write the file is said on
+    stderr only; a run that was compliant then exits 2, so the failure is not missed.
+    """
+    try:
+        run.write(code)
+    except VerifierError as exc:
+        _error(stream, str(exc), code=EXIT_USAGE, kind="usage", as_json=False)
+        return code or EXIT_USAGE
+    return code

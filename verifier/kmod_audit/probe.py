@@ -23,6 +23,9 @@ Stimuli, each in a child process whose login uid is set first (DESIGN section 7)
   cannot unload is named (`modules_left`, and in the error of an interrupted probe);
 - negative controls: the same failing calls with the login uid unset, and below uid-min.
 
+With `load=False` (`verify --no-load`) the probe never loads a module: the successful load
+and unload are skipped by choice, and `_Prober` refuses to run a load at all.
+
 The probe never changes audit rules or configuration.
 """
 
@@ -63,6 +66,11 @@ RESTORE_TIMEOUT: Final = 10.0
 #: Signals that stop the probe; during the module load it first unloads what it loaded.
 STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BAD_IMAGE: Final = b"kmod-audit probe, not an ELF module\0"
+#: Why the successful load is skipped with `verify --no-load` (in the reports' notes).
+NOT_LOADED_BY_CHOICE: Final = (
+    "by choice (--no-load): no module is ever loaded; the failing attempts "
+    "and the executions are exercised, and this is neither a failure nor incomplete evidence"
+)
 
 ActorName = Literal["root", "user", "unset", "below"]
 
@@ -448,6 +456,7 @@ class _Prober:
     problems: list[str] = attrs.Factory(list)
     left: tuple[str, ...] = ()
     b32_ok: bool = True
+    load: bool = True
 
     def actors(self) -> list[Actor]:
         actors = [Actor("root", self.auid, 0), Actor("user", self.auid, self.auid)]
@@ -587,7 +596,7 @@ class _Prober:
         name = module_name(self.module)
         found = _proc_modules()
         before = None if found is None else name in found
-        why = _cannot_load(self.module, found)
+        why = NOT_LOADED_BY_CHOICE if not self.load else _cannot_load(self.module, found)
         if why is not None:
             self.skipped.append(
                 Skipped(what=f"successful load and unload of {self.module}", why=why)
@@ -609,6 +618,10 @@ class _Prober:
         return before, None if now is None else name in now
 
     def _load(self, argv: list[str], stop: Callable[[], bool]) -> None:
+        if not self.load:
+            # The one place a module is loaded: with --no-load it cannot be reached.
+            msg = f"refusing to run {argv}: the probe was told never to load a module"
+            raise TransportError(msg)
         actor = Actor("root", self.auid, 0)
         native = self.machine.native
 
@@ -936,6 +949,7 @@ def run_probe(
     uid_min: int = 1000,
     program: str = "/usr/bin/kmod",
     timeout: float = 15.0,
+    load: bool = True,
 ) -> ProbeResult:
     """Make every stimulus on this machine and collect the records written meanwhile.
 
@@ -945,6 +959,8 @@ def run_probe(
         uid_min: The first uid of real users (negative control: uid_min - 1).
         program: The real path of the kmod binary (executions are exercised with it).
         timeout: How long to wait for the records to reach the record source.
+        load: Whether the successful load and unload may be exercised; False
+            (`--no-load`) never loads a module.
 
     Returns:
         The stimuli and the raw records.
@@ -972,7 +988,9 @@ def run_probe(
     if source.problem is not None:
         problems.append(source.problem)
     start = source.position()
-    prober = _Prober(machine=machine, auid=auid, uid_min=uid_min, module=module, program=program)
+    prober = _Prober(
+        machine=machine, auid=auid, uid_min=uid_min, module=module, program=program, load=load
+    )
     abis = prober.abis()
     prober.failing_calls(abis)
     prober.executions(abis)

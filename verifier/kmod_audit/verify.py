@@ -70,6 +70,9 @@ class VerifyOptions:
         strict: A negative control recorded with the key fails the requirements whose
             standard demands the login-uid filters (as `check --strict`); without it, it
             is a note.
+        no_load: Never load a module (`--no-load`): the probe makes only the failing
+            attempts and the executions; the real load is not exercised, by choice (a
+            note, neither a failure nor incomplete evidence).
     """
 
     profiles: tuple[Profile, ...]
@@ -80,6 +83,7 @@ class VerifyOptions:
     kmod_path: str | None = None
     timeout: float = 300.0
     strict: bool = False
+    no_load: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -468,6 +472,7 @@ def judge_probe(
             ("uid_min", options.uid_min),
             ("module", options.module),
             ("strict", options.strict),
+            ("no_load", options.no_load),
         ),
     )
 
@@ -485,6 +490,10 @@ def _probe_args(options: VerifyOptions) -> list[str]:
     args = ["probe", "--module", options.module, "--uid-min", str(options.uid_min)]
     if options.kmod_path is not None:
         args += ["--kmod-path", options.kmod_path]
+    if options.no_load:
+        # A target whose kmod-audit predates --no-load refuses the option (the probe then
+        # fails, exit 3): it can never fall back to a probe that loads.
+        args.append("--no-load")
     return args
 
 
