@@ -328,3 +328,22 @@ class Unprivileged:
         return _as_unprivileged(
             self.python, "-I", "-S", "-c", _LAUNCHER, str(self.path), *args, timeout=timeout
         )
+
+
+def promtool() -> str:
+    """Prometheus' promtool (Debian's `prometheus` package, which tools/setup installs).
+
+    Missing: a skip on a development machine, a failure in CI (CI=true, or
+    KMOD_AUDIT_REQUIRE_ROOT=1 as tools/check sets it as root).
+    """
+    found = shutil.which("promtool")
+    if found is None:
+        reason = (
+            "promtool is missing "
+            "(apt-get install --no-install-recommends prometheus; tools/setup does)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        require_or_skip(reason)
+    assert found is not None
+    return found
