@@ -176,7 +176,7 @@ in
         "CAP_AUDIT_CONTROL"
       ]
       # verify: CAP_AUDIT_WRITE for its marker (a user message), CAP_SETUID and
-      # CAP_SETGID for the stimuli it makes as a user below uidMin (negative controls).
+      # CAP_SETGID for the stimuli it makes as the (unprivileged) test user.
       ++ (
         if verify then
           [
@@ -194,6 +194,8 @@ in
       PrivateTmp = true;
       PrivateDevices = true;
       ProtectKernelTunables = true;
+      # No kernel log (/dev/kmsg, syslog(2)): verify reads auditd's log or the journal.
+      ProtectKernelLogs = true;
       ProtectControlGroups = true;
       ProtectHostname = true;
       ProtectClock = true;
@@ -216,14 +218,12 @@ in
     # Only without verify. verify makes module syscalls that must reach the kernel's audit
     # hooks: ProtectKernelModules' seccomp filter would refuse them before audit sees
     # them, and SystemCallArchitectures=native would kill its b32 calls (int 0x80).
-    # ProtectKernelLogs would hide /dev/kmsg, one of its record sources.
     // (
       if verify then
         { }
       else
         {
           ProtectKernelModules = true;
-          ProtectKernelLogs = true;
           SystemCallArchitectures = "native";
         }
     );

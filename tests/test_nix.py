@@ -597,7 +597,8 @@ class TestMonitorUnit:
             expected_caps += ["CAP_AUDIT_WRITE", "CAP_SETGID", "CAP_SETUID"]
         assert expected_caps == config["CapabilityBoundingSet"]
         assert ["AF_UNIX", "AF_NETLINK"] == config["RestrictAddressFamilies"]
-        seccomp = {"ProtectKernelModules", "ProtectKernelLogs", "SystemCallArchitectures"}
+        assert config["ProtectKernelLogs"] is True
+        seccomp = {"ProtectKernelModules", "SystemCallArchitectures"}
         assert (set() if verify else seccomp) == seccomp & set(config)
 
     def test_service_config_without_a_directory(self) -> None:
