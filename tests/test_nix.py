@@ -601,6 +601,68 @@ class TestMonitorUnit:
         seccomp = {"ProtectKernelModules", "SystemCallArchitectures"}
         assert (set() if verify else seccomp) == seccomp & set(config)
 
+    @pytest.mark.parametrize("verify", [False, True])
+    def test_systemd_accepts_the_unit(self, tmp_path: Path, verify: bool) -> None:
+        """`systemd-analyze verify` accepts the service and timer as NixOS renders them.
+
+        Rendered like nixpkgs' systemd-lib (a list gives one `Key=value` line per item,
+        booleans are true/false), with the script as ExecStart: a misspelt or misplaced
+        setting would be reported ("Unknown key ...").
+        """
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            require_or_skip("systemd-analyze is missing (apt-get install systemd)")
+        assert analyze is not None
+        directory = tmp_path / "textfiles"
+        directory.mkdir()
+        arguments = {
+            "kmodAudit": "/usr/bin/true",
+            "settings": SETTINGS,
+            "directory": str(directory),
+            "verify": verify,
+            "locked": True,
+        }
+        unit = _nix_json({"directory": str(directory), "verify": verify})
+        units = _monitor(
+            f'{{ service = m.serviceConfig {unit}; timer = m.timerConfig "hourly";'
+            f" script = m.script {_nix_json(arguments)}; }}"
+        )
+        script = tmp_path / "kmod-audit-monitor-start"
+        script.write_text(units["script"])
+
+        def section(settings: dict[str, object]) -> str:
+            lines = []
+            for key, value in settings.items():
+                for item in value if isinstance(value, list) else [value]:
+                    text = (
+                        {True: "true", False: "false"}.get(item, item)
+                        if isinstance(item, bool)
+                        else item
+                    )
+                    lines.append(f"{key}={text}\n")
+            return "".join(lines)
+
+        service = tmp_path / "kmod-audit-monitor.service"
+        service.write_text(
+            "[Unit]\nDescription=kmod-audit monitor\nAfter=audit-rules-nixos.service\n\n"
+            f"[Service]\nExecStart=/bin/sh -e {script}\n{section(units['service'])}\n"
+            "[Install]\nWantedBy=audit-rules-nixos.service\n"
+        )
+        timer = tmp_path / "kmod-audit-monitor.timer"
+        timer.write_text(
+            "[Unit]\nDescription=kmod-audit monitor timer\n\n"
+            f"[Timer]\n{section(units['timer'])}\n[Install]\nWantedBy=timers.target\n"
+        )
+        proc = subprocess.run(
+            [analyze, "verify", str(service), str(timer)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert (0, "") == (proc.returncode, proc.stderr), service.read_text()
+
     def test_service_config_without_a_directory(self) -> None:
         """No textfile directory: nothing is writable."""
         config = _monitor("m.serviceConfig { directory = null; verify = false; }")
