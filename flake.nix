@@ -216,9 +216,12 @@
           {
             # What tools/check runs, inside a build: the package's pytest check phase,
             # then ruff (lint and format), mypy --strict and codespell on the sources.
+            # promtool (pkgs.prometheus) lets tests/test_monitoring.py check and unit-test
+            # monitoring/kmod-audit.rules.yml here too.
             verifier = kmod-audit.overridePythonAttrs (old: {
               pname = "kmod-audit-verifier-check";
               nativeCheckInputs = old.nativeCheckInputs ++ [
+                pkgs.prometheus
                 pkgs.codespell
                 pkgs.ruff
                 pkgs.python3Packages.mypy

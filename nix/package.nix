@@ -39,6 +39,9 @@ let
     # pattern is the generator's. Its nix-instantiate tests skip without Nix; the
     # flake's `render` check compares render.nix with `kmod-audit generate` instead.
     ../nixos-modules
+    # tests/test_monitoring.py reads the alerting rules when it is collected; it runs
+    # promtool on them where promtool is there (the flake's `verifier` check adds it).
+    ../monitoring
   ];
 
   # A flake copies only tracked files, but a plain `callPackage` on a checkout (the

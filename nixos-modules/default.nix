@@ -1,4 +1,7 @@
 # nixosModules.default: everything kmod-audit adds to NixOS.
 {
-  imports = [ ./kmod-audit.nix ];
+  imports = [
+    ./kmod-audit.nix
+    ./monitor.nix
+  ];
 }

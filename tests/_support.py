@@ -350,3 +350,8 @@ def require_tool(name: str, install: str) -> str:
         pytest.fail(f"CI=true but {reason}")
     require_or_skip(reason)
     raise AssertionError  # pragma: no cover - require_or_skip does not return
+
+
+def promtool() -> str:
+    """Prometheus' promtool (Debian's `prometheus` package, which tools/setup installs)."""
+    return require_tool("promtool", "apt-get install --no-install-recommends prometheus")

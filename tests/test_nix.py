@@ -15,15 +15,17 @@ import itertools
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from _support import HostAudit, RunCli, require_or_skip
+from _support import HostAudit, RunCli, promtool, require_or_skip
 from kmod_audit.generate import KEY_PATTERN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +163,9 @@ class TestParse:
             "nixos-modules/default.nix",
             "nixos-modules/kmod-audit.nix",
             "nixos-modules/render.nix",
+            "nixos-modules/monitor.nix",
+            "nixos-modules/monitor-unit.nix",
+            "vm-tests/monitor.nix",
         } <= names
 
 
@@ -373,6 +378,372 @@ class TestGuards:
         assert (0, "", "") == (proc.returncode, proc.stdout, proc.stderr)
 
 
+MONITOR_UNIT = REPO / "nixos-modules" / "monitor-unit.nix"
+TEXTFILE_DIR = "/var/lib/prometheus-node-exporter-text-files"
+SETTINGS = {
+    "profiles": ["nixos-stig", "cis"],
+    "key": "module_chng",
+    "uidMin": 1000,
+    "kmodPath": "/nix/store/00000000000000000000000000000000-kmod-31/bin/kmod",
+}
+# The argv of `kmod-audit check` and `verify` for SETTINGS, one string each.
+JUDGED = (
+    "--profile=nixos-stig --profile=cis --key=module_chng --uid-min=1000 "
+    f"--kmod-path={SETTINGS['kmodPath']}"
+)
+LOCK_METRICS = (
+    "# HELP kmod_audit_lock_expected 1 when the audit rules must be locked "
+    "(auditctl -s: enabled 2).\n"
+    "# TYPE kmod_audit_lock_expected gauge\n"
+    "kmod_audit_lock_expected 1\n"
+)
+
+
+def _monitor(expression: str) -> Any:
+    """`expression` evaluated with `m` bound to nixos-modules/monitor-unit.nix."""
+    out = _nix_clean(
+        "--eval", "--strict", "--json", "-E", f"let m = import {MONITOR_UNIT}; in {expression}"
+    )
+    return json.loads(out)
+
+
+def _node(**node: object) -> str:
+    """config.services.prometheus.exporters.node as a Nix value."""
+    return _nix_json({"enable": True, "enabledCollectors": [], "disabledCollectors": [], **node})
+
+
+@attrs.frozen
+class ScriptRun:
+    """One run of the unit's script with a scripted kmod-audit."""
+
+    status: int
+    argv: list[str]
+    stderr: str
+
+
+class TestMonitorUnit:
+    """nixos-modules/monitor-unit.nix: the monitor's unit, without nixpkgs."""
+
+    FLAG = "--collector.textfile.directory"
+
+    @pytest.mark.parametrize(
+        ("node", "expected"),
+        [
+            (
+                {"enabledCollectors": ["textfile"], "extraFlags": [f"{FLAG}={TEXTFILE_DIR}"]},
+                TEXTFILE_DIR,
+            ),
+            # node_exporter enables the textfile collector by default.
+            ({"extraFlags": [f"{FLAG}={TEXTFILE_DIR}"]}, TEXTFILE_DIR),
+            ({"extraFlags": [FLAG, TEXTFILE_DIR]}, TEXTFILE_DIR),
+            ({"extraFlags": [f"{FLAG} {TEXTFILE_DIR}"]}, TEXTFILE_DIR),
+            (
+                {"extraFlags": [f"{FLAG}=/var/lib/a", "--log.level=warn", f"{FLAG}=/var/lib/b"]},
+                "/var/lib/b",
+            ),
+            ({"enable": False, "extraFlags": [f"{FLAG}={TEXTFILE_DIR}"]}, None),
+            ({"enabledCollectors": ["textfile"]}, None),
+            ({"disabledCollectors": ["textfile"], "extraFlags": [f"{FLAG}={TEXTFILE_DIR}"]}, None),
+            ({"extraFlags": ["--no-collector.textfile", f"{FLAG}={TEXTFILE_DIR}"]}, None),
+            ({"extraFlags": ["--collector.disable-defaults", f"{FLAG}={TEXTFILE_DIR}"]}, None),
+            (
+                {
+                    "enabledCollectors": ["textfile"],
+                    "extraFlags": ["--collector.disable-defaults", f"{FLAG}={TEXTFILE_DIR}"],
+                },
+                TEXTFILE_DIR,
+            ),
+        ],
+        ids=[
+            "enabled-collector",
+            "default-on-collector",
+            "two-elements",
+            "one-element-with-space",
+            "last-wins",
+            "exporter-off",
+            "no-directory-flag",
+            "collector-disabled",
+            "no-collector-flag",
+            "disable-defaults",
+            "disable-defaults-and-enabled",
+        ],
+    )
+    def test_textfile_directory(self, node: dict[str, object], expected: str | None) -> None:
+        """The default is node_exporter's textfile directory when its collector reads one."""
+        assert expected == _monitor(f"m.textfileDirectory {_node(**node)}")
+
+    def _script(self, *, directory: str | None, verify: bool, locked: bool) -> str:
+        arguments = {
+            "kmodAudit": "KMOD_AUDIT",
+            "settings": SETTINGS,
+            "directory": directory,
+            "verify": verify,
+            "locked": locked,
+        }
+        script = _monitor(f"m.script {_nix_json(arguments)}")
+        assert isinstance(script, str)
+        return script
+
+    def _run(self, tmp_path: Path, script: str, check: int, verify: int) -> ScriptRun:
+        """Run `script` as NixOS runs a unit's script (`sh -e`), kmod-audit scripted."""
+        log = tmp_path / "argv"
+        fake = tmp_path / "kmod-audit"
+        fake.write_text(
+            "#!/bin/sh\n"
+            'printf \'%s\\n\' "$*" >> "$ARGV_LOG"\n'
+            'case "$1" in check) exit "$CHECK_STATUS";; verify) exit "$VERIFY_STATUS";; esac\n'
+            "exit 99\n"
+        )
+        fake.chmod(0o755)
+        env = {
+            **os.environ,
+            "ARGV_LOG": str(log),
+            "CHECK_STATUS": str(check),
+            "VERIFY_STATUS": str(verify),
+        }
+        proc = subprocess.run(
+            ["bash", "-ec", script.replace("'KMOD_AUDIT'", shlex.quote(str(fake)))],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=env,
+        )
+        argv = log.read_text().splitlines() if log.exists() else []
+        return ScriptRun(proc.returncode, argv, proc.stderr)
+
+    def test_check_only(self, tmp_path: Path) -> None:
+        """Without verify: one `check --running` with the module's settings and --metrics."""
+        script = self._script(directory=TEXTFILE_DIR, verify=False, locked=False)
+        run = self._run(tmp_path, script.replace(TEXTFILE_DIR, str(tmp_path)), 0, 0)
+        assert (0, "") == (run.status, run.stderr)
+        assert [f"check --running {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom"] == run.argv
+
+    @pytest.mark.parametrize(
+        ("check", "verify", "status"),
+        [(0, 0, 0), (1, 0, 1), (0, 1, 1), (0, 3, 3), (3, 1, 3), (2, 1, 2), (1, 3, 1)],
+    )
+    def test_check_and_verify(self, tmp_path: Path, check: int, verify: int, status: int) -> None:
+        """Both commands always run (each writes its metrics); a failure fails the unit.
+
+        The unit exits with check's status when it is not 0, else with verify's.
+        """
+        script = self._script(directory=TEXTFILE_DIR, verify=True, locked=False)
+        run = self._run(tmp_path, script.replace(TEXTFILE_DIR, str(tmp_path)), check, verify)
+        assert status == run.status, run.stderr
+        assert [
+            f"check --running {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom",
+            f"verify --target=local --no-load {JUDGED} --metrics={tmp_path}/kmod-audit-verify.prom",
+        ] == run.argv
+
+    def test_without_a_directory_no_metrics(self, tmp_path: Path) -> None:
+        """Without a textfile directory the commands run without --metrics; no file is touched."""
+        script = self._script(directory=None, verify=True, locked=True)
+        run = self._run(tmp_path, script, 1, 0)
+        assert 1 == run.status
+        assert [
+            f"check --running {JUDGED}",
+            f"verify --target=local --no-load {JUDGED}",
+        ] == run.argv
+        assert "kmod-audit-lock.prom" not in script
+
+    def test_lock_file(self, tmp_path: Path) -> None:
+        """In lock mode the script writes kmod-audit-lock.prom, which promtool accepts."""
+        script = self._script(directory=str(tmp_path), verify=False, locked=True)
+        run = self._run(tmp_path, script, 1, 0)
+        assert 1 == run.status
+        lock = tmp_path / "kmod-audit-lock.prom"
+        assert LOCK_METRICS == lock.read_text()
+        assert ["argv", "kmod-audit", "kmod-audit-lock.prom"] == sorted(
+            p.name for p in tmp_path.iterdir()
+        )
+        # The real consumer's parser: the exposition format and its lint.
+        lint = subprocess.run(
+            [promtool(), "check", "metrics"],
+            input=lock.read_text(),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (0, "", "") == (lint.returncode, lint.stdout, lint.stderr)
+
+    def test_unlocked_removes_a_stale_lock_file(self, tmp_path: Path) -> None:
+        """Without lock mode, a lock file left by an earlier "lock" generation goes."""
+        (tmp_path / "kmod-audit-lock.prom").write_text(LOCK_METRICS)
+        script = self._script(directory=str(tmp_path), verify=False, locked=False)
+        run = self._run(tmp_path, script, 0, 0)
+        assert 0 == run.status
+        assert not (tmp_path / "kmod-audit-lock.prom").exists()
+
+    @pytest.mark.parametrize("verify", [False, True])
+    def test_service_config(self, verify: bool) -> None:
+        """A hardened root oneshot that may write only the textfile directory.
+
+        CAP_SYS_MODULE is never in the bounding set. With verify, the seccomp-based
+        settings that would hide its module syscalls (and b32 calls) from audit are off.
+        """
+        arguments = _nix_json({"directory": TEXTFILE_DIR, "verify": verify})
+        config = _monitor(f"m.serviceConfig {arguments}")
+        assert "oneshot" == config["Type"]
+        assert "root" == config["User"]
+        assert [TEXTFILE_DIR] == config["ReadWritePaths"]
+        assert "strict" == config["ProtectSystem"]
+        assert config["NoNewPrivileges"] is True
+        assert config["PrivateTmp"] is True
+        assert "0022" == config["UMask"]
+        expected_caps = ["CAP_AUDIT_CONTROL"]
+        if verify:
+            expected_caps += ["CAP_AUDIT_WRITE", "CAP_SETGID", "CAP_SETUID"]
+        assert expected_caps == config["CapabilityBoundingSet"]
+        assert ["AF_UNIX", "AF_NETLINK"] == config["RestrictAddressFamilies"]
+        assert config["ProtectKernelLogs"] is True
+        seccomp = {"ProtectKernelModules", "SystemCallArchitectures"}
+        assert (set() if verify else seccomp) == seccomp & set(config)
+
+    @pytest.mark.parametrize("verify", [False, True])
+    def test_systemd_accepts_the_unit(self, tmp_path: Path, verify: bool) -> None:
+        """`systemd-analyze verify` accepts the service and timer as NixOS renders them.
+
+        Rendered like nixpkgs' systemd-lib (a list gives one `Key=value` line per item,
+        booleans are true/false), with the script as ExecStart: a misspelt or misplaced
+        setting would be reported ("Unknown key ...").
+        """
+        analyze = shutil.which("systemd-analyze")
+        if analyze is None:
+            require_or_skip("systemd-analyze is missing (apt-get install systemd)")
+        assert analyze is not None
+        directory = tmp_path / "textfiles"
+        directory.mkdir()
+        arguments = {
+            "kmodAudit": "/usr/bin/true",
+            "settings": SETTINGS,
+            "directory": str(directory),
+            "verify": verify,
+            "locked": True,
+        }
+        unit = _nix_json({"directory": str(directory), "verify": verify})
+        units = _monitor(
+            f'{{ service = m.serviceConfig {unit}; timer = m.timerConfig "hourly";'
+            f" script = m.script {_nix_json(arguments)}; }}"
+        )
+        script = tmp_path / "kmod-audit-monitor-start"
+        script.write_text(units["script"])
+
+        def section(settings: dict[str, object]) -> str:
+            lines = []
+            for key, value in settings.items():
+                for item in value if isinstance(value, list) else [value]:
+                    text = (
+                        {True: "true", False: "false"}.get(item, item)
+                        if isinstance(item, bool)
+                        else item
+                    )
+                    lines.append(f"{key}={text}\n")
+            return "".join(lines)
+
+        service = tmp_path / "kmod-audit-monitor.service"
+        service.write_text(
+            "[Unit]\nDescription=kmod-audit monitor\nAfter=audit-rules-nixos.service\n\n"
+            f"[Service]\nExecStart=/bin/sh -e {script}\n{section(units['service'])}\n"
+            "[Install]\nWantedBy=audit-rules-nixos.service\n"
+        )
+        timer = tmp_path / "kmod-audit-monitor.timer"
+        timer.write_text(
+            "[Unit]\nDescription=kmod-audit monitor timer\n\n"
+            f"[Timer]\n{section(units['timer'])}\n[Install]\nWantedBy=timers.target\n"
+        )
+        proc = subprocess.run(
+            [analyze, "verify", str(service), str(timer)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert (0, "") == (proc.returncode, proc.stderr), service.read_text()
+
+    def test_service_config_without_a_directory(self) -> None:
+        """No textfile directory: nothing is writable."""
+        config = _monitor("m.serviceConfig { directory = null; verify = false; }")
+        assert [] == config["ReadWritePaths"]
+
+    def test_timer(self) -> None:
+        """The timer runs on the calendar expression, and catches up after downtime."""
+        assert {"OnCalendar": "*:0/15", "Persistent": True} == _monitor('m.timerConfig "*:0/15"')
+
+    @pytest.mark.parametrize(
+        ("directory", "failed"),
+        [
+            (TEXTFILE_DIR, []),
+            (None, []),
+            ("/tmp/metrics", ["under\n/tmp, /var/tmp or the Nix store"]),
+            ("/var/tmp", ["under\n/tmp, /var/tmp or the Nix store"]),
+            ("/nix/store/metrics", ["under\n/tmp, /var/tmp or the Nix store"]),
+            ("/var/lib/text files", ["use an\nabsolute path of letters"]),
+            ("/var/lib/%n", ["use an\nabsolute path of letters"]),
+            (
+                "/tmp/a b",
+                ["use an\nabsolute path of letters", "under\n/tmp, /var/tmp or the Nix store"],
+            ),
+        ],
+        ids=["fine", "none", "tmp", "var-tmp", "store", "space", "specifier", "both"],
+    )
+    def test_directory_assertions(self, directory: str | None, failed: list[str]) -> None:
+        """A textfile directory the unit and node_exporter cannot share fails evaluation."""
+        arguments = _nix_json(
+            {"moduleEnabled": True, "directory": directory, "services": SERVICES["nixpkgs-25.11"]}
+        )
+        assertions = _monitor(f"m.assertions {arguments}")
+        messages = [a["message"] for a in assertions if not a["assertion"]]
+        assert len(failed) == len(messages), messages
+        for part, message in zip(failed, messages, strict=True):
+            assert message.startswith(
+                f'security.kernelModuleAudit.monitor.textfileDirectory = "{directory}"'
+            )
+            assert part in message
+
+    @pytest.mark.parametrize(
+        ("module", "layout", "opening"),
+        [
+            (True, "nixpkgs-25.11", None),
+            (False, "nixpkgs-25.11", "security.kernelModuleAudit.monitor.enable is set but"),
+            (True, "nixpkgs-25.05", "security.kernelModuleAudit.monitor.enable needs nixpkgs"),
+        ],
+        ids=["fine", "module-off", "old-nixpkgs"],
+    )
+    def test_assertions(self, module: bool, layout: str, opening: str | None) -> None:
+        """The monitor needs the module, and nixpkgs' audit-rules-nixos to trigger on."""
+        assertions = _monitor(
+            f"m.assertions {{ moduleEnabled = {str(module).lower()}; directory = null; "
+            f"services = {_nix_json(SERVICES[layout])}; }}"
+        )
+        messages = [a["message"] for a in assertions if not a["assertion"]]
+        assert ([] if opening is None else [opening]) == [m[: len(opening or "")] for m in messages]
+
+    @pytest.mark.parametrize(
+        ("directory", "extra_flags", "warns"),
+        [
+            (TEXTFILE_DIR, [f"--collector.textfile.directory={TEXTFILE_DIR}"], False),
+            ("/var/lib/elsewhere", [f"--collector.textfile.directory={TEXTFILE_DIR}"], True),
+            ("/var/lib/elsewhere", [], True),
+            (None, [], False),
+        ],
+        ids=["same", "different", "exporter-without-directory", "none"],
+    )
+    def test_directory_warning(
+        self, directory: str | None, extra_flags: list[str], warns: bool
+    ) -> None:
+        """Metrics written where node_exporter does not look give a warning."""
+        node = _node(extraFlags=extra_flags)
+        warnings = _monitor(
+            f"m.directoryWarning {{ directory = {_nix_json(directory)}; node = {node}; }}"
+        )
+        assert warns == bool(warnings)
+        if warns:
+            assert "the kmod-audit metrics will not be scraped" in " ".join(warnings[0].split())
+
+
 def _nixpkgs_lib() -> Path:
     """A nixpkgs `lib` directory from KMOD_AUDIT_NIXPKGS_LIB (skip without one)."""
     value = os.environ.get("KMOD_AUDIT_NIXPKGS_LIB")
@@ -389,36 +760,48 @@ def _nixpkgs_lib() -> Path:
     return path
 
 
+def _eval_module_command(config: str, rules_unit: str = "audit-rules-nixos") -> list[str]:
+    """`nix-instantiate` evaluating the module with `config` (tools/nix/eval-module.nix)."""
+    return [
+        _nix_instantiate(),
+        "--eval",
+        "--strict",
+        "--json",
+        str(REPO / "tools" / "nix" / "eval-module.nix"),
+        "--arg",
+        "lib",
+        f"import {json.dumps(str(_nixpkgs_lib()))}",
+        "--argstr",
+        "rulesUnit",
+        rules_unit,
+        "--arg",
+        "config",
+        config,
+    ]
+
+
+def _evaluate_config(config: str, rules_unit: str = "audit-rules-nixos") -> dict[str, Any]:
+    """What tools/nix/eval-module.nix prints for `config` (a Nix attribute set)."""
+    result = json.loads(_nix_clean(*_eval_module_command(config, rules_unit)[1:]))
+    assert isinstance(result, dict)
+    return result
+
+
+def _evaluate(rules_unit: str, audit_enable: str, extra: str = "") -> dict[str, Any]:
+    """The module enabled with `security.audit.enable = audit_enable` and `extra` settings."""
+    config = (
+        "{ security.kernelModuleAudit.enable = true; "
+        f"security.audit.enable = {audit_enable}; {extra} }}"
+    )
+    return _evaluate_config(config, rules_unit)
+
+
 class TestModule:
     """The module under lib.evalModules (tools/nix/eval-module.nix), with a nixpkgs lib."""
 
-    def _evaluate(self, rules_unit: str, audit_enable: str) -> dict[str, Any]:
-        config = (
-            "{ security.kernelModuleAudit.enable = true; "
-            f"security.audit.enable = {audit_enable}; }}"
-        )
-        out = _nix_clean(
-            "--eval",
-            "--strict",
-            "--json",
-            str(REPO / "tools" / "nix" / "eval-module.nix"),
-            "--arg",
-            "lib",
-            f"import {json.dumps(str(_nixpkgs_lib()))}",
-            "--argstr",
-            "rulesUnit",
-            rules_unit,
-            "--arg",
-            "config",
-            config,
-        )
-        result = json.loads(out)
-        assert isinstance(result, dict)
-        return result
-
     def test_lock_with_audit_rules_nixos(self) -> None:
         """With nixpkgs >= 25.11 in lock mode: no failed assertion, the override and the warning."""
-        result = self._evaluate("audit-rules-nixos", '"lock"')
+        result = _evaluate("audit-rules-nixos", '"lock"')
         assert [] == result["failedAssertions"]
         assert {"restartIfChanged": False, "serviceConfig": {"ExecStart": EXEC_START}} == result[
             "auditRulesService"
@@ -429,14 +812,14 @@ class TestModule:
 
     def test_lock_with_an_older_nixpkgs_fails(self) -> None:
         """With nixpkgs <= 25.05 (audit.service) in lock mode, an assertion fails."""
-        result = self._evaluate("audit", '"lock"')
+        result = _evaluate("audit", '"lock"')
         failed = result["failedAssertions"]
         assert [LOCK_MESSAGE] == [m[: len(LOCK_MESSAGE)] for m in failed]
 
     @pytest.mark.parametrize("rules_unit", ["audit-rules-nixos", "audit"])
     def test_unlocked(self, rules_unit: str) -> None:
         """Without lock: no assertion on the unit, no override, the activation check."""
-        result = self._evaluate(rules_unit, "true")
+        result = _evaluate(rules_unit, "true")
         assert [] == result["failedAssertions"]
         assert [] == result["warnings"]
         assert ["kernelModuleAuditLocked"] == list(result["activationScripts"])
@@ -446,6 +829,135 @@ class TestModule:
             else None
         )
         assert expected == result["auditRulesService"]
+
+
+NODE_EXPORTER = (
+    'services.prometheus.exporters.node = { enable = true; enabledCollectors = [ "textfile" ]; '
+    f'extraFlags = [ "--collector.textfile.directory={TEXTFILE_DIR}" ]; }};'
+)
+
+
+class TestMonitorModule:
+    """security.kernelModuleAudit.monitor under lib.evalModules, with a nixpkgs lib."""
+
+    def test_with_node_exporter(self) -> None:
+        """With node_exporter's textfile collector: metrics there, timer, trigger, directory."""
+        result = _evaluate(
+            "audit-rules-nixos",
+            "true",
+            "security.kernelModuleAudit.monitor.enable = true; " + NODE_EXPORTER,
+        )
+        assert ([], []) == (result["failedAssertions"], result["warnings"])
+        assert {
+            "enable": True,
+            "interval": "hourly",
+            "textfileDirectory": TEXTFILE_DIR,
+            "verify": False,
+        } == result["monitor"]
+        service = result["monitorService"]
+        assert ["audit-rules-nixos.service"] == service["wantedBy"]
+        assert ["audit-rules-nixos.service"] == service["after"]
+        kmod_audit = "'/nix/store/00000000000000000000000000000000-kmod-audit-0.1.0/bin/kmod-audit'"
+        kmod = "/nix/store/00000000000000000000000000000000-kmod-31/bin/kmod"
+        checks = [line for line in service["script"].splitlines() if line.startswith(kmod_audit)]
+        expected = (
+            f"{kmod_audit} 'check' '--running' '--profile=nixos-stig' '--key=module_chng' "
+            f"'--uid-min=1000' '--kmod-path={kmod}' "
+            f"'--metrics={TEXTFILE_DIR}/kmod-audit-check.prom' || check=$?"
+        )
+        assert [expected] == checks
+        assert f"rm -f '{TEXTFILE_DIR}/kmod-audit-lock.prom'" in service["script"]
+        assert [TEXTFILE_DIR] == service["serviceConfig"]["ReadWritePaths"]
+        assert {
+            "wantedBy": ["timers.target"],
+            "timerConfig": {"OnCalendar": "hourly", "Persistent": True},
+        } == {k: result["monitorTimer"][k] for k in ("wantedBy", "timerConfig")}
+        assert [f"d {TEXTFILE_DIR} 0755 root root -"] == result["tmpfilesRules"]
+
+    def test_without_node_exporter(self) -> None:
+        """No node_exporter textfile directory: no metrics, no directory; the unit still runs."""
+        result = _evaluate(
+            "audit-rules-nixos", "true", "security.kernelModuleAudit.monitor.enable = true;"
+        )
+        assert ([], []) == (result["failedAssertions"], result["warnings"])
+        assert result["monitor"]["textfileDirectory"] is None
+        assert "--metrics" not in result["monitorService"]["script"]
+        assert [] == result["tmpfilesRules"]
+        assert [] == result["monitorService"]["serviceConfig"]["ReadWritePaths"]
+
+    def test_verify_every_hour_at_quarter_past(self) -> None:
+        """With verify, it runs too (after auditd), and the timer keeps the given calendar."""
+        result = _evaluate(
+            "audit-rules-nixos",
+            "true",
+            "security.kernelModuleAudit.monitor = "
+            '{ enable = true; verify = true; interval = "*:15"; };' + NODE_EXPORTER,
+        )
+        service = result["monitorService"]
+        assert ["audit-rules-nixos.service", "auditd.service"] == service["after"]
+        assert "'--no-load' '--profile=nixos-stig'" in service["script"]
+        assert (
+            f"'--metrics={TEXTFILE_DIR}/kmod-audit-verify.prom' || verify=$?" in service["script"]
+        )
+        assert "*:15" == result["monitorTimer"]["timerConfig"]["OnCalendar"]
+
+    def test_lock_writes_the_lock_file(self) -> None:
+        """security.audit.enable = "lock": the script writes kmod-audit-lock.prom."""
+        result = _evaluate(
+            "audit-rules-nixos",
+            '"lock"',
+            "security.kernelModuleAudit.monitor.enable = true; " + NODE_EXPORTER,
+        )
+        assert [] == result["failedAssertions"]
+        script = result["monitorService"]["script"]
+        temporary, lock = (
+            f"{TEXTFILE_DIR}/.kmod-audit-lock.prom.tmp",
+            f"{TEXTFILE_DIR}/kmod-audit-lock.prom",
+        )
+        assert f"mv -f '{temporary}' '{lock}'" in script
+        assert "'kmod_audit_lock_expected 1'" in script
+
+    def test_without_the_module(self) -> None:
+        """The monitor without security.kernelModuleAudit.enable fails evaluation."""
+        result = _evaluate_config(
+            "{ security.audit.enable = true; security.kernelModuleAudit.monitor.enable = true; }"
+        )
+        assert ["security.kernelModuleAudit.monitor.enable is set but"] == [
+            m[:52] for m in result["failedAssertions"]
+        ]
+
+    def test_with_an_older_nixpkgs(self) -> None:
+        """With nixpkgs <= 25.05 (no audit-rules-nixos to trigger on), an assertion fails."""
+        result = _evaluate("audit", "true", "security.kernelModuleAudit.monitor.enable = true;")
+        assert ["security.kernelModuleAudit.monitor.enable needs nixpkgs"] == [
+            m[:55] for m in result["failedAssertions"]
+        ]
+
+    def test_a_relative_directory_is_refused(self) -> None:
+        """A relative textfileDirectory fails evaluation (an absolute path outside the store)."""
+        config = (
+            "{ security.kernelModuleAudit = { enable = true; "
+            'monitor = { enable = true; textfileDirectory = "metrics"; }; }; }'
+        )
+        proc = subprocess.run(
+            _eval_module_command(config),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=_nix_env(),
+        )
+        assert 1 == proc.returncode
+        assert "security.kernelModuleAudit.monitor.textfileDirectory" in proc.stderr
+        assert "absolute path" in proc.stderr
+
+    def test_option_types(self) -> None:
+        """The monitor's options have the documented types."""
+        types = _evaluate("audit-rules-nixos", "true")["monitorOptionTypes"]
+        # pathWith's wording differs between nixpkgs versions; its meaning does not.
+        directory = types.pop("textfileDirectory")
+        assert directory.startswith("null or absolute path"), directory
+        assert {"enable": "boolean", "interval": "non-empty string", "verify": "boolean"} == types
 
 
 class TestSingleSource:
@@ -482,3 +994,13 @@ class TestDocs:
         readme = (REPO / "README.md").read_text()
         assert len(declared) >= 10
         assert [] == [name for name in declared if f"| `{name}` |" not in readme]
+
+    def test_every_monitor_option_is_documented(self) -> None:
+        """Each monitor option has a row `monitor.NAME` in the README."""
+        module = (REPO / "nixos-modules" / "monitor.nix").read_text()
+        declared = re.findall(
+            r"^    (\w+) = lib\.mk(?:Option|EnableOption)\b", module, re.MULTILINE
+        )
+        readme = (REPO / "README.md").read_text()
+        assert ["enable", "interval", "verify", "textfileDirectory"] == declared
+        assert [] == [name for name in declared if f"| `monitor.{name}` |" not in readme]

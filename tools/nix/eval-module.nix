@@ -11,7 +11,8 @@
 # module loads the rules with audit.service instead of audit-rules-nixos.service.
 #
 # Prints the rendered rules, security.audit.rules, assertions that fail, warnings, the
-# rules unit as configured, the activation scripts and the option documentation types.
+# rules unit as configured, the activation scripts, the monitor's settings, unit, timer
+# and tmpfiles rules, and the option documentation types.
 {
   lib,
   system ? "x86_64-linux",
@@ -68,6 +69,35 @@ let
           type = lib.types.attrsOf (lib.types.attrsOf lib.types.unspecified);
           default = { };
         };
+        systemd.timers = lib.mkOption {
+          type = lib.types.attrsOf (lib.types.attrsOf lib.types.unspecified);
+          default = { };
+        };
+        systemd.tmpfiles.rules = lib.mkOption {
+          type = lib.types.listOf lib.types.str;
+          default = [ ];
+        };
+        # What nixpkgs' prometheus exporters module declares for node_exporter
+        # (services/monitoring/prometheus/exporters.nix and exporters/node.nix).
+        services.prometheus.exporters.node = {
+          enable = lib.mkEnableOption "the prometheus node exporter";
+          port = lib.mkOption {
+            type = lib.types.port;
+            default = 9100;
+          };
+          enabledCollectors = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+          };
+          disabledCollectors = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+          };
+          extraFlags = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+          };
+        };
         environment.systemPackages = lib.mkOption {
           type = lib.types.listOf lib.types.package;
           default = [ ];
@@ -107,8 +137,15 @@ in
   warnings = c.warnings;
   auditRulesService = c.systemd.services.audit-rules-nixos or null;
   activationScripts = c.system.activationScripts;
+  monitor = c.security.kernelModuleAudit.monitor;
+  monitorService = c.systemd.services.kmod-audit-monitor or null;
+  monitorTimer = c.systemd.timers.kmod-audit-monitor or null;
+  tmpfilesRules = c.systemd.tmpfiles.rules;
   systemPackages = map (p: p.name) c.environment.systemPackages;
   optionTypes = lib.mapAttrs (_: o: o.type.description) (
     lib.filterAttrs (_: o: o ? type) evaluated.options.security.kernelModuleAudit
   );
+  monitorOptionTypes = lib.mapAttrs (
+    _: o: o.type.description
+  ) evaluated.options.security.kernelModuleAudit.monitor;
 }
