@@ -133,12 +133,9 @@ in
       ++ [
         "check=0"
         (run (
-          [
-            "check"
-            "--running"
-          ]
-          ++ judged
-          ++ metrics metricsFiles.check
+          # No SOURCE: the running rules and the on-disk ones (audit-rules-nixos.service),
+          # so that drift between them is judged and reported (kmod_audit_drift_rules).
+          [ "check" ] ++ judged ++ metrics metricsFiles.check
         ) "check")
       ]
       ++ (

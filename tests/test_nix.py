@@ -513,11 +513,11 @@ class TestMonitorUnit:
         return ScriptRun(proc.returncode, argv, proc.stderr)
 
     def test_check_only(self, tmp_path: Path) -> None:
-        """Without verify: one `check --running` with the module's settings and --metrics."""
+        """Without verify: one `check` (running and on-disk rules) with the module's settings and --metrics."""
         script = self._script(directory=TEXTFILE_DIR, verify=False, locked=False)
         run = self._run(tmp_path, script.replace(TEXTFILE_DIR, str(tmp_path)), 0, 0)
         assert (0, "") == (run.status, run.stderr)
-        assert [f"check --running {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom"] == run.argv
+        assert [f"check {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom"] == run.argv
 
     @pytest.mark.parametrize(
         ("check", "verify", "status"),
@@ -532,7 +532,7 @@ class TestMonitorUnit:
         run = self._run(tmp_path, script.replace(TEXTFILE_DIR, str(tmp_path)), check, verify)
         assert status == run.status, run.stderr
         assert [
-            f"check --running {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom",
+            f"check {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom",
             f"verify --target=local --no-load {JUDGED} --metrics={tmp_path}/kmod-audit-verify.prom",
         ] == run.argv
 
@@ -542,7 +542,7 @@ class TestMonitorUnit:
         run = self._run(tmp_path, script, 1, 0)
         assert 1 == run.status
         assert [
-            f"check --running {JUDGED}",
+            f"check {JUDGED}",
             f"verify --target=local --no-load {JUDGED}",
         ] == run.argv
         assert "kmod-audit-lock.prom" not in script
@@ -861,7 +861,7 @@ class TestMonitorModule:
         kmod = "/nix/store/00000000000000000000000000000000-kmod-31/bin/kmod"
         checks = [line for line in service["script"].splitlines() if line.startswith(kmod_audit)]
         expected = (
-            f"{kmod_audit} 'check' '--running' '--profile=nixos-stig' '--key=module_chng' "
+            f"{kmod_audit} 'check' '--profile=nixos-stig' '--key=module_chng' "
             f"'--uid-min=1000' '--kmod-path={kmod}' "
             f"'--metrics={TEXTFILE_DIR}/kmod-audit-check.prom' || check=$?"
         )
