@@ -8,7 +8,6 @@ A second boot drives the guest's serial console from the host with `SerialConsol
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 
 import vmrun
-from _support import FIXTURES
+from _support import FIXTURES, valid_report
 from kmod_audit.generate import generate_lines
 from kmod_audit.profiles import select_profiles
 from kmod_audit.syscalls import MACHINES
@@ -72,7 +71,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> vmrun.GuestRun:
 
 
 def _report(run: vmrun.GuestRun, name: str) -> dict[str, Any]:
-    return dict(json.loads(run.section(name)))
+    return valid_report(run.section(name))
 
 
 def _evidence(report: dict[str, Any], **match: object) -> list[dict[str, Any]]:
