@@ -620,7 +620,7 @@ class TestTemplate:
         ascii_only: bool,
         bom: bool,
     ) -> None:
-        """ "Could not decide" leaves the template as it is (a no-op round trip)."""
+        """A requirement kmod-audit could not decide leaves the template as it is."""
         template, text = self._make(tmp_path, indent, ascii_only, bom)
         monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
         rules = tmp_path / "big.rules"
