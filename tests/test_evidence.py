@@ -376,7 +376,7 @@ class TestVerifyImported:
         assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(imported)
         details = _rule(out, NIXOS_RULE)["finding_details"]
         assert "kmod-audit 0.1.0 verify at " in details
-        assert "b32 finit_module [user: auid=1000 uid=1000" in details
+        assert "b32 finit_module [logged-in user: auid=1000 uid=1000" in details
         assert "recorded: SYSCALL serial=" in details
         assert "key=module_chng auid=1000 success=no exit=" in details
 
@@ -454,7 +454,7 @@ class TestOnTheHostKernel:
         assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(imported)
         assert os.uname().nodename == imported["target"]["name"]
         create = _rule(out, AL2023_RULES[1])["finding_details"]
-        assert "b64 create_module [user: auid=1000" in create
+        assert "b64 create_module [logged-in user: auid=1000" in create
         assert "success=no exit=-38" in create  # ENOSYS: the syscall is gone, still audited
         _, ckl = _write(run_cli, tmp_path, "ckl", "verify", "--target", "local", "--profile", "all")
         assert review_results(imported) == review_results(consumer_import("ckl", ckl))

@@ -212,6 +212,6 @@ class TestVmVerifyTool:
             for line in review["detail"].splitlines()
             if "finit_module (real load/unload of module dummy)" in line
         )
-        assert "[user: auid=1000" in load
+        assert "[logged-in user as root: auid=1000 uid=0" in load
         assert "recorded: SYSCALL serial=" in load
         assert "key=module_chng auid=1000 success=yes exit=0; KERN_MODULE name=dummy" in load

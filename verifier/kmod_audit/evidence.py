@@ -87,6 +87,13 @@ _CKL_STATUS: Final = {
     "not_applicable": "Not_Applicable",
 }
 _IMPACT: Final = {"low": 0.3, "medium": 0.5, "high": 0.7}
+# Who made a stimulus, in an assessor's words (probe.Actor names).
+_ACTORS: Final = {
+    "root": "logged-in user as root",
+    "user": "logged-in user",
+    "unset": "no login uid",
+    "below": "login uid below uid-min",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -271,6 +278,7 @@ def assess_check(report: Report, *, now: str | None = None) -> Assessment:
                 )
                 for check in res.checks:
                     lines.append(f"  [{check.status}] {check.reason}")
+                    # The covering rules, each as file:line: text.
                     lines.extend(f"      {rule}" for rule in check.rules)
                 lines.extend(
                     f"  finding ({f.severity}): {f.location()}: {f.message}"
@@ -366,7 +374,7 @@ def _stimulus_line(evidence: Evidence) -> str:
     what = f"{s.abi} {s.syscall}" + (f" of {s.program}" if s.program else "")
     if s.module:
         what += f" (real load/unload of module {s.module})"
-    who = f"{s.actor}: auid={auid} uid={s.uid} pid={s.pid}, result {s.result}"
+    who = f"{_ACTORS.get(s.actor, s.actor)}: auid={auid} uid={s.uid} pid={s.pid}, result {s.result}"
     if evidence.verdict == "not-exercised":
         return f"{what} [{who}]: not exercised ({s.error})"
     if evidence.record is None:
