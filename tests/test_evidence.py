@@ -13,6 +13,7 @@ import json
 import os
 import random
 import stat
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +380,21 @@ class TestVerifyImported:
         assert "b32 finit_module [logged-in user: auid=1000 uid=1000" in details
         assert "recorded: SYSCALL serial=" in details
         assert "key=module_chng auid=1000 success=no exit=" in details
+
+    def test_control_characters_from_the_target_keep_the_ckl_valid(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """A key with ESC and a kernel name with CR (from the target) still make valid XML."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["kernel"] = "6.1\r\x1b[2Kfake"
+        data["records"] = data["records"].replace('key="module_chng"', 'key="k\x1b[8m"')
+        probe = _probe_command(tmp_path, data)
+        _, out = _write(run_cli, tmp_path, "ckl", "verify", "--probe-command", probe)
+        ET.parse(out)  # noqa: S314 - our own file; a strict XML parser (as STIG Viewer 2) takes it
+        [detail] = [
+            r["detail"] for c in consumer_import("ckl", out)["checklists"] for r in c["reviews"]
+        ]
+        assert "key=k\\x1b[8m auid=1000" in detail
 
     def test_incomplete_evidence_is_not_reviewed(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Marker never seen and records missing (verify exit 3): not_reviewed, notchecked."""

@@ -294,7 +294,8 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output",
         metavar="FILE",
-        help="write the report to FILE (atomically: whole or not at all) instead of stdout",
+        help="write the report to FILE (atomically: whole or not at all) instead of stdout "
+        "(- is stdout)",
     )
     parser.add_argument(
         "--cklb-template",
@@ -327,7 +328,7 @@ def _emit(
         from .evidence import render  # noqa: PLC0415 - only for the evidence formats
 
         body = render(args.format, assess(), template)
-    if args.output is None:
+    if args.output in {None, "-"}:
         out.write(body)
         return
     from .evidence import write_atomic  # noqa: PLC0415

@@ -775,10 +775,19 @@ def _set_members(text: str, obj: Node, changes: dict[str, str]) -> list[tuple[in
 # CKL (STIG Viewer 2)
 
 
+# Characters XML 1.0 cannot hold at all (not even as references): a key or a record from the
+# target may contain them.
+_XML_INVALID: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(text: str) -> str:
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     element = ET.SubElement(parent, tag)
     if text is not None:
-        element.text = text
+        element.text = _xml_text(text)
     return element
 
 
