@@ -456,6 +456,19 @@ class TestOnTheHostKernel:
         assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", out))
         assert "b32 init_module" in _rule(out, NIXOS_RULE)["comments"]
 
+    def test_drift_is_in_the_details(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Running rules judged beside a file: what runs but is not in the file is listed."""
+        _load(host_audit, run_cli, "nixos-stig")
+        source = RULES / "missing-b32.fail.rules"
+        code, out = _write(run_cli, tmp_path, "cklb", "check", "--running", str(source))
+        assert 1 == code
+        details = _rule(out, NIXOS_RULE)["finding_details"]
+        assert "Drift between the running and the on-disk rules:" in details
+        assert f"  warning: running but not in rules file {source}" in details
+        assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", out))
+
     def test_verify_local(
         self, host_audit: HostAudit, auditd: Auditd, run_cli: RunCli, tmp_path: Path
     ) -> None:

@@ -285,6 +285,9 @@ def assess_check(report: Report, *, now: str | None = None) -> Assessment:
                     + (f" | line: {f.text.strip()}" if f.text else "")
                     for f in source.findings
                 )
+            if report.drift:
+                lines.append("Drift between the running and the on-disk rules:")
+                lines.extend(f"  {f.severity}: {f.message}" for f in report.drift)
             if result.fix and status == "open":
                 lines.append("Rules that would satisfy it (kmod-audit generate):")
                 lines.extend(f"  {line}" for line in result.fix)
