@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -13,9 +16,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
+import jsonschema
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -35,6 +39,31 @@ def fixture_args(path: Path) -> list[str]:
         if match:
             return shlex.split(match.group(1))
     return []
+
+
+@functools.cache
+def _report_validator() -> jsonschema.protocols.Validator:
+    schema_file = importlib.resources.files("kmod_audit") / "schema" / "report.schema.json"
+    schema = json.loads(schema_file.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def valid_report(text: str) -> dict[str, Any]:
+    """Parse the output of `--format json` and check it against the shipped JSON Schema.
+
+    Fails the test, naming each violation, when it does not conform.
+    """
+    data = json.loads(text)
+    errors = sorted(_report_validator().iter_errors(data), key=lambda e: list(e.path))
+    if errors:
+        pytest.fail(
+            "the --format json output does not match verifier/kmod_audit/schema/"
+            "report.schema.json:\n"
+            + "\n".join(f"  at {list(e.path)}: {e.message[:300]}" for e in errors[:10])
+        )
+    assert isinstance(data, dict)
+    return data
 
 
 @attrs.frozen
@@ -355,3 +384,66 @@ def require_tool(name: str, install: str) -> str:
 def promtool() -> str:
     """Prometheus' promtool (Debian's `prometheus` package, which tools/setup installs)."""
     return require_tool("promtool", "apt-get install --no-install-recommends prometheus")
+
+
+#: The real consumers of checklists and HDF (npm packages pinned by package-lock.json,
+#: installed by tools/setup with `npm ci`) and the script that runs their parsers.
+CONSUMERS = Path(__file__).resolve().parents[1] / "tools" / "consumers"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI") == "true" or os.environ.get("KMOD_AUDIT_REQUIRE_ROOT") == "1"
+
+
+def consumer_import(fmt: str, path: Path) -> dict[str, Any]:
+    """Import `path` with the real consumer of `fmt` and return what it made of it.
+
+    `cklb`/`ckl`: STIG Manager's `reviewsFromCklb`/`reviewsFromCkl`; `hdf`: inspecjs. A
+    missing node or npm package skips the test, except in CI (`CI=true`, or
+    KMOD_AUDIT_REQUIRE_ROOT=1 as tools/check sets it), where it fails: CI must not pass by
+    skipping. A file the parser refuses fails the test with the parser's message.
+    """
+    node = shutil.which("node") or shutil.which("nodejs")
+    modules = CONSUMERS / "node_modules"
+    missing = [
+        what
+        for what, ok in (
+            ("node (apt-get install nodejs)", node is not None),
+            (
+                "@nuwcdivnpt/stig-manager-client-modules",
+                (modules / "@nuwcdivnpt" / "stig-manager-client-modules").is_dir(),
+            ),
+            ("inspecjs", (modules / "inspecjs").is_dir()),
+        )
+        if not ok
+    ]
+    if missing:
+        reason = (
+            f"the real consumers are not installed ({', '.join(missing)}); run tools/setup "
+            f"(npm ci in {CONSUMERS})"
+        )
+        if _in_ci():
+            pytest.fail(f"CI, but {reason}")
+        pytest.skip(reason)
+    assert node is not None
+    proc = subprocess.run(
+        [node, str(CONSUMERS / "import.mjs"), fmt, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"the {fmt} consumer refused {path}: {proc.stderr.strip()}")
+    data = json.loads(proc.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+def review_results(imported: dict[str, Any]) -> dict[str, str]:
+    """`{rule id: result}` of what STIG Manager's parser imported (every checklist)."""
+    return {
+        review["ruleId"]: review["result"]
+        for checklist in imported["checklists"]
+        for review in checklist["reviews"]
+    }

@@ -34,8 +34,9 @@ from _support import (
     auditd_conf,
     poll,
     require_or_skip,
+    valid_report,
 )
-from kmod_audit.cli import main
+from kmod_audit.cli import _wants_json, main
 from kmod_audit.syscalls import MACHINES, Machine
 
 HOST_AUDIT_LOCK = "/run/lock/kmod-audit-host-audit.lock"
@@ -43,13 +44,19 @@ HOST_AUDIT_LOCK = "/run/lock/kmod-audit-host-audit.lock"
 
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
-    """Run `kmod-audit ARGS...` in-process; return code, stdout and stderr."""
+    """Run `kmod-audit ARGS...` in-process; return code, stdout and stderr.
+
+    Whatever `--format json` prints on stdout is checked against the shipped JSON Schema
+    (`valid_report`), so every JSON output of the tests that use this fixture conforms.
+    """
 
     def run(*args: str) -> CliResult:
         out = io.StringIO()
         capsys.readouterr()
         code = main(list(args), out=out)
         captured = capsys.readouterr()
+        if _wants_json(args) and out.getvalue().strip():
+            valid_report(out.getvalue())
         return CliResult(code, out.getvalue() + captured.out, captured.err)
 
     return run

@@ -513,7 +513,7 @@ class TestMonitorUnit:
         return ScriptRun(proc.returncode, argv, proc.stderr)
 
     def test_check_only(self, tmp_path: Path) -> None:
-        """Without verify: one `check` (running and on-disk rules) with the module's settings and --metrics."""
+        """Without verify: one `check` (running and on-disk rules), the settings, --metrics."""
         script = self._script(directory=TEXTFILE_DIR, verify=False, locked=False)
         run = self._run(tmp_path, script.replace(TEXTFILE_DIR, str(tmp_path)), 0, 0)
         assert (0, "") == (run.status, run.stderr)

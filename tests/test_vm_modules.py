@@ -10,7 +10,6 @@ modprobe running after the module is in, and the scenario signals then.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 import vmrun
-from _support import FIXTURES
+from _support import FIXTURES, valid_report
 from kmod_audit.generate import generate_lines
 from kmod_audit.profiles import select_profiles
 from kmod_audit.syscalls import MACHINES
@@ -66,7 +65,7 @@ def _results(run: vmrun.GuestRun, **expected: str) -> None:
 
 
 def _report(run: vmrun.GuestRun, name: str) -> dict[str, Any]:
-    return dict(json.loads(run.section(name)))
+    return valid_report(run.section(name))
 
 
 class TestModuleNames:

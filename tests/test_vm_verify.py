@@ -8,8 +8,8 @@ A second boot drives the guest's serial console from the host with `SerialConsol
 
 from __future__ import annotations
 
-import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import vmrun
-from _support import FIXTURES
+from _support import FIXTURES, consumer_import, review_results, valid_report
 from kmod_audit.generate import generate_lines
 from kmod_audit.profiles import select_profiles
 from kmod_audit.syscalls import MACHINES
@@ -72,7 +72,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> vmrun.GuestRun:
 
 
 def _report(run: vmrun.GuestRun, name: str) -> dict[str, Any]:
-    return dict(json.loads(run.section(name)))
+    return valid_report(run.section(name))
 
 
 def _evidence(report: dict[str, Any], **match: object) -> list[dict[str, Any]]:
@@ -184,3 +184,34 @@ class TestConsoleTransport:
         assert report.compliant, report.problems
         assert report.probe.machine == "x86_64"
         assert sys.platform == "linux"
+
+
+class TestVmVerifyTool:
+    """`tools/vm-verify --format cklb --output FILE`: the checklist reaches the host."""
+
+    def test_checklist_lands_on_the_host_and_imports(self, tmp_path: Path) -> None:
+        """STIG Manager imports it: V-268096 passes, with the dummy load's record as evidence."""
+        _kernel()
+        out = tmp_path / "x.cklb"
+        proc = subprocess.run(
+            [str(REPO / "tools" / "vm-verify"), "--format", "cklb", "--output", str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+        tail = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        assert 0 == proc.returncode, tail
+        assert f"tools/vm-verify: report written to {out}" in proc.stderr
+        assert ["x.cklb"] == [p.name for p in tmp_path.iterdir()]
+        imported = consumer_import("cklb", out)
+        assert {"SV-268096r1039563_rule": "pass"} == review_results(imported)
+        [review] = imported["checklists"][0]["reviews"]
+        load = next(
+            line
+            for line in review["detail"].splitlines()
+            if "finit_module (real load/unload of module dummy)" in line
+        )
+        assert "[logged-in user as root: auid=1000 uid=0" in load
+        assert "recorded: SYSCALL serial=" in load
+        assert "key=module_chng auid=1000 success=yes exit=0; KERN_MODULE name=dummy" in load

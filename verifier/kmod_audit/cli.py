@@ -13,7 +13,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 import attrs
@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         help="do not consult this machine's files (symlinks, watch parents): judge a file "
         "meant for another machine",
     )
-    check.add_argument("--format", choices=("text", "json"), default="text")
+    _output_options(check)
     _metrics_option(check)
 
     generate = sub.add_parser(
@@ -269,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
         help="never load a module: only the failing attempts and the executions (safe on a "
         "timer in production); the real load is reported as not exercised, by choice",
     )
-    verify.add_argument("--format", choices=("text", "json"), default="text")
+    _output_options(verify)
     _metrics_option(verify)
 
     probe = sub.add_parser(
@@ -301,6 +301,61 @@ def _metrics_option(parser: argparse.ArgumentParser) -> None:
         help="also write the verdict as Prometheus metrics to FILE (atomically, whatever "
         "the exit code), e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom",
     )
+
+
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    """--format, --output and --cklb-template (check and verify)."""
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "cklb", "ckl", "hdf"),
+        default="text",
+        help="text, json, cklb (STIG Viewer 3 checklist), ckl (STIG Viewer 2 checklist) or "
+        "hdf (Heimdall Data Format); checklists hold the DISA STIG profiles only",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write the report to FILE (atomically: whole or not at all) instead of stdout "
+        "(- is stdout)",
+    )
+    parser.add_argument(
+        "--cklb-template",
+        metavar="FILE",
+        help="with --format cklb: a STIG Viewer 3 checklist to fill in; its other rules "
+        "stay byte-identical",
+    )
+
+
+def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...]) -> str | None:
+    """Refuse a checklist no selected profile can fill before any work; read the template."""
+    if args.format in {"text", "json"} and args.cklb_template is None:
+        return None
+    from .evidence import preflight  # noqa: PLC0415 - only for the evidence formats
+
+    return preflight(args.format, profiles, args.cklb_template)
+
+
+def _emit(
+    args: argparse.Namespace,
+    out: TextIO,
+    text: Callable[[], str],
+    assess: Callable[[], Any],
+    template: str | None,
+) -> None:
+    """Write the report in `--format` to `--output` (atomically) or to `out`."""
+    if args.format in {"text", "json"}:
+        body = text()
+    else:
+        from .evidence import render  # noqa: PLC0415 - only for the evidence formats
+
+        body = render(args.format, assess(), template)
+    if args.output in {None, "-"}:
+        out.write(body)
+        return
+    from .evidence import write_atomic  # noqa: PLC0415
+
+    write_atomic(args.output, body)
+    logger.info("report written to %s", args.output)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -516,6 +571,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         msg = "--key: the key is empty; pass the key the records must carry"
         raise ConfigurationError(msg)
     options = _options(args, pinned_key=args.key)
+    template = _evidence_preflight(args, options.profiles)
     reports: list[SourceReport] = []
     drift: list[Finding] = []
     running: RuleSet | None = None
@@ -564,7 +620,19 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         args.metrics_run.observe_check(
             result, running=running, on_disk=[r for r, _ in files] if running else ()
         )
-    out.write(render_json(result) + "\n" if args.format == "json" else render_text(result))
+
+    def assess() -> object:
+        from .evidence import assess_check  # noqa: PLC0415 - only for the evidence formats
+
+        return assess_check(result)
+
+    _emit(
+        args,
+        out,
+        lambda: render_json(result) + "\n" if args.format == "json" else render_text(result),
+        assess,
+        template,
+    )
     return result.exit_code()
 
 
@@ -624,6 +692,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         msg = "--key: the key is empty; pass the key the records must carry"
         raise ConfigurationError(msg)
     profiles = _profiles(args.profile)
+    template = _evidence_preflight(args, profiles)
     options = VerifyOptions(
         profiles=profiles,
         key=args.key,
@@ -652,8 +721,22 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         report = run_verify(target, options, local=isinstance(target, LocalHost))
     if args.metrics_run is not None:
         args.metrics_run.observe_verify(report)
-    out.write(
-        render_verify_json(report) + "\n" if args.format == "json" else render_verify_text(report)
+
+    def assess() -> object:
+        from .evidence import assess_verify  # noqa: PLC0415 - only for the evidence formats
+
+        return assess_verify(report)
+
+    _emit(
+        args,
+        out,
+        lambda: (
+            render_verify_json(report) + "\n"
+            if args.format == "json"
+            else render_verify_text(report)
+        ),
+        assess,
+        template,
     )
     return report.exit_code()
 

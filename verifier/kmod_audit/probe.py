@@ -52,6 +52,7 @@ from typing import Any, Final, Literal, Self
 import attrs
 
 from . import _syscall32, logs, netlink
+from ._hostinfo import host_facts
 from .errors import TransportError
 from .syscalls import EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine, host_machine
 
@@ -178,6 +179,8 @@ class ProbeResult:
         problems: Conditions that prevent a verdict (audit disabled, no record source...).
         modules_left: Modules the probe loaded (the probe module or a dependency) and could
             not unload again: they are left loaded.
+        host: What the target says about itself (host name, FQDN, IPs, MACs) for a
+            checklist's target data; empty from an older probe.
     """
 
     machine: str
@@ -194,6 +197,7 @@ class ProbeResult:
     modules_after: bool | None
     problems: tuple[str, ...] = ()
     modules_left: tuple[str, ...] = ()
+    host: dict[str, Any] = attrs.field(factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form."""
@@ -222,6 +226,7 @@ class ProbeResult:
             modules_after=data["modules_after"],
             problems=tuple(data.get("problems", ())),
             modules_left=tuple(data.get("modules_left", ())),
+            host=dict(data.get("host") or {}),
         )
 
 
@@ -1017,4 +1022,5 @@ def run_probe(
         modules_after=after,
         problems=(*problems, *prober.problems),
         modules_left=prober.left,
+        host=host_facts(),
     )

@@ -12,7 +12,7 @@ from typing import Final, Literal
 
 import attrs
 
-__all__ = ["PROFILES", "Profile", "Requirement", "select_profiles"]
+__all__ = ["PROFILES", "Benchmark", "Profile", "Requirement", "select_profiles"]
 
 Bits = Literal["b64", "b32"]
 
@@ -44,6 +44,30 @@ class Requirement:
 
 
 @attrs.frozen(kw_only=True)
+class Benchmark:
+    """The DISA STIG release a profile implements (for STIG Viewer checklists).
+
+    Attributes:
+        id: The XCCDF benchmark id STIG Viewer and STIG Manager key checklists by.
+        title: The STIG's full title.
+        display_name: STIG Viewer's short name.
+        version: The STIG version (the `1` of V1R1).
+        release: The release (the `1` of V1R1).
+        release_info: STIG Viewer's `releaseinfo` text: `Release: N Benchmark Date: ...`
+            (STIG Manager reads the release from it).
+        filename: The XCCDF file of the release, as DISA names it.
+    """
+
+    id: str
+    title: str
+    display_name: str
+    version: str
+    release: str
+    release_info: str
+    filename: str
+
+
+@attrs.frozen(kw_only=True)
 class Profile:
     """A named set of requirements.
 
@@ -51,11 +75,14 @@ class Profile:
         id: The profile id used on the command line.
         title: The standard it implements.
         requirements: Its requirements.
+        benchmark: The DISA STIG release, for STIG profiles (None for CIS and Tenable,
+            which are no STIGs and have no STIG Viewer checklist).
     """
 
     id: str
     title: str
     requirements: tuple[Requirement, ...]
+    benchmark: Benchmark | None = None
 
 
 _STIG_CCIS_AL2023: Final = "CCI-000130, CCI-000135, CCI-000169, CCI-000172, CCI-002884"
@@ -64,6 +91,15 @@ PROFILES: Final = {
     "nixos-stig": Profile(
         id="nixos-stig",
         title="DISA Anduril NixOS STIG V1R1",
+        benchmark=Benchmark(
+            id="Anduril_NixOS_STIG",
+            title="Anduril NixOS Security Technical Implementation Guide",
+            display_name="Anduril NixOS",
+            version="1",
+            release="1",
+            release_info="Release: 1 Benchmark Date: 22 Oct 2024",
+            filename="U_Anduril_NixOS_STIG_V1R1_Manual-xccdf.xml",
+        ),
         requirements=(
             Requirement(
                 id="V-268096",
@@ -97,6 +133,17 @@ PROFILES: Final = {
     "al2023-stig": Profile(
         id="al2023-stig",
         title="DISA Amazon Linux 2023 STIG",
+        benchmark=Benchmark(
+            id="Amazon_Linux_2023_STIG",
+            title="Amazon Linux 2023 Security Technical Implementation Guide",
+            display_name="Amazon Linux 2023",
+            version="1",
+            release="1",
+            # The rule revisions (r112026x) are those of V1R1; its benchmark date is not
+            # recorded here.
+            release_info="Release: 1 (rule revisions of V1R1)",
+            filename="U_Amazon_Linux_2023_STIG_V1R1_Manual-xccdf.xml",
+        ),
         requirements=(
             Requirement(
                 id="V-274091",

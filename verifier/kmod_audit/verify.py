@@ -546,6 +546,7 @@ def render_verify_json(report: VerifyReport) -> str:
         "target": report.target,
         "machine": report.probe.machine,
         "kernel": report.probe.kernel,
+        "host": report.probe.host,
         "source": report.probe.source,
         "problems": list(report.problems),
         "incomplete": list(report.incomplete),

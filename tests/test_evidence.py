@@ -1,0 +1,707 @@
+"""Evidence files: `--output`, the JSON Schema, and checklists/HDF read by their real consumers.
+
+The consumers are the real parsers: STIG Manager's `reviewsFromCklb`/`reviewsFromCkl` (npm
+`@nuwcdivnpt/stig-manager-client-modules`) and MITRE's `inspecjs`, run by
+tools/consumers/import.mjs on the files `check` and `verify` wrote.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import json
+import os
+import random
+import stat
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from _support import (
+    FIXTURES,
+    Auditd,
+    HostAudit,
+    RunCli,
+    consumer_import,
+    review_results,
+    valid_report,
+)
+from kmod_audit._jsonspans import parse_spans
+
+RULES = FIXTURES / "rules"
+PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
+
+NIXOS_RULE = "SV-268096r1039563_rule"
+AL2023_RULES = ("SV-274091r1120261_rule", "SV-274092r1120264_rule", "SV-274093r1120267_rule")
+
+#: A never rule with many conditions: past a lowered work limit the b64 checks are
+#: undecided (as in test_cli.TestUndecided).
+OVER_BUDGET = (
+    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
+    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n"
+    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+)
+
+
+def _write(run_cli: RunCli, tmp_path: Path, fmt: str, *args: str) -> tuple[int, Path]:
+    out = tmp_path / f"out.{fmt}"
+    result = run_cli(*args, "--format", fmt, "--output", str(out))
+    assert "" == result.out, "with --output nothing goes to stdout"
+    assert out.exists(), result.err
+    return result.code, out
+
+
+def _probe_command(tmp_path: Path, data: dict[str, Any]) -> str:
+    """A --probe-command that prints `data` as the probe would (no kernel involved)."""
+    compact = tmp_path / "probe.json"
+    compact.write_text(json.dumps(data))
+    script = tmp_path / "probe.sh"
+    script.write_text(f"#!/bin/sh\nprintf 'KMOD_AUDIT_PROBE '\ncat '{compact}'\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def _rule(path: Path, rule_id: str) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    return next(
+        rule for stig in data["stigs"] for rule in stig["rules"] if rule["rule_id_src"] == rule_id
+    )
+
+
+class TestOutput:
+    """`--output FILE` writes what stdout would show, atomically, or nothing at all."""
+
+    @pytest.mark.parametrize("fmt", ["text", "json"], ids=["text", "json"])
+    def test_file_holds_what_stdout_shows(self, run_cli: RunCli, tmp_path: Path, fmt: str) -> None:
+        """The file's bytes are those `check` prints without --output, and the exit code too."""
+        source = str(RULES / "missing-b32.fail.rules")
+        printed = run_cli("check", source, "--format", fmt)
+        code, out = _write(run_cli, tmp_path, fmt, "check", source)
+        assert (1, printed.out) == (code, out.read_text())
+
+    def test_replaces_an_existing_file_keeping_its_mode(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """An existing report is replaced whole, keeps its mode, and no temp file remains."""
+        out = tmp_path / "report.json"
+        out.write_text("old\n")
+        out.chmod(0o640)
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "json",
+            "--output", str(out),
+        )  # fmt: skip
+        assert 0 == result.code, result.err
+        assert valid_report(out.read_text())["compliant"] is True
+        assert 0o640 == stat.S_IMODE(out.stat().st_mode)
+        assert ["report.json"] == sorted(p.name for p in tmp_path.iterdir())
+
+    def test_new_file_mode_follows_the_umask(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A new file is 0666 minus the umask, as the shell's `>` makes it (not mkstemp's 0600)."""
+        out = tmp_path / "new.txt"
+        old = os.umask(0o022)
+        try:
+            run_cli("check", str(RULES / "listing-stig.pass.rules"), "--output", str(out))
+        finally:
+            os.umask(old)
+        assert 0o644 == stat.S_IMODE(out.stat().st_mode)
+
+    def test_failed_write_leaves_the_old_file_and_no_temp(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A write that fails midway (fsync: EIO) is exit 2 naming the file; the old file stays."""
+        out = tmp_path / "report.cklb"
+        out.write_text("the assessor's previous checklist\n")
+
+        def broken(_fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", broken)
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "cklb",
+            "--output", str(out),
+        )  # fmt: skip
+        assert 2 == result.code
+        assert f"--output {out}: cannot write it (Input/output error)" in result.err
+        assert "the assessor's previous checklist\n" == out.read_text()
+        assert ["report.cklb"] == sorted(p.name for p in tmp_path.iterdir())
+
+    @pytest.mark.parametrize(
+        ("name", "needle"),
+        [("missing/dir/out.json", "No such file or directory"), (".", "is a directory")],
+        ids=["missing-directory", "directory"],
+    )
+    def test_unwritable_path_is_exit_2_naming_it(
+        self, run_cli: RunCli, tmp_path: Path, name: str, needle: str
+    ) -> None:
+        """A path that cannot be written: exit 2, the JSON error names the file, nothing made."""
+        path = str(tmp_path / name)
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "json", "--output", path
+        )
+        assert 2 == result.code
+        error = valid_report(result.out)["error"]
+        assert error["message"].startswith(f"--output {path}: ")
+        assert needle in error["message"]
+        assert [] == [p for p in tmp_path.rglob("*") if p.is_file()]
+
+    def test_verify_writes_its_report(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """`verify --output` writes the verify report (here from a captured probe run)."""
+        probe = _probe_command(tmp_path, json.loads(PROBE_FIXTURE.read_text()))
+        code, out = _write(
+            run_cli, tmp_path, "json", "verify", "--probe-command", probe, "--profile", "all"
+        )
+        assert 0 == code
+        assert "compliant" == valid_report(out.read_text())["verdict"]
+
+
+class TestSchema:
+    """The JSON Schema ships in the package, and it is strict enough to catch a broken report."""
+
+    def _schema(self) -> dict[str, Any]:
+        text = (
+            importlib.resources.files("kmod_audit") / "schema" / "report.schema.json"
+        ).read_text()
+        schema = json.loads(text)
+        assert isinstance(schema, dict)
+        return schema
+
+    def test_schema_is_a_valid_2020_12_schema(self) -> None:
+        """The shipped file is itself a valid JSON Schema (draft 2020-12)."""
+        jsonschema.Draft202012Validator.check_schema(self._schema())
+
+    @pytest.mark.parametrize(
+        "breakage",
+        ["drop-profiles", "bad-status", "error-without-exit"],
+        ids=["drop-profiles", "bad-status", "error-without-exit"],
+    )
+    def test_schema_rejects_a_broken_report(self, run_cli: RunCli, breakage: str) -> None:
+        """A report missing a contract key, or with an unknown status, does not validate."""
+        data = json.loads(
+            run_cli("check", str(RULES / "listing-stig.pass.rules"), "--format", "json").out
+        )
+        if breakage == "drop-profiles":
+            del data["profiles"]
+        elif breakage == "bad-status":
+            data["profiles"][0]["requirements"][0]["status"] = "ok"
+        else:
+            data = {"error": {"message": "x"}}
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(data, self._schema())
+
+    def test_verify_report_conforms(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """The verify report of a captured probe run validates (run_cli checks every json)."""
+        probe = _probe_command(tmp_path, json.loads(PROBE_FIXTURE.read_text()))
+        result = run_cli("verify", "--probe-command", probe, "--profile", "all", "--format", "json")
+        assert 0 == result.code, result.err
+        assert valid_report(result.out)["evidence"]
+
+
+class TestChecklistOnlyForStigs:
+    """CIS and Tenable are no STIGs: a checklist of them alone is refused before any work."""
+
+    @pytest.mark.parametrize("fmt", ["cklb", "ckl"], ids=["cklb", "ckl"])
+    @pytest.mark.parametrize("command", ["check", "verify"], ids=["check", "verify"])
+    def test_cis_only_checklist_is_exit_2(
+        self, run_cli: RunCli, tmp_path: Path, fmt: str, command: str
+    ) -> None:
+        """Exit 2 naming the profiles and the formats that hold them; no file, no probe."""
+        args = (
+            [str(RULES / "cis-benchmark.pass.rules")]
+            if command == "check"
+            else ["--target", "console:/nonexistent/console"]
+        )
+        out = tmp_path / "x"
+        result = run_cli(
+            command, *args, "--profile", "cis", "--profile", "tenable", "--format", fmt,
+            "--output", str(out),
+        )  # fmt: skip
+        assert 2 == result.code, result.err
+        assert "checklists exist only for DISA STIGs" in result.err
+        assert "cis, tenable is none; use --format hdf (Heimdall) or json" in result.err
+        assert not out.exists()
+
+    def test_template_needs_cklb(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """--cklb-template with another format is a usage error."""
+        template = tmp_path / "t.cklb"
+        template.write_text("{}")
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "hdf",
+            "--cklb-template", str(template),
+        )  # fmt: skip
+        assert 2 == result.code
+        assert "--cklb-template: it fills a STIG Viewer 3 checklist; pass --format cklb" in (
+            result.err
+        )
+
+    def test_mixed_selection_leaves_cis_out_and_says_so(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """With --profile all the checklist holds the two STIGs; its comments name the rest."""
+        _, out = _write(
+            run_cli, tmp_path, "cklb", "check", str(RULES / "cis-benchmark.pass.rules"),
+            "--profile", "all",
+        )  # fmt: skip
+        data = json.loads(out.read_text())
+        assert ["Anduril_NixOS_STIG", "Amazon_Linux_2023_STIG"] == [
+            s["stig_id"] for s in data["stigs"]
+        ]
+        assert "Profiles cis, tenable are no DISA STIGs" in data["target_data"]["comments"]
+
+
+class TestCheckImported:
+    """Checklists and HDF from `check` of rules files, as STIG Manager and inspecjs read them."""
+
+    def test_cklb_statuses_per_rule(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """pass, fail and not applicable (create_module on aarch64) as reviewsFromCklb maps them."""
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "check", str(RULES / "aarch64-stig.pass.rules"),
+            "--arch", "aarch64", "--profile", "all",
+        )  # fmt: skip
+        assert 1 == code
+        imported = consumer_import("cklb", out)
+        assert {
+            NIXOS_RULE: "pass",
+            AL2023_RULES[0]: "pass",
+            AL2023_RULES[1]: "notapplicable",
+            AL2023_RULES[2]: "fail",
+        } == review_results(imported)
+        assert {("Anduril_NixOS_STIG", "V1R1"), ("Amazon_Linux_2023_STIG", "V1R1")} == {
+            (c["benchmarkId"], c["revisionStr"]) for c in imported["checklists"]
+        }
+        rule = _rule(out, NIXOS_RULE)
+        assert ("V-268096", "ANIX-00-000290", "medium", ["CCI-000135", "CCI-000172"]) == (
+            rule["group_id"],
+            rule["rule_version"],
+            rule["severity"],
+            rule["ccis"],
+        )
+        assert "aarch64-stig.pass.rules:3: -a always,exit -F arch=b64" in rule["finding_details"]
+        assert (
+            "Anduril NixOS Security Technical Implementation Guide, Version 1 Release 1"
+            in (rule["check_content"])
+        )
+        failed = _rule(out, AL2023_RULES[2])
+        assert failed["comments"].startswith("Open: kmod-audit check found that it is not met.")
+        assert "execve of /usr/bin/kmod" in failed["comments"]
+
+    def test_ckl_statuses_per_rule(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """The same judgement as a STIG Viewer 2 checklist, through reviewsFromCkl."""
+        _, out = _write(
+            run_cli, tmp_path, "ckl", "check", str(RULES / "aarch64-stig.pass.rules"),
+            "--arch", "aarch64", "--profile", "all",
+        )  # fmt: skip
+        imported = consumer_import("ckl", out)
+        assert {
+            NIXOS_RULE: "pass",
+            AL2023_RULES[0]: "pass",
+            AL2023_RULES[1]: "notapplicable",
+            AL2023_RULES[2]: "fail",
+        } == review_results(imported)
+        assert [] == imported["errors"]
+        [detail] = [
+            r["detail"]
+            for c in imported["checklists"]
+            for r in c["reviews"]
+            if r["ruleId"] == NIXOS_RULE
+        ]
+        assert "aarch64-stig.pass.rules:4: -a always,exit -F arch=b32" in detail
+
+    def test_undecided_is_not_reviewed(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A requirement the evaluator cannot decide (exit 3) imports as notchecked."""
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        rules = tmp_path / "big.rules"
+        rules.write_text(OVER_BUDGET)
+        code, out = _write(run_cli, tmp_path, "cklb", "check", str(rules))
+        assert 3 == code
+        assert {NIXOS_RULE: "notchecked"} == review_results(consumer_import("cklb", out))
+        assert "not_reviewed" == _rule(out, NIXOS_RULE)["status"]
+
+    def test_hdf_classifies_every_profile(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """One control per requirement of every profile (CIS, Tenable too), as inspecjs sees it."""
+        _, out = _write(
+            run_cli, tmp_path, "hdf", "check", str(RULES / "aarch64-stig.pass.rules"),
+            "--arch", "aarch64", "--profile", "all",
+        )  # fmt: skip
+        imported = consumer_import("hdf", out)
+        statuses = {c["id"]: c["status"] for p in imported["profiles"] for c in p["controls"]}
+        assert {
+            "V-268096": "Passed",
+            "V-274091": "Passed",
+            "V-274092": "Not Applicable",
+            "V-274093": "Failed",
+            "cis-kernel-module-syscalls": "Passed",
+            "cis-kernel-module-kmod": "Failed",
+            "tenable-kernel-module-syscalls": "Passed",
+            "tenable-kernel-module-tools": "Failed",
+        } == statuses
+        assert [
+            "kmod-audit-nixos-stig",
+            "kmod-audit-al2023-stig",
+            "kmod-audit-cis",
+            "kmod-audit-tenable",
+        ] == [p["name"] for p in imported["profiles"]]
+
+    def test_hdf_undecided_is_not_reviewed(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Inspecjs classifies an undecided requirement as Not Reviewed."""
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        rules = tmp_path / "big.rules"
+        rules.write_text(OVER_BUDGET)
+        _, out = _write(run_cli, tmp_path, "hdf", "check", str(rules))
+        [profile] = consumer_import("hdf", out)["profiles"]
+        assert [("V-268096", "Not Reviewed")] == [
+            (c["id"], c["status"]) for c in profile["controls"]
+        ]
+
+
+class TestVerifyImported:
+    """Checklists from `verify` runs: a captured probe run, and exit 3."""
+
+    def test_captured_run_passes_with_record_fields(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Each stimulus is listed with its SYSCALL record's serial, key, auid, success, exit."""
+        probe = _probe_command(tmp_path, json.loads(PROBE_FIXTURE.read_text()))
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--probe-command", probe, "--profile", "all"
+        )
+        assert 0 == code
+        imported = consumer_import("cklb", out)
+        assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(imported)
+        details = _rule(out, NIXOS_RULE)["finding_details"]
+        assert "kmod-audit 0.1.0 verify at " in details
+        assert "b32 finit_module [logged-in user: auid=1000 uid=1000" in details
+        assert "recorded: SYSCALL serial=" in details
+        assert "key=module_chng auid=1000 success=no exit=" in details
+
+    def test_control_characters_from_the_target_keep_the_ckl_valid(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """A key with ESC and a kernel name with CR (from the target) still make valid XML."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["kernel"] = "6.1\r\x1b[2Kfake"
+        data["records"] = data["records"].replace('key="module_chng"', 'key="k\x1b[8m"')
+        probe = _probe_command(tmp_path, data)
+        _, out = _write(run_cli, tmp_path, "ckl", "verify", "--probe-command", probe)
+        ET.parse(out)  # noqa: S314 - our own file; a strict XML parser (as STIG Viewer 2) takes it
+        [detail] = [
+            r["detail"] for c in consumer_import("ckl", out)["checklists"] for r in c["reviews"]
+        ]
+        assert "key=k\\x1b[8m auid=1000" in detail
+
+    def test_incomplete_evidence_is_not_reviewed(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Marker never seen and records missing (verify exit 3): not_reviewed, notchecked."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["marker_seen"] = False
+        data["records"] = "".join(
+            line + "\n" for line in data["records"].splitlines() if "arch=40000003" not in line
+        )
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(run_cli, tmp_path, "cklb", "verify", "--probe-command", probe)
+        assert 3 == code
+        assert {NIXOS_RULE: "notchecked"} == review_results(consumer_import("cklb", out))
+        rule = _rule(out, NIXOS_RULE)
+        assert "Incomplete evidence: the marker" in rule["finding_details"]
+        assert rule["comments"].startswith("Not reviewed: kmod-audit verify could not decide.")
+
+
+def _load(host_audit: HostAudit, run_cli: RunCli, *profiles: str) -> None:
+    rules = run_cli("generate", *(a for p in profiles for a in ("--profile", p))).out
+    assert 0 == host_audit.load(rules).returncode
+
+
+@pytest.mark.root
+class TestOnTheHostKernel:
+    """Real `check --running` and `verify --target local` on this kernel, imported for real."""
+
+    def test_check_running_rules(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """The rules the kernel holds, judged and imported: pass with the listing as evidence."""
+        _load(host_audit, run_cli, "all")
+        code, out = _write(run_cli, tmp_path, "cklb", "check", "--running", "--profile", "all")
+        assert 0 == code
+        imported = consumer_import("cklb", out)
+        assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(imported)
+        details = _rule(out, NIXOS_RULE)["finding_details"]
+        assert "Source: running rules (auditctl -l)" in details
+        assert "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module" in details
+        _, ckl = _write(run_cli, tmp_path, "ckl", "check", "--running", "--profile", "all")
+        assert review_results(imported) == review_results(consumer_import("ckl", ckl))
+        _, hdf = _write(run_cli, tmp_path, "hdf", "check", "--running", "--profile", "all")
+        assert {"Passed"} == {
+            c["status"] for p in consumer_import("hdf", hdf)["profiles"] for c in p["controls"]
+        }
+
+    def test_check_running_without_b32_is_open(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Without the b32 rule the running rules fail V-268096: open, with the reason."""
+        rules = run_cli("generate").out
+        assert (
+            0
+            == host_audit.load(
+                "".join(line + "\n" for line in rules.splitlines() if "arch=b32" not in line)
+            ).returncode
+        )
+        code, out = _write(run_cli, tmp_path, "cklb", "check", "--running")
+        assert 1 == code
+        assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", out))
+        assert "b32 init_module" in _rule(out, NIXOS_RULE)["comments"]
+
+    def test_drift_is_in_the_details(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Running rules judged beside a file: what runs but is not in the file is listed."""
+        _load(host_audit, run_cli, "nixos-stig")
+        source = RULES / "missing-b32.fail.rules"
+        code, out = _write(run_cli, tmp_path, "cklb", "check", "--running", str(source))
+        assert 1 == code
+        details = _rule(out, NIXOS_RULE)["finding_details"]
+        assert "Drift between the running and the on-disk rules:" in details
+        assert f"  warning: running but not in rules file {source}" in details
+        assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", out))
+
+    def test_verify_local(
+        self, host_audit: HostAudit, auditd: Auditd, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Real syscalls (ENOSYS for create_module), audited: every STIG rule passes."""
+        del auditd
+        _load(host_audit, run_cli, "all")
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--target", "local", "--profile", "all"
+        )
+        assert 0 == code
+        imported = consumer_import("cklb", out)
+        assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(imported)
+        assert os.uname().nodename == imported["target"]["name"]
+        create = _rule(out, AL2023_RULES[1])["finding_details"]
+        assert "b64 create_module [logged-in user: auid=1000" in create
+        assert "success=no exit=-38" in create  # ENOSYS: the syscall is gone, still audited
+        _, ckl = _write(run_cli, tmp_path, "ckl", "verify", "--target", "local", "--profile", "all")
+        assert review_results(imported) == review_results(consumer_import("ckl", ckl))
+        _, hdf = _write(run_cli, tmp_path, "hdf", "verify", "--target", "local", "--profile", "all")
+        assert {"Passed"} == {
+            c["status"] for p in consumer_import("hdf", hdf)["profiles"] for c in p["controls"]
+        }
+
+
+# --------------------------------------------------------------------------------------
+# --cklb-template
+
+_STATUSES = ("not_a_finding", "open", "not_applicable", "not_reviewed")
+
+
+def _template_rule(rng: random.Random, number: int) -> dict[str, Any]:
+    group = f"V-{number}"
+    rule: dict[str, Any] = {
+        "group_id_src": group,
+        "group_tree": [{"id": group, "title": f"SRG-OS-{number:06d}-GPOS-00001"}],
+        "group_id": group,
+        "severity": rng.choice(["low", "medium", "high"]),
+        "group_title": f"SRG-OS-{number:06d}-GPOS-00001",
+        "rule_id_src": f"SV-{number}r{1000000 + number}_rule",
+        "rule_id": f"SV-{number}r{1000000 + number}",
+        "rule_version": f"ANIX-00-{number % 1000000:06d}",
+        "rule_title": f'NixOS must do thing {number} \u2014 "quoted" and \\ escaped.',
+        "fix_text": "Edit /etc/nixos/configuration.nix:\n\n  services.x.enable = true;\n",
+        "check_content": "Run:\n\t$ sudo check\nIf it fails, this is a finding.",
+        "ccis": [f"CCI-{rng.randrange(1, 4000):06d}"],
+        "uuid": f"00000000-0000-4000-8000-{number:012d}",
+        "status": rng.choice(_STATUSES),
+        "overrides": {},
+        "comments": rng.choice(["", "Reviewed by J. Doe, caf\u00e9 \U0001f600", "POA&M #12"]),
+        "finding_details": rng.choice(["", "detail\r\nline2", "x" * 500]),
+    }
+    if number % 7 == 0:
+        rule["x_site_field"] = {"ticket": number, "tags": [True, None, 1.5e3]}
+    return rule
+
+
+def _template(rng: random.Random, count: int) -> dict[str, Any]:
+    numbers = [268078 + i for i in range(count)]
+    assert 268096 in numbers
+    rules = [_template_rule(rng, n) for n in numbers]
+    target = next(r for r in rules if r["group_id"] == "V-268096")
+    target.update(
+        rule_id_src=NIXOS_RULE,
+        rule_id=NIXOS_RULE.removesuffix("_rule"),
+        status="not_reviewed",
+        comments="",
+        finding_details="",
+    )
+    return {
+        "title": "NixOS fleet host 17",
+        "id": "a609ab31-6873-4bcf-b9fe-0a2afa9c2454",
+        "stigs": [
+            {
+                "stig_name": "Anduril NixOS Security Technical Implementation Guide",
+                "display_name": "Anduril NixOS",
+                "stig_id": "Anduril_NixOS_STIG",
+                "release_info": "Release: 1 Benchmark Date: 22 Oct 2024",
+                "version": "1",
+                "uuid": "830f0927-3c12-4623-be2c-fa5e0487e9be",
+                "size": len(rules),
+                "rules": rules,
+            }
+        ],
+        "active": True,
+        "mode": 2,
+        "has_path": True,
+        "target_data": {
+            "target_type": "Computing",
+            "host_name": "assessor-named-host",
+            "ip_address": "",
+            "comments": "kept as the assessor wrote it",
+        },
+        "cklb_version": "1.0",
+        "x_unknown_top": [1, 2, 3],
+    }
+
+
+def _spans(text: str) -> dict[str, tuple[int, int]]:
+    root = parse_spans(text.removeprefix("\ufeff"))
+    stigs = root.get("stigs")
+    assert stigs is not None
+    spans: dict[str, tuple[int, int]] = {}
+    for stig in stigs.items:
+        rules = stig.get("rules")
+        assert rules is not None
+        for rule in rules.items:
+            group = rule.get("group_id")
+            assert group is not None
+            spans[str(group.value)] = (rule.start, rule.end)
+    return spans
+
+
+@pytest.mark.parametrize(
+    ("indent", "ascii_only", "bom"),
+    [(2, False, False), (None, True, False), ("\t", False, True)],
+    ids=["indent-2", "compact-ascii", "tabs-bom"],
+)
+class TestTemplate:
+    """`--cklb-template`: the proven rule is filled in; every other byte stays as it was."""
+
+    def _make(
+        self, tmp_path: Path, indent: int | str | None, ascii_only: bool, bom: bool
+    ) -> tuple[Path, str]:
+        data = _template(random.Random(268096), 320)  # noqa: S311 - reproducible, not a secret
+        text = ("\ufeff" if bom else "") + json.dumps(data, indent=indent, ensure_ascii=ascii_only)
+        path = tmp_path / "template.cklb"
+        path.write_text(text, encoding="utf-8")
+        return path, text
+
+    def test_round_trip_changes_only_the_proven_rule(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        indent: int | str | None,
+        ascii_only: bool,
+        bom: bool,
+    ) -> None:
+        """Put the original rule back into the output: the template comes back byte for byte."""
+        template, text = self._make(tmp_path, indent, ascii_only, bom)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "check", str(RULES / "listing-stig.pass.rules"),
+            "--cklb-template", str(template),
+        )  # fmt: skip
+        assert 0 == code
+        merged = out.read_text(encoding="utf-8")
+        before, after = _spans(text), _spans(merged)
+        assert list(before) == list(after)  # same rules, same order
+        offset = len("\ufeff") if bom else 0
+        start, end = after["V-268096"]
+        old_start, old_end = before["V-268096"]
+        restored = (
+            merged[: start + offset] + text[old_start + offset : old_end + offset]
+            + merged[end + offset :]
+        )  # fmt: skip
+        assert text == restored
+        data = json.loads(merged.removeprefix("\ufeff"))
+        [stig] = data["stigs"]
+        rule = next(r for r in stig["rules"] if r["group_id"] == "V-268096")
+        original = next(
+            r for r in json.loads(text.removeprefix("\ufeff"))["stigs"][0]["rules"]
+            if r["group_id"] == "V-268096"
+        )  # fmt: skip
+        assert list(original) == list(rule)  # key order kept, nothing added
+        assert "not_a_finding" == rule["status"]
+        assert "listing-stig.pass.rules:2: -a always,exit -F arch=b32" in rule["finding_details"]
+        imported = consumer_import("cklb", out)
+        results = review_results(imported)
+        assert 320 == len(results)
+        assert "pass" == results[NIXOS_RULE]
+        assert "assessor-named-host" == imported["target"]["name"]
+
+    def test_not_reviewed_never_overwrites_and_comments_are_kept(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        indent: int | str | None,
+        ascii_only: bool,
+        bom: bool,
+    ) -> None:
+        """A requirement kmod-audit could not decide leaves the template as it is."""
+        template, text = self._make(tmp_path, indent, ascii_only, bom)
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        rules = tmp_path / "big.rules"
+        rules.write_text(OVER_BUDGET)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "check", str(rules), "--cklb-template", str(template)
+        )
+        assert 3 == code
+        assert text == out.read_text(encoding="utf-8")
+
+
+class TestTemplateEdges:
+    """Templates that lack a STIG, hold assessor comments, or are not checklists."""
+
+    def test_missing_stig_is_appended(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A NixOS-only checklist gains the AL2023 STIG when --profile all is judged."""
+        template = tmp_path / "t.cklb"
+        data = _template(random.Random(1), 30)  # noqa: S311 - reproducible, not a secret
+        rule = next(r for r in data["stigs"][0]["rules"] if r["group_id"] == "V-268096")
+        rule["comments"] = "assessor: see ticket 42"
+        template.write_text(json.dumps(data, indent=2))
+        _, out = _write(
+            run_cli, tmp_path, "cklb", "check", str(RULES / "cis-benchmark.pass.rules"),
+            "--profile", "all", "--cklb-template", str(template),
+        )  # fmt: skip
+        merged = json.loads(out.read_text())
+        assert ["Anduril_NixOS_STIG", "Amazon_Linux_2023_STIG"] == [
+            s["stig_id"] for s in merged["stigs"]
+        ]
+        assert "assessor: see ticket 42" == _rule(out, NIXOS_RULE)["comments"]
+        assert "open" == _rule(out, NIXOS_RULE)["status"]
+        results = review_results(consumer_import("cklb", out))
+        assert (33, "fail", "pass") == (len(results), results[NIXOS_RULE], results[AL2023_RULES[0]])
+
+    @pytest.mark.parametrize(
+        ("content", "needle"),
+        [
+            ("{not json", "not JSON (Expecting property name"),
+            ('{"title": "x"}', "no `stigs` array, so it is no STIG Viewer 3 checklist"),
+            ('{"stigs": [{"stig_id": "x"}]}', "stigs[0] has no `rules` array"),
+        ],
+        ids=["not-json", "no-stigs", "no-rules"],
+    )
+    def test_bad_template_is_exit_2_before_any_work(
+        self, run_cli: RunCli, tmp_path: Path, content: str, needle: str
+    ) -> None:
+        """A template that is no checklist: exit 2 naming it; verify never reaches the target."""
+        template = tmp_path / "bad.cklb"
+        template.write_text(content)
+        result = run_cli(
+            "verify", "--target", "console:/nonexistent/console", "--format", "cklb",
+            "--cklb-template", str(template),
+        )  # fmt: skip
+        assert 2 == result.code, result.err
+        assert f"--cklb-template {template}: {needle}" in result.err
