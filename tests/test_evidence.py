@@ -316,7 +316,7 @@ class TestCheckImported:
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A requirement the evaluator cannot decide (exit 3) imports as notchecked."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         code, out = _write(run_cli, tmp_path, "cklb", "check", str(rules))
@@ -353,7 +353,7 @@ class TestCheckImported:
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Inspecjs classifies an undecided requirement as Not Reviewed."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         _, out = _write(run_cli, tmp_path, "hdf", "check", str(rules))
@@ -651,7 +651,7 @@ class TestTemplate:
     ) -> None:
         """A requirement kmod-audit could not decide leaves the template as it is."""
         template, text = self._make(tmp_path, indent, ascii_only, bom)
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10)
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         code, out = _write(
