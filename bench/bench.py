@@ -54,7 +54,7 @@ SKIPPED_SAMPLES = frozenset({"10-no-audit.rules"})
 #: Fields a kernel without an LSM rejects.
 LSM_FIELDS = re.compile(r"-F (subj|obj)_(user|role|type|sen|clr)")
 KEY = re.compile(r"(-k |-F key=)(\S+)")
-GROUPS = ("realistic", "load", "wmax", "filler", "auid-ranges", "exe-never", "verify")
+GROUPS = ("startup", "realistic", "load", "wmax", "filler", "auid-ranges", "exe-never", "verify")
 #: Seconds spent waiting for the host audit lock (held by tests), shown with the total.
 LOCK_WAITS: list[float] = []
 #: The key of the generated rules: what `ausearch -k` looks for.
@@ -570,6 +570,41 @@ class Bench:
                 "check wmax 9-line file", path, target="< 0.2 s", passes=lambda o, _: o.median < 0.2
             )
 
+    def group_startup(self) -> None:
+        """`check` on the 2-line generated file against `python -c 'import attrs'`.
+
+        Both with the interpreter of the kmod-audit being timed, its package byte-compiled
+        as `pip install` leaves it (see `byte_compile`).
+        """
+        python = str(Path(self.settings.kmod_audit).with_name("python"))
+        if not os.access(python, os.X_OK):
+            python = sys.executable
+        generated = subprocess.run(
+            [self.settings.kmod_audit, "generate"], capture_output=True, text=True, check=True
+        )
+        path = self.write("generated.rules", generated.stdout)
+        settings = attrs.evolve(self.settings, runs=max(self.settings.runs, 15))
+        cap = self.settings.cap
+        ours, theirs = measure(
+            settings,
+            lambda: timed([self.settings.kmod_audit, "check", str(path)], cap),
+            lambda: timed([python, "-c", "import attrs"], cap),
+        )
+        codes = {run.code for run in ours.runs}
+        note = "" if codes == {0} else f"check exit {sorted(codes, key=str)}"
+        ok = not note and theirs is not None and ours.median <= 3 * theirs.median
+        lines = len([line for line in generated.stdout.splitlines() if line.startswith("-")])
+        self.rows.append(
+            Row(
+                f"check start-up, {lines}-line generated file (peer: import attrs)",
+                ours,
+                theirs,
+                "<= 3x import attrs",
+                "PASS" if ok else "FAIL",
+                note,
+            )
+        )
+
     def group_verify(self) -> None:
         """`verify --target local` with a big log, against an empty log and ausearch."""
         if self.host_problem is not None:
@@ -860,6 +895,9 @@ def run_group(bench: Bench, group: str, work: Path) -> None:
     if group == "verify":
         bench.group_verify()
         return
+    if group == "startup":
+        bench.group_startup()
+        return
     with contextlib.ExitStack() as stack:
         if bench.host_problem is None:
             stack.enter_context(host_audit(work))
@@ -871,6 +909,30 @@ def run_group(bench: Bench, group: str, work: Path) -> None:
             bench.group_shape(group, SHAPES[group])
 
 
+def byte_compile(kmod_audit: str) -> None:
+    """Byte-compile the kmod_audit package that `kmod_audit` runs, as `pip install` does.
+
+    An editable checkout run with PYTHONDONTWRITEBYTECODE=1 (set on some CI machines) never
+    writes bytecode, so every run would compile the whole package again (about 45 ms, a
+    third of a start-up) and time the compiler rather than kmod-audit.
+    """
+    python = Path(kmod_audit).with_name("python")
+    if not os.access(python, os.X_OK):
+        return
+    found = subprocess.run(
+        [str(python), "-c", "import kmod_audit, os; print(os.path.dirname(kmod_audit.__file__))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if found.returncode == 0:
+        subprocess.run(
+            [str(python), "-m", "compileall", "-q", found.stdout.strip()],
+            capture_output=True,
+            check=False,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected rows and print the table; 0 when it was printed."""
     settings = parse(sys.argv[1:] if argv is None else argv)
@@ -879,6 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="kmod-audit-bench-"))
     try:
+        byte_compile(settings.kmod_audit)
         bench = Bench(settings, work)
         for group in GROUPS:
             if group not in settings.rows:
