@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.resources
 import importlib.util
 import json
@@ -447,3 +448,25 @@ def review_results(imported: dict[str, Any]) -> dict[str, str]:
         for checklist in imported["checklists"]
         for review in checklist["reviews"]
     }
+
+
+#: A never rule that can match logged-in users' module calls, with many conditions, and the
+#: generated rules: past a work limit of `LOW_WORK_LIMIT` steps the evaluator answers
+#: undecided for the b64 module syscalls, while the b32 ones pass (tests of exit 3).
+OVER_BUDGET = (
+    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
+    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n"
+    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
+    "-F auid!=unset -k module_chng\n"
+)
+#: The b64 checks of OVER_BUDGET take 3 steps, the b32 ones 1.
+LOW_WORK_LIMIT = 2
+
+
+def lower_work_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lower the evaluator's work limit (no real rule list reaches it) to LOW_WORK_LIMIT."""
+    monkeypatch.setattr(
+        importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", LOW_WORK_LIMIT
+    )

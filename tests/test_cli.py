@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _support import FIXTURES, RunCli, Unprivileged, valid_report
+from _support import FIXTURES, OVER_BUDGET, RunCli, Unprivileged, lower_work_limit, valid_report
 from kmod_audit import cli
 from kmod_audit.errors import TransportError
 from kmod_audit.probe import ProbeResult
@@ -212,25 +211,13 @@ class TestNoTraceback:
         assert result.stdout.startswith("kmod-audit ")
 
 
-#: A never rule that can match logged-in users' module calls, with many conditions: past a
-#: (lowered) work limit the b64 checks are undecided, the b32 ones pass.
-OVER_BUDGET = (
-    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
-    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n"
-    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
-    "-F auid!=unset -k module_chng\n"
-    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
-    "-F auid!=unset -k module_chng\n"
-)
-
-
 class TestUndecided:
     """A limit of the evaluator is exit 3 ("cannot decide"), never a pass or a failure."""
 
     @pytest.fixture(autouse=True)
     def low_limit(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Lower the evaluator's work limit (no real rule list reaches it) below OVER_BUDGET's."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
+        lower_work_limit(monkeypatch)
 
     def test_never_rule_for_auid_unset_is_compliant(self, run_cli: RunCli) -> None:
         """The issue 7.7 file, once judged NOT COMPLIANT at the limit, is compliant."""

@@ -22,10 +22,12 @@ import pytest
 
 from _support import (
     FIXTURES,
+    OVER_BUDGET,
     Auditd,
     HostAudit,
     RunCli,
     consumer_import,
+    lower_work_limit,
     review_results,
     valid_report,
 )
@@ -36,17 +38,6 @@ PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
 
 NIXOS_RULE = "SV-268096r1039563_rule"
 AL2023_RULES = ("SV-274091r1120261_rule", "SV-274092r1120264_rule", "SV-274093r1120267_rule")
-
-#: A never rule with many conditions: past a lowered work limit the b64 checks are
-#: undecided (as in test_cli.TestUndecided).
-OVER_BUDGET = (
-    "-a never,exit -F arch=b64 -S all -F auid>=1000 -F a0=0x2 -F a1=0x10 -F a2=0x20 "
-    "-F a3=0x40 -F exit=-EPERM -F pid>1 -k odd\n"
-    "-a always,exit -F arch=b64 -S init_module,delete_module,finit_module -F auid>=1000 "
-    "-F auid!=unset -k module_chng\n"
-    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
-    "-F auid!=unset -k module_chng\n"
-)
 
 
 def _write(run_cli: RunCli, tmp_path: Path, fmt: str, *args: str) -> tuple[int, Path]:
@@ -316,7 +307,7 @@ class TestCheckImported:
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A requirement the evaluator cannot decide (exit 3) imports as notchecked."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
+        lower_work_limit(monkeypatch)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         code, out = _write(run_cli, tmp_path, "cklb", "check", str(rules))
@@ -353,7 +344,7 @@ class TestCheckImported:
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Inspecjs classifies an undecided requirement as Not Reviewed."""
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
+        lower_work_limit(monkeypatch)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         _, out = _write(run_cli, tmp_path, "hdf", "check", str(rules))
@@ -651,7 +642,7 @@ class TestTemplate:
     ) -> None:
         """A requirement kmod-audit could not decide leaves the template as it is."""
         template, text = self._make(tmp_path, indent, ascii_only, bom)
-        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 2)
+        lower_work_limit(monkeypatch)
         rules = tmp_path / "big.rules"
         rules.write_text(OVER_BUDGET)
         code, out = _write(
