@@ -310,6 +310,8 @@ class TestOptionValidation:
             (["verify", "--module", "m" * 56], "is not a kernel module name"),
             (["verify", "--kmod-path", "kmod"], "argument --kmod-path: 'kmod' is not an absolute"),
             (["probe", "--kmod-path", "bin/kmod"], "'bin/kmod' is not an absolute path"),
+            (["check", "--kmod-path", "bin/kmod"], "--kmod-path 'bin/kmod': the path is relative"),
+            (["check", "--kmod-path", "/usr/bin/"], "--kmod-path '/usr/bin/': the path names a"),
             (["probe", "--auid", "me"], "--auid me: not a number"),
         ],
         ids=[
@@ -330,6 +332,8 @@ class TestOptionValidation:
             "module-too-long",
             "relative-kmod",
             "probe-relative-kmod",
+            "check-relative-kmod",
+            "check-kmod-directory",
             "auid",
         ],
     )

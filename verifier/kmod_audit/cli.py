@@ -417,6 +417,16 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
     if args.arch is not None and host_machine() != machine:
         # A file meant for another machine: this machine's files say nothing about it.
         live = False
+    if args.kmod_path is not None:
+        # The kmod path names the program judged and goes into the fix lines: refuse what
+        # `generate` refuses (a relative path would give `-F path=bin/kmod`, which the
+        # kernel does not load).
+        from .generate import validate_kmod_path  # noqa: PLC0415 - check imports it anyway
+
+        problem = validate_kmod_path(args.kmod_path)
+        if problem is not None:
+            msg = f"--kmod-path {args.kmod_path!r}: {problem}"
+            raise ConfigurationError(msg)
     return Options(
         machine=machine,
         profiles=profiles,
