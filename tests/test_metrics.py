@@ -144,6 +144,32 @@ class TestMetricsFile:
         assert 2 == _one(samples, "exit_code", command="check")
         assert dict.fromkeys(_requirements("all"), 0.0) == _compliant(samples)
 
+    @pytest.mark.parametrize("command", ["check", "verify"])
+    def test_a_failure_after_the_verdict_zeroes_every_requirement(
+        self, run_cli: RunCli, tmp_path: Path, command: str
+    ) -> None:
+        """A compliant verdict whose report cannot be written (exit 2) is 0, not 1."""
+        path = tmp_path / "m.prom"
+        output = str(tmp_path / "missing" / "report.json")
+        if command == "check":
+            args = ["check", str(PASS), "--profile", "cis"]
+        else:
+            # The probe's one line, as a captured compliant run printed it.
+            data = json.loads((FIXTURES / "probe" / "host-x86_64-all.json").read_text())
+            (tmp_path / "probe.json").write_text(json.dumps(data))
+            probe = tmp_path / "probe.sh"
+            probe.write_text(
+                f"#!/bin/sh\nprintf 'KMOD_AUDIT_PROBE '\ncat '{tmp_path}/probe.json'\n"
+            )
+            probe.chmod(0o755)
+            args = ["verify", "--probe-command", str(probe)]
+        result = run_cli(*args, "--format", "json", "--output", output, "--metrics", str(path))
+        assert 2 == result.code, result.err
+        assert "cannot write it" in result.err
+        samples = _samples(path.read_text())
+        assert 2 == _one(samples, "exit_code", command=command)
+        assert {0.0} == set(_compliant(samples, command).values())
+
     def test_bad_profile_is_exit_code_2_without_series(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:

@@ -11,7 +11,8 @@ Metrics (README "Keep it proven"; the names are a contract of the alert rules):
 
 - `kmod_audit_compliant{command,profile,requirement}`: 1 when the requirement passes and
   nothing else makes the run non-compliant, else 0 (undecided, not exercised, or a run that
-  ended in an error before a verdict). So every series is 1 exactly when the exit code is 0.
+  ended in an error, before or after its verdict). So every series is 1 exactly when the
+  exit code is 0.
 - `kmod_audit_last_run_timestamp_seconds{command}`, `kmod_audit_run_duration_seconds{command}`,
   `kmod_audit_exit_code{command}`.
 - The kernel's state, written only by `check` when it read the running kernel (so the
@@ -54,7 +55,7 @@ PREFIX: Final = "kmod_audit_"
 HELP: Final = {
     "compliant": "1 when the requirement passes and nothing else makes the run non-compliant "
     "(exit code 0 exactly when every series is 1); 0 when it fails, is undecided, was not "
-    "exercised, or the run ended in an error (exit 2 or 3) before a verdict",
+    "exercised, or the run ended in an error (exit 2 or 3)",
     "last_run_timestamp_seconds": "Unix time at which the run ended",
     "run_duration_seconds": "How long the run took, in seconds",
     "exit_code": "Exit code of the run: 0 compliant, 1 not compliant, 2 usage or unreadable "
@@ -193,7 +194,9 @@ class RunMetrics:
             # compliant, so alerts on kmod_audit_compliant == 0 keep firing.
             values = {(p.id, r.id): False for p in self.profiles for r in p.requirements}
         for (profile, requirement), value in values.items():
-            compliant.labels(self.command, profile, requirement).set(int(value))
+            # A verdict taken before the run failed (e.g. --output could not be written,
+            # exit 2) is no compliant run: 1 only with exit code 0, as HELP promises.
+            compliant.labels(self.command, profile, requirement).set(int(value and exit_code == 0))
         ended = time.time() if now is None else now
         gauge("last_run_timestamp_seconds", ("command",)).labels(self.command).set(ended)
         duration = max(0.0, time.monotonic() - self.started)
