@@ -141,6 +141,63 @@ class TestOutput:
         assert needle in error["message"]
         assert [] == [p for p in tmp_path.rglob("*") if p.is_file()]
 
+    def test_a_fifo_is_written_into_not_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A FIFO (as /dev/stdout or /dev/null, not a regular file) gets the report; it stays."""
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        # Opened for reading first (non-blocking), so the writer's open does not wait.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            result = run_cli(
+                "check", str(RULES / "listing-stig.pass.rules"), "--format", "json",
+                "--output", str(fifo),
+            )  # fmt: skip
+            os.set_blocking(reader, True)
+            with os.fdopen(os.dup(reader), "rb") as handle:
+                received = handle.read()
+        finally:
+            os.close(reader)
+        assert 0 == result.code, result.err
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert valid_report(received.decode())["compliant"] is True
+        assert ["pipe"] == [p.name for p in tmp_path.iterdir()]
+
+    def test_a_symlink_is_followed(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """--output naming a symlink replaces the file it points to; the link stays a link."""
+        (tmp_path / "shared").mkdir()
+        real = tmp_path / "shared" / "host.json"
+        real.write_text("old\n")
+        link = tmp_path / "report.json"
+        link.symlink_to(real)
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "json",
+            "--output", str(link),
+        )  # fmt: skip
+        assert 0 == result.code, result.err
+        assert link.is_symlink()
+        assert valid_report(real.read_text())["compliant"] is True
+
+    @pytest.mark.parametrize("fmt", ["cklb", "hdf", "ckl"])
+    def test_lone_surrogate_from_the_target_is_written(
+        self, run_cli: RunCli, tmp_path: Path, fmt: str
+    ) -> None:
+        """A kernel name with a lone surrogate (a non-UTF-8 byte) from the target is escaped."""
+        text = json.dumps(json.loads(PROBE_FIXTURE.read_text()))
+        assert '"kernel": "' in text
+        compact = tmp_path / "probe.json"
+        compact.write_text(text.replace('"kernel": "', '"kernel": "\\udcff', 1))
+        probe = tmp_path / "probe.sh"
+        probe.write_text(f"#!/bin/sh\nprintf 'KMOD_AUDIT_PROBE '\ncat '{compact}'\n")
+        probe.chmod(0o755)
+        code, out = _write(run_cli, tmp_path, fmt, "verify", "--probe-command", str(probe))
+        assert 0 == code
+        data = out.read_text(encoding="utf-8")
+        if fmt == "ckl":
+            ET.fromstring(data)  # noqa: S314 - our own file
+        else:
+            json.loads(data)
+            assert "\\udcff" in data  # a JSON escape: the consumers read the surrogate back
+
     def test_verify_writes_its_report(self, run_cli: RunCli, tmp_path: Path) -> None:
         """`verify --output` writes the verify report (here from a captured probe run)."""
         probe = _probe_command(tmp_path, json.loads(PROBE_FIXTURE.read_text()))

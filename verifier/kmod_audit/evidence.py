@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import re
+import stat
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
@@ -1032,36 +1033,53 @@ def render(fmt: str, assessment: Assessment, template: str | None = None) -> str
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
+    r"""Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
 
     A reader sees the old file or the whole new one, never a part; on any failure the
     temporary file is removed and `path` is as it was. A new file gets mode 0666 minus
-    the umask (as `open` would make it); an existing file keeps its mode.
+    the umask (as `open` would make it); an existing file keeps its mode. A symlink is
+    followed (the file it names is replaced, the link stays), and a device, FIFO or
+    socket (`/dev/stdout`, `/dev/null`, a pipe) is written into as the shell's `>` does:
+    a rename would replace the node itself. Characters UTF-8 cannot hold (lone surrogates
+    a target may send) are written as backslash escapes (`\udcff`), as on stdout.
 
     Raises:
         ConfigurationError: the file cannot be written (names it and says why).
     """
-    directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         msg = f"--output {path}: is a directory; pass a file name"
         raise ConfigurationError(msg)
     try:
-        mode = os.stat(path).st_mode & 0o7777
+        found = os.stat(path)
     except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        try:
+            with open(path, "w", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(text)
+        except OSError as exc:
+            msg = f"--output {path}: cannot write it ({exc.strerror or exc}); pass another path"
+            raise ConfigurationError(msg) from None
+        return
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
+    if found is not None:
+        mode = found.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
     temp = None
     try:
         fd, temp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
         )
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(temp, path)
+        os.replace(temp, target)
         temp = None
     except OSError as exc:
         reason = exc.strerror or str(exc)
