@@ -738,8 +738,12 @@ class TestTemplateEdges:
             ("{not json", "not JSON (Expecting property name"),
             ('{"title": "x"}', "no `stigs` array, so it is no STIG Viewer 3 checklist"),
             ('{"stigs": [{"stig_id": "x"}]}', "stigs[0] has no `rules` array"),
+            (
+                '{"stigs": [{"rules": [' + "[" * 100_000 + "]" * 100_000 + "]}]}",
+                "no checklist (Nested deeper than 200 levels at line 1 column 219)",
+            ),
         ],
-        ids=["not-json", "no-stigs", "no-rules"],
+        ids=["not-json", "no-stigs", "no-rules", "deeply-nested"],
     )
     def test_bad_template_is_exit_2_before_any_work(
         self, run_cli: RunCli, tmp_path: Path, content: str, needle: str

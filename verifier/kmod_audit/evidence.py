@@ -645,8 +645,9 @@ def load_template(path: str) -> str:
     try:
         root = parse_spans(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
+        what = "no checklist" if exc.msg.startswith("Nested deeper") else "not JSON"
         msg = (
-            f"--cklb-template {path}: not JSON ({exc.msg} at line {exc.lineno} column "
+            f"--cklb-template {path}: {what} ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}); pass a .cklb file STIG Viewer 3 saved"
         )
         raise ConfigurationError(msg) from None
