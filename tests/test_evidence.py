@@ -459,6 +459,20 @@ class TestVerifyImported:
         assert "Incomplete evidence: the marker" in rule["finding_details"]
         assert rule["comments"].startswith("Not reviewed: kmod-audit verify could not decide.")
 
+    def test_strict_with_incomplete_evidence_is_not_reviewed(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """--strict rests on controls without a record: with the marker missing, not proven."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["marker_seen"] = False
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--probe-command", probe, "--strict"
+        )
+        assert 3 == code
+        assert {NIXOS_RULE: "notchecked"} == review_results(consumer_import("cklb", out))
+        assert "not_reviewed" == _rule(out, NIXOS_RULE)["status"]
+
 
 def _load(host_audit: HostAudit, run_cli: RunCli, *profiles: str) -> None:
     rules = run_cli("generate", *(a for p in profiles for a in ("--profile", p))).out
