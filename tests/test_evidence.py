@@ -12,6 +12,7 @@ import importlib.resources
 import json
 import os
 import random
+import re
 import stat
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -458,6 +459,38 @@ class TestVerifyImported:
         rule = _rule(out, NIXOS_RULE)
         assert "Incomplete evidence: the marker" in rule["finding_details"]
         assert rule["comments"].startswith("Not reviewed: kmod-audit verify could not decide.")
+
+    def test_missing_records_stay_not_reviewed_beside_a_refuted_rule(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Exit 1 for a record read without the key; the b32 records merely missing: notchecked.
+
+        The evidence is incomplete (marker never seen), so the missing b32 records prove
+        nothing against V-268096, whatever the run's exit code.
+        """
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["marker_seen"] = False
+        # Drop the records of the b32 module syscalls (i386 init, delete, finit_module);
+        # the kmod executions' records lose their key.
+        b32_modules = re.compile(r"arch=40000003 syscall=(128|129|350) ")
+        data["records"] = "".join(
+            line.replace('key="module_chng"', "key=(null)") + "\n"
+            if 'exe="/usr/bin/kmod"' in line
+            else line + "\n"
+            for line in data["records"].splitlines()
+            if not b32_modules.search(line)
+        )
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--probe-command", probe, "--profile", "all"
+        )
+        assert 1 == code
+        assert {
+            NIXOS_RULE: "notchecked",
+            AL2023_RULES[0]: "pass",
+            AL2023_RULES[1]: "pass",
+            AL2023_RULES[2]: "fail",
+        } == review_results(consumer_import("cklb", out))
 
     def test_strict_with_incomplete_evidence_is_not_reviewed(
         self, run_cli: RunCli, tmp_path: Path

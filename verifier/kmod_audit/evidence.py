@@ -418,7 +418,7 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
                 status: Status = "not_applicable"
             elif result.status == "pass":
                 status = "not_a_finding"
-            elif exit_code == 3:
+            elif exit_code == 3 or _unproven(result, report):
                 status = "not_reviewed"
             else:
                 status = "open"
@@ -473,6 +473,19 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
         profiles=tuple(_verify_profiles(report)),
         verdict=f"{report.verdict()} (exit {exit_code})",
     )
+
+
+def _unproven(result: RequirementResult, report: VerifyReport) -> bool:
+    """A failure that rests on nothing read (the run exits 1 for another requirement).
+
+    No check of it is refuted by a record that was read, and it was not exercised, or
+    its records are missing from evidence known to be incomplete (where a missing record
+    proves nothing): as with exit 3, kmod-audit could not decide it.
+    """
+    failed = [c for c in result.checks if c.status == "fail"]
+    if any(c.target in report.refuted for c in failed):
+        return False
+    return bool(report.incomplete) or all("not exercised" in c.reason for c in failed)
 
 
 def _verify_profiles(report: VerifyReport) -> list[Profile]:
