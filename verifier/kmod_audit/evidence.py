@@ -14,7 +14,8 @@ are left out of the checklist (its target comments say so). HDF holds every prof
 The check and fix text are kmod-audit's own words and name the STIG release; DISA's text
 is not reproduced. Statuses: `not_a_finding` when proven, `open` with the reason when not,
 `not_reviewed` when kmod-audit could not decide (`check`: the evaluator cannot decide;
-`verify`: exit 3, the kernel could not be exercised or the evidence is incomplete), and
+`verify`: exit 3, the kernel could not be exercised or the evidence is incomplete, or a
+failure that rests on no record read while another requirement makes the run exit 1), and
 `not_applicable` when nothing of the requirement exists on the machine. The finding
 details are the evidence: the covering rule lines with file:line (`check`), or per stimulus
 the SYSCALL record's serial, key, auid, success and exit and the KERN_MODULE name of a real
