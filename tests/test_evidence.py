@@ -759,6 +759,24 @@ class TestTemplate:
 class TestTemplateEdges:
     """Templates that lack a STIG, hold assessor comments, or are not checklists."""
 
+    def test_a_comment_of_an_earlier_run_is_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Last run's checklist as the template: its "Not a finding" comment does not stay."""
+        checklist = tmp_path / "host.cklb"
+        run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "cklb",
+            "--output", str(checklist),
+        )  # fmt: skip
+        assert _rule(checklist, NIXOS_RULE)["comments"].startswith("Not a finding:")
+        result = run_cli(
+            "check", str(RULES / "missing-b32.fail.rules"), "--format", "cklb",
+            "--cklb-template", str(checklist), "--output", str(checklist),
+        )  # fmt: skip
+        assert 1 == result.code, result.err
+        rule = _rule(checklist, NIXOS_RULE)
+        assert "open" == rule["status"]
+        assert rule["comments"].startswith("Open: kmod-audit check found that it is not met.")
+        assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", checklist))
+
     def test_missing_stig_is_appended(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A NixOS-only checklist gains the AL2023 STIG when --profile all is judged."""
         template = tmp_path / "t.cklb"

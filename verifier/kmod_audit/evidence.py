@@ -341,13 +341,23 @@ def _hdf_status(status: str) -> str:
     return {"pass": "passed", "fail": "failed", "n/a": "skipped"}.get(status, "skipped")
 
 
-def _comment(status: Status, reasons: Sequence[str], command: str) -> str:
-    lead = {
+def _leads(command: str) -> dict[Status, str]:
+    return {
         "not_a_finding": f"Not a finding: proven by kmod-audit {command}.",
         "open": f"Open: kmod-audit {command} found that it is not met.",
         "not_reviewed": f"Not reviewed: kmod-audit {command} could not decide.",
         "not_applicable": "Not applicable: nothing of it exists on this machine.",
-    }[status]
+    }
+
+
+#: How every comment kmod-audit writes begins (a merge replaces these, never an assessor's).
+_OUR_COMMENTS: Final = tuple(
+    lead for command in ("check", "verify") for lead in _leads(command).values()
+)
+
+
+def _comment(status: Status, reasons: Sequence[str], command: str) -> str:
+    lead = _leads(command)[status]
     shown = list(reasons[:10])
     if len(reasons) > 10:
         shown.append(f"... and {len(reasons) - 10} more (see the finding details)")
@@ -702,9 +712,10 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
 
     A rule is matched by the STIG's `stig_id` and the rule's `group_id` (its V- number).
     Its `status` and `finding_details` are replaced; its `comments` too, unless an
-    assessor wrote some. A rule kmod-audit could not review (`not_reviewed`) is left as
-    the template has it: "could not decide" never overwrites an assessor's verdict. A STIG
-    of the selection that the template lacks is appended. An empty host name is filled in
+    assessor wrote some (a comment an earlier kmod-audit run wrote is replaced). A rule
+    kmod-audit could not review (`not_reviewed`) is left as the template has it: "could
+    not decide" never overwrites an assessor's verdict. A STIG of the selection that the
+    template lacks is appended. An empty host name is filled in
     (STIG Manager needs one). Every other byte of the template stays as it is.
     """
     bom = "\ufeff" if template.startswith("\ufeff") else ""
@@ -738,7 +749,13 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
                 "status": outcome.status,
                 "finding_details": outcome.details,
             }
-            if comments is None or not comments.value:
+            # An assessor's comment stays; one an earlier run wrote would contradict the
+            # new status (a merged checklist is the next run's template).
+            if (
+                comments is None
+                or not comments.value
+                or (isinstance(comments.value, str) and comments.value.startswith(_OUR_COMMENTS))
+            ):
                 changes["comments"] = outcome.comment
             edits.extend(_set_members(text, rule, changes))
     missing = [
