@@ -114,6 +114,18 @@ class TestMetricsFile:
         assert {("nixos-stig", "V-268096"): 0.0} == _compliant(samples)
         assert 1 == _one(samples, "exit_code", command="check")
 
+    def test_only_the_failing_requirement_is_0(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Exit 1 for one requirement: the others that pass stay 1 (one alert, for that one)."""
+        path = tmp_path / "m.prom"
+        rules = RULES / "al2023-no-kmod.fail.rules"
+        result = run_cli("check", str(rules), "--profile", "al2023-stig", "--metrics", str(path))
+        assert 1 == result.code
+        assert {
+            ("al2023-stig", "V-274091"): 1.0,
+            ("al2023-stig", "V-274092"): 1.0,
+            ("al2023-stig", "V-274093"): 0.0,
+        } == _compliant(_samples(path.read_text()))
+
     def test_an_error_finding_zeroes_every_requirement(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:

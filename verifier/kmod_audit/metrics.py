@@ -79,6 +79,7 @@ class RunMetrics:
         profiles: The selected profiles (empty when `--profile` was invalid).
         started: `time.monotonic()` at the start.
         compliant: Per (profile id, requirement id), once a report was observed.
+        verdict_exit: The exit code of the observed report's verdict.
         kernel: The kernel's state (`audit_enabled`, `rules_loaded`, `drift_rules`,
             `lost_records`), as far as `check` read it.
     """
@@ -88,6 +89,7 @@ class RunMetrics:
     profiles: tuple[Profile, ...] = ()
     started: float = attrs.Factory(time.monotonic)
     compliant: dict[tuple[str, str], bool] | None = None
+    verdict_exit: int | None = None
     kernel: dict[str, int] = attrs.Factory(dict)
 
     @classmethod
@@ -130,6 +132,7 @@ class RunMetrics:
             on_disk: The rule sets the running rules were compared with (drift).
         """
         ok = not any(f.severity == "error" for s in report.sources for f in s.findings)
+        self.verdict_exit = report.exit_code()
         self.compliant = {
             (profile.id, req.id): ok and req.status == "pass"
             for profile in report.merged_profiles()
@@ -147,6 +150,7 @@ class RunMetrics:
     def observe_verify(self, report: VerifyReport) -> None:
         """Take the verdict of `verify`."""
         ok = not report.problems and not report.incomplete
+        self.verdict_exit = report.exit_code()
         self.compliant = {
             (profile.id, req.id): ok and req.status == "pass"
             for profile in report.profiles
@@ -189,14 +193,16 @@ class RunMetrics:
 
         compliant = gauge("compliant", ("command", "profile", "requirement"))
         values = self.compliant
+        if values is not None and exit_code != self.verdict_exit:
+            # The run failed after its verdict (e.g. --output could not be written, exit 2):
+            # it is no compliant run, whatever the verdict said.
+            values = dict.fromkeys(values, False)
         if values is None:
             # No verdict (exit 2 or 3 before a report): an unproven control is not
             # compliant, so alerts on kmod_audit_compliant == 0 keep firing.
             values = {(p.id, r.id): False for p in self.profiles for r in p.requirements}
         for (profile, requirement), value in values.items():
-            # A verdict taken before the run failed (e.g. --output could not be written,
-            # exit 2) is no compliant run: 1 only with exit code 0, as HELP promises.
-            compliant.labels(self.command, profile, requirement).set(int(value and exit_code == 0))
+            compliant.labels(self.command, profile, requirement).set(int(value))
         ended = time.time() if now is None else now
         gauge("last_run_timestamp_seconds", ("command",)).labels(self.command).set(ended)
         duration = max(0.0, time.monotonic() - self.started)
