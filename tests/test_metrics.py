@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -235,6 +236,17 @@ class TestMetricsErrors:
         assert str(path) in error["message"]
         assert expected in error["message"]
         assert "usage" == error["kind"]
+
+    def test_a_fifo_is_refused_not_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A path that is no regular file (as /dev/null) is refused; the rename would replace it."""
+        path = tmp_path / "null"
+        os.mkfifo(path)
+        result = run_cli("check", str(PASS), "--format", "json", "--metrics", str(path))
+        assert 2 == result.code
+        message = json.loads(result.out)["error"]["message"]
+        assert f"--metrics {path}: is not a regular file" in message
+        assert stat.S_ISFIFO(path.stat().st_mode)
+        assert [path] == list(tmp_path.iterdir())
 
     def test_failure_to_write_at_the_end_is_named_on_stderr(
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -267,6 +267,17 @@ def _check_writable(path: str) -> None:
         )
         raise ConfigurationError(msg)
     try:
+        existing = os.stat(path).st_mode
+    except OSError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        # write_to_textfile renames over the path: a device (/dev/null) would be replaced.
+        msg = (
+            f"--metrics {path}: is not a regular file (a device, FIFO or socket), and the "
+            "file is replaced by a rename; pass a file in node_exporter's textfile directory"
+        )
+        raise ConfigurationError(msg)
+    try:
         is_directory = stat.S_ISDIR(os.stat(directory).st_mode)
     except FileNotFoundError:
         is_directory = False
