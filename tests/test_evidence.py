@@ -759,6 +759,20 @@ class TestTemplate:
 class TestTemplateEdges:
     """Templates that lack a STIG, hold assessor comments, or are not checklists."""
 
+    def test_template_size_is_bounded(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A template over 64 MiB is refused before it is read whole (/dev/zero never ends)."""
+        template = tmp_path / "huge.cklb"
+        with template.open("w") as handle:
+            handle.write('{"stigs": [')
+            handle.write(" " * (64 * 1024 * 1024))
+            handle.write("]}")
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "cklb",
+            "--cklb-template", str(template),
+        )  # fmt: skip
+        assert 2 == result.code, result.err
+        assert f"--cklb-template {template}: holds more than 64 MiB" in result.err
+
     def test_a_comment_of_an_earlier_run_is_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Last run's checklist as the template: its "Not a finding" comment does not stay."""
         checklist = tmp_path / "host.cklb"

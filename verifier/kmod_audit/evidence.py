@@ -651,6 +651,17 @@ def render_cklb(assessment: Assessment, template: str | None = None) -> str:
 # Merging into a STIG Viewer checklist
 
 
+MAX_TEMPLATE_BYTES: Final = 64 * 1024 * 1024
+"""The most a `--cklb-template` may hold (a whole STIG's checklist is a few MiB)."""
+
+
+def _regular_template(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "no regular file (a device, FIFO or socket)"
+        msg = f"--cklb-template {path}: is {kind}; pass a .cklb file STIG Viewer 3 saved"
+        raise ConfigurationError(msg)
+
+
 def load_template(path: str) -> str:
     """Read a STIG Viewer 3 checklist to merge into, checked to be one.
 
@@ -658,14 +669,28 @@ def load_template(path: str) -> str:
         ConfigurationError: it cannot be read or is no CKLB checklist (names the file).
     """
     try:
+        # Only a regular file, and a bounded read: /dev/zero would fill the memory, and a
+        # FIFO without a writer would hang (as for rules sources). O_NONBLOCK: a path
+        # swapped for a FIFO after the check does not wait for a writer either.
+        _regular_template(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            _regular_template(path, os.fstat(handle.fileno()).st_mode)
+            data = handle.read(MAX_TEMPLATE_BYTES + 1)
         # Plain utf-8: a byte order mark is kept (and written back) like every other byte.
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         msg = (
             f"--cklb-template {path}: cannot read it ({exc}); pass a .cklb file STIG Viewer 3 saved"
         )
         raise ConfigurationError(msg) from None
+    if len(data) > MAX_TEMPLATE_BYTES:
+        msg = (
+            f"--cklb-template {path}: holds more than {MAX_TEMPLATE_BYTES // (1024 * 1024)} "
+            "MiB, far more than a checklist of a whole STIG; pass a .cklb file STIG Viewer 3 "
+            "saved"
+        )
+        raise ConfigurationError(msg)
     try:
         root = parse_spans(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
