@@ -14,6 +14,8 @@ import os
 import random
 import re
 import stat
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from _support import (
     RunCli,
     consumer_import,
     lower_work_limit,
+    require_tool,
     review_results,
     valid_report,
 )
@@ -505,6 +508,37 @@ class TestVerifyImported:
         assert 3 == code
         assert {NIXOS_RULE: "notchecked"} == review_results(consumer_import("cklb", out))
         assert "not_reviewed" == _rule(out, NIXOS_RULE)["status"]
+
+
+# Run in a private network namespace: `lo` renamed to a name that is no UTF-8 (the kernel
+# allows any byte but `/`, `:` and blanks), then the target data read as checklists do.
+_ODD_INTERFACE = """
+import fcntl, json, socket, struct, subprocess
+from kmod_audit._hostinfo import host_facts
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    fcntl.ioctl(sock.fileno(), 0x8923, struct.pack("16s16s", b"lo", b"x\\xff"))  # SIOCSIFNAME
+subprocess.run(["mount", "-t", "sysfs", "none", "/sys"], check=True)
+print(json.dumps(host_facts()))
+"""
+
+
+@pytest.mark.root
+class TestHostFacts:
+    """The target data of a checklist, read from the kernel."""
+
+    def test_interface_name_that_is_no_utf8(self) -> None:
+        """An interface whose name is no UTF-8 is skipped quietly, not an internal error."""
+        unshare = require_tool("unshare", "apt-get install util-linux")
+        proc = subprocess.run(
+            [unshare, "--net", "--mount", sys.executable, "-c", _ODD_INTERFACE],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        facts = json.loads(proc.stdout)
+        assert ([], []) == (facts["ips"], facts["macs"])
 
 
 def _load(host_audit: HostAudit, run_cli: RunCli, *profiles: str) -> None:
