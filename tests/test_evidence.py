@@ -448,6 +448,19 @@ class TestVerifyImported:
         ]
         assert "key=k\\x1b[8m auid=1000" in detail
 
+    def test_record_time_out_of_range_is_shown_as_read(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """A record whose time no calendar holds (a forged log line) is shown, not a crash."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["records"] = re.sub(
+            r"msg=audit\(\d+\.", "msg=audit(99999999999999999999.", data["records"]
+        )
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(run_cli, tmp_path, "cklb", "verify", "--probe-command", probe)
+        assert 0 == code
+        assert " time=99999999999999999999." in _rule(out, NIXOS_RULE)["finding_details"]
+
     def test_incomplete_evidence_is_not_reviewed(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Marker never seen and records missing (verify exit 3): not_reviewed, notchecked."""
         data = json.loads(PROBE_FIXTURE.read_text())

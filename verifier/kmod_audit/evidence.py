@@ -373,8 +373,13 @@ def _record_fields(evidence: Evidence) -> str:
     parts = []
     if match:
         seconds, millis, serial = match.groups()
-        when = dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        parts.append(f"serial={serial} time={when}.{millis}Z")
+        try:
+            when = dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, ValueError, OSError):
+            # A time no calendar holds (a corrupt or forged log line): shown as it was.
+            parts.append(f"serial={serial} time={seconds}.{millis}")
+        else:
+            parts.append(f"serial={serial} time={when}.{millis}Z")
     keys = ",".join(evidence.key) or "(null)"
     parts.append(f"key={keys} auid={evidence.auid} success={evidence.success} exit={evidence.exit}")
     text = "SYSCALL " + " ".join(parts)
