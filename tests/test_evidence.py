@@ -448,6 +448,32 @@ class TestVerifyImported:
         ]
         assert "key=k\\x1b[8m auid=1000" in detail
 
+    @pytest.mark.parametrize(
+        ("host", "needle"),
+        [
+            ({"hostname": "h", "ips": 5}, "host.ips is 5, not a list of strings"),
+            ({"hostname": "h", "macs": "02:00:00:00:00:01"}, "host.macs is "),
+            ({"hostname": ["h"]}, 'host.hostname is ["h"], not a string'),
+            ("h", "host is str, not an object"),
+        ],
+        ids=["ips-number", "macs-string", "hostname-list", "host-string"],
+    )
+    def test_malformed_host_facts_are_an_unreadable_result(
+        self, run_cli: RunCli, tmp_path: Path, host: object, needle: str
+    ) -> None:
+        """Host facts of the wrong type from the target: exit 3 naming them, no crash."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["host"] = host
+        probe = _probe_command(tmp_path, data)
+        out = tmp_path / "out.cklb"
+        result = run_cli(
+            "verify", "--probe-command", probe, "--format", "cklb", "--output", str(out)
+        )
+        assert 3 == result.code, result.err
+        assert "printed an unreadable result" in result.err
+        assert needle in result.err
+        assert not out.exists()
+
     def test_record_time_out_of_range_is_shown_as_read(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:

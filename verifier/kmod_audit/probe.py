@@ -226,8 +226,32 @@ class ProbeResult:
             modules_after=data["modules_after"],
             problems=tuple(data.get("problems", ())),
             modules_left=tuple(data.get("modules_left", ())),
-            host=dict(data.get("host") or {}),
+            host=_host_from_json(data.get("host")),
         )
+
+
+def _host_from_json(value: object) -> dict[str, Any]:
+    """The target's host facts as the probe sent them, checked (strings, lists of strings).
+
+    Raises:
+        TypeError: a fact of another type (the target's probe is not kmod-audit's).
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        msg = f"host is {type(value).__name__}, not an object"
+        raise TypeError(msg)
+    for name, fact in value.items():
+        if name in {"ips", "macs"}:
+            ok = isinstance(fact, list) and all(isinstance(item, str) for item in fact)
+            kind = "a list of strings"
+        else:
+            ok = isinstance(fact, str)
+            kind = "a string"
+        if not ok:
+            msg = f"host.{name} is {json.dumps(fact)[:80]}, not {kind}"
+            raise TypeError(msg)
+    return dict(value)
 
 
 # --------------------------------------------------------------------------------------
