@@ -203,6 +203,30 @@ class TestMetricsFile:
         assert {("nixos-stig", "V-268096"): 0.0} == _compliant(samples, "verify")
         assert 2 == _one(samples, "exit_code", command="verify")
 
+    @pytest.mark.parametrize("form", ["separate", "equals"])
+    def test_option_argparse_refuses_still_writes_the_file(
+        self, run_cli: RunCli, tmp_path: Path, form: str
+    ) -> None:
+        """An unknown option (exit 2 from argparse) replaces the last run's values too."""
+        path = tmp_path / "m.prom"
+        assert 0 == run_cli("check", str(PASS), "--profile", "cis", "--metrics", str(path)).code
+        metrics = ["--metrics", str(path)] if form == "separate" else [f"--metrics={path}"]
+        result = run_cli("check", str(PASS), "--profile", "cis", "--bogus", *metrics)
+        assert 2 == result.code
+        assert "unrecognized arguments: --bogus" in result.err
+        samples = _samples(path.read_text())
+        assert 2 == _one(samples, "exit_code", command="check")
+        assert dict.fromkeys(_requirements("cis"), 0.0) == _compliant(samples)
+
+    def test_ambiguous_abbreviation_writes_nothing(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`verify --m X` could be --module: no file is made from X."""
+        monkeypatch.chdir(tmp_path)
+        result = run_cli("verify", "--m", "x")
+        assert 2 == result.code
+        assert [] == list(tmp_path.iterdir())
+
     def test_file_is_replaced_atomically(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A second run renames a new file over the old one (a new inode, nothing left over)."""
         path = tmp_path / "m.prom"
