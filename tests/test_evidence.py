@@ -474,6 +474,28 @@ class TestVerifyImported:
         assert needle in result.err
         assert not out.exists()
 
+    @pytest.mark.parametrize(
+        ("field", "value", "needle"),
+        [
+            ("records", None, "records is null"),
+            ("lost_after", "x", 'lost_after is "x"'),
+            ("machine", [], "machine is []"),
+            ("stimuli", [{"id": {}}], "stimuli[0].id is {}"),
+        ],
+        ids=["records-null", "lost-after-text", "machine-list", "stimulus-id-object"],
+    )
+    @pytest.mark.parametrize("fmt", ["text", "cklb"])
+    def test_malformed_probe_fields_are_an_unreadable_result(
+        self, run_cli: RunCli, tmp_path: Path, field: str, value: object, needle: str, fmt: str
+    ) -> None:
+        """A probe result with a field of another type: exit 3 naming it, not an internal error."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data[field] = value
+        probe = _probe_command(tmp_path, data)
+        result = run_cli("verify", "--probe-command", probe, "--format", fmt)
+        assert 3 == result.code, result.err
+        assert f"printed an unreadable result ({needle})" in result.err
+
     def test_record_time_out_of_range_is_shown_as_read(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:
