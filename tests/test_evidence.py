@@ -128,7 +128,7 @@ class TestOutput:
 
     @pytest.mark.parametrize(
         ("name", "needle"),
-        [("missing/dir/out.json", "No such file or directory"), (".", "is a directory")],
+        [("missing/dir/out.json", "does not exist"), (".", "is a directory")],
         ids=["missing-directory", "directory"],
     )
     def test_unwritable_path_is_exit_2_naming_it(
@@ -201,6 +201,22 @@ class TestOutput:
         else:
             json.loads(data)
             assert "\\udcff" in data  # a JSON escape: the consumers read the surrogate back
+
+    def test_unwritable_path_is_refused_before_the_probe_runs(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """`verify --output` in a missing directory: exit 2 at once, the target is never asked."""
+        ran = tmp_path / "probe-ran"
+        probe = tmp_path / "probe.sh"
+        probe.write_text(f"#!/bin/sh\ntouch '{ran}'\nexit 1\n")
+        probe.chmod(0o755)
+        output = tmp_path / "missing" / "x.cklb"
+        result = run_cli(
+            "verify", "--probe-command", str(probe), "--format", "cklb", "--output", str(output)
+        )
+        assert 2 == result.code, result.err
+        assert f"--output {output}: the directory {output.parent} does not exist" in result.err
+        assert not ran.exists()
 
     def test_verify_writes_its_report(self, run_cli: RunCli, tmp_path: Path) -> None:
         """`verify --output` writes the verify report (here from a captured probe run)."""

@@ -159,11 +159,18 @@ class TestMetricsFile:
 
     @pytest.mark.parametrize("command", ["check", "verify"])
     def test_a_failure_after_the_verdict_zeroes_every_requirement(
-        self, run_cli: RunCli, tmp_path: Path, command: str
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
     ) -> None:
         """A compliant verdict whose report cannot be written (exit 2) is 0, not 1."""
         path = tmp_path / "m.prom"
-        output = str(tmp_path / "missing" / "report.json")
+        output = str(tmp_path / "report.json")
+
+        def broken(_fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        # The report's write fails at its fsync, after the verdict (the metrics file's
+        # write does not fsync).
+        monkeypatch.setattr(os, "fsync", broken)
         if command == "check":
             args = ["check", str(PASS), "--profile", "cis"]
         else:

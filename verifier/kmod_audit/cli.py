@@ -327,7 +327,14 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...]) -> str | None:
-    """Refuse a checklist no selected profile can fill before any work; read the template."""
+    """Refuse what cannot give the report asked for, before any work; read the template.
+
+    That is a checklist no selected profile can fill, and an --output that cannot be written.
+    """
+    if args.output not in {None, "-"}:
+        from .evidence import check_output  # noqa: PLC0415
+
+        check_output(args.output)
     if args.format in {"text", "json"} and args.cklb_template is None:
         return None
     from .evidence import preflight  # noqa: PLC0415 - only for the evidence formats

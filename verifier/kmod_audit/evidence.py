@@ -59,6 +59,7 @@ __all__ = [
     "Outcome",
     "assess_check",
     "assess_verify",
+    "check_output",
     "load_template",
     "preflight",
     "render",
@@ -1092,6 +1093,36 @@ def render(fmt: str, assessment: Assessment, template: str | None = None) -> str
         "hdf": render_hdf,
     }
     return writers[fmt](assessment)
+
+
+def check_output(path: str) -> None:
+    """Refuse an `--output` path that cannot be written, before the run does any work.
+
+    `verify` may load a module and take minutes: finding out only then that the report
+    has nowhere to go wastes the run. `write_atomic` still reports what fails later.
+
+    Raises:
+        ConfigurationError: a directory, or a file in a missing or unwritable directory.
+    """
+    if os.path.isdir(path):
+        msg = f"--output {path}: is a directory; pass a file name"
+        raise ConfigurationError(msg)
+    if os.path.exists(path) and not os.path.isfile(path):
+        return  # a device or FIFO: written into (see write_atomic)
+    directory = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(directory):
+        msg = (
+            f"--output {path}: the directory {directory} does not exist; create it or pass "
+            "a path in a writable directory (nothing was run)"
+        )
+        raise ConfigurationError(msg)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        msg = (
+            f"--output {path}: the directory {directory} is not writable by this user (the "
+            "report is written beside the file, then renamed); pass a path in a writable "
+            "directory (nothing was run)"
+        )
+        raise ConfigurationError(msg)
 
 
 def write_atomic(path: str, text: str) -> None:
