@@ -36,6 +36,7 @@ from _support import (
     valid_report,
 )
 from kmod_audit._jsonspans import parse_spans
+from kmod_audit.probe import NOT_LOADED_BY_CHOICE as NOT_LOADED
 
 RULES = FIXTURES / "rules"
 PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
@@ -524,6 +525,25 @@ class TestVerifyImported:
         code, out = _write(run_cli, tmp_path, "cklb", "verify", "--probe-command", probe)
         assert 0 == code
         assert " time=99999999999999999999." in _rule(out, NIXOS_RULE)["finding_details"]
+
+    @pytest.mark.parametrize("fmt", ["cklb", "hdf"])
+    def test_no_load_says_the_real_load_was_not_exercised(
+        self, run_cli: RunCli, tmp_path: Path, fmt: str
+    ) -> None:
+        """`verify --no-load`: the evidence says the real load was skipped by choice."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["skipped"] = [{"what": "successful load and unload of dummy", "why": NOT_LOADED}]
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(run_cli, tmp_path, fmt, "verify", "--probe-command", probe, "--no-load")
+        assert 0 == code
+        if fmt == "cklb":
+            details = _rule(out, NIXOS_RULE)["finding_details"]
+        else:
+            [control] = json.loads(out.read_text())["profiles"][0]["controls"]
+            details = control["code"]
+        assert f"Note: not exercised: successful load and unload of dummy: {NOT_LOADED}" in (
+            details
+        )
 
     def test_incomplete_evidence_is_not_reviewed(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Marker never seen and records missing (verify exit 3): not_reviewed, notchecked."""

@@ -427,6 +427,9 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
     ]
     header.extend(f"Incomplete evidence: {p}" for p in report.incomplete)
     header.extend(f"Problem: {p}" for p in report.problems)
+    # What was not exercised (the real load with --no-load, or on a kernel without module
+    # support): the evidence must not read as if it had been.
+    header.extend(f"Note: {n}" for n in report.notes)
     outcomes: list[Outcome] = []
     for profile in (p for p in _verify_profiles(report)):
         result_profile = next(p for p in report.profiles if p.id == profile.id)
