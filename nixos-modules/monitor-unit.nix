@@ -155,7 +155,11 @@ in
             "exit \"$verify\""
           ]
         else
-          [ "exit \"$check\"" ]
+          optional (directory != null)
+            # verify's file from an earlier generation with verify on goes: its last run
+            # would otherwise look stale forever (KmodAuditRunStale never resolves).
+            "rm -f ${quote "${directory}/${metricsFiles.verify}"}"
+          ++ [ "exit \"$check\"" ]
       )
     )
     + "\n";

@@ -12,7 +12,10 @@ import importlib.resources
 import json
 import os
 import random
+import re
 import stat
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -28,10 +31,12 @@ from _support import (
     RunCli,
     consumer_import,
     lower_work_limit,
+    require_tool,
     review_results,
     valid_report,
 )
 from kmod_audit._jsonspans import parse_spans
+from kmod_audit.probe import NOT_LOADED_BY_CHOICE as NOT_LOADED
 
 RULES = FIXTURES / "rules"
 PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
@@ -124,7 +129,7 @@ class TestOutput:
 
     @pytest.mark.parametrize(
         ("name", "needle"),
-        [("missing/dir/out.json", "No such file or directory"), (".", "is a directory")],
+        [("missing/dir/out.json", "does not exist"), (".", "is a directory")],
         ids=["missing-directory", "directory"],
     )
     def test_unwritable_path_is_exit_2_naming_it(
@@ -140,6 +145,79 @@ class TestOutput:
         assert error["message"].startswith(f"--output {path}: ")
         assert needle in error["message"]
         assert [] == [p for p in tmp_path.rglob("*") if p.is_file()]
+
+    def test_a_fifo_is_written_into_not_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A FIFO (as /dev/stdout or /dev/null, not a regular file) gets the report; it stays."""
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        # Opened for reading first (non-blocking), so the writer's open does not wait.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            result = run_cli(
+                "check", str(RULES / "listing-stig.pass.rules"), "--format", "json",
+                "--output", str(fifo),
+            )  # fmt: skip
+            os.set_blocking(reader, True)
+            with os.fdopen(os.dup(reader), "rb") as handle:
+                received = handle.read()
+        finally:
+            os.close(reader)
+        assert 0 == result.code, result.err
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert valid_report(received.decode())["compliant"] is True
+        assert ["pipe"] == [p.name for p in tmp_path.iterdir()]
+
+    def test_a_symlink_is_followed(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """--output naming a symlink replaces the file it points to; the link stays a link."""
+        (tmp_path / "shared").mkdir()
+        real = tmp_path / "shared" / "host.json"
+        real.write_text("old\n")
+        link = tmp_path / "report.json"
+        link.symlink_to(real)
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "json",
+            "--output", str(link),
+        )  # fmt: skip
+        assert 0 == result.code, result.err
+        assert link.is_symlink()
+        assert valid_report(real.read_text())["compliant"] is True
+
+    @pytest.mark.parametrize("fmt", ["cklb", "hdf", "ckl"])
+    def test_lone_surrogate_from_the_target_is_written(
+        self, run_cli: RunCli, tmp_path: Path, fmt: str
+    ) -> None:
+        """A kernel name with a lone surrogate (a non-UTF-8 byte) from the target is escaped."""
+        text = json.dumps(json.loads(PROBE_FIXTURE.read_text()))
+        assert '"kernel": "' in text
+        compact = tmp_path / "probe.json"
+        compact.write_text(text.replace('"kernel": "', '"kernel": "\\udcff', 1))
+        probe = tmp_path / "probe.sh"
+        probe.write_text(f"#!/bin/sh\nprintf 'KMOD_AUDIT_PROBE '\ncat '{compact}'\n")
+        probe.chmod(0o755)
+        code, out = _write(run_cli, tmp_path, fmt, "verify", "--probe-command", str(probe))
+        assert 0 == code
+        data = out.read_text(encoding="utf-8")
+        if fmt == "ckl":
+            ET.fromstring(data)  # noqa: S314 - our own file
+        else:
+            json.loads(data)
+            assert "\\udcff" in data  # a JSON escape: the consumers read the surrogate back
+
+    def test_unwritable_path_is_refused_before_the_probe_runs(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """`verify --output` in a missing directory: exit 2 at once, the target is never asked."""
+        ran = tmp_path / "probe-ran"
+        probe = tmp_path / "probe.sh"
+        probe.write_text(f"#!/bin/sh\ntouch '{ran}'\nexit 1\n")
+        probe.chmod(0o755)
+        output = tmp_path / "missing" / "x.cklb"
+        result = run_cli(
+            "verify", "--probe-command", str(probe), "--format", "cklb", "--output", str(output)
+        )
+        assert 2 == result.code, result.err
+        assert f"--output {output}: the directory {output.parent} does not exist" in result.err
+        assert not ran.exists()
 
     def test_verify_writes_its_report(self, run_cli: RunCli, tmp_path: Path) -> None:
         """`verify --output` writes the verify report (here from a captured probe run)."""
@@ -387,6 +465,86 @@ class TestVerifyImported:
         ]
         assert "key=k\\x1b[8m auid=1000" in detail
 
+    @pytest.mark.parametrize(
+        ("host", "needle"),
+        [
+            ({"hostname": "h", "ips": 5}, "host.ips is 5, not a list of strings"),
+            ({"hostname": "h", "macs": "02:00:00:00:00:01"}, "host.macs is "),
+            ({"hostname": ["h"]}, 'host.hostname is ["h"], not a string'),
+            ("h", "host is str, not an object"),
+        ],
+        ids=["ips-number", "macs-string", "hostname-list", "host-string"],
+    )
+    def test_malformed_host_facts_are_an_unreadable_result(
+        self, run_cli: RunCli, tmp_path: Path, host: object, needle: str
+    ) -> None:
+        """Host facts of the wrong type from the target: exit 3 naming them, no crash."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["host"] = host
+        probe = _probe_command(tmp_path, data)
+        out = tmp_path / "out.cklb"
+        result = run_cli(
+            "verify", "--probe-command", probe, "--format", "cklb", "--output", str(out)
+        )
+        assert 3 == result.code, result.err
+        assert "printed an unreadable result" in result.err
+        assert needle in result.err
+        assert not out.exists()
+
+    @pytest.mark.parametrize(
+        ("field", "value", "needle"),
+        [
+            ("records", None, "records is null"),
+            ("lost_after", "x", 'lost_after is "x"'),
+            ("machine", [], "machine is []"),
+            ("stimuli", [{"id": {}}], "stimuli[0].id is {}"),
+        ],
+        ids=["records-null", "lost-after-text", "machine-list", "stimulus-id-object"],
+    )
+    @pytest.mark.parametrize("fmt", ["text", "cklb"])
+    def test_malformed_probe_fields_are_an_unreadable_result(
+        self, run_cli: RunCli, tmp_path: Path, field: str, value: object, needle: str, fmt: str
+    ) -> None:
+        """A probe result with a field of another type: exit 3 naming it, not an internal error."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data[field] = value
+        probe = _probe_command(tmp_path, data)
+        result = run_cli("verify", "--probe-command", probe, "--format", fmt)
+        assert 3 == result.code, result.err
+        assert f"printed an unreadable result ({needle})" in result.err
+
+    def test_record_time_out_of_range_is_shown_as_read(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """A record whose time no calendar holds (a forged log line) is shown, not a crash."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["records"] = re.sub(
+            r"msg=audit\(\d+\.", "msg=audit(99999999999999999999.", data["records"]
+        )
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(run_cli, tmp_path, "cklb", "verify", "--probe-command", probe)
+        assert 0 == code
+        assert " time=99999999999999999999." in _rule(out, NIXOS_RULE)["finding_details"]
+
+    @pytest.mark.parametrize("fmt", ["cklb", "hdf"])
+    def test_no_load_says_the_real_load_was_not_exercised(
+        self, run_cli: RunCli, tmp_path: Path, fmt: str
+    ) -> None:
+        """`verify --no-load`: the evidence says the real load was skipped by choice."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["skipped"] = [{"what": "successful load and unload of dummy", "why": NOT_LOADED}]
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(run_cli, tmp_path, fmt, "verify", "--probe-command", probe, "--no-load")
+        assert 0 == code
+        if fmt == "cklb":
+            details = _rule(out, NIXOS_RULE)["finding_details"]
+        else:
+            [control] = json.loads(out.read_text())["profiles"][0]["controls"]
+            details = control["code"]
+        assert f"Note: not exercised: successful load and unload of dummy: {NOT_LOADED}" in (
+            details
+        )
+
     def test_incomplete_evidence_is_not_reviewed(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Marker never seen and records missing (verify exit 3): not_reviewed, notchecked."""
         data = json.loads(PROBE_FIXTURE.read_text())
@@ -401,6 +559,83 @@ class TestVerifyImported:
         rule = _rule(out, NIXOS_RULE)
         assert "Incomplete evidence: the marker" in rule["finding_details"]
         assert rule["comments"].startswith("Not reviewed: kmod-audit verify could not decide.")
+
+    def test_missing_records_stay_not_reviewed_beside_a_refuted_rule(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """Exit 1 for a record read without the key; the b32 records merely missing: notchecked.
+
+        The evidence is incomplete (marker never seen), so the missing b32 records prove
+        nothing against V-268096, whatever the run's exit code.
+        """
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["marker_seen"] = False
+        # Drop the records of the b32 module syscalls (i386 init, delete, finit_module);
+        # the kmod executions' records lose their key.
+        b32_modules = re.compile(r"arch=40000003 syscall=(128|129|350) ")
+        data["records"] = "".join(
+            line.replace('key="module_chng"', "key=(null)") + "\n"
+            if 'exe="/usr/bin/kmod"' in line
+            else line + "\n"
+            for line in data["records"].splitlines()
+            if not b32_modules.search(line)
+        )
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--probe-command", probe, "--profile", "all"
+        )
+        assert 1 == code
+        assert {
+            NIXOS_RULE: "notchecked",
+            AL2023_RULES[0]: "pass",
+            AL2023_RULES[1]: "pass",
+            AL2023_RULES[2]: "fail",
+        } == review_results(consumer_import("cklb", out))
+
+    def test_strict_with_incomplete_evidence_is_not_reviewed(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """--strict rests on controls without a record: with the marker missing, not proven."""
+        data = json.loads(PROBE_FIXTURE.read_text())
+        data["marker_seen"] = False
+        probe = _probe_command(tmp_path, data)
+        code, out = _write(
+            run_cli, tmp_path, "cklb", "verify", "--probe-command", probe, "--strict"
+        )
+        assert 3 == code
+        assert {NIXOS_RULE: "notchecked"} == review_results(consumer_import("cklb", out))
+        assert "not_reviewed" == _rule(out, NIXOS_RULE)["status"]
+
+
+# Run in a private network namespace: `lo` renamed to a name that is no UTF-8 (the kernel
+# allows any byte but `/`, `:` and blanks), then the target data read as checklists do.
+_ODD_INTERFACE = """
+import fcntl, json, socket, struct, subprocess
+from kmod_audit._hostinfo import host_facts
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    fcntl.ioctl(sock.fileno(), 0x8923, struct.pack("16s16s", b"lo", b"x\\xff"))  # SIOCSIFNAME
+subprocess.run(["mount", "-t", "sysfs", "none", "/sys"], check=True)
+print(json.dumps(host_facts()))
+"""
+
+
+@pytest.mark.root
+class TestHostFacts:
+    """The target data of a checklist, read from the kernel."""
+
+    def test_interface_name_that_is_no_utf8(self) -> None:
+        """An interface whose name is no UTF-8 is skipped quietly, not an internal error."""
+        unshare = require_tool("unshare", "apt-get install util-linux")
+        proc = subprocess.run(
+            [unshare, "--net", "--mount", sys.executable, "-c", _ODD_INTERFACE],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert 0 == proc.returncode, proc.stderr
+        facts = json.loads(proc.stdout)
+        assert ([], []) == (facts["ips"], facts["macs"])
 
 
 def _load(host_audit: HostAudit, run_cli: RunCli, *profiles: str) -> None:
@@ -655,6 +890,38 @@ class TestTemplate:
 class TestTemplateEdges:
     """Templates that lack a STIG, hold assessor comments, or are not checklists."""
 
+    def test_template_size_is_bounded(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A template over 64 MiB is refused before it is read whole (/dev/zero never ends)."""
+        template = tmp_path / "huge.cklb"
+        with template.open("w") as handle:
+            handle.write('{"stigs": [')
+            handle.write(" " * (64 * 1024 * 1024))
+            handle.write("]}")
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "cklb",
+            "--cklb-template", str(template),
+        )  # fmt: skip
+        assert 2 == result.code, result.err
+        assert f"--cklb-template {template}: holds more than 64 MiB" in result.err
+
+    def test_a_comment_of_an_earlier_run_is_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Last run's checklist as the template: its "Not a finding" comment does not stay."""
+        checklist = tmp_path / "host.cklb"
+        run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--format", "cklb",
+            "--output", str(checklist),
+        )  # fmt: skip
+        assert _rule(checklist, NIXOS_RULE)["comments"].startswith("Not a finding:")
+        result = run_cli(
+            "check", str(RULES / "missing-b32.fail.rules"), "--format", "cklb",
+            "--cklb-template", str(checklist), "--output", str(checklist),
+        )  # fmt: skip
+        assert 1 == result.code, result.err
+        rule = _rule(checklist, NIXOS_RULE)
+        assert "open" == rule["status"]
+        assert rule["comments"].startswith("Open: kmod-audit check found that it is not met.")
+        assert {NIXOS_RULE: "fail"} == review_results(consumer_import("cklb", checklist))
+
     def test_missing_stig_is_appended(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A NixOS-only checklist gains the AL2023 STIG when --profile all is judged."""
         template = tmp_path / "t.cklb"
@@ -681,8 +948,12 @@ class TestTemplateEdges:
             ("{not json", "not JSON (Expecting property name"),
             ('{"title": "x"}', "no `stigs` array, so it is no STIG Viewer 3 checklist"),
             ('{"stigs": [{"stig_id": "x"}]}', "stigs[0] has no `rules` array"),
+            (
+                '{"stigs": [{"rules": [' + "[" * 100_000 + "]" * 100_000 + "]}]}",
+                "no checklist (Nested deeper than 200 levels at line 1 column 219)",
+            ),
         ],
-        ids=["not-json", "no-stigs", "no-rules"],
+        ids=["not-json", "no-stigs", "no-rules", "deeply-nested"],
     )
     def test_bad_template_is_exit_2_before_any_work(
         self, run_cli: RunCli, tmp_path: Path, content: str, needle: str

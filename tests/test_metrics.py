@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,18 @@ class TestMetricsFile:
         assert {("nixos-stig", "V-268096"): 0.0} == _compliant(samples)
         assert 1 == _one(samples, "exit_code", command="check")
 
+    def test_only_the_failing_requirement_is_0(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Exit 1 for one requirement: the others that pass stay 1 (one alert, for that one)."""
+        path = tmp_path / "m.prom"
+        rules = RULES / "al2023-no-kmod.fail.rules"
+        result = run_cli("check", str(rules), "--profile", "al2023-stig", "--metrics", str(path))
+        assert 1 == result.code
+        assert {
+            ("al2023-stig", "V-274091"): 1.0,
+            ("al2023-stig", "V-274092"): 1.0,
+            ("al2023-stig", "V-274093"): 0.0,
+        } == _compliant(_samples(path.read_text()))
+
     def test_an_error_finding_zeroes_every_requirement(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:
@@ -144,6 +157,39 @@ class TestMetricsFile:
         assert 2 == _one(samples, "exit_code", command="check")
         assert dict.fromkeys(_requirements("all"), 0.0) == _compliant(samples)
 
+    @pytest.mark.parametrize("command", ["check", "verify"])
+    def test_a_failure_after_the_verdict_zeroes_every_requirement(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+    ) -> None:
+        """A compliant verdict whose report cannot be written (exit 2) is 0, not 1."""
+        path = tmp_path / "m.prom"
+        output = str(tmp_path / "report.json")
+
+        def broken(_fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        # The report's write fails at its fsync, after the verdict (the metrics file's
+        # write does not fsync).
+        monkeypatch.setattr(os, "fsync", broken)
+        if command == "check":
+            args = ["check", str(PASS), "--profile", "cis"]
+        else:
+            # The probe's one line, as a captured compliant run printed it.
+            data = json.loads((FIXTURES / "probe" / "host-x86_64-all.json").read_text())
+            (tmp_path / "probe.json").write_text(json.dumps(data))
+            probe = tmp_path / "probe.sh"
+            probe.write_text(
+                f"#!/bin/sh\nprintf 'KMOD_AUDIT_PROBE '\ncat '{tmp_path}/probe.json'\n"
+            )
+            probe.chmod(0o755)
+            args = ["verify", "--probe-command", str(probe)]
+        result = run_cli(*args, "--format", "json", "--output", output, "--metrics", str(path))
+        assert 2 == result.code, result.err
+        assert "cannot write it" in result.err
+        samples = _samples(path.read_text())
+        assert 2 == _one(samples, "exit_code", command=command)
+        assert {0.0} == set(_compliant(samples, command).values())
+
     def test_bad_profile_is_exit_code_2_without_series(
         self, run_cli: RunCli, tmp_path: Path
     ) -> None:
@@ -163,6 +209,30 @@ class TestMetricsFile:
         samples = _samples(path.read_text())
         assert {("nixos-stig", "V-268096"): 0.0} == _compliant(samples, "verify")
         assert 2 == _one(samples, "exit_code", command="verify")
+
+    @pytest.mark.parametrize("form", ["separate", "equals"])
+    def test_option_argparse_refuses_still_writes_the_file(
+        self, run_cli: RunCli, tmp_path: Path, form: str
+    ) -> None:
+        """An unknown option (exit 2 from argparse) replaces the last run's values too."""
+        path = tmp_path / "m.prom"
+        assert 0 == run_cli("check", str(PASS), "--profile", "cis", "--metrics", str(path)).code
+        metrics = ["--metrics", str(path)] if form == "separate" else [f"--metrics={path}"]
+        result = run_cli("check", str(PASS), "--profile", "cis", "--bogus", *metrics)
+        assert 2 == result.code
+        assert "unrecognized arguments: --bogus" in result.err
+        samples = _samples(path.read_text())
+        assert 2 == _one(samples, "exit_code", command="check")
+        assert dict.fromkeys(_requirements("cis"), 0.0) == _compliant(samples)
+
+    def test_ambiguous_abbreviation_writes_nothing(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`verify --m X` could be --module: no file is made from X."""
+        monkeypatch.chdir(tmp_path)
+        result = run_cli("verify", "--m", "x")
+        assert 2 == result.code
+        assert [] == list(tmp_path.iterdir())
 
     def test_file_is_replaced_atomically(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A second run renames a new file over the old one (a new inode, nothing left over)."""
@@ -197,6 +267,17 @@ class TestMetricsErrors:
         assert str(path) in error["message"]
         assert expected in error["message"]
         assert "usage" == error["kind"]
+
+    def test_a_fifo_is_refused_not_replaced(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A path that is no regular file (as /dev/null) is refused; the rename would replace it."""
+        path = tmp_path / "null"
+        os.mkfifo(path)
+        result = run_cli("check", str(PASS), "--format", "json", "--metrics", str(path))
+        assert 2 == result.code
+        message = json.loads(result.out)["error"]["message"]
+        assert f"--metrics {path}: is not a regular file" in message
+        assert stat.S_ISFIFO(path.stat().st_mode)
+        assert [path] == list(tmp_path.iterdir())
 
     def test_failure_to_write_at_the_end_is_named_on_stderr(
         self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

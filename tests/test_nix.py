@@ -576,6 +576,16 @@ class TestMonitorUnit:
         assert 0 == run.status
         assert not (tmp_path / "kmod-audit-lock.prom").exists()
 
+    def test_without_verify_removes_a_stale_verify_file(self, tmp_path: Path) -> None:
+        """Without verify, the verify metrics of an earlier generation go (else: stale forever)."""
+        stale = tmp_path / "kmod-audit-verify.prom"
+        stale.write_text('kmod_audit_last_run_timestamp_seconds{command="verify"} 1\n')
+        script = self._script(directory=str(tmp_path), verify=False, locked=False)
+        run = self._run(tmp_path, script, 0, 0)
+        assert (0, "") == (run.status, run.stderr)
+        assert not stale.exists()
+        assert [f"check {JUDGED} --metrics={tmp_path}/kmod-audit-check.prom"] == run.argv
+
     @pytest.mark.parametrize("verify", [False, True])
     def test_service_config(self, verify: bool) -> None:
         """A hardened root oneshot that may write only the textfile directory.

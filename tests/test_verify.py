@@ -405,6 +405,17 @@ class TestNegativeControls:
         }
         assert all("--strict: negative control recorded" in r for r in _reasons(report))
 
+    def test_strict_with_incomplete_evidence_proves_no_filter(self) -> None:
+        """--strict, controls unrecorded but the marker missing: no pass (exit 3), not refuted."""
+        report = _judge(_with(_captured(), marker_seen=False), "all", strict=True)
+        assert (3, ()) == (report.exit_code(), report.refuted)
+        assert {"nixos-stig": False, "al2023-stig": False, "cis": False, "tenable": True} == {
+            p.id: p.compliant for p in report.profiles
+        }
+        assert all("the evidence is incomplete" in r for r in _reasons(report))
+        complete = _judge(_captured(), "all", strict=True)
+        assert (0, []) == (complete.exit_code(), _reasons(complete))
+
 
 def _reasons(report: VerifyReport) -> list[str]:
     return [

@@ -50,7 +50,8 @@ def _macs(interfaces: list[str]) -> list[str]:
 
 
 def _ipv4(name: str) -> str | None:
-    request = struct.pack("256s", name.encode()[: _IFNAMSIZ - 1])
+    # fsencode: an interface name may hold any byte but `/`, `:` and blanks (not UTF-8).
+    request = struct.pack("256s", os.fsencode(name)[: _IFNAMSIZ - 1])
     with (
         contextlib.suppress(OSError),
         socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,

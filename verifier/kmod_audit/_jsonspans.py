@@ -25,6 +25,10 @@ _NAME: Final = "Expecting property name enclosed in double quotes"
 _COLON: Final = "Expecting ':' delimiter"
 _COMMA: Final = "Expecting ',' delimiter"
 _EXTRA: Final = "Extra data"
+# Deeper than any checklist (STIG Viewer's nest about 6 levels), and far below Python's
+# recursion limit: a hostile document is refused with a message, never a RecursionError.
+MAX_DEPTH: Final = 200
+_DEEP: Final = f"Nested deeper than {MAX_DEPTH} levels"
 
 
 @attrs.frozen(kw_only=True)
@@ -65,14 +69,16 @@ class _Reader:
     def fail(self, what: str, pos: int) -> json.JSONDecodeError:
         return json.JSONDecodeError(what, self.text, pos)
 
-    def value(self, pos: int) -> Node:
+    def value(self, pos: int, depth: int = 0) -> Node:
         text = self.text
         pos = self.skip(pos)
         char = text[pos : pos + 1]
+        if char in {"{", "["} and depth >= MAX_DEPTH:
+            raise self.fail(_DEEP, pos)
         if char == "{":
-            return self.object(pos)
+            return self.object(pos, depth + 1)
         if char == "[":
-            return self.array(pos)
+            return self.array(pos, depth + 1)
         if char == '"':
             string, end = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
             return Node(start=pos, end=end, value=string)
@@ -84,7 +90,7 @@ class _Reader:
             raise self.fail(_VALUE, pos)
         return Node(start=pos, end=match.end(), value=json.loads(match.group()))
 
-    def object(self, start: int) -> Node:
+    def object(self, start: int, depth: int) -> Node:
         text = self.text
         members: list[tuple[str, Node]] = []
         pos = self.skip(start + 1)
@@ -98,7 +104,7 @@ class _Reader:
             pos = self.skip(pos)
             if text[pos : pos + 1] != ":":
                 raise self.fail(_COLON, pos)
-            node = self.value(pos + 1)
+            node = self.value(pos + 1, depth)
             members.append((key, node))
             pos = self.skip(node.end)
             char = text[pos : pos + 1]
@@ -109,14 +115,14 @@ class _Reader:
                 raise self.fail(_COMMA, pos)
             pos += 1
 
-    def array(self, start: int) -> Node:
+    def array(self, start: int, depth: int) -> Node:
         text = self.text
         items: list[Node] = []
         pos = self.skip(start + 1)
         if text[pos : pos + 1] == "]":
             return Node(start=start, end=pos + 1, value=[])
         while True:
-            node = self.value(pos)
+            node = self.value(pos, depth)
             items.append(node)
             pos = self.skip(node.end)
             char = text[pos : pos + 1]
@@ -132,7 +138,8 @@ def parse_spans(text: str) -> Node:
     """Parse the JSON document `text`, keeping the span of every value.
 
     Raises:
-        json.JSONDecodeError: `text` is not one JSON value (with trailing blanks only).
+        json.JSONDecodeError: `text` is not one JSON value (with trailing blanks only), or
+            it nests arrays and objects deeper than `MAX_DEPTH`.
     """
     reader = _Reader(text)
     node = reader.value(0)

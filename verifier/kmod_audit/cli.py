@@ -327,7 +327,14 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...]) -> str | None:
-    """Refuse a checklist no selected profile can fill before any work; read the template."""
+    """Refuse what cannot give the report asked for, before any work; read the template.
+
+    That is a checklist no selected profile can fill, and an --output that cannot be written.
+    """
+    if args.output not in {None, "-"}:
+        from .evidence import check_output  # noqa: PLC0415
+
+        check_output(args.output)
     if args.format in {"text", "json"} and args.cklb_template is None:
         return None
     from .evidence import preflight  # noqa: PLC0415 - only for the evidence formats
@@ -846,7 +853,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = _parser().parse_args(argv)
     except _UsageError as exc:
         command = exc.prog.removeprefix("kmod-audit").strip()
-        return _error(
+        code = _error(
             stream,
             f"{command}: {exc.message}" if command else exc.message,
             code=EXIT_USAGE,
@@ -854,6 +861,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             as_json=_wants_json(argv),
             human=f"{exc.usage}{exc.prog}: error: {exc.message}",
         )
+        _usage_metrics(argv, code, stream)
+        return code
     except SystemExit as exc:  # argparse: --help or --version
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     as_json = getattr(args, "format", "text") == "json"
@@ -899,6 +908,40 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             package.removeHandler(handler)
             package.setLevel(level)
     return code
+
+
+def _usage_metrics(argv: Sequence[str], code: int, stream: TextIO) -> None:
+    """Write the metrics of a command line argparse refused, when it names `--metrics FILE`.
+
+    Exit 2 writes the file too (as after parsing): a timer whose options are wrong must
+    replace the last good run's values, not leave them for the alerts. Only the exact
+    `--metrics FILE` (and `--profile ID`) or `--metrics=FILE` before a `--` count (an
+    abbreviation may be another option); each requirement of the profiles is 0.
+    """
+    words = list(argv)
+    if "--" in words:
+        words = words[: words.index("--")]
+    command = next((w for w in words if not w.startswith("-")), None)
+    found: dict[str, list[str]] = {"--metrics": [], "--profile": []}
+    for index, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if name in found and eq:
+            found[name].append(value)
+        elif name in found and index + 1 < len(words):
+            found[name].append(words[index + 1])
+    paths = found["--metrics"]
+    if command not in {"check", "verify"} or not paths or not paths[-1]:
+        return
+    from .metrics import RunMetrics  # noqa: PLC0415 - only with --metrics
+
+    try:
+        run = RunMetrics.begin(
+            "check" if command == "check" else "verify", paths[-1], found["--profile"]
+        )
+    except VerifierError as exc:
+        _error(stream, str(exc), code=EXIT_USAGE, kind="usage", as_json=False)
+        return
+    _write_metrics(run, code, stream)
 
 
 def _write_metrics(run: RunMetrics, code: int, stream: TextIO) -> int:

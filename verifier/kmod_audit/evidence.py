@@ -14,7 +14,8 @@ are left out of the checklist (its target comments say so). HDF holds every prof
 The check and fix text are kmod-audit's own words and name the STIG release; DISA's text
 is not reproduced. Statuses: `not_a_finding` when proven, `open` with the reason when not,
 `not_reviewed` when kmod-audit could not decide (`check`: the evaluator cannot decide;
-`verify`: exit 3, the kernel could not be exercised or the evidence is incomplete), and
+`verify`: exit 3, the kernel could not be exercised or the evidence is incomplete, or a
+failure that rests on no record read while another requirement makes the run exit 1), and
 `not_applicable` when nothing of the requirement exists on the machine. The finding
 details are the evidence: the covering rule lines with file:line (`check`), or per stimulus
 the SYSCALL record's serial, key, auid, success and exit and the KERN_MODULE name of a real
@@ -33,6 +34,7 @@ import json
 import os
 import platform
 import re
+import stat
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
@@ -57,6 +59,7 @@ __all__ = [
     "Outcome",
     "assess_check",
     "assess_verify",
+    "check_output",
     "load_template",
     "preflight",
     "render",
@@ -339,13 +342,23 @@ def _hdf_status(status: str) -> str:
     return {"pass": "passed", "fail": "failed", "n/a": "skipped"}.get(status, "skipped")
 
 
-def _comment(status: Status, reasons: Sequence[str], command: str) -> str:
-    lead = {
+def _leads(command: str) -> dict[Status, str]:
+    return {
         "not_a_finding": f"Not a finding: proven by kmod-audit {command}.",
         "open": f"Open: kmod-audit {command} found that it is not met.",
         "not_reviewed": f"Not reviewed: kmod-audit {command} could not decide.",
         "not_applicable": "Not applicable: nothing of it exists on this machine.",
-    }[status]
+    }
+
+
+#: How every comment kmod-audit writes begins (a merge replaces these, never an assessor's).
+_OUR_COMMENTS: Final = tuple(
+    lead for command in ("check", "verify") for lead in _leads(command).values()
+)
+
+
+def _comment(status: Status, reasons: Sequence[str], command: str) -> str:
+    lead = _leads(command)[status]
     shown = list(reasons[:10])
     if len(reasons) > 10:
         shown.append(f"... and {len(reasons) - 10} more (see the finding details)")
@@ -361,8 +374,13 @@ def _record_fields(evidence: Evidence) -> str:
     parts = []
     if match:
         seconds, millis, serial = match.groups()
-        when = dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        parts.append(f"serial={serial} time={when}.{millis}Z")
+        try:
+            when = dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        except (OverflowError, ValueError, OSError):
+            # A time no calendar holds (a corrupt or forged log line): shown as it was.
+            parts.append(f"serial={serial} time={seconds}.{millis}")
+        else:
+            parts.append(f"serial={serial} time={when}.{millis}Z")
     keys = ",".join(evidence.key) or "(null)"
     parts.append(f"key={keys} auid={evidence.auid} success={evidence.success} exit={evidence.exit}")
     text = "SYSCALL " + " ".join(parts)
@@ -409,6 +427,9 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
     ]
     header.extend(f"Incomplete evidence: {p}" for p in report.incomplete)
     header.extend(f"Problem: {p}" for p in report.problems)
+    # What was not exercised (the real load with --no-load, or on a kernel without module
+    # support): the evidence must not read as if it had been.
+    header.extend(f"Note: {n}" for n in report.notes)
     outcomes: list[Outcome] = []
     for profile in (p for p in _verify_profiles(report)):
         result_profile = next(p for p in report.profiles if p.id == profile.id)
@@ -417,7 +438,7 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
                 status: Status = "not_applicable"
             elif result.status == "pass":
                 status = "not_a_finding"
-            elif exit_code == 3:
+            elif exit_code == 3 or _unproven(result, report):
                 status = "not_reviewed"
             else:
                 status = "open"
@@ -472,6 +493,19 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
         profiles=tuple(_verify_profiles(report)),
         verdict=f"{report.verdict()} (exit {exit_code})",
     )
+
+
+def _unproven(result: RequirementResult, report: VerifyReport) -> bool:
+    """A failure that rests on nothing read (the run exits 1 for another requirement).
+
+    No check of it is refuted by a record that was read, and it was not exercised, or
+    its records are missing from evidence known to be incomplete (where a missing record
+    proves nothing): as with exit 3, kmod-audit could not decide it.
+    """
+    failed = [c for c in result.checks if c.status == "fail"]
+    if any(c.target in report.refuted for c in failed):
+        return False
+    return bool(report.incomplete) or all("not exercised" in c.reason for c in failed)
 
 
 def _verify_profiles(report: VerifyReport) -> list[Profile]:
@@ -626,6 +660,17 @@ def render_cklb(assessment: Assessment, template: str | None = None) -> str:
 # Merging into a STIG Viewer checklist
 
 
+MAX_TEMPLATE_BYTES: Final = 64 * 1024 * 1024
+"""The most a `--cklb-template` may hold (a whole STIG's checklist is a few MiB)."""
+
+
+def _regular_template(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "no regular file (a device, FIFO or socket)"
+        msg = f"--cklb-template {path}: is {kind}; pass a .cklb file STIG Viewer 3 saved"
+        raise ConfigurationError(msg)
+
+
 def load_template(path: str) -> str:
     """Read a STIG Viewer 3 checklist to merge into, checked to be one.
 
@@ -633,19 +678,34 @@ def load_template(path: str) -> str:
         ConfigurationError: it cannot be read or is no CKLB checklist (names the file).
     """
     try:
+        # Only a regular file, and a bounded read: /dev/zero would fill the memory, and a
+        # FIFO without a writer would hang (as for rules sources). O_NONBLOCK: a path
+        # swapped for a FIFO after the check does not wait for a writer either.
+        _regular_template(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            _regular_template(path, os.fstat(handle.fileno()).st_mode)
+            data = handle.read(MAX_TEMPLATE_BYTES + 1)
         # Plain utf-8: a byte order mark is kept (and written back) like every other byte.
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         msg = (
             f"--cklb-template {path}: cannot read it ({exc}); pass a .cklb file STIG Viewer 3 saved"
         )
         raise ConfigurationError(msg) from None
+    if len(data) > MAX_TEMPLATE_BYTES:
+        msg = (
+            f"--cklb-template {path}: holds more than {MAX_TEMPLATE_BYTES // (1024 * 1024)} "
+            "MiB, far more than a checklist of a whole STIG; pass a .cklb file STIG Viewer 3 "
+            "saved"
+        )
+        raise ConfigurationError(msg)
     try:
         root = parse_spans(text.removeprefix("\ufeff"))
     except json.JSONDecodeError as exc:
+        what = "no checklist" if exc.msg.startswith("Nested deeper") else "not JSON"
         msg = (
-            f"--cklb-template {path}: not JSON ({exc.msg} at line {exc.lineno} column "
+            f"--cklb-template {path}: {what} ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}); pass a .cklb file STIG Viewer 3 saved"
         )
         raise ConfigurationError(msg) from None
@@ -686,9 +746,10 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
 
     A rule is matched by the STIG's `stig_id` and the rule's `group_id` (its V- number).
     Its `status` and `finding_details` are replaced; its `comments` too, unless an
-    assessor wrote some. A rule kmod-audit could not review (`not_reviewed`) is left as
-    the template has it: "could not decide" never overwrites an assessor's verdict. A STIG
-    of the selection that the template lacks is appended. An empty host name is filled in
+    assessor wrote some (a comment an earlier kmod-audit run wrote is replaced). A rule
+    kmod-audit could not review (`not_reviewed`) is left as the template has it: "could
+    not decide" never overwrites an assessor's verdict. A STIG of the selection that the
+    template lacks is appended. An empty host name is filled in
     (STIG Manager needs one). Every other byte of the template stays as it is.
     """
     bom = "\ufeff" if template.startswith("\ufeff") else ""
@@ -722,7 +783,13 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
                 "status": outcome.status,
                 "finding_details": outcome.details,
             }
-            if comments is None or not comments.value:
+            # An assessor's comment stays; one an earlier run wrote would contradict the
+            # new status (a merged checklist is the next run's template).
+            if (
+                comments is None
+                or not comments.value
+                or (isinstance(comments.value, str) and comments.value.startswith(_OUR_COMMENTS))
+            ):
                 changes["comments"] = outcome.comment
             edits.extend(_set_members(text, rule, changes))
     missing = [
@@ -1031,37 +1098,84 @@ def render(fmt: str, assessment: Assessment, template: str | None = None) -> str
     return writers[fmt](assessment)
 
 
+def check_output(path: str) -> None:
+    """Refuse an `--output` path that cannot be written, before the run does any work.
+
+    `verify` may load a module and take minutes: finding out only then that the report
+    has nowhere to go wastes the run. `write_atomic` still reports what fails later.
+
+    Raises:
+        ConfigurationError: a directory, or a file in a missing or unwritable directory.
+    """
+    if os.path.isdir(path):
+        msg = f"--output {path}: is a directory; pass a file name"
+        raise ConfigurationError(msg)
+    if os.path.exists(path) and not os.path.isfile(path):
+        return  # a device or FIFO: written into (see write_atomic)
+    directory = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(directory):
+        msg = (
+            f"--output {path}: the directory {directory} does not exist; create it or pass "
+            "a path in a writable directory (nothing was run)"
+        )
+        raise ConfigurationError(msg)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        msg = (
+            f"--output {path}: the directory {directory} is not writable by this user (the "
+            "report is written beside the file, then renamed); pass a path in a writable "
+            "directory (nothing was run)"
+        )
+        raise ConfigurationError(msg)
+
+
 def write_atomic(path: str, text: str) -> None:
-    """Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
+    r"""Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
 
     A reader sees the old file or the whole new one, never a part; on any failure the
     temporary file is removed and `path` is as it was. A new file gets mode 0666 minus
-    the umask (as `open` would make it); an existing file keeps its mode.
+    the umask (as `open` would make it); an existing file keeps its mode. A symlink is
+    followed (the file it names is replaced, the link stays), and a device, FIFO or
+    socket (`/dev/stdout`, `/dev/null`, a pipe) is written into as the shell's `>` does:
+    a rename would replace the node itself. Characters UTF-8 cannot hold (lone surrogates
+    a target may send) are written as backslash escapes (`\udcff`), as on stdout.
 
     Raises:
         ConfigurationError: the file cannot be written (names it and says why).
     """
-    directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         msg = f"--output {path}: is a directory; pass a file name"
         raise ConfigurationError(msg)
     try:
-        mode = os.stat(path).st_mode & 0o7777
+        found = os.stat(path)
     except OSError:
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        try:
+            with open(path, "w", encoding="utf-8", errors="backslashreplace") as handle:
+                handle.write(text)
+        except OSError as exc:
+            msg = f"--output {path}: cannot write it ({exc.strerror or exc}); pass another path"
+            raise ConfigurationError(msg) from None
+        return
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
+    if found is not None:
+        mode = found.st_mode & 0o7777
+    else:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
     temp = None
     try:
         fd, temp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
         )
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
             handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(temp, path)
+        os.replace(temp, target)
         temp = None
     except OSError as exc:
         reason = exc.strerror or str(exc)

@@ -11,7 +11,8 @@ Metrics (README "Keep it proven"; the names are a contract of the alert rules):
 
 - `kmod_audit_compliant{command,profile,requirement}`: 1 when the requirement passes and
   nothing else makes the run non-compliant, else 0 (undecided, not exercised, or a run that
-  ended in an error before a verdict). So every series is 1 exactly when the exit code is 0.
+  ended in an error, before or after its verdict). So every series is 1 exactly when the
+  exit code is 0.
 - `kmod_audit_last_run_timestamp_seconds{command}`, `kmod_audit_run_duration_seconds{command}`,
   `kmod_audit_exit_code{command}`.
 - The kernel's state, written only by `check` when it read the running kernel (so the
@@ -54,7 +55,7 @@ PREFIX: Final = "kmod_audit_"
 HELP: Final = {
     "compliant": "1 when the requirement passes and nothing else makes the run non-compliant "
     "(exit code 0 exactly when every series is 1); 0 when it fails, is undecided, was not "
-    "exercised, or the run ended in an error (exit 2 or 3) before a verdict",
+    "exercised, or the run ended in an error (exit 2 or 3)",
     "last_run_timestamp_seconds": "Unix time at which the run ended",
     "run_duration_seconds": "How long the run took, in seconds",
     "exit_code": "Exit code of the run: 0 compliant, 1 not compliant, 2 usage or unreadable "
@@ -78,6 +79,7 @@ class RunMetrics:
         profiles: The selected profiles (empty when `--profile` was invalid).
         started: `time.monotonic()` at the start.
         compliant: Per (profile id, requirement id), once a report was observed.
+        verdict_exit: The exit code of the observed report's verdict.
         kernel: The kernel's state (`audit_enabled`, `rules_loaded`, `drift_rules`,
             `lost_records`), as far as `check` read it.
     """
@@ -87,6 +89,7 @@ class RunMetrics:
     profiles: tuple[Profile, ...] = ()
     started: float = attrs.Factory(time.monotonic)
     compliant: dict[tuple[str, str], bool] | None = None
+    verdict_exit: int | None = None
     kernel: dict[str, int] = attrs.Factory(dict)
 
     @classmethod
@@ -129,6 +132,7 @@ class RunMetrics:
             on_disk: The rule sets the running rules were compared with (drift).
         """
         ok = not any(f.severity == "error" for s in report.sources for f in s.findings)
+        self.verdict_exit = report.exit_code()
         self.compliant = {
             (profile.id, req.id): ok and req.status == "pass"
             for profile in report.merged_profiles()
@@ -146,6 +150,7 @@ class RunMetrics:
     def observe_verify(self, report: VerifyReport) -> None:
         """Take the verdict of `verify`."""
         ok = not report.problems and not report.incomplete
+        self.verdict_exit = report.exit_code()
         self.compliant = {
             (profile.id, req.id): ok and req.status == "pass"
             for profile in report.profiles
@@ -188,6 +193,10 @@ class RunMetrics:
 
         compliant = gauge("compliant", ("command", "profile", "requirement"))
         values = self.compliant
+        if values is not None and exit_code != self.verdict_exit:
+            # The run failed after its verdict (e.g. --output could not be written, exit 2):
+            # it is no compliant run, whatever the verdict said.
+            values = dict.fromkeys(values, False)
         if values is None:
             # No verdict (exit 2 or 3 before a report): an unproven control is not
             # compliant, so alerts on kmod_audit_compliant == 0 keep firing.
@@ -255,6 +264,17 @@ def _check_writable(path: str) -> None:
         msg = (
             f"--metrics {path!r}: is a directory, not a file; pass a file in node_exporter's "
             "textfile directory, e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom"
+        )
+        raise ConfigurationError(msg)
+    try:
+        existing = os.stat(path).st_mode
+    except OSError:
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing):
+        # write_to_textfile renames over the path: a device (/dev/null) would be replaced.
+        msg = (
+            f"--metrics {path}: is not a regular file (a device, FIFO or socket), and the "
+            "file is replaced by a rename; pass a file in node_exporter's textfile directory"
         )
         raise ConfigurationError(msg)
     try:

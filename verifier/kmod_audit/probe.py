@@ -208,7 +208,13 @@ class ProbeResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProbeResult:
-        """Rebuild a result from its JSON form (what `verify` receives)."""
+        """Rebuild a result from its JSON form (what `verify` receives).
+
+        Raises:
+            KeyError: a field is missing.
+            TypeError: a field has another type (the target's probe is not kmod-audit's).
+        """
+        _check_types(data)
         stimuli = tuple(Stimulus(**{**s, "numbers": tuple(s["numbers"])}) for s in data["stimuli"])
         skipped = tuple(Skipped(**s) for s in data["skipped"])
         return cls(
@@ -226,8 +232,89 @@ class ProbeResult:
             modules_after=data["modules_after"],
             problems=tuple(data.get("problems", ())),
             modules_left=tuple(data.get("modules_left", ())),
-            host=dict(data.get("host") or {}),
+            host=_host_from_json(data.get("host")),
         )
+
+
+_TEXT: Final = (str,)
+_NUMBER: Final = (int,)
+# What the JSON form of a probe result holds (None allowed where the record allows it).
+_FIELDS: Final = {
+    "machine": _TEXT,
+    "kernel": _TEXT,
+    "records": _TEXT,
+    "source": _TEXT,
+    "marker": _TEXT,
+    "lost_after": (int, type(None)),
+    "marker_seen": (bool,),
+    "stimuli": (list, tuple),
+    "skipped": (list, tuple),
+    "audit": (dict,),
+}
+_STIMULUS: Final = {
+    "id": _TEXT,
+    "abi": _TEXT,
+    "arch": _TEXT,
+    "syscall": _TEXT,
+    "actor": _TEXT,
+    "expect": _TEXT,
+    "numbers": (list, tuple),
+    "auid": _NUMBER,
+    "uid": _NUMBER,
+    "pid": _NUMBER,
+    "result": (int, type(None)),
+    "error": (str, type(None)),
+    "module": (str, type(None)),
+    "program": (str, type(None)),
+}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """Refuse a probe result whose fields have other types than kmod-audit's probe writes."""
+
+    def check(where: str, value: object, kinds: tuple[type, ...]) -> None:
+        # bool is an int to isinstance; no number field takes one.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            msg = f"{where} is {json.dumps(value)[:80]}"
+            raise TypeError(msg)
+
+    for name, kinds in _FIELDS.items():
+        check(name, data[name], kinds)
+    for index, stimulus in enumerate(data["stimuli"]):
+        check(f"stimuli[{index}]", stimulus, (dict,))
+        for name, kinds in _STIMULUS.items():
+            if name in stimulus:
+                check(f"stimuli[{index}].{name}", stimulus[name], kinds)
+        for number in stimulus.get("numbers", ()):
+            check(f"stimuli[{index}].numbers", number, _NUMBER)
+    for index, skipped in enumerate(data["skipped"]):
+        check(f"skipped[{index}]", skipped, (dict,))
+    for name, value in data["audit"].items():
+        check(f"audit.{name}", value, _NUMBER)
+
+
+def _host_from_json(value: object) -> dict[str, Any]:
+    """The target's host facts as the probe sent them, checked (strings, lists of strings).
+
+    Raises:
+        TypeError: a fact of another type (the target's probe is not kmod-audit's).
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        msg = f"host is {type(value).__name__}, not an object"
+        raise TypeError(msg)
+    for name, fact in value.items():
+        if name in {"ips", "macs"}:
+            ok = isinstance(fact, list) and all(isinstance(item, str) for item in fact)
+            kind = "a list of strings"
+        else:
+            ok = isinstance(fact, str)
+            kind = "a string"
+        if not ok:
+            msg = f"host.{name} is {json.dumps(fact)[:80]}, not {kind}"
+            raise TypeError(msg)
+    return dict(value)
 
 
 # --------------------------------------------------------------------------------------

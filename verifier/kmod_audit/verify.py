@@ -298,8 +298,13 @@ def _requirement(
     *,
     strict: bool,
     refuted: list[str],
+    incomplete: bool = False,
 ) -> RequirementResult:
-    """Judge one requirement; append the labels of refuted checks to `refuted`."""
+    """Judge one requirement; append the labels of refuted checks to `refuted`.
+
+    `incomplete`: the records read may not be all (`VerifyReport.incomplete`). A negative
+    control without a keyed record then proves no filter, so `--strict` cannot pass.
+    """
     checks: list[CheckResult] = []
     rules: list[str] = []
     # As `check --strict`: the login-uid filters are demanded only where the standard's
@@ -329,6 +334,13 @@ def _requirement(
                 f"lack the login-uid filters auid>=uid-min and auid!=unset: {e.describe()}"
                 for e in leaked
             )
+            unseen = [e for e in controls if e.verdict == "missing"]
+            if incomplete and unseen and not leaked:
+                problems.append(
+                    f"{label}: --strict: {len(unseen)} negative controls produced no record, "
+                    "but the evidence is incomplete (their records may be missing), so the "
+                    "login-uid filters auid>=uid-min and auid!=unset are not proven"
+                )
         if any(e.verdict in {"unkeyed", "wrong-key"} for e in bad) or (controls_fail and leaked):
             refuted.append(label)
         rules.extend(e.describe() for e in exercised if e.verdict == "recorded")
@@ -435,7 +447,15 @@ def judge_probe(
             [
                 _unmodelled(r, unmodelled)
                 if unmodelled is not None
-                else _requirement(r, evidence, probe, used, strict=options.strict, refuted=refuted)
+                else _requirement(
+                    r,
+                    evidence,
+                    probe,
+                    used,
+                    strict=options.strict,
+                    refuted=refuted,
+                    incomplete=bool(incomplete),
+                )
                 for r in profile.requirements
             ],
         )
