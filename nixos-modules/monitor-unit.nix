@@ -177,11 +177,14 @@ in
         "CAP_AUDIT_CONTROL"
       ]
       # verify: CAP_AUDIT_WRITE for its marker (a user message), CAP_SETUID and
-      # CAP_SETGID for the stimuli it makes as the (unprivileged) test user.
+      # CAP_SETGID for the stimuli it makes as the (unprivileged) test user, CAP_KILL to
+      # stop such a stimulus on timeout (as contrib/systemd/kmod-audit-verify.service).
+      # No CAP_SYSLOG: PrivateDevices hides /dev/kmsg, and NixOS runs auditd.
       ++ (
         if verify then
           [
             "CAP_AUDIT_WRITE"
+            "CAP_KILL"
             "CAP_SETGID"
             "CAP_SETUID"
           ]

@@ -195,6 +195,27 @@ class TestSources:
         assert result.out.count("== ") == 2
 
 
+class TestNothingLost:
+    """A report or metrics file is never written over the rules being judged."""
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics"])
+    @pytest.mark.parametrize("layout", ["file", "rules.d"])
+    def test_report_over_a_source_is_refused(
+        self, run_cli: RunCli, tmp_path: Path, option: str, layout: str
+    ) -> None:
+        """Exit 2 naming both paths, and the rules file is as it was."""
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        rules = rules_d / "10-modules.rules"
+        text = (RULES / "syscalls-combined.pass.rules").read_text()
+        rules.write_text(text)
+        source = rules if layout == "file" else rules_d
+        result = run_cli("check", str(source), option, str(rules))
+        assert 2 == result.code, result.err
+        assert f"{option} {rules}: that is the rules source {source} being judged" in result.err
+        assert text == rules.read_text()
+
+
 class TestNoTraceback:
     """Internal errors never print a traceback."""
 

@@ -604,7 +604,7 @@ class TestMonitorUnit:
         assert "0022" == config["UMask"]
         expected_caps = ["CAP_AUDIT_CONTROL"]
         if verify:
-            expected_caps += ["CAP_AUDIT_WRITE", "CAP_SETGID", "CAP_SETUID"]
+            expected_caps += ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_SETGID", "CAP_SETUID"]
         assert expected_caps == config["CapabilityBoundingSet"]
         assert ["AF_UNIX", "AF_NETLINK"] == config["RestrictAddressFamilies"]
         assert config["ProtectKernelLogs"] is True

@@ -326,6 +326,24 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _not_an_input(args: argparse.Namespace, option: str, path: str | None) -> None:
+    """Refuse to write a report or metrics over a rules file or directory being judged."""
+    if path in {None, "-"} or not os.path.exists(path):
+        return
+    for source in getattr(args, "sources", ()):
+        if source == "-" or not os.path.exists(source):
+            continue
+        inside = os.path.isdir(source) and os.path.realpath(path).startswith(
+            os.path.realpath(source) + os.sep
+        )
+        if os.path.samefile(path, source) or inside:
+            msg = (
+                f"{option} {path}: that is the rules source {source} being judged; writing "
+                "there would replace the rules; pass another file (nothing was run)"
+            )
+            raise ConfigurationError(msg)
+
+
 def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...]) -> str | None:
     """Refuse what cannot give the report asked for, before any work; read the template.
 
@@ -335,6 +353,7 @@ def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...])
         from .evidence import check_output  # noqa: PLC0415
 
         check_output(args.output)
+    _not_an_input(args, "--output", args.output)
     if args.format in {"text", "json"} and args.cklb_template is None:
         return None
     from .evidence import preflight  # noqa: PLC0415 - only for the evidence formats
@@ -884,6 +903,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if getattr(args, "metrics", None) is not None:
             from .metrics import RunMetrics  # noqa: PLC0415 - only with --metrics
 
+            _not_an_input(args, "--metrics", args.metrics)
             args.metrics_run = RunMetrics.begin(args.command, args.metrics, args.profile)
         code = _run(args, stream)
     except VerifierError as exc:
