@@ -484,8 +484,12 @@ _GOOD: Final = {
     "--timeout": ("5", "0.5", "86400"),
     "--probe-command": ("kmod-audit", "sudo -n kmod-audit"),
     "--format": ("text", "json"),
+    "--output": ("report.out", "-"),
+    "--metrics": ("kmod-audit.prom",),
     "--target": _TARGETS,
 }
+#: The options that write a file.
+_WRITES: Final = frozenset({"--output", "--metrics"})
 _SOURCES: Final = (
     str(RULES / "syscalls-combined.pass.rules"),
     str(RULES / "missing-b32.fail.rules"),
@@ -506,6 +510,10 @@ def _argvs(draw: st.DrawFn) -> list[str]:
         good = _GOOD.get(option, ())
         hostile = option != "--target" and draw(st.integers(0, 3)) == 0
         value = draw(_VALUES if hostile or not good else st.sampled_from(good))
+        if option in _WRITES:
+            # Relative to the test's own directory: the fuzz runs as root, and an absolute
+            # value such as /nonexistent would write a report there.
+            value = value.lstrip("/") or "."
         glued = draw(st.booleans())
         argv.extend([f"{option}={value}"] if glued else [option, value])
     if command == "check":

@@ -801,10 +801,10 @@ class TestAusearch:
         """A start after every record gives no text, not an error."""
         assert "" == read_ausearch(1795320090.0, path=str(LOGS / "auditd-enriched.log"))
 
-    def test_missing_ausearch_is_a_transport_error(self) -> None:
+    def test_missing_ausearch_is_a_transport_error(self, tmp_path: Path) -> None:
         """A missing ausearch says what to install."""
         with pytest.raises(TransportError, match="install the audit userspace"):
-            read_ausearch(0.0, path="/dev/null", ausearch="/nonexistent/ausearch")
+            read_ausearch(0.0, path="/dev/null", ausearch=str(tmp_path / "missing" / "ausearch"))
 
 
 def _fake_journalctl(tmp_path: Path, output: Path | None, status: int = 0) -> tuple[str, Path]:
