@@ -1,0 +1,224 @@
+"""The Ansible collection (collections/ansible_collections/kmodaudit/kmod_audit).
+
+Packaging with `ansible-galaxy collection build`, `ansible-lint` with the production
+profile, and the `kmod_audit` module run by the real engine (`ansible localhost`, local
+connection) on rules files: nothing here touches the host's audit state. The roles and
+the fleet playbook drive real hosts over ssh in tests/test_vm_fleet.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from _ansible import BIN, COLLECTION, MODULE, adhoc_result, environment, run, tool
+from _support import FIXTURES, consumer_import, review_results, valid_report
+
+PASS = FIXTURES / "rules" / "listing-stig.pass.rules"
+FAIL = FIXTURES / "rules" / "listing-never-first.fail.rules"
+KMOD_AUDIT = str(BIN / "kmod-audit")
+
+
+def _closed_port() -> int:
+    # Bound and closed again: nothing listens there (connection refused).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _module(tmp_path: Path, args: dict[str, Any], *options: str, **env: str) -> dict[str, Any]:
+    """Run the module once on localhost (ad hoc, local connection); return its result."""
+    result = run(
+        [tool("ansible"), "localhost", *options, "-m", MODULE, "-a", json.dumps(args)],
+        environment(tmp_path, **env),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    return adhoc_result(result)
+
+
+class TestCollection:
+    """The collection packs, installs and passes ansible-lint."""
+
+    def test_build_and_install(self, tmp_path: Path) -> None:
+        """`ansible-galaxy collection build` packs it; the installed copy documents the module."""
+        built = run(
+            [tool("ansible-galaxy"), "collection", "build", str(COLLECTION), "--output-path", "."],
+            environment(tmp_path),
+            cwd=tmp_path,
+        )
+        assert 0 == built.code, built.describe()
+        archive = tmp_path / "kmodaudit-kmod_audit-1.0.0.tar.gz"
+        assert archive.is_file(), built.describe()
+        with tarfile.open(archive) as tar:
+            names = set(tar.getnames())
+        assert {
+            "galaxy.yml" not in names,  # build turns it into MANIFEST.json
+            "MANIFEST.json" in names,
+            "meta/runtime.yml" in names,
+            "plugins/modules/kmod_audit.py" in names,
+            "roles/rules/tasks/main.yml" in names,
+            "roles/prove/tasks/main.yml" in names,
+            "playbooks/prove-fleet.yml" in names,
+        } == {True}
+        installed = tmp_path / "installed"
+        install = run(
+            [tool("ansible-galaxy"), "collection", "install", str(archive), "-p", str(installed)],
+            # Not the in-place collection: galaxy would find it "already installed" there.
+            environment(tmp_path, ANSIBLE_COLLECTIONS_PATH=str(installed)),
+            cwd=tmp_path,
+        )
+        assert 0 == install.code, install.describe()
+        assert (installed / "ansible_collections/kmodaudit/kmod_audit/MANIFEST.json").is_file()
+        doc = run(
+            [tool("ansible-doc"), "--json", "-t", "module", MODULE],
+            environment(tmp_path, ANSIBLE_COLLECTIONS_PATH=str(installed)),
+            cwd=tmp_path,
+        )
+        assert 0 == doc.code, doc.describe()
+        documented = json.loads(doc.out).get(MODULE)
+        assert documented is not None, doc.describe()
+        assert str(installed) in documented["doc"]["filename"]
+        assert {"command", "profiles", "no_load", "cklb", "fail_on"} <= set(
+            documented["doc"]["options"]
+        )
+        assert {"compliant", "undecided", "verdict", "report"} <= set(documented["return"])
+        roles = run(
+            [tool("ansible-doc"), "--json", "-t", "role", "kmodaudit.kmod_audit.rules"],
+            environment(tmp_path, ANSIBLE_COLLECTIONS_PATH=str(installed)),
+            cwd=tmp_path,
+        )
+        assert 0 == roles.code, roles.describe()
+
+    def test_ansible_lint_production_profile(self, tmp_path: Path) -> None:
+        """ansible-lint passes on the collection with the production profile, docs parsed."""
+        lint = run(
+            [tool("ansible-lint"), "--nocolor", "--offline", "--profile", "production", "."],
+            environment(tmp_path, NO_COLOR="1", ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1"),
+            cwd=COLLECTION,
+            timeout=600,
+        )
+        assert 0 == lint.code, lint.describe()
+        output = lint.out + lint.err
+        assert "Profile 'production' was required, and it passed." in output, lint.describe()
+        # ansible-lint only logs a module whose documentation does not parse.
+        assert "[ERROR]" not in output, lint.describe()
+
+
+class TestModule:
+    """The module maps kmod-audit's exit codes and JSON to task results."""
+
+    def test_compliant(self, tmp_path: Path) -> None:
+        """Exit 0: compliant, the JSON report registered as data, nothing changed."""
+        result = _module(tmp_path, {"command": "check", "sources": [str(PASS)]})
+        assert ("SUCCESS", False) == (result["_status"], result["changed"])
+        assert (True, False, "compliant", 0) == (
+            result["compliant"],
+            result["undecided"],
+            result["verdict"],
+            result["exit_code"],
+        )
+        report = valid_report(json.dumps(result["report"]))
+        assert report["compliant"] is True
+        assert ["nixos-stig"] == [p["id"] for p in report["profiles"]]
+        assert ["--format", "json", "--", str(PASS)] == result["cmd"][-4:]
+
+    def test_not_compliant_is_a_verdict(self, tmp_path: Path) -> None:
+        """Exit 1: compliant false, the task succeeds with the failing requirement."""
+        result = _module(tmp_path, {"command": "check", "sources": [str(FAIL)]})
+        assert "SUCCESS" == result["_status"]
+        assert (False, False, "not-compliant", 1) == (
+            result["compliant"],
+            result["undecided"],
+            result["verdict"],
+            result["exit_code"],
+        )
+        requirements = result["report"]["profiles"][0]["requirements"]
+        assert [("V-268096", "fail")] == [(r["id"], r["status"]) for r in requirements]
+
+    def test_fail_on_noncompliant(self, tmp_path: Path) -> None:
+        """fail_on=noncompliant fails the task on exit 1, with the verdict in the message."""
+        result = _module(
+            tmp_path, {"command": "check", "sources": [str(FAIL)], "fail_on": "noncompliant"}
+        )
+        assert "FAILED" == result["_status"]
+        assert "kmod-audit check: not-compliant (exit 1)" == result["msg"]
+
+    def test_unreachable_target_is_undecided(self, tmp_path: Path) -> None:
+        """Exit 3 (ssh refused): undecided, never compliant; kmod-audit's message returned."""
+        port = _closed_port()
+        result = _module(tmp_path, {"command": "verify", "target": f"ssh://root@127.0.0.1:{port}"})
+        assert "SUCCESS" == result["_status"]
+        assert (False, True, "undecided", 3) == (
+            result["compliant"],
+            result["undecided"],
+            result["verdict"],
+            result["exit_code"],
+        )
+        assert "Connection refused" in result["message"]
+        assert 3 == result["report"]["error"]["exit"]
+        unproven = _module(
+            tmp_path,
+            {
+                "command": "verify",
+                "target": f"ssh://root@127.0.0.1:{port}",
+                "fail_on": "unproven",
+            },
+        )
+        assert "FAILED" == unproven["_status"]
+        assert unproven["msg"].startswith("kmod-audit verify: undecided (exit 3): ssh could not")
+
+    def test_usage_error_fails_with_the_message(self, tmp_path: Path) -> None:
+        """Exit 2 fails the task and names what kmod-audit refused."""
+        result = _module(tmp_path, {"command": "check", "profiles": ["no-such-profile"]})
+        assert "FAILED" == result["_status"]
+        assert 2 == result["exit_code"]
+        assert result["msg"].startswith("kmod-audit check failed (exit 2): --profile: unknown")
+        assert "no-such-profile" in result["msg"]
+
+    def test_missing_kmod_audit(self, tmp_path: Path) -> None:
+        """Without kmod-audit on the host the task fails and says how to install it."""
+        result = _module(tmp_path, {"command": "check"}, PATH="/usr/bin:/bin")
+        assert "FAILED" == result["_status"]
+        assert result["msg"].startswith("kmod-audit is not installed on this host")
+        assert "kmodaudit.kmod_audit.prove" in result["msg"]
+        assert result["compliant"] is False
+
+    def test_option_of_the_other_command(self, tmp_path: Path) -> None:
+        """An option of verify given to check is refused before anything runs."""
+        result = _module(tmp_path, {"command": "check", "no_load": True})
+        assert "FAILED" == result["_status"]
+        assert "option(s) no_load do not apply to command=check" in result["msg"]
+
+    def test_check_mode_never_loads(self, tmp_path: Path) -> None:
+        """In check mode verify runs with --no-load and writes no checklist."""
+        port = _closed_port()
+        cklb = tmp_path / "never.cklb"
+        result = _module(
+            tmp_path,
+            {
+                "command": "verify",
+                "target": f"ssh://root@127.0.0.1:{port}",
+                "cklb": str(cklb),
+            },
+            "--check",
+        )
+        assert "--no-load" in result["cmd"]
+        assert "cklb" not in result
+        assert not cklb.exists()
+
+    def test_checklist(self, tmp_path: Path) -> None:
+        """Cklb writes a STIG Viewer 3 checklist that STIG Manager imports."""
+        cklb = tmp_path / "host.cklb"
+        result = _module(
+            tmp_path,
+            {"command": "check", "sources": [str(PASS)], "cklb": str(cklb)},
+            "--diff",
+        )
+        assert (True, 0, str(cklb)) == (result["compliant"], result["cklb_exit"], result["cklb"])
+        assert {"SV-268096r1039563_rule": "pass"} == review_results(consumer_import("cklb", cklb))
+        assert KMOD_AUDIT == result["cmd"][0]  # found on PATH
