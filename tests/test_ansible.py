@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from _ansible import BIN, COLLECTION, MODULE, adhoc_result, environment, run, tool
+from _ansible import BIN, COLLECTION, MODULE, PLAYBOOK, adhoc_result, environment, run, tool
 from _support import FIXTURES, consumer_import, review_results, valid_report
 
 PASS = FIXTURES / "rules" / "listing-stig.pass.rules"
@@ -222,3 +222,47 @@ class TestModule:
         assert (True, 0, str(cklb)) == (result["compliant"], result["cklb_exit"], result["cklb"])
         assert {"SV-268096r1039563_rule": "pass"} == review_results(consumer_import("cklb", cklb))
         assert KMOD_AUDIT == result["cmd"][0]  # found on PATH
+
+
+class TestFleetPlaybookWithoutHosts:
+    """prove-fleet.yml never calls a host it could not reach compliant."""
+
+    def test_unreachable_hosts_could_not_prove(self, tmp_path: Path) -> None:
+        """Unreachable hosts: "could not prove" in the table, the run fails, also with --limit."""
+        ports = [_closed_port(), _closed_port()]
+        inventory = tmp_path / "inventory.ini"
+        inventory.write_text(
+            "".join(
+                f"gone{n} ansible_host=127.0.0.1 ansible_port={port} ansible_user=root\n"
+                for n, port in enumerate(ports)
+            )
+        )
+        for limit in ([], ["--limit", "gone1"]):
+            reports = tmp_path / f"reports{len(limit)}"
+            result = run(
+                [
+                    tool("ansible-playbook"),
+                    "-i",
+                    str(inventory),
+                    *limit,
+                    "-e",
+                    f"kmod_audit_reports_dir={reports}",
+                    str(PLAYBOOK),
+                ],
+                environment(tmp_path),
+                cwd=tmp_path,
+            )
+            assert 2 == result.code, result.describe()
+            summary = (reports / "fleet-summary.txt").read_text()
+            hosts = ["gone1"] if limit else ["gone0", "gone1"]
+            rows = [line.split() for line in summary.splitlines()[2:-1]]
+            assert [(host, "could", "not", "prove", "none", "none") for host in hosts] == [
+                tuple(row[:6]) for row in rows
+            ], summary
+            assert all("unreachable:" in line for line in summary.splitlines()[2:-1])
+            assert "Connection refused" in summary
+            assert summary.splitlines()[-1] == (
+                f"result: 0 compliant, 0 NOT compliant, {len(hosts)} could not prove "
+                f"({len(hosts)} hosts): FLEET NOT PROVEN COMPLIANT"
+            )
+            assert f"{len(hosts)} of {len(hosts)} hosts are not proven compliant" in result.out
