@@ -9,13 +9,16 @@ the fleet playbook drive real hosts over ssh in tests/test_vm_fleet.py.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 from _ansible import BIN, COLLECTION, MODULE, PLAYBOOK, adhoc_result, environment, run, tool
-from _support import FIXTURES, consumer_import, review_results, valid_report
+from _support import FIXTURES, consumer_import, require_or_skip, review_results, valid_report
 
 PASS = FIXTURES / "rules" / "listing-stig.pass.rules"
 FAIL = FIXTURES / "rules" / "listing-never-first.fail.rules"
@@ -195,33 +198,22 @@ class TestModule:
         assert "option(s) no_load do not apply to command=check" in result["msg"]
 
     def test_check_mode_never_loads(self, tmp_path: Path) -> None:
-        """In check mode verify runs with --no-load and writes no checklist."""
+        """In check mode verify runs with --no-load."""
         port = _closed_port()
-        cklb = tmp_path / "never.cklb"
         result = _module(
-            tmp_path,
-            {
-                "command": "verify",
-                "target": f"ssh://root@127.0.0.1:{port}",
-                "cklb": str(cklb),
-            },
-            "--check",
+            tmp_path, {"command": "verify", "target": f"ssh://root@127.0.0.1:{port}"}, "--check"
         )
         assert "--no-load" in result["cmd"]
-        assert "cklb" not in result
-        assert not cklb.exists()
+        assert (False, "undecided") == (result["changed"], result["verdict"])
 
     def test_checklist(self, tmp_path: Path) -> None:
-        """Cklb writes a STIG Viewer 3 checklist that STIG Manager imports."""
-        cklb = tmp_path / "host.cklb"
-        result = _module(
-            tmp_path,
-            {"command": "check", "sources": [str(PASS)], "cklb": str(cklb)},
-            "--diff",
-        )
-        assert (True, 0, str(cklb)) == (result["compliant"], result["cklb_exit"], result["cklb"])
-        assert {"SV-268096r1039563_rule": "pass"} == review_results(consumer_import("cklb", cklb))
+        """With cklb, the STIG Viewer 3 checklist comes back as text that STIG Manager imports."""
+        result = _module(tmp_path, {"command": "check", "sources": [str(PASS)], "cklb": True})
+        assert (True, 0) == (result["compliant"], result["cklb_exit"])
         assert KMOD_AUDIT == result["cmd"][0]  # found on PATH
+        cklb = tmp_path / "host.cklb"
+        cklb.write_text(result["cklb"])
+        assert {"SV-268096r1039563_rule": "pass"} == review_results(consumer_import("cklb", cklb))
 
 
 class TestFleetPlaybookWithoutHosts:
@@ -266,3 +258,52 @@ class TestFleetPlaybookWithoutHosts:
                 f"({len(hosts)} hosts): FLEET NOT PROVEN COMPLIANT"
             )
             assert f"{len(hosts)} of {len(hosts)} hosts are not proven compliant" in result.out
+
+
+class TestRulesRoleCheckMode:
+    """The rules role under --check --diff on this machine: it shows, and writes nothing."""
+
+    def test_check_diff_shows_the_rules_and_writes_nothing(self, tmp_path: Path) -> None:
+        """The diff holds the generated lines; the file is not written, augenrules not run."""
+        if os.geteuid() != 0 or shutil.which("auditctl") is None:
+            require_or_skip("the rules role reads `auditctl -s` (root, auditd installed)")
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        playbook = tmp_path / "rules.yml"
+        playbook.write_text(
+            "- name: Install kmod-audit's rules\n"
+            "  hosts: localhost\n"
+            "  gather_facts: false\n"
+            "  roles:\n"
+            "    - role: kmodaudit.kmod_audit.rules\n"
+            f"      vars: {{rules_dir: {rules_d}}}\n"
+        )
+        result = run(
+            [
+                tool("ansible-playbook"),
+                "--connection",
+                "local",
+                "--check",
+                "--diff",
+                "-e",
+                '{"kmod_audit_profiles": ["cis"]}',
+                str(playbook),
+            ],
+            environment(tmp_path),
+            cwd=tmp_path,
+        )
+        assert 0 == result.code, result.describe()
+        assert 1 == result.recap()["localhost"]["changed"], result.describe()
+        generated = subprocess.run(
+            [KMOD_AUDIT, "generate", "--profile", "cis", "--kmod-path", "/usr/bin/kmod"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert f"+++ after: {rules_d}/50-kmod-audit.rules" in result.out
+        for line in generated.splitlines():
+            assert f"+{line}\n" in result.out
+        assert [] == list(rules_d.iterdir())
+        assert "RUNNING HANDLER [kmodaudit.kmod_audit.rules : Load the audit rules" in result.out
+        handler = result.out.split("Load the audit rules into the kernel]", 1)[1]
+        assert handler.lstrip("* \n").startswith("skipping: [localhost]"), result.describe()

@@ -95,13 +95,13 @@ options:
     default: false
   cklb:
     description:
-      - Also write a STIG Viewer 3 checklist (C(--format cklb)) of the same command to
-        this path on the target, atomically. kmod-audit then runs a second time, with the
-        same options; RV(cklb_exit) is that run's exit code.
+      - Also return a STIG Viewer 3 checklist (C(--format cklb)) of the same command as
+        RV(cklb). kmod-audit then runs a second time with the same options;
+        RV(cklb_exit) is that run's exit code. Nothing is written on the target.
       - Checklists exist only for the DISA STIG profiles (C(nixos-stig), C(al2023-stig)).
         Asking for one with no STIG profile selected fails the task.
-      - Not written in check mode.
-    type: path
+    type: bool
+    default: false
   fail_on:
     description:
       - When the task fails besides on a usage error. C(never) (the default) returns the
@@ -113,7 +113,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - C(check) only reads. C(verify) runs with C(--no-load) and writes no checklist.
+      - C(check) only reads. C(verify) runs with C(--no-load).
   diff_mode:
     support: none
 notes:
@@ -132,8 +132,15 @@ EXAMPLES = r"""
   kmodaudit.kmod_audit.kmod_audit:
     command: verify
     no_load: true
-    cklb: /var/tmp/kmod-audit.cklb
+    cklb: true
   register: kmod_audit_verify
+
+- name: Keep the checklist on the controller
+  ansible.builtin.copy:
+    content: "{{ kmod_audit_verify.cklb }}"
+    dest: "reports/{{ inventory_hostname }}.cklb"
+    mode: "0644"
+  delegate_to: localhost
 
 - name: Fail the host unless both say compliant
   ansible.builtin.assert:
@@ -184,12 +191,12 @@ stderr:
   returned: always
   type: str
 cklb:
-  description: The checklist's path on the target, when one was written.
-  returned: when O(cklb) was given, outside check mode
+  description: The checklist (STIG Viewer 3 JSON), exactly as kmod-audit wrote it.
+  returned: when O(cklb=true)
   type: str
 cklb_exit:
   description: The exit code of the run that wrote the checklist.
-  returned: when O(cklb) was given, outside check mode
+  returned: when O(cklb=true)
   type: int
 """
 
@@ -206,9 +213,7 @@ VERDICTS = {0: "compliant", 1: "not-compliant", 3: "undecided"}
 _ENVIRON = {"LC_ALL": "C.UTF-8"}
 
 
-def _argv(
-    module: AnsibleModule, executable: str, output_format: str, output: str | None = None
-) -> list[str]:
+def _argv(module: AnsibleModule, executable: str, output_format: str) -> list[str]:
     params = module.params
     command = params["command"]
     argv = [executable, command]
@@ -236,8 +241,6 @@ def _argv(
         if params["timeout"] is not None:
             argv += ["--timeout", f"{params['timeout']:g}"]
     argv += ["--format", output_format]
-    if output is not None:
-        argv += ["--output", output]
     if command == "check" and params["sources"]:
         # After `--`: a source may start with `-` (and `-` alone is stdin, not wanted here).
         argv += ["--", *params["sources"]]
@@ -285,7 +288,7 @@ def main() -> None:
             "key": {"type": "str", "no_log": False},
             "kmod_path": {"type": "path"},
             "strict": {"type": "bool", "default": False},
-            "cklb": {"type": "path"},
+            "cklb": {"type": "bool", "default": False},
             "fail_on": {
                 "type": "str",
                 "default": "never",
@@ -344,9 +347,9 @@ def main() -> None:
             f"(is {executable} kmod-audit?); stdout began: {stdout[:200]!r}",
             **result,
         )
-    if params["cklb"] is not None and not module.check_mode:
-        cklb_argv = _argv(module, executable, "cklb", params["cklb"])
-        cklb_rc, _, cklb_err = module.run_command(
+    if params["cklb"]:
+        cklb_argv = _argv(module, executable, "cklb")
+        cklb_rc, cklb, cklb_err = module.run_command(
             cklb_argv, check_rc=False, environ_update=_ENVIRON
         )
         result["cklb_exit"] = cklb_rc
@@ -356,7 +359,7 @@ def main() -> None:
                 f"{cklb_err.strip()[-2000:]}",
                 **result,
             )
-        result["cklb"] = params["cklb"]
+        result["cklb"] = cklb
     fail_on = params["fail_on"]
     if (fail_on == "noncompliant" and rc == 1) or (fail_on == "unproven" and rc != 0):
         module.fail_json(
