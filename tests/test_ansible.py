@@ -231,6 +231,9 @@ class TestFleetPlaybookWithoutHosts:
         )
         for limit in ([], ["--limit", "gone1"]):
             reports = tmp_path / f"reports{len(limit)}"
+            reports.mkdir()
+            stale = reports / "gone1.verify.json"  # from an earlier, compliant run
+            stale.write_text('{"compliant": true}')
             result = run(
                 [
                     tool("ansible-playbook"),
@@ -245,6 +248,7 @@ class TestFleetPlaybookWithoutHosts:
                 cwd=tmp_path,
             )
             assert 2 == result.code, result.describe()
+            assert not stale.exists()
             summary = (reports / "fleet-summary.txt").read_text()
             hosts = ["gone1"] if limit else ["gone0", "gone1"]
             rows = [line.split() for line in summary.splitlines()[2:-1]]
