@@ -183,7 +183,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         common = (
             f"ansible_host=127.0.0.1 ansible_user=root ansible_ssh_private_key_file="
             f"{keys / 'client_key'} ansible_python_interpreter=/usr/bin/python3 "
-            # The guest's /root is the host's, read-only: Ansible's files go to its /tmp.
+            # Ansible's files go to the guest's own /tmp (a RAM overlay).
             "ansible_remote_tmp=/tmp/.ansible-tmp"
         )
         inventory.write_text(

@@ -7,7 +7,8 @@
 # DIR is a host directory the guest sees (read-only is enough) holding `host_key` (an
 # OpenSSH private key) and `authorized_keys` (who may log in as root). sshd runs with
 # `UsePAM yes`, so a login gets its login uid from pam_loginuid, as on a real machine.
-# Its state lives under /run/kmod-audit-sshd (the guest's own tmpfs). Prints
+# Its state lives under /run/kmod-audit-sshd (the guest's own tmpfs), and root's home is
+# an empty tmpfs. Prints
 # `RESULT sshd_pid=PID` once sshd listens on port 22, and exits 0 leaving it running.
 # Exits 1 with a message on stderr when a step fails or sshd does not listen in time.
 #
@@ -43,6 +44,11 @@ ip link set "$iface" up || fail "cannot bring up $iface"
 # QEMU's user-mode network: the guest is 10.0.2.15, hostfwd delivers there.
 ip addr add 10.0.2.15/24 dev "$iface" || fail "cannot give $iface the address 10.0.2.15"
 ip route add default via 10.0.2.2 dev "$iface" 2>/dev/null
+
+# The guest's /root is the host's (read-only), with the host's shell start-up files: bash
+# reads ~/.bashrc for every ssh command, and a slow one (pyenv init) costs seconds each
+# under TCG. A root login here gets an empty home of its own, as on a fresh machine.
+mount -t tmpfs -o mode=0700 roothome /root || fail "cannot mount an empty /root"
 
 mkdir -p "$state" /run/sshd || fail "cannot create $state"
 chmod 0755 /run/sshd
