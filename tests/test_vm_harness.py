@@ -281,3 +281,38 @@ class TestFindKernel:
             return
         version = f"6.1.0-{expected}-amd64"
         assert found == vmrun.Kernel(version, boot / f"vmlinuz-{version}", modules / version)
+
+
+class TestQemuOptions:
+    """More QEMU options (a user-mode NIC with hostfwd) ride on vng's --qemu-opts."""
+
+    def _argv(self, tmp_path: Path, qemu_opts: list[str]) -> list[str]:
+        kernel = vmrun.Kernel("6.1.0-1-amd64", tmp_path / "vmlinuz", tmp_path / "modules")
+        return vmrun._vng_argv(
+            Path("/venv/bin/vng"),
+            kernel,
+            append=("audit=1",),
+            memory="1G",
+            cpus=1,
+            rwdirs=(),
+            pidfile=Path("/tmp/x/qemu.pid"),
+            qemu_opts=qemu_opts,
+        )
+
+    def test_appended_after_the_pidfile(self, tmp_path: Path) -> None:
+        """The words follow `-pidfile FILE` in the one --qemu-opts value."""
+        argv = self._argv(
+            tmp_path,
+            ["-netdev", "user,id=n,hostfwd=tcp:127.0.0.1:2222-:22", "-device", "virtio-net-pci"],
+        )
+        assert (
+            "--qemu-opts=-pidfile /tmp/x/qemu.pid -netdev "
+            "user,id=n,hostfwd=tcp:127.0.0.1:2222-:22 -device virtio-net-pci"
+        ) == argv[-1]
+        assert "--qemu-opts=-pidfile /tmp/x/qemu.pid" == self._argv(tmp_path, [])[-1]
+
+    @pytest.mark.parametrize("word", ["a;b", "$(x)", "a b", "=x", ""], ids=repr)
+    def test_shell_words_refused(self, tmp_path: Path, word: str) -> None:
+        """A word the shell would change is refused (vng pastes it into `sh -c` unquoted)."""
+        with pytest.raises(ValueError, match="vng pastes it into a shell command unquoted"):
+            self._argv(tmp_path, [word])

@@ -93,6 +93,8 @@ _MODULES = Path("/lib/modules")
 _MAX_EXEC = 512
 # vng pastes --rwdir and --qemu-opts values unquoted into a `sh -c` string.
 _SHELL_SAFE = re.compile(r"[A-Za-z0-9_./+,:@%-]+")
+# The same for a QEMU option word, which may also hold `=` (never first: not an assignment).
+_QEMU_SAFE = re.compile(r"[A-Za-z0-9_./+,:@%-][A-Za-z0-9_./+,:@%=-]*")
 # Paths the guest does not see from the host (its own /proc, /sys, /dev, /run).
 _GUEST_PRIVATE = (Path("/proc"), Path("/sys"), Path("/dev"), Path("/run"))
 _KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL of the process group
@@ -376,6 +378,7 @@ def _vng_argv(
     cpus: int,
     rwdirs: Sequence[Path],
     pidfile: Path,
+    qemu_opts: Sequence[str] = (),
 ) -> list[str]:
     argv = [
         str(vng),
@@ -392,9 +395,22 @@ def _vng_argv(
             msg = f"rwdir {directory} is not a directory on the host"
             raise ValueError(msg)
         argv.append(f"--rwdir={_shell_safe(directory, 'rwdir')}")
+    extra = [_qemu_word(word) for word in qemu_opts]
     # With `=`: as a separate item argparse would take `-pidfile` for an option.
-    argv.append(f"--qemu-opts=-pidfile {_shell_safe(pidfile, 'pidfile')}")
+    argv.append(" ".join([f"--qemu-opts=-pidfile {_shell_safe(pidfile, 'pidfile')}", *extra]))
     return argv
+
+
+def _qemu_word(word: str) -> str:
+    # vng pastes --qemu-opts into a `sh -c` string unquoted: allow only words the shell
+    # passes through unchanged (QEMU's `key=value,key=value` syntax included).
+    if _QEMU_SAFE.fullmatch(word) is None:
+        msg = (
+            f"QEMU option {word!r} must consist of letters, digits and _./+,:@%=- "
+            "(vng pastes it into a shell command unquoted)"
+        )
+        raise ValueError(msg)
+    return word
 
 
 def _vng_env(vng: Path) -> dict[str, str]:
@@ -538,6 +554,7 @@ def run_guest(
     memory: str = "1G",
     cpus: int = 2,
     rwdirs: Sequence[Path] = (),
+    qemu_opts: Sequence[str] = (),
     args: Sequence[str] = (),
     on_stdout: Callable[[bytes], None] | None = None,
     on_stderr: Callable[[bytes], None] | None = None,
@@ -557,6 +574,7 @@ def run_guest(
         memory: Guest memory, QEMU syntax.
         cpus: Guest CPUs.
         rwdirs: Host directories the guest may write, at the same paths.
+        qemu_opts: More QEMU options, one word each (e.g. a user-mode NIC with hostfwd).
         args: Arguments for the script (keep them short: see `_MAX_EXEC`).
         on_stdout: Called with each chunk of the guest's stdout as it arrives.
         on_stderr: The same for stderr.
@@ -582,6 +600,7 @@ def run_guest(
             cpus=cpus,
             rwdirs=rwdirs,
             pidfile=pidfile,
+            qemu_opts=qemu_opts,
         )
         argv += ["--exec", command]
         log.info("booting %s: %s", kernel.version, shlex.join(argv))
@@ -674,6 +693,7 @@ def console(
     memory: str = "1G",
     cpus: int = 2,
     rwdirs: Sequence[Path] = (),
+    qemu_opts: Sequence[str] = (),
     exit_timeout: float = 30,
 ) -> Iterator[pexpect.spawn[str]]:
     """Boot `kernel` with an interactive root shell on its serial console.
@@ -692,6 +712,7 @@ def console(
         memory: Guest memory, QEMU syntax.
         cpus: Guest CPUs.
         rwdirs: Host directories the guest may write, at the same paths.
+        qemu_opts: More QEMU options, one word each (e.g. a user-mode NIC with hostfwd).
         exit_timeout: Seconds to wait for the guest to power off after `exit`.
 
     Yields:
@@ -714,6 +735,7 @@ def console(
             cpus=cpus,
             rwdirs=rwdirs,
             pidfile=pidfile,
+            qemu_opts=qemu_opts,
         )
         command = f"exec {shlex.join(argv)} 2>{shlex.quote(str(console_log))}"
         log.info("booting %s with a console: %s", kernel.version, command)
