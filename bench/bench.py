@@ -45,6 +45,9 @@ from types import FrameType
 
 import attrs
 
+from kmod_audit.errors import TransportError
+from kmod_audit.system import auditctl_status
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = "/run/lock/kmod-audit-host-audit.lock"
 SAMPLES = Path("/usr/share/doc/auditd/examples/rules")
@@ -221,12 +224,11 @@ def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def audit_status() -> dict[str, str]:
-    """`auditctl -s` as a mapping."""
-    status: dict[str, str] = {}
-    for line in auditctl("-s").stdout.splitlines():
-        name, _, value = line.partition(" ")
-        status[name] = value.strip()
-    return status
+    """`auditctl -s` as a mapping, read as kmod-audit reads it."""
+    try:
+        return auditctl_status()
+    except TransportError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def can_drive_host() -> str | None:

@@ -23,6 +23,8 @@ import attrs
 import jsonschema
 import pytest
 
+from kmod_audit.system import auditctl_status
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -99,12 +101,8 @@ def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
 
 
 def audit_status() -> dict[str, str]:
-    """`auditctl -s` as a mapping."""
-    status: dict[str, str] = {}
-    for line in auditctl("-s").stdout.splitlines():
-        name, _, value = line.partition(" ")
-        status[name] = value.strip()
-    return status
+    """`auditctl -s` as a mapping, read as kmod-audit reads it."""
+    return auditctl_status()
 
 
 @attrs.define
