@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmod_audit import cli
-from kmod_audit.loader import RuleSet, load
+from kmod_audit.loader import Drift, RuleSet, load
 from kmod_audit.report import Finding
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES
@@ -37,47 +37,15 @@ def _ruleset(lines: list[str], path: str) -> RuleSet:
 
 
 def _quadratic_drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
-    """`cli._drift` as it was before: a list scan per rule (the oracle)."""
+    """`cli._drift` as it was before: a list scan per rule (the oracle), same wording."""
     live = [r.signature() for r in running.rules]
     disk = [r.signature() for r in on_disk.rules]
-    missing = [r for r in on_disk.rules if r.signature() not in live]
-    extra = [r for r in running.rules if r.signature() not in disk]
-    findings = [
-        Finding(
-            path=rule.origin.path,
-            line=rule.origin.line,
-            text=rule.origin.text,
-            message=f"on disk but not running: {rule.render()}",
-            hint="reload the rules (NixOS: systemctl restart audit-rules-nixos; "
-            "elsewhere: augenrules --load), or reboot when they are locked (-e 2)",
-            severity="warning",
-        )
-        for rule in missing
-    ]
-    findings.extend(
-        Finding(
-            path="auditctl -l",
-            line=rule.origin.line,
-            text=rule.origin.text,
-            message=f"running but not in {label}: {rule.render()}",
-            hint="a rule was added by hand or the on-disk rules changed since they were "
-            "loaded; make the on-disk rules the source of truth and reload them",
-            severity="warning",
-        )
-        for rule in extra
-    )
-    if not missing and not extra and live != disk:
-        findings.append(
-            Finding(
-                path="auditctl -l",
-                line=0,
-                text="",
-                message=f"the running rules are those of {label} but in another order",
-                hint="order matters (the first matching rule wins); reload the on-disk rules",
-                severity="warning",
-            )
-        )
-    return findings
+    missing = tuple(r for r in on_disk.rules if r.signature() not in live)
+    extra = tuple(r for r in running.rules if r.signature() not in disk)
+    moved = 0
+    if not missing and not extra:
+        moved = sum(a != b for a, b in zip(live, disk, strict=False)) + abs(len(live) - len(disk))
+    return cli._drift_findings(Drift(missing, extra, moved), label)
 
 
 class TestDrift:

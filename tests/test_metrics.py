@@ -38,8 +38,8 @@ from _support import (
     poll,
     require_tool,
 )
-from kmod_audit.loader import load
-from kmod_audit.metrics import HELP, drift_rules
+from kmod_audit.loader import compare, load
+from kmod_audit.metrics import HELP
 from kmod_audit.profiles import select_profiles
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES
@@ -355,7 +355,7 @@ class TestDriftRules:
 
         live = load(parse_rules(text(running), path="l", machine=MACHINES["x86_64"]))
         disk = load(parse_rules(text(on_disk), path="d", machine=MACHINES["x86_64"]))
-        assert expected == drift_rules(live, [disk])
+        assert expected == compare(live, disk).rules
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from .errors import (
     VerifierError,
 )
 from .generate import DEFAULT_KEY, generate_lines, validate_key
-from .loader import RuleSet
+from .loader import Drift, RuleSet, compare
 from .profiles import PROFILES, Profile, select_profiles
 from .report import Finding, Report, SourceReport, render_json, render_text
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
@@ -558,12 +558,11 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
 
 
 def _drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
-    # Each signature is computed once and looked up in a set: linear in the rule counts.
-    live = [r.signature() for r in running.rules]
-    disk = [r.signature() for r in on_disk.rules]
-    live_set, disk_set = set(live), set(disk)
-    missing = [r for r, s in zip(on_disk.rules, disk, strict=True) if s not in live_set]
-    extra = [r for r, s in zip(running.rules, live, strict=True) if s not in disk_set]
+    return _drift_findings(compare(running, on_disk), label)
+
+
+def _drift_findings(drift: Drift, label: str) -> list[Finding]:
+    """The warnings of `check` for the drift between the running rules and `label`."""
     findings = [
         Finding(
             path=rule.origin.path,
@@ -574,7 +573,7 @@ def _drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
             "elsewhere: augenrules --load), or reboot when they are locked (-e 2)",
             severity="warning",
         )
-        for rule in missing
+        for rule in drift.missing
     ]
     findings.extend(
         Finding(
@@ -586,9 +585,9 @@ def _drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
             "loaded; make the on-disk rules the source of truth and reload them",
             severity="warning",
         )
-        for rule in extra
+        for rule in drift.extra
     )
-    if not missing and not extra and live != disk:
+    if drift.moved:
         findings.append(
             Finding(
                 path="auditctl -l",
@@ -648,13 +647,17 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
             )
             files.append(judge_source(source, options, label=on_disk.label))
     reports.extend(report for _, report in files)
-    if running is not None:
-        for ruleset, report in files:
-            drift.extend(_drift(running, ruleset, report.label))
+    compared = (
+        [(compare(running, ruleset), report.label) for ruleset, report in files]
+        if running is not None
+        else []
+    )
+    for differences, label in compared:
+        drift.extend(_drift_findings(differences, label))
     result = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
     if args.metrics_run is not None:
         args.metrics_run.observe_check(
-            result, running=running, on_disk=[r for r, _ in files] if running else ()
+            result, running=running, drift=[differences for differences, _ in compared]
         )
 
     def assess() -> object:

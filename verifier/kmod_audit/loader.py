@@ -31,7 +31,7 @@ from .rules import (
     RulesSource,
 )
 
-__all__ = ["LoadIssue", "RuleSet", "load"]
+__all__ = ["Drift", "LoadIssue", "RuleSet", "compare", "load"]
 
 _LOCKED_HINT: Final = (
     "`-e 2` locks the rules until reboot; keep it as the last line (augenrules moves it there)"
@@ -93,6 +93,40 @@ class RuleSet:
     def rules(self) -> tuple[Rule, ...]:
         """Every loaded rule, list by list."""
         return self.exit + self.task + self.exclude + self.user + self.filesystem
+
+
+@attrs.frozen
+class Drift:
+    """How the running rules differ from one on-disk rule set.
+
+    Attributes:
+        missing: Rules on disk but not running, in on-disk order.
+        extra: Rules running but not on disk, in running order.
+        moved: With neither, the positions that differ (0: the same rules in the same
+            order); rules compare by their kernel identity (`Rule.signature`).
+    """
+
+    missing: tuple[Rule, ...]
+    extra: tuple[Rule, ...]
+    moved: int
+
+    @property
+    def rules(self) -> int:
+        """How many rules differ (`kmod_audit_drift_rules`)."""
+        return len(self.missing) + len(self.extra) + self.moved
+
+
+def compare(running: RuleSet, on_disk: RuleSet) -> Drift:
+    """Compare the running rules with on-disk ones, in time linear in their counts."""
+    live = [r.signature() for r in running.rules]
+    disk = [r.signature() for r in on_disk.rules]
+    live_set, disk_set = set(live), set(disk)
+    missing = tuple(r for r, s in zip(on_disk.rules, disk, strict=True) if s not in live_set)
+    extra = tuple(r for r, s in zip(running.rules, live, strict=True) if s not in disk_set)
+    moved = 0
+    if not missing and not extra and live != disk:
+        moved = sum(a != b for a, b in zip(live, disk, strict=False)) + abs(len(live) - len(disk))
+    return Drift(missing, extra, moved)
 
 
 def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
@@ -41,11 +41,11 @@ from .profiles import Profile, select_profiles
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Gauge
 
-    from .loader import RuleSet
+    from .loader import Drift, RuleSet
     from .report import Report
     from .verify import VerifyReport
 
-__all__ = ["RunMetrics", "drift_rules"]
+__all__ = ["RunMetrics"]
 
 Command = Literal["check", "verify"]
 
@@ -122,14 +122,14 @@ class RunMetrics:
         report: Report,
         *,
         running: RuleSet | None,
-        on_disk: Iterable[RuleSet] = (),
+        drift: Sequence[Drift] = (),
     ) -> None:
         """Take the verdict of `check`, and the kernel's state when it read the running rules.
 
         Args:
             report: The whole report.
             running: The running rules, when the kernel was read.
-            on_disk: The rule sets the running rules were compared with (drift).
+            drift: How the running rules differ from each on-disk rule set compared.
         """
         ok = not any(f.severity == "error" for s in report.sources for f in s.findings)
         self.verdict_exit = report.exit_code()
@@ -141,9 +141,8 @@ class RunMetrics:
         if running is None:
             return
         self.kernel["rules_loaded"] = len(running.rules)
-        disks = list(on_disk)
-        if disks:
-            self.kernel["drift_rules"] = drift_rules(running, disks)
+        if drift:
+            self.kernel["drift_rules"] = sum(differences.rules for differences in drift)
         status = _kernel_status()
         self.kernel.update(status)
 
@@ -212,27 +211,6 @@ class RunMetrics:
             if name in self.kernel:
                 gauge(name).set(self.kernel[name])
         return registry
-
-
-def drift_rules(running: RuleSet, on_disk: Iterable[RuleSet]) -> int:
-    """How many rules differ between the running rules and each on-disk rule set (summed).
-
-    Rules on disk but not running, plus rules running but not on disk (compared as `check`
-    reports drift); when the same rules are there in another order, the number of positions
-    that differ.
-    """
-    live = [r.signature() for r in running.rules]
-    live_set = set(live)
-    total = 0
-    for ruleset in on_disk:
-        disk = [r.signature() for r in ruleset.rules]
-        disk_set = set(disk)
-        changed = sum(s not in live_set for s in disk) + sum(s not in disk_set for s in live)
-        if not changed and live != disk:
-            changed = sum(a != b for a, b in zip(live, disk, strict=False))
-            changed += abs(len(live) - len(disk))
-        total += changed
-    return total
 
 
 def _kernel_status() -> dict[str, int]:
