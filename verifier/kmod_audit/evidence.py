@@ -46,6 +46,7 @@ import attrs
 from . import __version__
 from ._hostinfo import host_facts
 from ._jsonspans import Node, parse_spans
+from ._writable import check_writable
 from .errors import ConfigurationError
 from .profiles import Benchmark, Profile, Requirement
 
@@ -1103,29 +1104,8 @@ def check_output(path: str) -> None:
 
     `verify` may load a module and take minutes: finding out only then that the report
     has nowhere to go wastes the run. `write_atomic` still reports what fails later.
-
-    Raises:
-        ConfigurationError: a directory, or a file in a missing or unwritable directory.
     """
-    if os.path.isdir(path):
-        msg = f"--output {path}: is a directory; pass a file name"
-        raise ConfigurationError(msg)
-    if os.path.exists(path) and not os.path.isfile(path):
-        return  # a device or FIFO: written into (see write_atomic)
-    directory = os.path.dirname(os.path.realpath(path))
-    if not os.path.isdir(directory):
-        msg = (
-            f"--output {path}: the directory {directory} does not exist; create it or pass "
-            "a path in a writable directory (nothing was run)"
-        )
-        raise ConfigurationError(msg)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        msg = (
-            f"--output {path}: the directory {directory} is not writable by this user (the "
-            "report is written beside the file, then renamed); pass a path in a writable "
-            "directory (nothing was run)"
-        )
-        raise ConfigurationError(msg)
+    check_writable("--output", path, replaces=False, instead="a file name in a writable directory")
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -26,8 +26,6 @@ does not load it.
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, Literal
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Final, Literal
 import attrs
 
 from ._log import logger
+from ._writable import check_writable
 from .errors import ConfigurationError, TransportError
 from .profiles import Profile, select_profiles
 
@@ -101,7 +100,13 @@ class RunMetrics:
                 writable, or prometheus_client is not installed (exit 2, before anything
                 else is done).
         """
-        _check_writable(path)
+        check_writable(
+            "--metrics",
+            path,
+            replaces=True,
+            instead="a file in node_exporter's textfile directory, e.g. "
+            "/var/lib/prometheus/node-exporter/kmod-audit-check.prom",
+        )
         try:
             import prometheus_client  # noqa: F401, PLC0415 - only with --metrics
         except ImportError as exc:
@@ -233,48 +238,3 @@ def _kernel_status() -> dict[str, int]:
             if text.get(key, "").isdigit()
         }
     return {"audit_enabled": status.enabled, "lost_records": status.lost}
-
-
-def _check_writable(path: str) -> None:
-    """Refuse a metrics path that cannot be written, before the run does anything."""
-    directory = os.path.dirname(path) or "."
-    if not path or os.path.isdir(path):
-        msg = (
-            f"--metrics {path!r}: is a directory, not a file; pass a file in node_exporter's "
-            "textfile directory, e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom"
-        )
-        raise ConfigurationError(msg)
-    try:
-        existing = os.stat(path).st_mode
-    except OSError:
-        existing = None
-    if existing is not None and not stat.S_ISREG(existing):
-        # write_to_textfile renames over the path: a device (/dev/null) would be replaced.
-        msg = (
-            f"--metrics {path}: is not a regular file (a device, FIFO or socket), and the "
-            "file is replaced by a rename; pass a file in node_exporter's textfile directory"
-        )
-        raise ConfigurationError(msg)
-    try:
-        is_directory = stat.S_ISDIR(os.stat(directory).st_mode)
-    except FileNotFoundError:
-        is_directory = False
-    except OSError as exc:
-        msg = (
-            f"--metrics {path}: the directory {directory} cannot be reached ({exc.strerror}); "
-            "run as a user who may write there, or pass another path"
-        )
-        raise ConfigurationError(msg) from None
-    if not is_directory:
-        msg = (
-            f"--metrics {path}: the directory {directory} does not exist; create it (it is "
-            "node_exporter's --collector.textfile.directory) or pass another path"
-        )
-        raise ConfigurationError(msg)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        msg = (
-            f"--metrics {path}: the directory {directory} is not writable by this user "
-            "(the file is written beside itself, then renamed); run as a user who may "
-            "write there, or pass another path"
-        )
-        raise ConfigurationError(msg)
