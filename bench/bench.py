@@ -265,6 +265,8 @@ def host_audit(work: Path) -> Iterator[None]:
             raise BenchError(msg)
         rules = auditctl("-l").stdout
         try:
+            # A known state, whatever the machine had (no auditd since boot: `enabled 0`).
+            auditctl("-e", "1")
             yield
         finally:
             auditctl("-D", check=False)

@@ -117,6 +117,12 @@ def host_audit() -> Iterator[HostAudit]:
             _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
         host = HostAudit(rules=auditctl("-l").stdout, status=status)
         try:
+            # A known starting state, whatever the machine had: audit enabled (a machine
+            # where no auditd has started since boot has `enabled 0`, and the kernel then
+            # records nothing) and failure 1 (printk). A test that needs another state sets
+            # it; the teardown restores what was found.
+            auditctl("-e", "1")
+            auditctl("-f", "1")
             yield host
         finally:
             host.restore()
