@@ -695,10 +695,18 @@ _GOOD: Final = {
     "--format": ("text", "json"),
     "--output": ("report.out", "-"),
     "--metrics": ("kmod-audit.prom",),
+    "--json-output": ("report.json", "-"),
+    "--hdf-output": ("report.hdf.json",),
     "--target": _TARGETS,
 }
 #: The options that write a file.
-_WRITES: Final = frozenset({"--output", "--metrics"})
+_WRITES: Final = frozenset(
+    {
+        "--output",
+        "--metrics",
+        *(f"--{fmt}-output" for fmt in ("text", "json", "cklb", "ckl", "hdf")),
+    }
+)
 _SOURCES: Final = (
     str(RULES / "syscalls-combined.pass.rules"),
     str(RULES / "missing-b32.fail.rules"),
