@@ -97,7 +97,7 @@ options:
     description:
       - Also return the STIG Viewer 3 checklist of the same run as RV(cklb). kmod-audit
         runs once and writes the JSON report and the checklist from the one verdict
-        (C(--cklb-output)): the checklist can never disagree with RV(compliant), and
+        (C(--cklb-output)), so the checklist never disagrees with RV(compliant), and
         C(verify) exercises the kernel once. The checklist goes through a temporary file
         in the module's temporary directory on the target, removed when the task ends.
       - Checklists exist only for the DISA STIG profiles (C(nixos-stig), C(al2023-stig)).
