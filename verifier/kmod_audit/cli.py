@@ -321,7 +321,8 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="FILE",
         help="write the report to FILE (atomically: whole or not at all) instead of stdout "
-        "(- is stdout)",
+        "(- is stdout); never where audit rules are read (a rules source, /etc/audit/rules.d, "
+        "audit.rules, the NixOS rules file)",
     )
     for fmt in _FORMATS:
         parser.add_argument(
