@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -209,11 +210,56 @@ class TestModule:
     def test_checklist(self, tmp_path: Path) -> None:
         """With cklb, the STIG Viewer 3 checklist comes back as text that STIG Manager imports."""
         result = _module(tmp_path, {"command": "check", "sources": [str(PASS)], "cklb": True})
-        assert (True, 0) == (result["compliant"], result["cklb_exit"])
+        assert (True, 0, 0) == (result["compliant"], result["exit_code"], result["cklb_exit"])
         assert KMOD_AUDIT == result["cmd"][0]  # found on PATH
         cklb = tmp_path / "host.cklb"
         cklb.write_text(result["cklb"])
         assert {"SV-268096r1039563_rule": "pass"} == review_results(consumer_import("cklb", cklb))
+
+
+#: A fake kmod-audit whose answer changes from one call to the next: the first call says
+#: compliant (exit 0, checklist not_a_finding), every later one not compliant (exit 1,
+#: checklist open). It honours --format json|cklb and --cklb-output as kmod-audit does.
+_FICKLE = """\
+import json, pathlib, sys
+argv = sys.argv[1:]
+with open(CALLS, "a") as calls:
+    calls.write(" ".join(argv) + "\\n")
+first = len(pathlib.Path(CALLS).read_text().splitlines()) == 1
+rule = {"rule_id_src": "SV-268096r1039563_rule", "status": "not_a_finding" if first else "open"}
+checklist = json.dumps({"stigs": [{"rules": [rule]}]})
+report = {"compliant": first, "verdict": "compliant" if first else "not-compliant"}
+if "--cklb-output" in argv:
+    pathlib.Path(argv[argv.index("--cklb-output") + 1]).write_text(checklist)
+fmt = argv[argv.index("--format") + 1]
+print(json.dumps(report) if fmt == "json" else checklist)
+sys.exit(0 if first else 1)
+"""
+
+
+class TestOneRun:
+    """With cklb the verdict and the checklist come from one run of kmod-audit."""
+
+    def test_fickle_executable_is_called_once(self, tmp_path: Path) -> None:
+        """A kmod-audit that would answer differently a second time is called once."""
+        calls = tmp_path / "calls"
+        fake = tmp_path / "kmod-audit"
+        fake.write_text(f"#!{sys.executable}\nCALLS = {str(calls)!r}\n{_FICKLE}")
+        fake.chmod(0o755)
+        result = _module(
+            tmp_path,
+            {"command": "verify", "executable": str(fake), "cklb": True, "fail_on": "noncompliant"},
+        )
+        assert 1 == len(calls.read_text().splitlines()), calls.read_text()
+        assert ("SUCCESS", True, 0, 0) == (
+            result["_status"],
+            result["compliant"],
+            result["exit_code"],
+            result["cklb_exit"],
+        )
+        rules = json.loads(result["cklb"])["stigs"][0]["rules"]
+        assert ["not_a_finding"] == [rule["status"] for rule in rules]
+        assert "--cklb-output" in result["cmd"]
 
 
 class TestFleetPlaybookWithoutHosts:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -212,8 +213,216 @@ class TestNothingLost:
         source = rules if layout == "file" else rules_d
         result = run_cli("check", str(source), option, str(rules))
         assert 2 == result.code, result.err
-        assert f"{option} {rules}: that is the rules source {source} being judged" in result.err
+        inside = "inside " if layout == "rules.d" else ""
+        assert (
+            f"{option} {rules}: that is {inside}the rules source {source} being judged"
+            in result.err
+        )
         assert text == rules.read_text()
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics", "--json-output"])
+    @pytest.mark.parametrize("spelling", ["plain", "dot-dot", "relative", "symlinked-dir"])
+    def test_new_file_in_a_judged_rules_d_is_refused(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        option: str,
+        spelling: str,
+    ) -> None:
+        """A file that does not exist yet inside a rules.d being judged is refused (exit 2)."""
+        rules_d = _rules_d(tmp_path)
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "link").symlink_to(rules_d)
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        path = {
+            "plain": f"{rules_d}/zz-report.rules",
+            "dot-dot": f"{tmp_path}/elsewhere/../rules.d/zz-report.rules",
+            "relative": "../rules.d/zz-report.rules",
+            "symlinked-dir": f"{tmp_path}/link/zz-report.rules",
+        }[spelling]
+        result = run_cli("check", str(rules_d), option, path)
+        assert (2, ["10-modules.rules"]) == (result.code, sorted(os.listdir(rules_d)))
+        assert (
+            f"{option} {path}: that is inside the rules source {rules_d} being judged; writing "
+            "there would change the rules; pass a file elsewhere (nothing was run)"
+        ) in result.err
+        assert 0 == run_cli("check", str(rules_d)).code
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics"])
+    def test_hard_link_to_a_judged_rules_file_is_refused(
+        self, run_cli: RunCli, tmp_path: Path, option: str
+    ) -> None:
+        """Another name (hard link) of a file in the rules.d being judged is refused."""
+        rules_d = _rules_d(tmp_path)
+        other = tmp_path / "report.txt"
+        os.link(rules_d / "10-modules.rules", other)
+        text = other.read_text()
+        result = run_cli("check", str(rules_d), option, str(other))
+        assert (2, text) == (result.code, other.read_text()), result.err
+        assert "that is inside the rules source" in result.err
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics"])
+    def test_empty_path(self, run_cli: RunCli, option: str) -> None:
+        """An empty output path is refused as such, not as a directory."""
+        result = run_cli("check", str(RULES / "syscalls-combined.pass.rules"), option, "")
+        assert (2, True) == (result.code, f"{option} '': empty path; pass" in result.err)
+
+
+def _rules_d(tmp_path: Path) -> Path:
+    """A compliant rules.d in tmp_path/rules.d."""
+    rules_d = tmp_path / "rules.d"
+    rules_d.mkdir()
+    (rules_d / "10-modules.rules").write_text((RULES / "syscalls-combined.pass.rules").read_text())
+    return rules_d
+
+
+class TestSystemRulesAreNotOutputs:
+    """--output and --metrics never name the rules the system loads at start.
+
+    The system paths are pointed at a scratch tree (`kmod_audit.system.RULES_D`,
+    `AUDIT_RULES`, `NIXOS_UNITS`, as discovery reads them): the host's /etc/audit is never
+    written.
+    """
+
+    @pytest.fixture
+    def system(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+        """A scratch /etc/audit (rules.d, audit.rules) and a NixOS unit loading a rules file."""
+        etc = tmp_path / "etc" / "audit"
+        (etc / "rules.d").mkdir(parents=True)
+        stig = (RULES / "syscalls-combined.pass.rules").read_text()
+        (etc / "rules.d" / "10-modules.rules").write_text(stig)
+        (etc / "audit.rules").write_text(stig)
+        nixos = tmp_path / "store" / "audit.rules"
+        nixos.parent.mkdir()
+        nixos.write_text(stig)
+        unit = tmp_path / "audit-rules-nixos.service"
+        unit.write_text(f"[Service]\nExecStart=/bin/auditctl -R {nixos}\n")
+        monkeypatch.setattr("kmod_audit.system.RULES_D", str(etc / "rules.d"))
+        monkeypatch.setattr("kmod_audit.system.AUDIT_RULES", str(etc / "audit.rules"))
+        monkeypatch.setattr("kmod_audit.system.NIXOS_UNITS", (str(unit),))
+        return {"rules.d": etc / "rules.d", "audit.rules": etc / "audit.rules", "nixos": nixos}
+
+    @staticmethod
+    def _tree(root: Path) -> dict[str, str]:
+        return {str(p): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics", "--cklb-output"])
+    @pytest.mark.parametrize(
+        ("target", "what"),
+        [
+            ("rules.d/zz-report.rules", "inside the system's rules directory"),
+            ("rules.d/10-modules.rules", "inside the system's rules directory"),
+            ("audit.rules", "the system's rules file"),
+            ("nixos", "the NixOS rules file"),
+        ],
+        ids=["new-in-rules.d", "in-rules.d", "audit.rules", "nixos"],
+    )
+    def test_refused_with_a_source(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        system: dict[str, Path],
+        option: str,
+        target: str,
+        what: str,
+    ) -> None:
+        """Judging another file, a report over the system's rules is exit 2; nothing changes."""
+        head, _, tail = target.partition("/")
+        path = system[head] / tail if tail else system[head]
+        before = self._tree(tmp_path)
+        result = run_cli(
+            "check", str(RULES / "syscalls-combined.pass.rules"), "--profile", "nixos-stig",
+            option, str(path),
+        )  # fmt: skip
+        assert (2, before) == (result.code, self._tree(tmp_path)), result.err
+        assert f"{option} {path}: that is {what}" in result.err
+        assert "(nothing was run)" in result.err
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics"])
+    def test_refused_in_discovery(
+        self, run_cli: RunCli, tmp_path: Path, system: dict[str, Path], option: str
+    ) -> None:
+        """`check --output AUDIT_RULES` (discovery) is refused before the rules are read."""
+        before = self._tree(tmp_path)
+        result = run_cli("check", option, str(system["audit.rules"]))
+        assert (2, before) == (result.code, self._tree(tmp_path)), result.err
+        assert "that is the system's rules file" in result.err
+
+    def test_verify_is_refused_before_connecting(
+        self, run_cli: RunCli, tmp_path: Path, system: dict[str, Path]
+    ) -> None:
+        """`verify` refuses a report over audit.rules before it reaches the target."""
+        before = self._tree(tmp_path)
+        result = run_cli("verify", "--target", UNREACHABLE, "--output", str(system["audit.rules"]))
+        assert (2, before) == (result.code, self._tree(tmp_path)), result.err
+        assert "that is the system's rules file" in result.err
+
+    def test_metrics_of_a_refused_command_line(
+        self, run_cli: RunCli, tmp_path: Path, system: dict[str, Path]
+    ) -> None:
+        """A command line argparse refuses writes no metrics over audit.rules either."""
+        before = self._tree(tmp_path)
+        result = run_cli("check", "--bogus", "--metrics", str(system["audit.rules"]))
+        assert (2, before) == (result.code, self._tree(tmp_path)), result.err
+        assert "that is the system's rules file" in result.err
+
+
+class TestHostRulesAreNotOutputs:
+    """With the real system paths, the refusal comes before anything could be written."""
+
+    @pytest.fixture(autouse=True)
+    def no_writes(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """Every writer of the CLI, replaced by one that records the path and writes nothing."""
+        written: list[str] = []
+
+        def record(path: object, *_: object, **__: object) -> None:
+            written.append(str(path))
+
+        monkeypatch.setattr("kmod_audit.evidence.write_atomic", record)
+        monkeypatch.setattr("prometheus_client.write_to_textfile", record)
+        return written
+
+    @pytest.mark.parametrize("option", ["--output", "--metrics"])
+    @pytest.mark.parametrize(
+        ("path", "what"),
+        [
+            ("/etc/audit/audit.rules", "the system's rules file /etc/audit/audit.rules"),
+            ("/etc/audit/rules.d/zz-report.rules", "inside the system's rules directory"),
+            ("/etc/audit/rules.d/../audit.rules", "the system's rules file"),
+        ],
+        ids=["audit.rules", "new-in-rules.d", "dot-dot"],
+    )
+    @pytest.mark.parametrize(
+        "source", [[], [str(RULES / "syscalls-combined.pass.rules")]], ids=["discovery", "source"]
+    )
+    def test_refused_and_unchanged(
+        self,
+        run_cli: RunCli,
+        no_writes: list[str],
+        option: str,
+        path: str,
+        what: str,
+        source: list[str],
+    ) -> None:
+        """Exit 2 naming the system's rules, nothing written, /etc/audit as it was."""
+        before = _snapshot(Path("/etc/audit"))
+        result = run_cli("check", *source, option, path)
+        assert (2, [], before) == (result.code, no_writes, _snapshot(Path("/etc/audit")))
+        assert f"{option} {path}: that is {what}" in result.err
+
+
+def _snapshot(directory: Path) -> dict[str, bytes] | None:
+    """Every file under `directory` with its bytes (None when there is no such directory)."""
+    if not directory.is_dir():
+        return None
+    found: dict[str, bytes] = {}
+    for path in sorted(directory.rglob("*")):
+        try:
+            found[str(path)] = path.read_bytes() if path.is_file() else b"<not a file>"
+        except OSError as exc:  # not root: the host's rules may be unreadable
+            found[str(path)] = repr(exc).encode()
+    return found
 
 
 class TestNoTraceback:
@@ -486,10 +695,18 @@ _GOOD: Final = {
     "--format": ("text", "json"),
     "--output": ("report.out", "-"),
     "--metrics": ("kmod-audit.prom",),
+    "--json-output": ("report.json", "-"),
+    "--hdf-output": ("report.hdf.json",),
     "--target": _TARGETS,
 }
 #: The options that write a file.
-_WRITES: Final = frozenset({"--output", "--metrics"})
+_WRITES: Final = frozenset(
+    {
+        "--output",
+        "--metrics",
+        *(f"--{fmt}-output" for fmt in ("text", "json", "cklb", "ckl", "hdf")),
+    }
+)
 _SOURCES: Final = (
     str(RULES / "syscalls-combined.pass.rules"),
     str(RULES / "missing-b32.fail.rules"),

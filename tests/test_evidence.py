@@ -229,6 +229,116 @@ class TestOutput:
         assert "compliant" == valid_report(out.read_text())["verdict"]
 
 
+class TestSeveralFormats:
+    """--FORMAT-output FILE writes more reports of the same run beside --format/--output."""
+
+    def test_check_writes_every_format_from_one_run(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Each file holds what a run of that format alone gives; stdout the --format report."""
+        source = str(RULES / "missing-b32.fail.rules")
+        outputs = {fmt: tmp_path / f"report.{fmt}" for fmt in ("text", "json", "ckl", "hdf")}
+        result = run_cli(
+            "check", source, "--format", "cklb",
+            *(arg for fmt, path in outputs.items() for arg in (f"--{fmt}-output", str(path))),
+        )  # fmt: skip
+        assert 1 == result.code, result.err
+        for fmt in ("text", "json"):
+            assert run_cli("check", source, "--format", fmt).out == outputs[fmt].read_text()
+        printed = tmp_path / "printed.cklb"
+        printed.write_text(result.out)
+        expected = {NIXOS_RULE: "fail"}
+        assert (expected, expected) == (
+            review_results(consumer_import("cklb", printed)),
+            review_results(consumer_import("ckl", outputs["ckl"])),
+        )
+        imported = consumer_import("hdf", outputs["hdf"])
+        assert {"V-268096": "Failed"} == {
+            c["id"]: c["status"] for p in imported["profiles"] for c in p["controls"]
+        }
+
+    def test_verify_runs_the_probe_once(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """`verify` with four formats asks the target once; every file has its verdict."""
+        runs = tmp_path / "runs"
+        data = tmp_path / "probe.json"
+        data.write_text(json.dumps(json.loads(PROBE_FIXTURE.read_text())))
+        probe = tmp_path / "probe.sh"
+        probe.write_text(
+            f"#!/bin/sh\necho run >> '{runs}'\nprintf 'KMOD_AUDIT_PROBE '\ncat '{data}'\n"
+        )
+        probe.chmod(0o755)
+        json_out, cklb, hdf = (tmp_path / name for name in ("r.json", "r.cklb", "r.hdf"))
+        result = run_cli(
+            "verify", "--probe-command", str(probe), "--profile", "all",
+            "--format", "text", "--output", str(tmp_path / "r.txt"),
+            "--json-output", str(json_out), "--cklb-output", str(cklb), "--hdf-output", str(hdf),
+        )  # fmt: skip
+        assert (0, "", ["run"]) == (result.code, result.out, runs.read_text().split())
+        assert "compliant" == valid_report(json_out.read_text())["verdict"]
+        assert "result: COMPLIANT" in (tmp_path / "r.txt").read_text()
+        assert dict.fromkeys((NIXOS_RULE, *AL2023_RULES), "pass") == review_results(
+            consumer_import("cklb", cklb)
+        )
+        imported = consumer_import("hdf", hdf)
+        assert {"Passed"} == {c["status"] for p in imported["profiles"] for c in p["controls"]}
+
+    def test_json_to_stdout_beside_a_file(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """`--output FILE --json-output -` puts the JSON on stdout and the text in FILE."""
+        text = tmp_path / "r.txt"
+        result = run_cli(
+            "check", str(RULES / "listing-stig.pass.rules"), "--output", str(text),
+            "--json-output", "-",
+        )  # fmt: skip
+        assert (0, True) == (result.code, valid_report(result.out)["compliant"])
+        assert "result: COMPLIANT" in text.read_text()
+
+    def test_template_with_cklb_output(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """--cklb-template fills the --cklb-output checklist while --format json prints."""
+        plain = tmp_path / "plain.cklb"
+        source = str(RULES / "listing-stig.pass.rules")
+        run_cli("check", source, "--format", "cklb", "--output", str(plain))
+        filled = tmp_path / "filled.cklb"
+        result = run_cli(
+            "check", source, "--format", "json", "--cklb-output", str(filled),
+            "--cklb-template", str(plain),
+        )  # fmt: skip
+        assert (0, True) == (result.code, valid_report(result.out)["compliant"])
+        assert {NIXOS_RULE: "pass"} == review_results(consumer_import("cklb", filled))
+
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (["--json-output", "a", "--json-output", "b"], "--json-output is given 2 times (a, b)"),
+            (["--json-output", "-"], "--json-output -: stdout already carries the --format text"),
+            (["--output", "x", "--hdf-output", "./x"], "--output x and --hdf-output ./x name the"),
+            (["--metrics", "x", "--json-output", "x"], "--json-output x and --metrics x name the"),
+            (["--profile", "cis", "--ckl-output", "c"], "--ckl-output: STIG Viewer checklists"),
+            (["--hdf-output", "h", "--cklb-template", "t"], "pass --format cklb (or --cklb-output"),
+            (["--text-output", "."], "--text-output .: is a directory"),
+        ],
+        ids=["twice", "two-on-stdout", "same-file", "metrics", "cis-ckl", "template", "dir"],
+    )
+    def test_refused_before_any_work(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        args: list[str],
+        needle: str,
+    ) -> None:
+        """Outputs that cannot all be written are exit 2, and no report is written.
+
+        --metrics is still written on exit 2 (so the last good run's values do not stay).
+        """
+        monkeypatch.chdir(tmp_path)
+        result = run_cli("check", str(RULES / "listing-stig.pass.rules"), *args)
+        metrics = [args[args.index("--metrics") + 1]] if "--metrics" in args else []
+        assert (2, metrics) == (result.code, sorted(os.listdir(tmp_path))), result.err
+        assert needle in result.err
+        if metrics:
+            assert (
+                'kmod_audit_exit_code{command="check"} 2.0' in (tmp_path / metrics[0]).read_text()
+            )
+
+
 class TestSchema:
     """The JSON Schema ships in the package, and it is strict enough to catch a broken report."""
 

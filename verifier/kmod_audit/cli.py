@@ -21,6 +21,7 @@ import attrs
 from . import __version__
 from ._log import logger, nested
 from ._terminal import escape_lines
+from ._writable import check_writable, refuse_rules_path
 from .check import Options, judge_source
 from .errors import (
     EXIT_OK,
@@ -303,11 +304,15 @@ def _metrics_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_FORMATS: Final = ("text", "json", "cklb", "ckl", "hdf")
+"""The report formats, in the order --help lists them."""
+
+
 def _output_options(parser: argparse.ArgumentParser) -> None:
-    """--format, --output and --cklb-template (check and verify)."""
+    """--format, --output, --FORMAT-output and --cklb-template (check and verify)."""
     parser.add_argument(
         "--format",
-        choices=("text", "json", "cklb", "ckl", "hdf"),
+        choices=_FORMATS,
         default="text",
         help="text, json, cklb (STIG Viewer 3 checklist), ckl (STIG Viewer 2 checklist) or "
         "hdf (Heimdall Data Format); checklists hold the DISA STIG profiles only",
@@ -316,72 +321,178 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="FILE",
         help="write the report to FILE (atomically: whole or not at all) instead of stdout "
-        "(- is stdout)",
+        "(- is stdout); never where audit rules are read (a rules source, /etc/audit/rules.d, "
+        "audit.rules, the NixOS rules file)",
     )
+    for fmt in _FORMATS:
+        parser.add_argument(
+            f"--{fmt}-output",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help=f"also write the report as {fmt} to FILE, from the same run (atomically; "
+            "- is stdout when --output names a file)",
+        )
     parser.add_argument(
         "--cklb-template",
         metavar="FILE",
-        help="with --format cklb: a STIG Viewer 3 checklist to fill in; its other rules "
-        "stay byte-identical",
+        help="with --format cklb or --cklb-output: a STIG Viewer 3 checklist to fill in; its "
+        "other rules stay byte-identical",
     )
 
 
-def _not_an_input(args: argparse.Namespace, option: str, path: str | None) -> None:
-    """Refuse to write a report or metrics over a rules file or directory being judged."""
-    if path in {None, "-"} or not os.path.exists(path):
-        return
-    for source in getattr(args, "sources", ()):
-        if source == "-" or not os.path.exists(source):
-            continue
-        inside = os.path.isdir(source) and os.path.realpath(path).startswith(
-            os.path.realpath(source) + os.sep
-        )
-        if os.path.samefile(path, source) or inside:
+@attrs.frozen
+class _Destination:
+    """Where one report of a run goes.
+
+    Attributes:
+        option: The option that asked for it (`--output`, `--json-output`...).
+        fmt: Its format.
+        path: The file, or None for stdout.
+    """
+
+    option: str
+    fmt: str
+    path: str | None
+
+
+def _destinations(args: argparse.Namespace) -> list[_Destination]:
+    """The reports of the run: `--format` to `--output` or stdout, then each --FORMAT-output.
+
+    Raises:
+        ConfigurationError: an option given twice, two reports for stdout, or two reports
+            (or a report and --metrics) into one file.
+    """
+    found = [
+        _Destination("--output", args.format, None if args.output in {None, "-"} else args.output)
+    ]
+    for fmt in _FORMATS:
+        paths: list[str] = getattr(args, f"{fmt}_output")
+        if len(paths) > 1:
+            msg = f"--{fmt}-output is given {len(paths)} times ({', '.join(paths)}); give it once"
+            raise ConfigurationError(msg)
+        if paths and paths[0] == "-" and found[0].path is None:
             msg = (
-                f"{option} {path}: that is the rules source {source} being judged; writing "
-                "there would replace the rules; pass another file (nothing was run)"
+                f"--{fmt}-output -: stdout already carries the --format {args.format} report; "
+                "pass a file, or send the --format report to a file with --output"
             )
             raise ConfigurationError(msg)
+        found.extend(_Destination(f"--{fmt}-output", fmt, p if p != "-" else None) for p in paths)
+    named = [(d.option, d.path) for d in found if d.path is not None]
+    if getattr(args, "metrics", None):
+        named.append(("--metrics", args.metrics))
+    for index, (option, path) in enumerate(named):
+        for other_option, other in named[:index]:
+            if path and other and _same_file(path, other):
+                msg = (
+                    f"{other_option} {other} and {option} {path} name the same file; each "
+                    "report needs its own file"
+                )
+                raise ConfigurationError(msg)
+    return found
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether writing `a` and `b` would replace one file (one resolved path, or one inode).
+
+    A device or FIFO is written into, not replaced: two reports may go to /dev/null.
+    """
+    if any(os.path.exists(p) and not os.path.isfile(p) for p in (a, b)):
+        return False
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except OSError:
+        return False
+
+
+def _not_an_input(args: argparse.Namespace, option: str, path: str | None) -> None:
+    """Refuse to write a report or metrics where rules are read (judged or loaded)."""
+    if path is None:
+        return
+    refuse_rules_path(option, path, getattr(args, "sources", ()))
 
 
 def _evidence_preflight(args: argparse.Namespace, profiles: tuple[Profile, ...]) -> str | None:
-    """Refuse what cannot give the report asked for, before any work; read the template.
+    """Refuse what cannot give the reports asked for, before any work; read the template.
 
-    That is a checklist no selected profile can fill, and an --output that cannot be written.
+    That is a checklist no selected profile can fill, a template no checklist uses, and an
+    output that cannot or must not be written (where rules are read).
     """
-    if args.output not in {None, "-"}:
-        from .evidence import check_output  # noqa: PLC0415
-
-        check_output(args.output)
-    _not_an_input(args, "--output", args.output)
-    if args.format in {"text", "json"} and args.cklb_template is None:
+    destinations = _destinations(args)
+    for destination in destinations:
+        if destination.path is not None:
+            _not_an_input(args, destination.option, destination.path)
+            check_writable(
+                destination.option,
+                destination.path,
+                replaces=False,
+                instead="a file name in a writable directory",
+            )
+    formats = {destination.fmt for destination in destinations}
+    if args.cklb_template is not None and "cklb" not in formats:
+        msg = (
+            "--cklb-template: it fills a STIG Viewer 3 checklist; pass --format cklb (or "
+            "--cklb-output FILE) with it"
+        )
+        raise ConfigurationError(msg)
+    if formats <= {"text", "json"}:
         return None
     from .evidence import preflight  # noqa: PLC0415 - only for the evidence formats
 
-    return preflight(args.format, profiles, args.cklb_template)
+    template = None
+    for destination in destinations:
+        if destination.fmt in {"cklb", "ckl", "hdf"}:
+            option = (
+                f"--format {destination.fmt}"
+                if destination.option == "--output"
+                else destination.option
+            )
+            loaded = preflight(
+                destination.fmt,
+                profiles,
+                args.cklb_template if destination.fmt == "cklb" and template is None else None,
+                option=option,
+            )
+            template = template if loaded is None else loaded
+    return template
 
 
 def _emit(
     args: argparse.Namespace,
     out: TextIO,
-    text: Callable[[], str],
+    own: dict[str, Callable[[], str]],
     assess: Callable[[], Any],
     template: str | None,
 ) -> None:
-    """Write the report in `--format` to `--output` (atomically) or to `out`."""
-    if args.format in {"text", "json"}:
-        body = text()
-    else:
+    """Write the run's one report in every format asked for: files atomically, then stdout.
+
+    `own` renders the `text` and `json` formats; `assess` gives the evidence formats'
+    assessment. Every body is rendered before any file is written, so a failure leaves
+    none half done.
+    """
+    assessment: list[Any] = []
+
+    def body(fmt: str) -> str:
+        if fmt in own:
+            return own[fmt]()
         from .evidence import render  # noqa: PLC0415 - only for the evidence formats
 
-        body = render(args.format, assess(), template)
-    if args.output in {None, "-"}:
-        out.write(body)
-        return
+        if not assessment:
+            assessment.append(assess())
+        return render(fmt, assessment[0], template)
+
+    bodies = [(destination, body(destination.fmt)) for destination in _destinations(args)]
     from .evidence import write_atomic  # noqa: PLC0415
 
-    write_atomic(args.output, body)
-    logger.info("report written to %s", args.output)
+    for destination, rendered in bodies:
+        if destination.path is not None:
+            write_atomic(destination.path, rendered, option=destination.option)
+            logger.info("%s report written to %s", destination.fmt, destination.path)
+    for destination, rendered in bodies:
+        if destination.path is None:
+            out.write(rendered)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -665,13 +776,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
 
         return assess_check(result)
 
-    _emit(
-        args,
-        out,
-        lambda: render_json(result) + "\n" if args.format == "json" else render_text(result),
-        assess,
-        template,
-    )
+    own = {"text": lambda: render_text(result), "json": lambda: render_json(result) + "\n"}
+    _emit(args, out, own, assess, template)
     return result.exit_code()
 
 
@@ -766,17 +872,11 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
 
         return assess_verify(report)
 
-    _emit(
-        args,
-        out,
-        lambda: (
-            render_verify_json(report) + "\n"
-            if args.format == "json"
-            else render_verify_text(report)
-        ),
-        assess,
-        template,
-    )
+    own = {
+        "text": lambda: render_verify_text(report),
+        "json": lambda: render_verify_json(report) + "\n",
+    }
+    _emit(args, out, own, assess, template)
     return report.exit_code()
 
 
@@ -958,6 +1058,8 @@ def _usage_metrics(argv: Sequence[str], code: int, stream: TextIO) -> None:
     from .metrics import RunMetrics  # noqa: PLC0415 - only with --metrics
 
     try:
+        # The command line did not parse: any word may be a rules source.
+        refuse_rules_path("--metrics", paths[-1], [w for w in argv if w != paths[-1]])
         run = RunMetrics.begin(
             "check" if command == "check" else "verify", paths[-1], found["--profile"]
         )

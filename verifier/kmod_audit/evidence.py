@@ -1068,8 +1068,12 @@ def render_hdf(assessment: Assessment) -> str:
 # The CLI's entry points
 
 
-def preflight(fmt: str, profiles: Sequence[Profile], template: str | None) -> str | None:
+def preflight(
+    fmt: str, profiles: Sequence[Profile], template: str | None, *, option: str | None = None
+) -> str | None:
     """Refuse what cannot give the file asked for, before any work; return the template.
+
+    `option` names what asked for the file in the messages (default `--format FMT`).
 
     Raises:
         ConfigurationError: a checklist of no STIG, a template without `--format cklb`,
@@ -1080,8 +1084,9 @@ def preflight(fmt: str, profiles: Sequence[Profile], template: str | None) -> st
         raise ConfigurationError(msg)
     if fmt in {"cklb", "ckl"} and not stig_profiles(profiles):
         chosen = ", ".join(p.id for p in profiles)
+        named = option or f"--format {fmt}"
         msg = (
-            f"--format {fmt}: STIG Viewer checklists exist only for DISA STIGs (nixos-stig, "
+            f"{named}: STIG Viewer checklists exist only for DISA STIGs (nixos-stig, "
             f"al2023-stig), and {chosen} is none; use --format hdf (Heimdall) or json for "
             "CIS and Tenable, or add --profile nixos-stig or --profile al2023-stig"
         )
@@ -1108,7 +1113,7 @@ def check_output(path: str) -> None:
     check_writable("--output", path, replaces=False, instead="a file name in a writable directory")
 
 
-def write_atomic(path: str, text: str) -> None:
+def write_atomic(path: str, text: str, *, option: str = "--output") -> None:
     r"""Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
 
     A reader sees the old file or the whole new one, never a part; on any failure the
@@ -1119,11 +1124,13 @@ def write_atomic(path: str, text: str) -> None:
     a rename would replace the node itself. Characters UTF-8 cannot hold (lone surrogates
     a target may send) are written as backslash escapes (`\udcff`), as on stdout.
 
+    `option` names the option that asked for the file in the messages.
+
     Raises:
         ConfigurationError: the file cannot be written (names it and says why).
     """
     if os.path.isdir(path):
-        msg = f"--output {path}: is a directory; pass a file name"
+        msg = f"{option} {path}: is a directory; pass a file name"
         raise ConfigurationError(msg)
     try:
         found = os.stat(path)
@@ -1134,7 +1141,7 @@ def write_atomic(path: str, text: str) -> None:
             with open(path, "w", encoding="utf-8", errors="backslashreplace") as handle:
                 handle.write(text)
         except OSError as exc:
-            msg = f"--output {path}: cannot write it ({exc.strerror or exc}); pass another path"
+            msg = f"{option} {path}: cannot write it ({exc.strerror or exc}); pass another path"
             raise ConfigurationError(msg) from None
         return
     target = os.path.realpath(path)
@@ -1160,7 +1167,7 @@ def write_atomic(path: str, text: str) -> None:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         msg = (
-            f"--output {path}: cannot write it ({reason}); pass a path in a writable "
+            f"{option} {path}: cannot write it ({reason}); pass a path in a writable "
             "directory (nothing was written)"
         )
         raise ConfigurationError(msg) from None

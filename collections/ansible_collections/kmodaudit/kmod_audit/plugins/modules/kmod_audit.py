@@ -95,9 +95,11 @@ options:
     default: false
   cklb:
     description:
-      - Also return a STIG Viewer 3 checklist (C(--format cklb)) of the same command as
-        RV(cklb). kmod-audit then runs a second time with the same options;
-        RV(cklb_exit) is that run's exit code. Nothing is written on the target.
+      - Also return the STIG Viewer 3 checklist of the same run as RV(cklb). kmod-audit
+        runs once and writes the JSON report and the checklist from the one verdict
+        (C(--cklb-output)), so the checklist never disagrees with RV(compliant), and
+        C(verify) exercises the kernel once. The checklist goes through a temporary file
+        in the module's temporary directory on the target, removed when the task ends.
       - Checklists exist only for the DISA STIG profiles (C(nixos-stig), C(al2023-stig)).
         Asking for one with no STIG profile selected fails the task.
     type: bool
@@ -192,10 +194,12 @@ stderr:
   type: str
 cklb:
   description: The checklist (STIG Viewer 3 JSON), exactly as kmod-audit wrote it.
-  returned: when O(cklb=true)
+  returned: when O(cklb=true) and kmod-audit reached a verdict (exit 0, 1 or 3 with a report)
   type: str
 cklb_exit:
-  description: The exit code of the run that wrote the checklist.
+  description:
+    - The exit code of the run that wrote the checklist. It is the one run of the task, so
+      it always equals RV(exit_code); kept for playbooks that read it.
   returned: when O(cklb=true)
   type: int
 """
@@ -213,7 +217,7 @@ VERDICTS = {0: "compliant", 1: "not-compliant", 3: "undecided"}
 _ENVIRON = {"LC_ALL": "C.UTF-8"}
 
 
-def _argv(module: AnsibleModule, executable: str, output_format: str) -> list[str]:
+def _argv(module: AnsibleModule, executable: str, cklb_path: str | None) -> list[str]:
     params = module.params
     command = params["command"]
     argv = [executable, command]
@@ -240,7 +244,10 @@ def _argv(module: AnsibleModule, executable: str, output_format: str) -> list[st
             argv += ["--module", params["probe_module"]]
         if params["timeout"] is not None:
             argv += ["--timeout", f"{params['timeout']:g}"]
-    argv += ["--format", output_format]
+    argv += ["--format", "json"]
+    if cklb_path is not None:
+        # The same run writes the checklist: one verdict for the report and the checklist.
+        argv += ["--cklb-output", cklb_path]
     if command == "check" and params["sources"]:
         # After `--`: a source may start with `-` (and `-` alone is stdin, not wanted here).
         argv += ["--", *params["sources"]]
@@ -320,7 +327,8 @@ def main() -> None:
             undecided=True,
             verdict="undecided",
         )
-    argv = _argv(module, executable, "json")
+    cklb_path = os.path.join(module.tmpdir, "kmod-audit.cklb") if params["cklb"] else None
+    argv = _argv(module, executable, cklb_path)
     rc, stdout, stderr = module.run_command(argv, check_rc=False, environ_update=_ENVIRON)
     report = _parse(stdout)
     error = report.get("error") if report is not None else None
@@ -347,19 +355,19 @@ def main() -> None:
             f"(is {executable} kmod-audit?); stdout began: {stdout[:200]!r}",
             **result,
         )
-    if params["cklb"]:
-        cklb_argv = _argv(module, executable, "cklb")
-        cklb_rc, cklb, cklb_err = module.run_command(
-            cklb_argv, check_rc=False, environ_update=_ENVIRON
-        )
-        result["cklb_exit"] = cklb_rc
-        if cklb_rc not in VERDICTS:
+    if cklb_path is not None:
+        result["cklb_exit"] = rc
+        if os.path.exists(cklb_path):
+            with open(cklb_path, encoding="utf-8", errors="replace") as handle:
+                result["cklb"] = handle.read()
+        elif error is None:
+            # A verdict without its checklist: not the kmod-audit this module was written for.
             module.fail_json(
-                msg=f"kmod-audit {params['command']} --format cklb failed (exit {cklb_rc}): "
-                f"{cklb_err.strip()[-2000:]}",
+                msg=f"kmod-audit {params['command']} exited {rc} with a report but wrote no "
+                f"checklist to {cklb_path} (is {executable} a kmod-audit that has "
+                "--cklb-output?)",
                 **result,
             )
-        result["cklb"] = cklb
     fail_on = params["fail_on"]
     if (fail_on == "noncompliant" and rc == 1) or (fail_on == "unproven" and rc != 0):
         module.fail_json(
