@@ -33,7 +33,7 @@ from .errors import (
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import Drift, RuleSet, compare
 from .profiles import PROFILES, Profile, select_profiles
-from .report import Finding, Report, SourceReport, render_json, render_text
+from .report import CheckResult, Finding, Report, SourceReport, render_json, render_text
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
@@ -526,7 +526,15 @@ def _undecided_orders(report: SourceReport, unjudged: int, judged: int) -> Sourc
             profile,
             compliant=False,
             requirements=tuple(
-                attrs.evolve(req, status="undecided", reasons=(reason,))
+                attrs.evolve(
+                    req,
+                    status="undecided",
+                    reasons=(reason,),
+                    checks=(
+                        CheckResult(target="order of files", status="undecided", reason=reason),
+                        *req.checks,
+                    ),
+                )
                 if req.status == "pass" and req.applicable
                 else req
                 for req in profile.requirements
