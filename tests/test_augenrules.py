@@ -27,6 +27,7 @@ from kmod_audit.system import (
     TieOrder,
     assemble_rules_d_all,
     augenrules_dialects,
+    discover_on_disk,
     filevercmp,
 )
 
@@ -426,3 +427,35 @@ class TestSortVTies:
         assert MAX_TIE_ORDERS < 720
         result = run_cli("check", "--offline", str(rules_d))
         assert (3, True) == (result.code, "sort -V ties some rules file names" in result.out)
+
+    def test_locale_of_the_unit_orders_ties(self, tmp_path: Path, en_us: dict[str, str]) -> None:
+        """Discovery orders tied names in the locale the unit gives augenrules, as the script."""
+        rules_d = _tied_rules_d(tmp_path)
+        root = tmp_path / "root"
+        (root / "etc/audit").mkdir(parents=True)
+        rules_d.rename(root / "etc/audit/rules.d")
+        (root / "sbin").mkdir()
+        (root / "sbin/augenrules").write_text(_script("4.1.3"))
+        unit = root / "etc/systemd/system/auditd.service"
+        unit.parent.mkdir(parents=True)
+        environment = " ".join(f"{k}={v}" for k, v in en_us.items())
+        unit.write_text(
+            f"[Service]\nEnvironment={environment}\nExecStartPost=-/sbin/augenrules --load\n"
+        )
+        (root / "run/systemd/system").mkdir(parents=True)
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        real = real_augenrules(
+            root / "etc/audit/rules.d",
+            scratch,
+            awk="mawk",
+            version="4.1.3",
+            utf8=True,
+            cwd=Path("/"),
+            locale=en_us,
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert {real.split(b"\n", 1)[1]} == {
+            a.file_text.split(b"\n", 1)[1] for a in on_disk.assemblies
+        }

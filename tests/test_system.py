@@ -387,6 +387,20 @@ class TestNextStart:
         assert on_disk is not None
         assert (str(root / "etc/audit/audit.rules"), STIG_RULES) == (on_disk.path, on_disk.text)
 
+    def test_unit_that_loads_nothing(self, tmp_path: Path) -> None:
+        """A drop-in that removes `augenrules --load` leaves the next start with no rules."""
+        root = _root(
+            tmp_path,
+            units={
+                "/lib/systemd/system/auditd.service": _debian_unit(),
+                "/etc/systemd/system/auditd.service.d/none.conf": "[Service]\nExecStartPost=\n",
+            },
+            rules_d={"10-stig.rules": STIG_RULES},
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert ("", True) == (on_disk.text, "nothing loads rules" in on_disk.label)
+
     def test_audit4_rules_service(self, tmp_path: Path) -> None:
         """Audit >= 4: audit-rules.service runs `augenrules --load`, so rules.d is judged."""
         root = _root(

@@ -642,12 +642,22 @@ def _sort_v(paths: list[bytes], env: tuple[tuple[str, str], ...]) -> list[bytes]
     return result if proc.returncode == 0 and sorted(result) == sorted(paths) else None
 
 
-def _file_key(path: bytes) -> bytes:
-    """What makes two files interchangeable in augenrules' concatenation: their bytes."""
+def _file_key(path: bytes) -> bytes | None:
+    """What makes two files interchangeable in augenrules' concatenation: their bytes.
+
+    None for a file that gives awk no line (empty, or only blank and `#` lines, ending
+    with a newline): wherever it goes, the concatenation is the same.
+    """
     try:
         if stat.S_ISREG(os.stat(path).st_mode):
             with open(path, "rb") as file:
-                return b"f" + file.read(MAX_RULES_BYTES + 1)
+                data = file.read(MAX_RULES_BYTES + 1)
+            lines = data.split(b"\n")
+            if lines[-1] == b"" and all(
+                not line.rstrip(b"\r") or line.startswith(b"#") for line in lines
+            ):
+                return None
+            return b"f" + data
     except OSError:
         pass
     return b"p" + path  # not a regular file: never interchangeable
@@ -655,7 +665,14 @@ def _file_key(path: bytes) -> bytes:
 
 def _distinct_orders(group: list[bytes]) -> tuple[list[list[bytes]], int]:
     """The orders of `group` that differ in content (at most MAX_TIE_ORDERS), and how many."""
-    keys = [_file_key(path) for path in group]
+    found = [(key, path) for path in group if (key := _file_key(path)) is not None]
+    inert = [path for path in group if path not in {p for _, p in found}]
+    orders, count = _content_orders([p for _, p in found], [k for k, _ in found])
+    return [[*inert, *order] for order in orders], count
+
+
+def _content_orders(group: list[bytes], keys: list[bytes]) -> tuple[list[list[bytes]], int]:
+    """The orders of `group` whose `keys` differ (at most MAX_TIE_ORDERS), and how many."""
     by_key: dict[bytes, list[bytes]] = {}
     for key, path in zip(keys, group, strict=True):
         by_key.setdefault(key, []).append(path)
@@ -1091,6 +1108,8 @@ LOCALE_FILES: Final = ("/etc/locale.conf", "/etc/default/locale")
 _LOCALE_VAR: Final = re.compile(r"LANG|LANGUAGE|LC_[A-Z_]+|LOCPATH")
 _EXEC_KEYS: Final = ("ExecStartPre", "ExecStart", "ExecStartPost")
 AUGENRULES: Final = "augenrules"
+NO_RULES: Final = ""
+"""A `StartLoad` possibility: the next start of audit loads no rules."""
 
 
 def _under(root: str, path: str) -> str:
@@ -1266,8 +1285,9 @@ class StartLoad:
 
     Attributes:
         loads: Each possibility (one when known): `augenrules` (rules.d assembled, written
-            over audit.rules and loaded; audit.rules itself when there is no rules.d), or
-            the path of a rules file loaded as it is (`auditctl -R FILE`).
+            over audit.rules and loaded; audit.rules itself when there is no rules.d), the
+            path of a rules file loaded as it is (`auditctl -R FILE`), or NO_RULES (the
+            units that start audit load none, or are masked).
         how: How that was decided, for the report.
         ties: The locale augenrules runs in, for the order of names `sort -V` ties.
     """
@@ -1283,8 +1303,9 @@ def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
     systemd (when it runs, else also the init script): `auditd.service` and
     `audit-rules.service` with their drop-ins; `augenrules --load` regenerates audit.rules
     from rules.d (even an empty one) and loads it, `auditctl -R FILE` loads FILE as it is.
-    The SysV script runs augenrules unless USE_AUGENRULES=no, then loads audit.rules. When
-    nothing says (or not `live`: a foreign root), both are possible.
+    The SysV script runs augenrules unless USE_AUGENRULES=no, then loads audit.rules. Units
+    that load nothing (or are masked) mean no rules. When nothing says, or a command is not
+    understood (or not `live`: a foreign root), both are possible.
 
     Args:
         root: The system's root directory.
@@ -1300,11 +1321,13 @@ def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
     possible: list[str] = []
     hows: list[str] = []
     unknown = False
+    seen = False  # a unit or init script that starts audit was read
     envs: set[tuple[tuple[str, str], ...] | None] = set()
     for name in AUDIT_UNITS:
         unit = _read_unit(root, name)
         if unit is None:
             continue
+        seen = True
         if unit.masked:
             hows.append(f"{name} is masked")
             continue
@@ -1331,6 +1354,7 @@ def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
         script = _init_script_loads(root)
         if script is not None:
             script_loads, how = script
+            seen = True
             hows.append(how)
             if script_loads is None:
                 unknown = True
@@ -1338,9 +1362,18 @@ def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
                 possible.extend(script_loads)
                 if AUGENRULES in script_loads:
                     envs.add(None)  # an init script's locale is that of whoever runs it
-    if unknown or not possible:
+    if unknown:
         possible.extend(both)
         hows.append("what else loads rules is not known: both are possible")
+    elif not possible and seen:
+        possible.append(NO_RULES)
+        hows.append("so nothing loads rules when audit starts")
+    elif not possible:
+        possible.extend(both)
+        hows.append(
+            "no unit or init script that starts audit was found: augenrules (from rules.d) "
+            f"and `auditctl -R {AUDIT_RULES}` are both possible"
+        )
     env = envs.pop() if len(envs) == 1 else None
     ties = (
         TieOrder(env=env, how="the locale of " + (", ".join(f"{k}={v}" for k, v in env) or "C"))
@@ -1424,6 +1457,11 @@ def discover_on_disk(root: str = "/", *, live: bool = True) -> OnDiskRules | Non
     start = start_loads(root, live=live)
     found: list[OnDiskRules] = []
     for load in start.loads:
+        if load == NO_RULES:
+            found.append(
+                OnDiskRules(label=f"on-disk rules: none ({start.how})", path="(none)", text="")
+            )
+            continue
         if load == AUGENRULES and os.path.isdir(_under(root, RULES_D)):
             found.append(_rules_d_on_disk(root, live, start.how))
             continue
