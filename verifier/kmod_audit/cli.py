@@ -557,9 +557,7 @@ def _judge_on_disk(on_disk: OnDiskRules, options: Options) -> tuple[RuleSet, Sou
         )
         return ruleset, attrs.evolve(report, label=label)
     if on_disk.assemblies:
-        return _judge_rules_d(
-            on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label
-        )
+        return _judge_rules_d(on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label)
     source = parse_rules(
         on_disk.text,
         path=on_disk.path,
