@@ -459,3 +459,15 @@ class TestSortVTies:
         assert {real.split(b"\n", 1)[1]} == {
             a.file_text.split(b"\n", 1)[1] for a in on_disk.assemblies
         }
+
+    def test_comment_only_files_do_not_multiply_orders(
+        self, tmp_path: Path, run_cli: RunCli
+    ) -> None:
+        """Tied files that give awk no line can go anywhere: one order, judged COMPLIANT."""
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        (rules_d / "x1.rules").write_text(STIG)
+        for zeros in range(1, 6):
+            (rules_d / ("x" + "0" * zeros + "1.rules")).write_text(f"# note {zeros}\n\n")
+        result = run_cli("check", "--offline", str(rules_d))
+        assert 0 == result.code, result.out

@@ -37,6 +37,7 @@ from .report import CheckResult, Finding, Report, SourceReport, render_json, ren
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
+    MAX_TIE_ORDERS,
     Assembly,
     OnDiskRules,
     auditctl_list,
@@ -502,22 +503,27 @@ def _judge_rules_d(
                 f"judged as the worst, {assembly.describe()}",
             )
         judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
-    ruleset, report = next(
-        (pair for pair in judged if pair[1].failed),
-        next((pair for pair in judged if not pair[1].compliant), judged[0]),
-    )
+    ruleset, report = _worst(judged)
     unjudged = max(assembly.unjudged_orders for assembly in assemblies)
     if unjudged and not report.failed:
-        report = _undecided_orders(report, unjudged, len(judged))
+        report = _undecided_orders(report, unjudged)
     return ruleset, report
 
 
-def _undecided_orders(report: SourceReport, unjudged: int, judged: int) -> SourceReport:
+def _worst(judged: Sequence[tuple[RuleSet, SourceReport]]) -> tuple[RuleSet, SourceReport]:
+    """The first that fails, else the first that is not compliant (undecided), else the first."""
+    return next(
+        (pair for pair in judged if pair[1].failed),
+        next((pair for pair in judged if not pair[1].compliant), judged[0]),
+    )
+
+
+def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:
     """What passes in every judged order of tied names, but not every order was judged."""
     reason = (
         f"kmod-audit cannot decide: sort -V ties some rules file names, the locale that "
-        f"breaks the ties is not known, and {judged + unjudged} orders are possible; the "
-        f"{judged} judged all pass, {unjudged} were not judged. Rename the files so that no "
+        f"breaks the ties is not known, and {MAX_TIE_ORDERS + unjudged} orders are possible; "
+        f"the {MAX_TIE_ORDERS} judged all pass, {unjudged} were not. Rename the files so that no "
         "two names differ only in leading zeros (x0.rules, x00.rules), or check on the "
         "machine itself"
     )
@@ -549,7 +555,7 @@ def _judge_on_disk(on_disk: OnDiskRules, options: Options) -> tuple[RuleSet, Sou
     """Judge what the next start of audit loads; when that is not known, the worst case."""
     if on_disk.alternatives:
         judged = [_judge_on_disk(one, options) for one in on_disk.alternatives]
-        ruleset, report = next((pair for pair in judged if not pair[1].compliant), judged[0])
+        ruleset, report = _worst(judged)
         label = (
             f"{report.label}; what the next start of audit loads is not known, so "
             f"{len(judged)} possibilities were judged and this, the worst, is reported: "
