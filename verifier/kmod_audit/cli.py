@@ -488,7 +488,10 @@ def _judge_rules_d(
                 line=0,
                 text="",
                 message=f"augenrules: {note}",
-                hint="name rules files with no blanks or glob characters, and end each "
+                hint="augenrules reads only names ending in .rules: put the rules into "
+                "rules.d as NAME.rules"
+                if "holds no *.rules file" in note
+                else "name rules files with no blanks or glob characters, and end each "
                 "file with a newline",
                 severity="warning",
             )
