@@ -1407,13 +1407,14 @@ class OnDiskRules:
     alternatives: tuple[OnDiskRules, ...] = ()
 
 
-def _rules_d_on_disk(root: str, live: bool, why: str) -> OnDiskRules:
+def _rules_d_on_disk(root: str, live: bool, start: StartLoad) -> OnDiskRules:
     directory = _under(root, RULES_D)
+    why = start.how
     if live:
         dialects, how = augenrules_dialects(
             tuple(_under(root, script) for script in AUGENRULES_SCRIPTS)
         )
-        ties = start_loads(root).ties
+        ties = start.ties
     else:
         dialects, how = ALL_DIALECTS, "rules.d of another machine: every augenrules dialect"
         ties = UNKNOWN_TIES
@@ -1463,7 +1464,7 @@ def discover_on_disk(root: str = "/", *, live: bool = True) -> OnDiskRules | Non
             )
             continue
         if load == AUGENRULES and os.path.isdir(_under(root, RULES_D)):
-            found.append(_rules_d_on_disk(root, live, start.how))
+            found.append(_rules_d_on_disk(root, live, start))
             continue
         path = AUDIT_RULES if load == AUGENRULES else load
         if os.path.exists(_under(root, path)):
