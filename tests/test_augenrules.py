@@ -19,11 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _support import RunCli
 from kmod_audit.errors import ParseError
 from kmod_audit.system import (
+    MAX_TIE_ORDERS,
     Augenrules,
+    TieOrder,
     assemble_rules_d_all,
     augenrules_dialects,
+    discover_on_disk,
     filevercmp,
 )
 
@@ -39,10 +43,28 @@ DEBIAN_CAT = "cat ${SourceRulesDir}/${rules}"
 AWK_START = "} {\n"
 
 
+DEBIAN_LISTING = (
+    'for rules in $(/bin/ls -1v ${SourceRulesDir} | grep "\\.rules$") ; do\n'
+    "\tcat ${SourceRulesDir}/${rules}\n"
+    "done | awk"
+)
+# audit >= 4.1.3's listing (init.d/augenrules.in upstream).
+GLOB_LISTING = (
+    'for rules in "${SourceRulesDir}"/*.rules ; do\n'
+    '\t[ -e "${rules}" ] || continue\n'
+    "\tprintf '%s\\0' \"${rules}\"\n"
+    "done | sort -zV | xargs -0r cat -- | awk"
+)
+
+
 def _script(version: str) -> str:
-    """The installed augenrules, or the audit 3.1.1 to 4.1.2 version derived from it."""
+    """The installed augenrules, or the audit 3.1.1 to 4.1.2 (or 4.1.3) version derived from it."""
     assert SCRIPT is not None
     text = Path(SCRIPT).read_text()
+    if version == "4.1.3":
+        assert DEBIAN_LISTING in text
+        text = text.replace(DEBIAN_LISTING, GLOB_LISTING)
+        text = text.replace(AWK_START, AWK_START + '        sub(/\\r$/, "");\n', 1)
     if version == "3.1.1":
         assert DEBIAN_CAT in text
         assert AWK_START in text
@@ -52,7 +74,14 @@ def _script(version: str) -> str:
 
 
 def real_augenrules(
-    rules_d: Path, scratch: Path, *, awk: str, version: str, utf8: bool, cwd: Path
+    rules_d: Path,
+    scratch: Path,
+    *,
+    awk: str,
+    version: str,
+    utf8: bool,
+    cwd: Path,
+    locale: dict[str, str] | None = None,
 ) -> bytes:
     """Run the real augenrules on `rules_d` with every path redirected; return audit.rules."""
     text = _script(version)
@@ -70,7 +99,11 @@ def real_augenrules(
     (bindir / "awk").symlink_to(awk_path)
     script = scratch / "augenrules"
     script.write_text(text)
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "LC_ALL": "C.UTF-8" if utf8 else "C"}
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "LC_ALL": "C.UTF-8" if utf8 else "C",
+        **(locale or {}),
+    }
     # No --load: the script only writes its output file.
     subprocess.run(
         ["/bin/sh", str(script)], cwd=cwd, env=env, capture_output=True, check=True, timeout=60
@@ -169,9 +202,12 @@ class TestDifferential:
         if not any(name.endswith(".rules") for name in os.listdir(rules_d)):
             with pytest.raises(ParseError, match=r"holds no \*\.rules file"):
                 assemble_rules_d_all(str(rules_d))
-            return
+        # An empty rules.d assembles too (what the next start of audit loads from it).
         (ours,) = assemble_rules_d_all(
-            str(rules_d), (dialect(awk=awk, version=version, utf8=utf8),), cwd=str(cwd)
+            str(rules_d),
+            (dialect(awk=awk, version=version, utf8=utf8),),
+            cwd=str(cwd),
+            empty_ok=True,
         )
         assert real == ours.file_text
 
@@ -283,3 +319,155 @@ class TestDialect:
         dialects, how = augenrules_dialects(scripts=(str(tmp_path / "none"),))
         assert {"ls", "glob"} == {d.listing for d in dialects}
         assert "no augenrules script" in how
+
+
+STIG = (
+    "-a always,exit -F arch=b64 -S init_module,finit_module,delete_module"
+    " -F auid>=1000 -F auid!=unset -k modules\n"
+    "-a always,exit -F arch=b32 -S init_module,finit_module,delete_module"
+    " -F auid>=1000 -F auid!=unset -k modules\n"
+)
+NEVER = "-a never,exit -S all\n"
+GLOB = Augenrules(listing="glob", quoted_cat=True, strip_cr=True, awk_space=False, utf8=True)
+
+
+@pytest.fixture(scope="module")
+def en_us(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of an en_US.UTF-8 locale generated into a scratch LOCPATH."""
+    localedef = shutil.which("localedef")
+    if localedef is None or not os.path.exists("/usr/share/i18n/locales/en_US"):
+        pytest.skip("needs localedef and the en_US locale source (tools/setup installs locales)")
+    locpath = tmp_path_factory.mktemp("locales")
+    subprocess.run(
+        [localedef, "-i", "en_US", "-f", "UTF-8", str(locpath / "en_US.UTF-8")],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return {"LOCPATH": str(locpath), "LC_ALL": "en_US.UTF-8"}
+
+
+def _tied_rules_d(path: Path) -> Path:
+    """x0.rules holds the STIG rules and x00.rules a `never` rule: sort -V ties the names."""
+    rules_d = path / "rules.d"
+    rules_d.mkdir()
+    (rules_d / "x0.rules").write_text(STIG)
+    (rules_d / "x00.rules").write_text(NEVER)
+    return rules_d
+
+
+class TestSortVTies:
+    """Names that filevercmp ties (x0, x00) are ordered by the locale under `sort -zV`."""
+
+    def test_real_sort_breaks_ties_by_locale(self, en_us: dict[str, str]) -> None:
+        """The real `sort -zV` puts x00.rules first under en_US.UTF-8 and last under C."""
+        orders = [
+            subprocess.run(
+                ["sort", "-zV"],
+                input=b"x0.rules\0x00.rules\0",
+                env={"PATH": "/usr/bin:/bin", **env},
+                capture_output=True,
+                check=True,
+                timeout=60,
+            ).stdout
+            for env in ({"LC_ALL": "C"}, en_us)
+        ]
+        assert [b"x0.rules\0x00.rules\0", b"x00.rules\0x0.rules\0"] == orders
+
+    @pytest.mark.parametrize("locale", ["C", "en_US.UTF-8"])
+    def test_known_locale_as_the_real_script(
+        self, tmp_path: Path, en_us: dict[str, str], locale: str
+    ) -> None:
+        """With the locale known, the one assembly is what the real 4.1.3 script writes."""
+        rules_d = _tied_rules_d(tmp_path)
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        env = en_us if locale != "C" else {"LC_ALL": "C"}
+        real = real_augenrules(
+            rules_d, scratch, awk="mawk", version="4.1.3", utf8=True, cwd=Path("/"), locale=env
+        )
+        ties = TieOrder(env=tuple(env.items()), how=f"the locale {locale}")
+        (ours,) = assemble_rules_d_all(str(rules_d), (GLOB,), ties=ties)
+        assert real == ours.file_text
+
+    def test_unknown_locale_gives_every_order(self, tmp_path: Path, en_us: dict[str, str]) -> None:
+        """With the locale unknown, the assemblies are those of the real script in C and en_US."""
+        rules_d = _tied_rules_d(tmp_path)
+        real = set()
+        for env in ({"LC_ALL": "C"}, en_us):
+            scratch = tmp_path / f"scratch-{env['LC_ALL']}"
+            scratch.mkdir()
+            real.add(
+                real_augenrules(
+                    rules_d,
+                    scratch,
+                    awk="mawk",
+                    version="4.1.3",
+                    utf8=True,
+                    cwd=Path("/"),
+                    locale=env,
+                )
+            )
+        ours = {a.file_text for a in assemble_rules_d_all(str(rules_d), (GLOB,))}
+        assert real == ours
+
+    def test_offline_check_judges_the_worst_order(self, tmp_path: Path, run_cli: RunCli) -> None:
+        """`check --offline DIR` is NOT COMPLIANT: in en_US the `never` rule loads first."""
+        rules_d = _tied_rules_d(tmp_path)
+        result = run_cli("check", "--offline", str(rules_d))
+        assert (1, True) == (result.code, "x00.rules:1 `-a never,exit -S all`" in result.out)
+
+    def test_too_many_orders_is_undecided(self, tmp_path: Path, run_cli: RunCli) -> None:
+        """Beyond MAX_TIE_ORDERS orders that all pass, the verdict is CANNOT DECIDE (exit 3)."""
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        for zeros in range(6):  # 6 tied names with distinct content: 720 orders
+            name = "x" + "0" * zeros + "1.rules"
+            (rules_d / name).write_text(STIG.replace("-k modules", f"-k k{zeros}"))
+        assert MAX_TIE_ORDERS < 720
+        result = run_cli("check", "--offline", str(rules_d))
+        assert (3, True) == (result.code, "sort -V ties some rules file names" in result.out)
+
+    def test_locale_of_the_unit_orders_ties(self, tmp_path: Path, en_us: dict[str, str]) -> None:
+        """Discovery orders tied names in the locale the unit gives augenrules, as the script."""
+        rules_d = _tied_rules_d(tmp_path)
+        root = tmp_path / "root"
+        (root / "etc/audit").mkdir(parents=True)
+        rules_d.rename(root / "etc/audit/rules.d")
+        (root / "sbin").mkdir()
+        (root / "sbin/augenrules").write_text(_script("4.1.3"))
+        unit = root / "etc/systemd/system/auditd.service"
+        unit.parent.mkdir(parents=True)
+        environment = " ".join(f"{k}={v}" for k, v in en_us.items())
+        unit.write_text(
+            f"[Service]\nEnvironment={environment}\nExecStartPost=-/sbin/augenrules --load\n"
+        )
+        (root / "run/systemd/system").mkdir(parents=True)
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        real = real_augenrules(
+            root / "etc/audit/rules.d",
+            scratch,
+            awk="mawk",
+            version="4.1.3",
+            utf8=True,
+            cwd=Path("/"),
+            locale=en_us,
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert {real.split(b"\n", 1)[1]} == {
+            a.file_text.split(b"\n", 1)[1] for a in on_disk.assemblies
+        }
+
+    def test_comment_only_files_do_not_multiply_orders(
+        self, tmp_path: Path, run_cli: RunCli
+    ) -> None:
+        """Tied files that give awk no line can go anywhere: one order, judged COMPLIANT."""
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        (rules_d / "x1.rules").write_text(STIG)
+        for zeros in range(1, 6):
+            (rules_d / ("x" + "0" * zeros + "1.rules")).write_text(f"# note {zeros}\n\n")
+        result = run_cli("check", "--offline", str(rules_d))
+        assert 0 == result.code, result.out

@@ -12,6 +12,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from _support import HostAudit, auditctl
 from kmod_audit.cli import main
 from kmod_audit.errors import ParseError
 from kmod_audit.system import (
@@ -19,8 +20,10 @@ from kmod_audit.system import (
     Augenrules,
     assemble_rules_d,
     default_uid_min,
+    discover_on_disk,
     nixos_rules_file,
     read_rules_text,
+    start_loads,
 )
 
 
@@ -259,3 +262,204 @@ class TestOddInput:
         with pytest.raises(ParseError, match="No closing quotation") as info:
             nixos_rules_file((str(unit),))
         assert str(unit) == info.value.path
+
+
+DEBIAN_UNIT = Path("/lib/systemd/system/auditd.service")
+DEBIAN_INIT = Path("/etc/init.d/auditd")
+AUGENRULES_SCRIPT = Path("/sbin/augenrules")
+# audit >= 4 (upstream init.d/audit-rules.service.in): auditd.service loads nothing itself.
+AUDIT4_RULES_UNIT = (
+    "[Unit]\nDescription=Load Audit Rules\n\n[Service]\nType=oneshot\n"
+    "ExecStart=/sbin/augenrules --load\n\n[Install]\nWantedBy=multi-user.target\n"
+)
+AUDIT4_AUDITD_UNIT = (
+    "[Unit]\nWants=audit-rules.service\n\n[Service]\nType=forking\nExecStart=/sbin/auditd\n"
+)
+
+
+def _root(
+    tmp_path: Path,
+    *,
+    units: dict[str, str] | None = None,
+    rules_d: dict[str, str] | None = None,
+    systemd: bool = True,
+) -> Path:
+    """A scratch root: /etc/audit/audit.rules with the STIG rules, rules.d, units."""
+    root = tmp_path / "root"
+    audit = root / "etc/audit"
+    (audit / "rules.d").mkdir(parents=True)
+    (audit / "audit.rules").write_text(STIG_RULES)
+    for name, text in (rules_d or {}).items():
+        (audit / "rules.d" / name).write_text(text)
+    for name, text in (units or {}).items():
+        path = root / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    if systemd:
+        (root / "run/systemd/system").mkdir(parents=True)
+    return root
+
+
+def _debian_unit() -> str:
+    if not DEBIAN_UNIT.exists():
+        pytest.skip("needs Debian's auditd.service (apt-get install auditd)")
+    return DEBIAN_UNIT.read_text()
+
+
+# README, a backup and an upper-case name: rules.d exists but holds no *.rules file.
+NOT_RULES = {"README": "-a never,exit -S all\n", "x.rules.bak": STIG_RULES, "X.RULES": STIG_RULES}
+
+
+class TestNextStart:
+    """The on-disk rules are what the next start of audit loads, read from its units."""
+
+    def test_empty_rules_d_is_what_augenrules_writes(self, tmp_path: Path) -> None:
+        """An empty rules.d gives no rules, as the real augenrules writes over audit.rules."""
+        root = _root(
+            tmp_path,
+            units={"/lib/systemd/system/auditd.service": _debian_unit()},
+            rules_d=NOT_RULES,
+        )
+        if not AUGENRULES_SCRIPT.exists():
+            pytest.skip("needs the real augenrules (apt-get install auditd)")
+        script = AUGENRULES_SCRIPT.read_text()
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        destination = root / "etc/audit/audit.rules"
+        for old, new in (
+            ("DestinationFile=/etc/audit/audit.rules", f"DestinationFile={destination}"),
+            ("SourceRulesDir=/etc/audit/rules.d", f"SourceRulesDir={root}/etc/audit/rules.d"),
+            ("TmpRules=$(mktemp /tmp/", f"TmpRules=$(mktemp {scratch}/"),
+        ):
+            assert old in script
+            script = script.replace(old, new)
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        # No --load: the script only rewrites the scratch audit.rules.
+        subprocess.run(
+            ["/bin/sh", "-c", script],
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        real = destination.read_bytes().split(b"\n", 1)[1]
+        assert (real, "") == (on_disk.assemblies[0].file_text.split(b"\n", 1)[1], on_disk.text)
+
+    def test_check_discovery_empty_rules_d(self, tmp_path: Path, host_audit: HostAudit) -> None:
+        """`check` with no SOURCE fails an empty rules.d beside a STIG audit.rules (replaced)."""
+        root = _root(
+            tmp_path,
+            units={"/lib/systemd/system/auditd.service": _debian_unit()},
+            rules_d=NOT_RULES,
+        )
+        assert 0 == host_audit.load(STIG_RULES).returncode
+        auditctl("-e", "1")  # the running rules are judged too; restored by host_audit
+        code = (
+            "import sys, kmod_audit.system as s\n"
+            f"s.RULES_D = {str(root / 'etc/audit/rules.d')!r}\n"
+            f"s.AUDIT_RULES = {str(root / 'etc/audit/audit.rules')!r}\n"
+            f"s.UNIT_DIRS = ({str(root / 'lib/systemd/system')!r},)\n"
+            "s.INIT_SCRIPTS = ()\n"
+            "s.nixos_rules_file = lambda *a: None\n"
+            "from kmod_audit.cli import main\n"
+            "sys.exit(main(['check', '--profile', 'nixos-stig']))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert (1, True) == (proc.returncode, "holds no *.rules file" in proc.stdout), proc.stdout
+
+    def test_auditctl_unit_judges_audit_rules(self, tmp_path: Path) -> None:
+        """A drop-in that loads audit.rules with auditctl instead makes audit.rules the rules."""
+        override = (
+            "[Service]\nExecStartPost=\nExecStartPost=-/sbin/auditctl -R /etc/audit/audit.rules\n"
+        )
+        root = _root(
+            tmp_path,
+            units={
+                "/lib/systemd/system/auditd.service": _debian_unit(),
+                "/etc/systemd/system/auditd.service.d/rules.conf": override,
+            },
+            rules_d=NOT_RULES,
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert (str(root / "etc/audit/audit.rules"), STIG_RULES) == (on_disk.path, on_disk.text)
+
+    def test_unit_that_loads_nothing(self, tmp_path: Path) -> None:
+        """A drop-in that removes `augenrules --load` leaves the next start with no rules."""
+        root = _root(
+            tmp_path,
+            units={
+                "/lib/systemd/system/auditd.service": _debian_unit(),
+                "/etc/systemd/system/auditd.service.d/none.conf": "[Service]\nExecStartPost=\n",
+            },
+            rules_d={"10-stig.rules": STIG_RULES},
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert ("", True) == (on_disk.text, "nothing loads rules" in on_disk.label)
+
+    def test_audit4_rules_service(self, tmp_path: Path) -> None:
+        """Audit >= 4: audit-rules.service runs `augenrules --load`, so rules.d is judged."""
+        root = _root(
+            tmp_path,
+            units={
+                "/usr/lib/systemd/system/auditd.service": AUDIT4_AUDITD_UNIT,
+                "/usr/lib/systemd/system/audit-rules.service": AUDIT4_RULES_UNIT,
+            },
+            rules_d={"10-never.rules": NEVER_RULES},
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert (NEVER_RULES, ()) == (on_disk.text, on_disk.alternatives)
+
+    @pytest.mark.parametrize(
+        ("setting", "expected"), [("no", "audit.rules"), ("yes", "rules.d")], ids=["no", "yes"]
+    )
+    def test_init_script_use_augenrules(self, tmp_path: Path, setting: str, expected: str) -> None:
+        """Without systemd, Debian's init script runs augenrules unless USE_AUGENRULES=no."""
+        if not DEBIAN_INIT.exists():
+            pytest.skip("needs Debian's /etc/init.d/auditd (apt-get install auditd)")
+        root = _root(
+            tmp_path,
+            units={
+                "/etc/init.d/auditd": DEBIAN_INIT.read_text(),
+                "/etc/default/auditd": f'USE_AUGENRULES="{setting}"\n',
+            },
+            rules_d={"10-never.rules": NEVER_RULES},
+            systemd=False,
+        )
+        on_disk = discover_on_disk(str(root))
+        assert on_disk is not None
+        assert (expected, ()) == (os.path.basename(on_disk.path), on_disk.alternatives)
+
+    def test_not_live_judges_every_possibility(self, tmp_path: Path) -> None:
+        """Not this running machine (--offline): rules.d and audit.rules are both judged."""
+        root = _root(
+            tmp_path,
+            units={"/lib/systemd/system/auditd.service": _debian_unit()},
+            rules_d={"10-never.rules": NEVER_RULES},
+        )
+        on_disk = discover_on_disk(str(root), live=False)
+        assert on_disk is not None
+        assert ["rules.d", "audit.rules"] == [
+            os.path.basename(one.path) for one in on_disk.alternatives
+        ]
+
+    def test_locale_from_unit_environment(self, tmp_path: Path) -> None:
+        """Augenrules' locale is the system locale, overridden by the unit's Environment=."""
+        units = {
+            "/lib/systemd/system/auditd.service": _debian_unit(),
+            "/etc/default/locale": "LANG=C.UTF-8\n",
+        }
+        plain = start_loads(str(_root(tmp_path / "a", units=units)))
+        units["/etc/systemd/system/auditd.service.d/locale.conf"] = (
+            '[Service]\nEnvironment="LANG=en_US.UTF-8" LOCPATH=/opt/locales\n'
+        )
+        overridden = start_loads(str(_root(tmp_path / "b", units=units)))
+        assert [(("LANG", "C.UTF-8"),), (("LANG", "en_US.UTF-8"), ("LOCPATH", "/opt/locales"))] == [
+            plain.ties.env,
+            overridden.ties.env,
+        ]

@@ -34,11 +34,13 @@ from .errors import (
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import Drift, RuleSet, compare
 from .profiles import PROFILES, Profile, select_profiles
-from .report import Finding, Report, SourceReport, render_json, render_text
+from .report import CheckResult, Finding, Report, SourceReport, render_json, render_text
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
+    MAX_TIE_ORDERS,
     Assembly,
+    OnDiskRules,
     auditctl_list,
     auditctl_status,
     default_kmod_path,
@@ -597,7 +599,10 @@ def _judge_rules_d(
                 line=0,
                 text="",
                 message=f"augenrules: {note}",
-                hint="name rules files with no blanks or glob characters, and end each "
+                hint="augenrules reads only names ending in .rules: put the rules into "
+                "rules.d as NAME.rules"
+                if "holds no *.rules file" in note
+                else "name rules files with no blanks or glob characters, and end each "
                 "file with a newline",
                 severity="warning",
             )
@@ -612,7 +617,76 @@ def _judge_rules_d(
                 f"judged as the worst, {assembly.describe()}",
             )
         judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
-    return next((pair for pair in judged if not pair[1].compliant), judged[0])
+    ruleset, report = _worst(judged)
+    unjudged = max(assembly.unjudged_orders for assembly in assemblies)
+    if unjudged and not report.failed:
+        report = _undecided_orders(report, unjudged)
+    return ruleset, report
+
+
+def _worst(judged: Sequence[tuple[RuleSet, SourceReport]]) -> tuple[RuleSet, SourceReport]:
+    """The first that fails, else the first that is not compliant (undecided), else the first."""
+    return next(
+        (pair for pair in judged if pair[1].failed),
+        next((pair for pair in judged if not pair[1].compliant), judged[0]),
+    )
+
+
+def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:
+    """What passes in every judged order of tied names, but not every order was judged."""
+    reason = (
+        f"kmod-audit cannot decide: sort -V ties some rules file names, the locale that "
+        f"breaks the ties is not known, and {MAX_TIE_ORDERS + unjudged} orders are possible; "
+        f"the {MAX_TIE_ORDERS} judged all pass, {unjudged} were not. Rename the files so that no "
+        "two names differ only in leading zeros (x0.rules, x00.rules), or check on the "
+        "machine itself"
+    )
+    profiles = tuple(
+        attrs.evolve(
+            profile,
+            compliant=False,
+            requirements=tuple(
+                attrs.evolve(
+                    req,
+                    status="undecided",
+                    reasons=(reason,),
+                    checks=(
+                        CheckResult(target="order of files", status="undecided", reason=reason),
+                        *req.checks,
+                    ),
+                )
+                if req.status == "pass" and req.applicable
+                else req
+                for req in profile.requirements
+            ),
+        )
+        for profile in report.profiles
+    )
+    return attrs.evolve(report, profiles=profiles)
+
+
+def _judge_on_disk(on_disk: OnDiskRules, options: Options) -> tuple[RuleSet, SourceReport]:
+    """Judge what the next start of audit loads; when that is not known, the worst case."""
+    if on_disk.alternatives:
+        judged = [_judge_on_disk(one, options) for one in on_disk.alternatives]
+        ruleset, report = _worst(judged)
+        label = (
+            f"{report.label}; what the next start of audit loads is not known, so "
+            f"{len(judged)} possibilities were judged and this, the worst, is reported: "
+            + ", ".join(one.path for one in on_disk.alternatives)
+        )
+        return ruleset, attrs.evolve(report, label=label)
+    if on_disk.assemblies:
+        return _judge_rules_d(on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label)
+    source = parse_rules(
+        on_disk.text,
+        path=on_disk.path,
+        machine=options.machine,
+        live=options.live,
+        origins=on_disk.origins,
+        syntax="rules",
+    )
+    return judge_source(source, options, label=on_disk.label)
 
 
 def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
@@ -728,7 +802,7 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     if not args.sources and not args.running:
         running, report = _load_running(options)
         reports.append(report)
-        on_disk = discover_on_disk()
+        on_disk = discover_on_disk(live=options.live)
         if on_disk is None:
             drift.append(
                 Finding(
@@ -741,22 +815,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
                     severity="warning",
                 )
             )
-        elif on_disk.assemblies:
-            files.append(
-                _judge_rules_d(
-                    on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label
-                )
-            )
         else:
-            source = parse_rules(
-                on_disk.text,
-                path=on_disk.path,
-                machine=options.machine,
-                live=options.live,
-                origins=on_disk.origins,
-                syntax="rules",
-            )
-            files.append(judge_source(source, options, label=on_disk.label))
+            files.append(_judge_on_disk(on_disk, options))
     reports.extend(report for _, report in files)
     compared = (
         [(compare(running, ruleset), report.label) for ruleset, report in files]

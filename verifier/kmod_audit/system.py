@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import os
 import re
 import shlex
@@ -29,6 +31,8 @@ __all__ = [
     "Assembly",
     "Augenrules",
     "OnDiskRules",
+    "StartLoad",
+    "TieOrder",
     "assemble_rules_d",
     "assemble_rules_d_all",
     "auditctl_list",
@@ -42,6 +46,7 @@ __all__ = [
     "read_rules_bytes",
     "read_rules_text",
     "rules_d_assemblies",
+    "start_loads",
 ]
 
 NIXOS_UNITS: Final = (
@@ -569,8 +574,174 @@ def _glob(pattern: bytes, directory: bytes, prefix: bytes) -> list[bytes]:
     return [prefix + name for name in matches] or [prefix + pattern]
 
 
-def _cat_arguments(directory: bytes, dialect: Augenrules, cwd: bytes) -> list[bytes]:
-    """The paths augenrules hands to `cat`, in order (relative ones are relative to cwd)."""
+MAX_TIE_ORDERS: Final = 120
+"""The most orders of tied names (see `TieOrder`) modelled; beyond, the rest is undecided."""
+
+
+@attrs.frozen(kw_only=True)
+class TieOrder:
+    """How `sort -V` (audit >= 4.1.3's augenrules) orders names that filevercmp ties.
+
+    filevercmp ignores leading zeros (`x0.rules` and `x00.rules` tie). GNU sort breaks the
+    tie with the locale's collation (strcoll): under C `x0.rules` comes first, under
+    en_US.UTF-8 `x00.rules`. `ls -v` (older augenrules) breaks it with strcmp in any locale.
+
+    Attributes:
+        env: The locale variables augenrules runs with (LANG, LC_*, LOCPATH), so that the
+            real `sort -zV` can order the tied names; None when not known: then every
+            order is judged.
+        how: Where that came from, for the report.
+    """
+
+    env: tuple[tuple[str, str], ...] | None = None
+    how: str = "the locale augenrules runs in is not known"
+
+
+UNKNOWN_TIES: Final = TieOrder()
+
+
+@attrs.frozen
+class _Listing:
+    """augenrules' `cat` arguments in each possible order, and how many were left out."""
+
+    orders: tuple[tuple[tuple[bytes, ...], str], ...]
+    unjudged: int = 0
+
+
+def _tie_groups(ordered: list[bytes]) -> list[list[bytes]]:
+    """Consecutive runs of names that filevercmp ties (each run in strcmp order)."""
+    groups: list[list[bytes]] = []
+    for path in ordered:
+        name = os.path.basename(path)
+        if groups and filevercmp(os.path.basename(groups[-1][-1]), name) == 0:
+            groups[-1].append(path)
+        else:
+            groups.append([path])
+    return groups
+
+
+def _sort_v(paths: list[bytes], env: tuple[tuple[str, str], ...]) -> list[bytes] | None:
+    """`sort -zV` of `paths` run for real in the locale `env`; None when it cannot run."""
+    import subprocess  # noqa: PLC0415 - only for tied names
+
+    program = shutil.which("sort", path=SYSTEMD_PATH)
+    if program is None:
+        return None
+    try:
+        proc = subprocess.run(
+            [program, "-zV"],
+            input=b"".join(p + b"\0" for p in paths),
+            env={"PATH": SYSTEMD_PATH, **dict(env)},
+            capture_output=True,
+            timeout=AUDITCTL_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    result = proc.stdout.split(b"\0")[:-1]
+    return result if proc.returncode == 0 and sorted(result) == sorted(paths) else None
+
+
+def _file_key(path: bytes) -> bytes | None:
+    """What makes two files interchangeable in augenrules' concatenation: their bytes.
+
+    None for a file that gives awk no line (empty, or only blank and `#` lines, ending
+    with a newline): wherever it goes, the concatenation is the same.
+    """
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            with open(path, "rb") as file:
+                data = file.read(MAX_RULES_BYTES + 1)
+            lines = data.split(b"\n")
+            if lines[-1] == b"" and all(
+                not line.rstrip(b"\r") or line.startswith(b"#") for line in lines
+            ):
+                return None
+            return b"f" + data
+    except OSError:
+        pass
+    return b"p" + path  # not a regular file: never interchangeable
+
+
+def _distinct_orders(group: list[bytes]) -> tuple[list[list[bytes]], int]:
+    """The orders of `group` that differ in content (at most MAX_TIE_ORDERS), and how many."""
+    found = [(key, path) for path in group if (key := _file_key(path)) is not None]
+    inert = [path for path in group if path not in {p for _, p in found}]
+    orders, count = _content_orders([p for _, p in found], [k for k, _ in found])
+    return [[*inert, *order] for order in orders], count
+
+
+def _content_orders(group: list[bytes], keys: list[bytes]) -> tuple[list[list[bytes]], int]:
+    """The orders of `group` whose `keys` differ (at most MAX_TIE_ORDERS), and how many."""
+    by_key: dict[bytes, list[bytes]] = {}
+    for key, path in zip(keys, group, strict=True):
+        by_key.setdefault(key, []).append(path)
+    count = math.factorial(len(group))
+    for paths in by_key.values():
+        count //= math.factorial(len(paths))
+    distinct = sorted(by_key)
+    indices = sorted(distinct.index(key) for key in keys)
+    orders: list[list[bytes]] = []
+    while len(orders) < MAX_TIE_ORDERS:
+        # Files with the same bytes take their names in strcmp order: only content counts.
+        taken = {key: iter(by_key[key]) for key in distinct}
+        orders.append([next(taken[distinct[i]]) for i in indices])
+        # The next permutation of the multiset, in lexicographic order.
+        i = len(indices) - 2
+        while i >= 0 and indices[i] >= indices[i + 1]:
+            i -= 1
+        if i < 0:
+            break
+        j = len(indices) - 1
+        while indices[j] <= indices[i]:
+            j -= 1
+        indices[i], indices[j] = indices[j], indices[i]
+        indices[i + 1 :] = reversed(indices[i + 1 :])
+    return orders, count
+
+
+def _sort_v_orders(found: list[bytes], ties: TieOrder) -> _Listing:
+    """The orders `sort -zV` may give `found`: one when the locale is known, else every one."""
+    ordered = sorted(found, key=functools.cmp_to_key(_version_order))
+    groups = _tie_groups(ordered)
+    tied = [group for group in groups if len(group) > 1]
+    if not tied:
+        return _Listing(orders=((tuple(ordered), ""),))
+    if ties.env is not None:
+        resolved = [_sort_v(group, ties.env) if len(group) > 1 else group for group in groups]
+        if all(group is not None for group in resolved):
+            flat = tuple(path for group in resolved if group is not None for path in group)
+            return _Listing(orders=((flat, _describe_ties(resolved, ties.how)),))
+    how = ties.how if ties.env is None else f"{ties.how}, but sort -zV could not run"
+    choices: list[list[list[bytes]]] = []
+    total = 1
+    for group in groups:
+        orders, count = _distinct_orders(group) if len(group) > 1 else ([group], 1)
+        choices.append(orders)
+        total *= count
+    combined = tuple(
+        (tuple(path for group in choice for path in group), _describe_ties(choice, how))
+        for choice in itertools.islice(itertools.product(*choices), MAX_TIE_ORDERS)
+    )
+    return _Listing(orders=combined, unjudged=total - len(combined))
+
+
+def _describe_ties(groups: Sequence[Sequence[bytes] | None], how: str) -> str:
+    shown = "; ".join(
+        ", ".join(os.fsdecode(os.path.basename(p)) for p in group)
+        for group in groups
+        if group is not None and len(group) > 1
+    )
+    return f"names that sort -V ties in the order {shown} ({how})"
+
+
+def _cat_arguments(
+    directory: bytes, dialect: Augenrules, cwd: bytes, ties: TieOrder = UNKNOWN_TIES
+) -> _Listing:
+    """The paths augenrules hands to `cat`, in each possible order.
+
+    Relative paths are relative to `cwd`.
+    """
     base = directory.rstrip(b"/") or b"/"
     slash = base + b"/" if base != b"/" else b"/"
     entries = os.listdir(base)
@@ -583,7 +754,7 @@ def _cat_arguments(directory: bytes, dialect: Augenrules, cwd: bytes) -> list[by
             # `[ -e "$rules" ] || continue`: a dangling symlink is skipped.
             and os.path.exists(slash + name)
         ]
-        return sorted(found, key=functools.cmp_to_key(_version_order))
+        return _sort_v_orders(found, ties)
     names = sorted(
         (n for n in entries if not n.startswith(b".")), key=functools.cmp_to_key(_version_order)
     )
@@ -607,7 +778,7 @@ def _cat_arguments(directory: bytes, dialect: Augenrules, cwd: bytes) -> list[by
         arguments.extend(_glob(first[1:], base, slash))
         for field in rest:
             arguments.extend(_glob(field, cwd, b""))
-    return arguments
+    return _Listing(orders=((tuple(arguments), ""),))
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -629,6 +800,9 @@ class Assembly:
         origins: Where each line of `text` came from.
         file_text: Exactly what augenrules writes to audit.rules (header included).
         notes: Files augenrules does not load, and why.
+        ties: The order `sort -V` gave names it ties (empty when none tie).
+        unjudged_orders: How many further orders of tied names are possible but were not
+            assembled (above MAX_TIE_ORDERS); the same on every Assembly of one rules.d.
     """
 
     dialects: tuple[Augenrules, ...]
@@ -636,15 +810,18 @@ class Assembly:
     origins: tuple[Origin, ...]
     file_text: bytes
     notes: tuple[str, ...] = ()
+    ties: str = ""
+    unjudged_orders: int = 0
 
     def describe(self) -> str:
-        """Return the dialects, for a report."""
+        """Return the dialects (and the order of tied names), for a report."""
         more = len(self.dialects) - 1
-        return self.dialects[0].describe() + (f" (and {more} more)" if more else "")
+        described = self.dialects[0].describe() + (f" (and {more} more)" if more else "")
+        return described + (f", {self.ties}" if self.ties else "")
 
 
 def _cat(
-    arguments: list[bytes], cwd: bytes, directory: str, cache: dict[bytes, bytes]
+    arguments: Sequence[bytes], cwd: bytes, directory: str, cache: dict[bytes, bytes]
 ) -> tuple[list[tuple[bytes, Origin]], list[str]]:
     """Concatenate the files as `cat` does; return the lines with origins, and notes.
 
@@ -769,12 +946,20 @@ def _awk(
     return ordered, file_text
 
 
+_EMPTY_NOTE: Final = (
+    "{} holds no *.rules file: augenrules writes a rules file with no rules over "
+    "audit.rules, and the next start of audit loads no rules"
+)
+
+
 def assemble_rules_d_all(
     directory: str,
     dialects: Sequence[Augenrules] = ALL_DIALECTS,
     *,
     cwd: str = "/",
     header_directory: str | None = None,
+    ties: TieOrder = UNKNOWN_TIES,
+    empty_ok: bool = False,
 ) -> tuple[Assembly, ...]:
     """Assemble rules.d as each augenrules dialect does; one Assembly per distinct result.
 
@@ -784,42 +969,53 @@ def assemble_rules_d_all(
         cwd: augenrules' working directory (systemd runs it in `/`): the shell matches a
             file name with glob characters there.
         header_directory: The directory named in augenrules' header line (`directory`).
+        ties: How `sort -V` orders names it ties (audit >= 4.1.3); by default every order.
+        empty_ok: A rules.d with no *.rules file assembles to no rules (what augenrules
+            writes over audit.rules then) rather than being refused.
 
     Raises:
-        ParseError: the directory cannot be read, holds no *.rules file, or a file that
-            augenrules would read is special (FIFO, device), unreadable or too big.
+        ParseError: the directory cannot be read, holds no *.rules file (unless
+            `empty_ok`), or a file that augenrules would read is special (FIFO, device),
+            unreadable or too big.
     """
     try:
         names = os.listdir(directory)
     except OSError as exc:
         msg = f"cannot list it ({exc.strerror})"
         raise ParseError(directory, 0, "", msg) from None
-    if not any(n.endswith(".rules") for n in names):
+    empty = not any(n.endswith(".rules") for n in names)
+    if empty and not empty_ok:
         msg = "holds no *.rules file; augenrules would load nothing"
         raise ParseError(directory, 0, "", msg)
     absolute = os.path.abspath(directory)
-    results: dict[bytes, tuple[list[Augenrules], list[tuple[str, Origin]], list[str]]] = {}
+    results: dict[bytes, tuple[list[Augenrules], list[tuple[str, Origin]], list[str], str]] = {}
     cache: dict[bytes, bytes] = {}  # each file is read once, whatever the dialects
     file_texts: dict[bytes, bytes] = {}
+    unjudged = 0
     for dialect in dialects:
-        arguments = _cat_arguments(os.fsencode(absolute), dialect, os.fsencode(cwd))
-        lines, notes = _cat(arguments, os.fsencode(cwd), directory, cache)
-        ordered, file_text = _awk(lines, dialect, header_directory or directory)
-        key = file_text + b"\0" + "\0".join(f"{o}" for _, o in ordered).encode()
-        if key in results:
-            results[key][0].append(dialect)
-        else:
-            results[key] = ([dialect], ordered, notes)
-            file_texts[key] = file_text
+        listing = _cat_arguments(os.fsencode(absolute), dialect, os.fsencode(cwd), ties)
+        unjudged = max(unjudged, listing.unjudged)
+        for arguments, tie_order in listing.orders:
+            lines, notes = _cat(arguments, os.fsencode(cwd), directory, cache)
+            ordered, file_text = _awk(lines, dialect, header_directory or directory)
+            key = file_text + b"\0" + "\0".join(f"{o}" for _, o in ordered).encode()
+            if key in results:
+                if dialect not in results[key][0]:
+                    results[key][0].append(dialect)
+            else:
+                results[key] = ([dialect], ordered, notes, tie_order)
+                file_texts[key] = file_text
     return tuple(
         Assembly(
             dialects=tuple(found),
             text="".join(f"{line}\n" for line, _ in ordered),
             origins=tuple(origin for _, origin in ordered),
             file_text=file_texts[key],
-            notes=tuple(notes),
+            notes=(_EMPTY_NOTE.format(directory), *notes) if empty else tuple(notes),
+            ties=tie_order,
+            unjudged_orders=unjudged,
         )
-        for key, (found, ordered, notes) in results.items()
+        for key, (found, ordered, notes, tie_order) in results.items()
     )
 
 
@@ -868,20 +1064,323 @@ def nixos_rules_file(units: tuple[str, ...] = NIXOS_UNITS) -> str | None:
     return None
 
 
-def rules_d_assemblies(directory: str, *, live: bool = True) -> tuple[tuple[Assembly, ...], str]:
+def rules_d_assemblies(
+    directory: str, *, live: bool = True, root: str = "/"
+) -> tuple[tuple[Assembly, ...], str]:
     """rules.d as this machine's augenrules may assemble it, and how the dialect was chosen.
 
-    Live: the dialects of the installed augenrules and awk (`augenrules_dialects`).
-    Otherwise (rules.d from another machine) every modelled dialect.
+    Live: the dialects of the installed augenrules and awk (`augenrules_dialects`), and
+    the locale augenrules runs in (`start_loads`) for the order of names `sort -V` ties.
+    Otherwise (rules.d from another machine) every modelled dialect and every order.
 
     Raises:
         ParseError: see `assemble_rules_d_all`.
     """
     if live:
-        dialects, how = augenrules_dialects()
+        dialects, how = augenrules_dialects(
+            tuple(_under(root, script) for script in AUGENRULES_SCRIPTS)
+        )
+        ties = start_loads(root).ties
     else:
         dialects, how = ALL_DIALECTS, "rules.d of another machine: every augenrules dialect"
-    return assemble_rules_d_all(directory, dialects), how
+        ties = UNKNOWN_TIES
+    return assemble_rules_d_all(directory, dialects, ties=ties), how
+
+
+# ---------------------------------------------------------------------------------------
+# What the next start of audit loads: the units (or init script) that start it, read.
+
+UNIT_DIRS: Final = (
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+)
+"""systemd's system unit search path, highest priority first."""
+AUDIT_UNITS: Final = ("auditd.service", "audit-rules.service")
+"""auditd.service runs `augenrules --load` after auditd (audit < 4: Debian 12, RHEL 8, 9);
+audit >= 4 moved that to audit-rules.service, which auditd.service wants."""
+INIT_SCRIPTS: Final = ("/etc/init.d/auditd", "/etc/rc.d/init.d/auditd")
+AUDITD_DEFAULTS: Final = ("/etc/default/auditd", "/etc/sysconfig/auditd")
+LOCALE_FILES: Final = ("/etc/locale.conf", "/etc/default/locale")
+"""Where systemd takes the locale it gives services (Debian: /etc/default/locale)."""
+_LOCALE_VAR: Final = re.compile(r"LANG|LANGUAGE|LC_[A-Z_]+|LOCPATH")
+_EXEC_KEYS: Final = ("ExecStartPre", "ExecStart", "ExecStartPost")
+AUGENRULES: Final = "augenrules"
+NO_RULES: Final = ""
+"""A `StartLoad` possibility: the next start of audit loads no rules."""
+
+
+def _under(root: str, path: str) -> str:
+    """`path` of the system whose root directory is `root`."""
+    return path if root in {"", "/"} else os.path.join(root, path.lstrip("/"))
+
+
+def _assignments(text: str) -> list[tuple[str, str]]:
+    """KEY=VALUE lines of a shell-like environment file (locale.conf, /etc/default/...)."""
+    found = []
+    for line in text.splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        for word in words:
+            key, sep, value = word.partition("=")
+            if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                found.append((key, value))
+    return found
+
+
+def _unit_lines(text: str) -> list[str]:
+    """A unit file's lines with continuations joined and comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and line.startswith(("#", ";")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        lines.append(pending + line)
+        pending = ""
+    if pending:
+        lines.append(pending)
+    return lines
+
+
+@attrs.frozen(kw_only=True)
+class _Unit:
+    """The parts of a systemd service that say how it loads audit rules."""
+
+    path: str
+    masked: bool = False
+    commands: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def _read_unit(root: str, name: str) -> _Unit | None:
+    """The unit `name` with its drop-ins applied, as systemd reads it; None when absent."""
+    main = next(
+        (
+            path
+            for path in (_under(root, os.path.join(d, name)) for d in UNIT_DIRS)
+            if os.path.lexists(path)
+        ),
+        None,
+    )
+    if main is None:
+        return None
+    target = os.readlink(main) if os.path.islink(main) else ""
+    if target == "/dev/null" or (not target and os.path.isfile(main) and not os.path.getsize(main)):
+        return _Unit(path=main, masked=True)
+    dropins: dict[str, str] = {}
+    for directory in reversed(UNIT_DIRS):  # a higher-priority drop-in of a name wins
+        folder = _under(root, os.path.join(directory, name + ".d"))
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.endswith(".conf"):
+                dropins[entry] = os.path.join(folder, entry)
+    commands: dict[str, list[str]] = {key: [] for key in _EXEC_KEYS}
+    environment: list[tuple[str, str]] = []
+    files: list[str] = []
+    for path in [main, *(dropins[entry] for entry in sorted(dropins))]:
+        try:
+            text = _read_text(path)
+        except OSError:
+            continue
+        section = ""
+        for line in _unit_lines(text):
+            if line.startswith("["):
+                section = line
+                continue
+            key, _, value = (part.strip() for part in line.partition("="))
+            if section != "[Service]":
+                continue
+            if key in commands:
+                # An empty assignment resets the list (how a drop-in removes a command).
+                commands[key] = [*commands[key], value] if value else []
+            elif key == "Environment":
+                environment = [*environment, *_assignments(value)] if value else []
+            elif key == "EnvironmentFile":
+                files = [*files, value] if value else []
+    for file in files:  # EnvironmentFile= overrides Environment=
+        try:
+            environment.extend(_assignments(_read_text(_under(root, file.lstrip("-")))))
+        except OSError:
+            continue
+    return _Unit(
+        path=main,
+        commands=tuple(c for key in _EXEC_KEYS for c in commands[key]),
+        env=tuple(environment),
+    )
+
+
+def _unit_loads(commands: Sequence[str]) -> list[str] | None:
+    """What the commands load: `augenrules` or a rules file; None when one is not understood."""
+    loads: list[str] = []
+    regenerated = False
+    for command in commands:
+        try:
+            words = shlex.split(command.lstrip("-@:+!"))
+        except ValueError:
+            return None
+        program = os.path.basename(words[0]) if words else ""
+        if program == AUGENRULES:
+            if "--load" in words:
+                loads.append(AUGENRULES)
+            elif "--check" not in words:
+                regenerated = True
+        elif program == "auditctl" and "-R" in words[:-1]:
+            file = words[words.index("-R") + 1]
+            loads.append(AUGENRULES if regenerated and file == AUDIT_RULES else file)
+        elif re.search(r"augenrules|auditctl|audit\.rules|rules\.d", command):
+            return None  # a script or shell line that may load rules: not followed
+    return loads
+
+
+def _init_script_loads(root: str) -> tuple[list[str] | None, str] | None:
+    """What the SysV init script loads (None: no script), and how that was read."""
+    for script in INIT_SCRIPTS:
+        try:
+            text = _read_text(_under(root, script))
+        except OSError:
+            continue
+        if AUGENRULES not in text:
+            if re.search(r"auditctl\s+-R\s+/etc/audit/audit\.rules", text):
+                return [AUDIT_RULES], f"{script} runs `auditctl -R {AUDIT_RULES}`"
+            return None, f"{script} loads no rules that kmod-audit can follow"
+        if "USE_AUGENRULES" not in text:
+            return [AUGENRULES], f"{script} runs augenrules"
+        for defaults in AUDITD_DEFAULTS:
+            try:
+                values = dict(_assignments(_read_text(_under(root, defaults))))
+            except OSError:
+                continue
+            if values.get("USE_AUGENRULES", "").lower() == "no":
+                return [AUDIT_RULES], f"{script}: USE_AUGENRULES=no in {defaults}"
+            return [AUGENRULES], f"{script} runs augenrules (USE_AUGENRULES in {defaults})"
+        return [AUGENRULES], f"{script} runs augenrules (USE_AUGENRULES is not set)"
+    return None
+
+
+def _locale_env(root: str) -> list[tuple[str, str]]:
+    """The locale systemd gives every service (LANG, LC_*), from the first locale file."""
+    for path in LOCALE_FILES:
+        try:
+            text = _read_text(_under(root, path))
+        except OSError:
+            continue
+        return [(k, v) for k, v in _assignments(text) if _LOCALE_VAR.fullmatch(k)]
+    return []
+
+
+@attrs.frozen(kw_only=True)
+class StartLoad:
+    """What the next start of audit loads, as far as the machine tells.
+
+    Attributes:
+        loads: Each possibility (one when known): `augenrules` (rules.d assembled, written
+            over audit.rules and loaded; audit.rules itself when there is no rules.d), the
+            path of a rules file loaded as it is (`auditctl -R FILE`), or NO_RULES (the
+            units that start audit load none, or are masked).
+        how: How that was decided, for the report.
+        ties: The locale augenrules runs in, for the order of names `sort -V` ties.
+    """
+
+    loads: tuple[str, ...]
+    how: str
+    ties: TieOrder = UNKNOWN_TIES
+
+
+def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
+    """Read from the machine what the next start of audit loads.
+
+    systemd (when it runs, else also the init script): `auditd.service` and
+    `audit-rules.service` with their drop-ins; `augenrules --load` regenerates audit.rules
+    from rules.d (even an empty one) and loads it, `auditctl -R FILE` loads FILE as it is.
+    The SysV script runs augenrules unless USE_AUGENRULES=no, then loads audit.rules. Units
+    that load nothing (or are masked) mean no rules. When nothing says, or a command is not
+    understood (or not `live`: a foreign root), both are possible.
+
+    Args:
+        root: The system's root directory.
+        live: `root` is this running machine (its programs and locales are used).
+    """
+    both = (AUGENRULES, AUDIT_RULES)
+    if not live:
+        return StartLoad(
+            loads=both,
+            how="not this running machine: augenrules (from rules.d) and "
+            f"`auditctl -R {AUDIT_RULES}` are both possible",
+        )
+    possible: list[str] = []
+    hows: list[str] = []
+    unknown = False
+    seen = False  # a unit or init script that starts audit was read
+    envs: set[tuple[tuple[str, str], ...] | None] = set()
+    for name in AUDIT_UNITS:
+        unit = _read_unit(root, name)
+        if unit is None:
+            continue
+        seen = True
+        if unit.masked:
+            hows.append(f"{name} is masked")
+            continue
+        loads = _unit_loads(unit.commands)
+        if loads is None:
+            unknown = True
+            hows.append(f"{unit.path} runs a command that kmod-audit does not follow")
+            continue
+        hows.extend(
+            f"{name} runs `augenrules --load`"
+            if load == AUGENRULES
+            else f"{name} runs `auditctl -R {load}`"
+            for load in loads
+        )
+        possible.extend(loads)
+        if AUGENRULES in loads:
+            assigned = [
+                *_locale_env(root),
+                *((k, v) for k, v in unit.env if _LOCALE_VAR.fullmatch(k)),
+            ]
+            envs.add(tuple(dict(assigned).items()))
+    if not os.path.isdir(_under(root, "/run/systemd/system")):
+        # systemd is not running here: an init script may start audit instead.
+        script = _init_script_loads(root)
+        if script is not None:
+            script_loads, how = script
+            seen = True
+            hows.append(how)
+            if script_loads is None:
+                unknown = True
+            else:
+                possible.extend(script_loads)
+                if AUGENRULES in script_loads:
+                    envs.add(None)  # an init script's locale is that of whoever runs it
+    if unknown:
+        possible.extend(both)
+        hows.append("what else loads rules is not known: both are possible")
+    elif not possible and seen:
+        possible.append(NO_RULES)
+        hows.append("so nothing loads rules when audit starts")
+    elif not possible:
+        possible.extend(both)
+        hows.append(
+            "no unit or init script that starts audit was found: augenrules (from rules.d) "
+            f"and `auditctl -R {AUDIT_RULES}` are both possible"
+        )
+    env = envs.pop() if len(envs) == 1 else None
+    ties = (
+        TieOrder(env=env, how="the locale of " + (", ".join(f"{k}={v}" for k, v in env) or "C"))
+        if env is not None
+        else UNKNOWN_TIES
+    )
+    return StartLoad(loads=tuple(dict.fromkeys(possible)), how="; ".join(hows), ties=ties)
 
 
 @attrs.frozen(kw_only=True)
@@ -895,6 +1394,8 @@ class OnDiskRules:
         origins: Per-line origins when assembled from rules.d.
         assemblies: rules.d as each possible augenrules dialect assembles it (else empty).
         how: How the augenrules dialect was chosen.
+        alternatives: When what the next start loads is not known: each possibility (the
+            worst is reported); the other attributes are then those of the first.
     """
 
     label: str
@@ -903,35 +1404,79 @@ class OnDiskRules:
     origins: tuple[Origin, ...] | None = None
     assemblies: tuple[Assembly, ...] = ()
     how: str = ""
+    alternatives: tuple[OnDiskRules, ...] = ()
 
 
-def discover_on_disk() -> OnDiskRules | None:
-    """Find the rules this machine loads at boot, or None when there are none.
+def _rules_d_on_disk(root: str, live: bool, start: StartLoad) -> OnDiskRules:
+    directory = _under(root, RULES_D)
+    why = start.how
+    if live:
+        dialects, how = augenrules_dialects(
+            tuple(_under(root, script) for script in AUGENRULES_SCRIPTS)
+        )
+        ties = start.ties
+    else:
+        dialects, how = ALL_DIALECTS, "rules.d of another machine: every augenrules dialect"
+        ties = UNKNOWN_TIES
+    assemblies = assemble_rules_d_all(
+        directory, dialects, header_directory=RULES_D, ties=ties, empty_ok=True
+    )
+    return OnDiskRules(
+        label=f"on-disk rules {directory}/*.rules (as augenrules assembles them and writes "
+        f"them over {AUDIT_RULES}: {why})",
+        path=directory,
+        text=assemblies[0].text,
+        origins=assemblies[0].origins,
+        assemblies=assemblies,
+        how=how,
+    )
+
+
+def discover_on_disk(root: str = "/", *, live: bool = True) -> OnDiskRules | None:
+    """Find the rules the next start of audit loads, or None when there are none.
+
+    On NixOS the file `audit-rules-nixos.service` loads. Elsewhere what `start_loads`
+    reads from the machine: rules.d as augenrules assembles it whenever augenrules runs
+    and rules.d exists (an empty rules.d gives no rules: augenrules writes that over
+    audit.rules), audit.rules where nothing regenerates it. When that is not known, every
+    possibility is returned in `alternatives`.
+
+    Args:
+        root: The system's root directory.
+        live: `root` is this running machine (else every possibility is judged).
 
     Raises:
         ParseError: the rules exist but cannot be read (special file, too big, ...).
     """
-    nixos = nixos_rules_file()
+    nixos = nixos_rules_file(tuple(_under(root, unit) for unit in NIXOS_UNITS))
     if nixos is not None:
         return OnDiskRules(
             label=f"on-disk rules {nixos} (loaded by audit-rules-nixos.service)",
             path=nixos,
-            text=read_rules_text(nixos),
+            text=read_rules_text(_under(root, nixos)),
         )
-    if os.path.isdir(RULES_D) and any(n.endswith(".rules") for n in os.listdir(RULES_D)):
-        assemblies, how = rules_d_assemblies(RULES_D)
-        return OnDiskRules(
-            label=f"on-disk rules {RULES_D}/*.rules (as augenrules assembles them)",
-            path=RULES_D,
-            text=assemblies[0].text,
-            origins=assemblies[0].origins,
-            assemblies=assemblies,
-            how=how,
-        )
-    if os.path.exists(AUDIT_RULES):
-        return OnDiskRules(
-            label=f"on-disk rules {AUDIT_RULES}",
-            path=AUDIT_RULES,
-            text=read_rules_text(AUDIT_RULES),
-        )
-    return None
+    start = start_loads(root, live=live)
+    found: list[OnDiskRules] = []
+    for load in start.loads:
+        if load == NO_RULES:
+            found.append(
+                OnDiskRules(label=f"on-disk rules: none ({start.how})", path="(none)", text="")
+            )
+            continue
+        if load == AUGENRULES and os.path.isdir(_under(root, RULES_D)):
+            found.append(_rules_d_on_disk(root, live, start))
+            continue
+        path = AUDIT_RULES if load == AUGENRULES else load
+        if os.path.exists(_under(root, path)):
+            found.append(
+                OnDiskRules(
+                    label=f"on-disk rules {_under(root, path)} ({start.how})",
+                    path=_under(root, path),
+                    text=read_rules_text(_under(root, path)),
+                )
+            )
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+    return attrs.evolve(found[0], alternatives=tuple(found))
