@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from _support import FIXTURES, OVER_BUDGET, RunCli, Unprivileged, lower_work_limit, valid_report
 from kmod_audit import cli
+from kmod_audit import system as system_module
 from kmod_audit.errors import TransportError
 from kmod_audit.probe import ProbeResult
 from kmod_audit.profiles import select_profiles
@@ -357,6 +358,24 @@ class TestSystemRulesAreNotOutputs:
         result = run_cli("verify", "--target", UNREACHABLE, "--output", str(system["audit.rules"]))
         assert (2, before) == (result.code, self._tree(tmp_path)), result.err
         assert "that is the system's rules file" in result.err
+
+    def test_file_a_unit_loads(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rules file that a unit loads with `auditctl -R FILE` at start is no output."""
+        loaded = tmp_path / "site.rules"
+        loaded.write_text((RULES / "syscalls-combined.pass.rules").read_text())
+        service = tmp_path / "lib" / "systemd" / "system" / "auditd.service"
+        service.parent.mkdir(parents=True)
+        service.write_text(
+            f"[Service]\nExecStart=/sbin/auditd\nExecStartPost=/sbin/auditctl -R {loaded}\n"
+        )
+        real = system_module.start_loads
+        monkeypatch.setattr("kmod_audit.system.start_loads", lambda: real(str(tmp_path), live=True))
+        before = self._tree(tmp_path)
+        result = run_cli("check", "--output", str(loaded))
+        assert (2, before) == (result.code, self._tree(tmp_path)), result.err
+        assert "that is a rules file loaded when audit starts" in result.err
 
     def test_metrics_of_a_refused_command_line(
         self, run_cli: RunCli, tmp_path: Path, system: dict[str, Path]

@@ -139,6 +139,13 @@ def _protected(sources: Sequence[str]) -> Iterator[tuple[str, bool, str]]:
         nixos = None  # a unit that cannot be read: discovery reports it
     if nixos is not None:
         yield nixos, False, f"the NixOS rules file {nixos} (audit-rules-nixos.service loads it)"
+    try:
+        start = system.start_loads()
+    except (ParseError, OSError):
+        return  # units that cannot be read: discovery reports them
+    for load in start.loads:
+        if load not in {system.AUGENRULES, system.NO_RULES, system.AUDIT_RULES}:
+            yield load, False, f"a rules file loaded when audit starts ({start.how})"
 
 
 def _same(path: str, other: str) -> bool:
