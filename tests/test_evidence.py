@@ -36,7 +36,9 @@ from _support import (
     valid_report,
 )
 from kmod_audit._jsonspans import parse_spans
+from kmod_audit.evidence import Assessment, Outcome, Status, load_template, merge_cklb
 from kmod_audit.probe import NOT_LOADED_BY_CHOICE as NOT_LOADED
+from kmod_audit.profiles import select_profiles
 
 RULES = FIXTURES / "rules"
 PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
@@ -967,3 +969,59 @@ class TestTemplateEdges:
         )  # fmt: skip
         assert 2 == result.code, result.err
         assert f"--cklb-template {template}: {needle}" in result.err
+
+
+# A fixed assessment of every profile, so the merged checklists are reproducible: the
+# statuses cover every kind, and the texts hold what JSON must escape.
+_GOLDEN_STATUSES: dict[str, Status] = {
+    "V-268096": "open",
+    "V-274091": "not_a_finding",
+    "V-274092": "not_reviewed",
+    "V-274093": "not_applicable",
+}
+CKLB_FIXTURES = FIXTURES / "cklb"
+
+
+def _golden_assessment() -> Assessment:
+    profiles = select_profiles(["all"])
+    outcomes = tuple(
+        Outcome(
+            profile=profile,
+            requirement=req,
+            status=_GOLDEN_STATUSES.get(req.id, "open"),
+            comment=f'Open: kmod-audit check found that it is not met. {req.id} "x" \\ caf\u00e9.',
+            details=f"{req.id} line 1\n\tline 2 \u2014 \U0001f600\r\nend",
+            checks=(),
+        )
+        for profile in profiles
+        for req in profile.requirements
+    )
+    return Assessment(
+        command="check",
+        time="2024-10-22T00:00:00Z",
+        host={"hostname": "golden-host"},
+        target="golden.rules",
+        machine="x86_64",
+        kernel="6.1.0",
+        outcomes=outcomes,
+        profiles=profiles,
+        verdict="not compliant (exit 1)",
+    )
+
+
+class TestTemplateMerge:
+    """The merge's output, byte for byte, and its cost on a checklist of 20,000 rules."""
+
+    @pytest.mark.parametrize(
+        "template",
+        sorted(CKLB_FIXTURES.glob("*.template.cklb")),
+        ids=lambda p: p.name.removesuffix(".template.cklb"),
+    )
+    def test_merge_matches_golden(self, template: Path) -> None:
+        """Each template merges to its golden file, which the merge before issue 16 wrote."""
+        golden = template.with_name(template.name.replace(".template.", ".merged."))
+        actual = merge_cklb(load_template(str(template)), _golden_assessment())
+        if os.environ.get("KMOD_AUDIT_UPDATE_GOLDENS") == "1":
+            golden.write_text(actual, encoding="utf-8", newline="")
+        assert golden.exists(), f"missing golden {golden}; run with KMOD_AUDIT_UPDATE_GOLDENS=1"
+        assert golden.read_bytes().decode("utf-8") == actual
