@@ -4,17 +4,22 @@ Merging results into a STIG Viewer checklist must leave every rule kmod-audit do
 prove byte-identical, whatever spacing and escapes STIG Viewer (or a person) used. So
 the checklist is not re-serialised: the few values that change are replaced in the
 original text, at the spans this reader records.
+
+A valid document is read fast: C's `json` checks it first, and only the levels asked for
+are walked in Python (a value below them is decoded whole by C's scanner). Anything C
+refuses, or nests deeper than `MAX_DEPTH`, goes to the exact reader, which names the error.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Final
 
 import attrs
 
-__all__ = ["Node", "parse_spans"]
+__all__ = ["Node", "expand", "parse_spans"]
 
 _WS: Final = re.compile(r"[ \t\n\r]*")
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -134,16 +139,144 @@ class _Reader:
             pos += 1
 
 
-def parse_spans(text: str) -> Node:
+# The punctuation between values of a document known to be valid, blanks included.
+_COLON_WS: Final = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
+_NEXT_KEY: Final = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*"|\})')
+_NEXT_ITEM: Final = re.compile(r"[ \t\n\r]*(?:,[ \t\n\r]*|\])")
+
+
+class _FastReader(_Reader):
+    """Reads a document C's decoder accepted: expands `levels` levels, decodes the rest whole.
+
+    Validity is known, so only the spans are read here: one regular expression per gap
+    between values, and one call of C's decoder per value below the levels.
+    """
+
+    def __init__(self, text: str, levels: int) -> None:
+        super().__init__(text)
+        self.levels = levels
+        self.decode = json.JSONDecoder().raw_decode
+
+    def value(self, pos: int, depth: int = 0) -> Node:
+        return self.at(self.skip(pos), depth)
+
+    def at(self, pos: int, depth: int) -> Node:
+        """The value that starts at `pos` (no blanks before it)."""
+        if depth < self.levels:
+            char = self.text[pos : pos + 1]
+            if char == "{":
+                return self.object(pos, depth + 1)
+            if char == "[":
+                return self.array(pos, depth + 1)
+        value, end = self.decode(self.text, pos)
+        return Node(start=pos, end=end, value=value)
+
+    def gap(self, pattern: re.Pattern[str], pos: int) -> int:
+        match = pattern.match(self.text, pos)
+        if match is None:  # pragma: no cover - the document was checked to be valid
+            raise self.fail(_COMMA, pos)
+        return match.end()
+
+    def object(self, start: int, depth: int) -> Node:
+        text = self.text
+        pos = self.skip(start + 1)
+        if text[pos : pos + 1] == "}":
+            return Node(start=start, end=pos + 1, value={})
+        members: list[tuple[str, Node]] = []
+        pos += 1  # past the quote that opens the first key
+        while True:
+            key, pos = json.decoder.scanstring(text, pos)  # type: ignore[attr-defined]
+            node = self.at(self.gap(_COLON_WS, pos), depth)
+            members.append((key, node))
+            pos = self.gap(_NEXT_KEY, node.end)  # past the next key's quote, or the "}"
+            if text[pos - 1] == "}":
+                value = {k: n.value for k, n in members}
+                return Node(start=start, end=pos, value=value, members=tuple(members))
+
+    def array(self, start: int, depth: int) -> Node:
+        text = self.text
+        pos = self.skip(start + 1)
+        if text[pos : pos + 1] == "]":
+            return Node(start=start, end=pos + 1, value=[])
+        items: list[Node] = []
+        while True:
+            node = self.at(pos, depth)
+            items.append(node)
+            pos = self.gap(_NEXT_ITEM, node.end)  # at the next item, or past the "]"
+            if text[pos - 1] == "]":
+                value = [n.value for n in items]
+                return Node(start=start, end=pos, value=value, items=tuple(items))
+
+
+class _Constant(ValueError):
+    """NaN or Infinity, which C's decoder takes and JSON (and this reader) does not."""
+
+
+def _refuse_constant(name: str) -> object:
+    raise _Constant(name)
+
+
+def _depth(value: object) -> int:
+    """How deeply `value` nests lists and dicts (no recursion: the depth is not known yet)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _accepted(text: str) -> bool:
+    """Whether the exact reader would accept `text` (decided by C's decoder, fast)."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError and _Constant are ValueErrors
+        return False
+    return _depth(value) <= MAX_DEPTH
+
+
+def parse_spans(text: str, *, levels: int | None = None) -> Node:
     """Parse the JSON document `text`, keeping the span of every value.
+
+    Args:
+        text: The document.
+        levels: Expand arrays and objects only this many levels deep (the root is level
+            1): one below them has its span and value, but no `members` or `items`. All
+            levels when None. A merge needs a few levels; walking them all in Python is
+            most of the cost of a large checklist.
 
     Raises:
         json.JSONDecodeError: `text` is not one JSON value (with trailing blanks only), or
             it nests arrays and objects deeper than `MAX_DEPTH`.
     """
-    reader = _Reader(text)
+    if _accepted(text):
+        return _read(_FastReader(text, MAX_DEPTH if levels is None else levels))
+    return _read(_Reader(text))  # names the error as json.loads would, with its position
+
+
+def _read(reader: _Reader) -> Node:
+    """The one value of `reader`'s document, which only blanks may follow."""
     node = reader.value(0)
     end = reader.skip(node.end)
-    if end != len(text):
+    if end != len(reader.text):
         raise reader.fail(_EXTRA, end)
     return node
+
+
+def expand(text: str, node: Node) -> Node:
+    """`node` with its own members or items read (one level), if `parse_spans` left them.
+
+    Args:
+        text: The document `node` was parsed from (by `parse_spans`, so it is valid).
+        node: A value of it.
+    """
+    if node.members or node.items or not isinstance(node.value, dict | list):
+        return node
+    return _FastReader(text, 1).at(node.start, 0)
