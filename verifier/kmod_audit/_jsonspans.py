@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 import attrs
@@ -143,19 +143,24 @@ class _Reader:
 _COLON_WS: Final = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
 _NEXT_KEY: Final = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*"|\})')
 _NEXT_ITEM: Final = re.compile(r"[ \t\n\r]*(?:,[ \t\n\r]*|\])")
+# C's scanner: (value, end) of the value at an offset, with no Python frame in between.
+_SCAN: Final[Callable[[str, int], tuple[object, int]]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_scanstring: Final[Callable[[str, int], tuple[str, int]]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 class _FastReader(_Reader):
     """Reads a document C's decoder accepted: expands `levels` levels, decodes the rest whole.
 
     Validity is known, so only the spans are read here: one regular expression per gap
-    between values, and one call of C's decoder per value below the levels.
+    between values, and one call of C's scanner per value below the levels. The loops are
+    written out (no helper calls per value): they run once per member of every rule that
+    a merge changes.
     """
 
     def __init__(self, text: str, levels: int) -> None:
         super().__init__(text)
         self.levels = levels
-        self.decode = json.JSONDecoder().raw_decode
+        self.scan = _SCAN
 
     def value(self, pos: int, depth: int = 0) -> Node:
         return self.at(self.skip(pos), depth)
@@ -168,44 +173,57 @@ class _FastReader(_Reader):
                 return self.object(pos, depth + 1)
             if char == "[":
                 return self.array(pos, depth + 1)
-        value, end = self.decode(self.text, pos)
+        value, end = self.scan(self.text, pos)
         return Node(start=pos, end=end, value=value)
 
-    def gap(self, pattern: re.Pattern[str], pos: int) -> int:
-        match = pattern.match(self.text, pos)
-        if match is None:  # pragma: no cover - the document was checked to be valid
-            raise self.fail(_COMMA, pos)
-        return match.end()
-
     def object(self, start: int, depth: int) -> Node:
-        text = self.text
+        text, scan, leaves = self.text, self.scan, depth >= self.levels
         pos = self.skip(start + 1)
         if text[pos : pos + 1] == "}":
             return Node(start=start, end=pos + 1, value={})
         members: list[tuple[str, Node]] = []
         pos += 1  # past the quote that opens the first key
         while True:
-            key, pos = json.decoder.scanstring(text, pos)  # type: ignore[attr-defined]
-            node = self.at(self.gap(_COLON_WS, pos), depth)
+            key, pos = _scanstring(text, pos)
+            gap = _COLON_WS.match(text, pos)
+            if gap is None:  # pragma: no cover - the document was checked to be valid
+                raise self.fail(_COLON, pos)
+            pos = gap.end()
+            if leaves or text[pos] not in "{[":
+                value, end = scan(text, pos)
+                node = Node(start=pos, end=end, value=value)
+            else:
+                node = self.at(pos, depth)
             members.append((key, node))
-            pos = self.gap(_NEXT_KEY, node.end)  # past the next key's quote, or the "}"
+            gap = _NEXT_KEY.match(text, node.end)
+            if gap is None:  # pragma: no cover - the document was checked to be valid
+                raise self.fail(_COMMA, node.end)
+            pos = gap.end()  # past the next key's quote, or the "}"
             if text[pos - 1] == "}":
                 value = {k: n.value for k, n in members}
                 return Node(start=start, end=pos, value=value, members=tuple(members))
 
     def array(self, start: int, depth: int) -> Node:
-        text = self.text
+        text, scan, leaves = self.text, self.scan, depth >= self.levels
         pos = self.skip(start + 1)
         if text[pos : pos + 1] == "]":
             return Node(start=start, end=pos + 1, value=[])
         items: list[Node] = []
         while True:
-            node = self.at(pos, depth)
+            if leaves or text[pos] not in "{[":
+                value, end = scan(text, pos)
+                node = Node(start=pos, end=end, value=value)
+            else:
+                node = self.at(pos, depth)
             items.append(node)
-            pos = self.gap(_NEXT_ITEM, node.end)  # at the next item, or past the "]"
+            gap = _NEXT_ITEM.match(text, node.end)
+            if gap is None:  # pragma: no cover - the document was checked to be valid
+                raise self.fail(_COMMA, node.end)
+            pos = gap.end()  # at the next item, or past the "]"
             if text[pos - 1] == "]":
-                value = [n.value for n in items]
-                return Node(start=start, end=pos, value=value, items=tuple(items))
+                return Node(
+                    start=start, end=pos, value=[n.value for n in items], items=tuple(items)
+                )
 
 
 class _Constant(ValueError):
