@@ -959,8 +959,12 @@ class TestTemplateEdges:
                 '{"stigs": [{"rules": [' + "[" * 100_000 + "]" * 100_000 + "]}]}",
                 "no checklist (Nested deeper than 200 levels at line 1 column 219)",
             ),
+            (
+                '{"stigs": [{"rules": [], "x": ' + "1" * 5000 + "}]}",
+                "no checklist (Integer too long to read at line 1 column 31)",
+            ),
         ],
-        ids=["not-json", "no-stigs", "no-rules", "deeply-nested"],
+        ids=["not-json", "no-stigs", "no-rules", "deeply-nested", "long-integer"],
     )
     def test_bad_template_is_exit_2_before_any_work(
         self, run_cli: RunCli, tmp_path: Path, content: str, needle: str

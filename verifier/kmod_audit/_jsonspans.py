@@ -34,6 +34,7 @@ _EXTRA: Final = "Extra data"
 # recursion limit: a hostile document is refused with a message, never a RecursionError.
 MAX_DEPTH: Final = 200
 _DEEP: Final = f"Nested deeper than {MAX_DEPTH} levels"
+_LONG: Final = "Integer too long to read"
 
 
 @attrs.frozen(kw_only=True)
@@ -93,7 +94,11 @@ class _Reader:
         match = _NUMBER.match(text, pos)
         if match is None:
             raise self.fail(_VALUE, pos)
-        return Node(start=pos, end=match.end(), value=json.loads(match.group()))
+        try:
+            number = json.loads(match.group())
+        except ValueError:  # Python refuses to read integers of over 4300 digits
+            raise self.fail(_LONG, pos) from None
+        return Node(start=pos, end=match.end(), value=number)
 
     def object(self, start: int, depth: int) -> Node:
         text = self.text

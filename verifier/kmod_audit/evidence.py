@@ -705,7 +705,8 @@ def load_template(path: str) -> str:
         # Three levels reach each STIG's `rules`; the rules are read by the merge.
         root = parse_spans(text.removeprefix("\ufeff"), levels=3)
     except json.JSONDecodeError as exc:
-        what = "no checklist" if exc.msg.startswith("Nested deeper") else "not JSON"
+        checklist_like = exc.msg.startswith(("Nested deeper", "Integer too long"))
+        what = "no checklist" if checklist_like else "not JSON"
         msg = (
             f"--cklb-template {path}: {what} ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}); pass a .cklb file STIG Viewer 3 saved"
