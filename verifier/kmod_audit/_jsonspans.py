@@ -144,9 +144,12 @@ class _Reader:
             pos += 1
 
 
-# The punctuation between values of a document known to be valid, blanks included.
-_COLON_WS: Final = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
-_NEXT_KEY: Final = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*"|\})')
+# The gaps between the values of a document known to be valid, blanks included: a key (raw,
+# as group 1) and the colon after it; a comma and the next key, or the "}"; a comma, or "]".
+_FIRST_KEY: Final = re.compile(r'[ \t\n\r]*"((?:[^"\\]|\\.)*)"[ \t\n\r]*:[ \t\n\r]*')
+_NEXT_KEY: Final = re.compile(
+    r'[ \t\n\r]*(?:,[ \t\n\r]*"((?:[^"\\]|\\.)*)"[ \t\n\r]*:[ \t\n\r]*|\})'
+)
 _NEXT_ITEM: Final = re.compile(r"[ \t\n\r]*(?:,[ \t\n\r]*|\])")
 # C's scanner: (value, end) of the value at an offset, with no Python frame in between.
 _SCAN: Final[Callable[[str, int], tuple[object, int]]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -183,16 +186,14 @@ class _FastReader(_Reader):
 
     def object(self, start: int, depth: int) -> Node:
         text, scan, leaves = self.text, self.scan, depth >= self.levels
-        pos = self.skip(start + 1)
-        if text[pos : pos + 1] == "}":
-            return Node(start=start, end=pos + 1, value={})
+        gap = _FIRST_KEY.match(text, start + 1)
+        if gap is None:  # no key: the object is empty
+            return Node(start=start, end=self.skip(start + 1) + 1, value={})
         members: list[tuple[str, Node]] = []
-        pos += 1  # past the quote that opens the first key
         while True:
-            key, pos = _scanstring(text, pos)
-            gap = _COLON_WS.match(text, pos)
-            if gap is None:  # pragma: no cover - the document was checked to be valid
-                raise self.fail(_COLON, pos)
+            key = gap.group(1)
+            if "\\" in key:  # escaped: decode it (only blanks follow it, then the colon)
+                key = _scanstring(text, gap.start(1))[0]
             pos = gap.end()
             if leaves or text[pos] not in "{[":
                 value, end = scan(text, pos)
@@ -203,10 +204,9 @@ class _FastReader(_Reader):
             gap = _NEXT_KEY.match(text, node.end)
             if gap is None:  # pragma: no cover - the document was checked to be valid
                 raise self.fail(_COMMA, node.end)
-            pos = gap.end()  # past the next key's quote, or the "}"
-            if text[pos - 1] == "}":
+            if gap.group(1) is None:  # the "}"
                 value = {k: n.value for k, n in members}
-                return Node(start=start, end=pos, value=value, members=tuple(members))
+                return Node(start=start, end=gap.end(), value=value, members=tuple(members))
 
     def array(self, start: int, depth: int) -> Node:
         text, scan, leaves = self.text, self.scan, depth >= self.levels
