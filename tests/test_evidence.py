@@ -1153,6 +1153,15 @@ def _exact(text: str) -> Node:
     return _jsonspans._read(_jsonspans._Reader(text))
 
 
+def _walk(node: Node) -> list[Node]:
+    """`node` and every value in it."""
+    return [
+        node,
+        *(d for _, n in node.members for d in _walk(n)),
+        *(d for n in node.items for d in _walk(n)),
+    ]
+
+
 def _cut(node: Node, levels: int) -> Node:
     """`node` as parse_spans(levels=...) gives it: nothing below `levels` is expanded."""
     if levels == 0:
@@ -1174,14 +1183,17 @@ class TestSpans:
         assert _parsed(_exact, text) == _parsed(parse_spans, text)
 
     @settings(max_examples=100, deadline=None)
-    @given(text=_json_texts(), levels=st.integers(1, 3))
-    def test_levels_and_expand(self, text: str, levels: int) -> None:
-        """`levels` stops the tree at that depth; `expand` reads one more level of a node."""
+    @given(text=_json_texts(), levels=st.integers(0, 3))
+    def test_levels_and_member_spans(self, text: str, levels: int) -> None:
+        """`levels` stops the tree at that depth; `member_spans` gives an object's spans."""
         full = _parsed(_exact, text)
         assume(isinstance(full, Node))
         assert isinstance(full, Node)
         assert _cut(full, levels) == parse_spans(text, levels=levels)
-        assert _cut(full, 1) == _jsonspans.expand(text, parse_spans(text, levels=0))
+        objects = [node for node in _walk(full) if isinstance(node.value, dict)]
+        assert [[(k, n.start, n.end) for k, n in node.members] for node in objects] == [
+            _jsonspans.member_spans(text, attrs.evolve(node, members=())) for node in objects
+        ]
 
     @pytest.mark.parametrize(
         "text",

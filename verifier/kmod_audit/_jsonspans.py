@@ -6,7 +6,8 @@ the checklist is not re-serialised: the few values that change are replaced in t
 original text, at the spans this reader records.
 
 A valid document is read fast: C's `json` checks it first, and only the levels asked for
-are walked in Python (a value below them is decoded whole by C's scanner). Anything C
+are walked in Python (a value below them is decoded whole by C's scanner); `member_spans`
+reads the spans of one object's members later, for the few a merge changes. Anything C
 refuses, or nests deeper than `MAX_DEPTH`, goes to the exact reader, which names the error.
 """
 
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-__all__ = ["Node", "expand", "parse_spans"]
+__all__ = ["Node", "member_spans", "parse_spans"]
 
 _WS: Final = re.compile(r"[ \t\n\r]*")
 _NUMBER: Final = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -161,8 +162,7 @@ class _FastReader(_Reader):
 
     Validity is known, so only the spans are read here: one regular expression per gap
     between values, and one call of C's scanner per value below the levels. The loops are
-    written out (no helper calls per value): they run once per member of every rule that
-    a merge changes.
+    written out (no helper call per value): a checklist's rules array has thousands.
     """
 
     def __init__(self, text: str, levels: int) -> None:
@@ -240,20 +240,17 @@ def _refuse_constant(name: str) -> object:
 
 
 def _depth(value: object) -> int:
-    """How deeply `value` nests lists and dicts (no recursion: the depth is not known yet)."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[object] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+    """How deeply `value` nests lists and dicts (level by level: no recursion, no limit)."""
+    depth = 0
+    level: list[object] = [value]
+    while True:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            return depth
+        depth += 1
+        level = []
+        for container in containers:
+            level.extend(container.values() if isinstance(container, dict) else container)
 
 
 def _accepted(text: str) -> bool:
@@ -293,13 +290,24 @@ def _read(reader: _Reader) -> Node:
     return node
 
 
-def expand(text: str, node: Node) -> Node:
-    """`node` with its own members or items read (one level), if `parse_spans` left them.
+def member_spans(text: str, node: Node) -> list[tuple[str, int, int]]:
+    """`(key, start, end)` of the value of each member of the object `node`, in text order.
+
+    Only the spans: no value is kept and no node made, so a merge that changes a few
+    members of many rules pays little for the others.
 
     Args:
         text: The document `node` was parsed from (by `parse_spans`, so it is valid).
-        node: A value of it.
+        node: An object of it, expanded or not.
     """
-    if node.members or node.items or not isinstance(node.value, dict | list):
-        return node
-    return _FastReader(text, 1).at(node.start, 0)
+    spans: list[tuple[str, int, int]] = []
+    gap = _FIRST_KEY.match(text, node.start + 1)
+    while gap is not None and gap.group(1) is not None:
+        key = gap.group(1)
+        if "\\" in key:
+            key = _scanstring(text, gap.start(1))[0]
+        start = gap.end()
+        end = _SCAN(text, start)[1]
+        spans.append((key, start, end))
+        gap = _NEXT_KEY.match(text, end)
+    return spans

@@ -45,7 +45,7 @@ import attrs
 
 from . import __version__
 from ._hostinfo import host_facts
-from ._jsonspans import Node, expand, parse_spans
+from ._jsonspans import Node, member_spans, parse_spans
 from ._writable import check_writable
 from .errors import ConfigurationError
 from .profiles import Benchmark, Profile, Requirement
@@ -763,7 +763,8 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
     """
     bom = "\ufeff" if template.startswith("\ufeff") else ""
     text = template.removeprefix("\ufeff")
-    # Four levels reach each rule; a rule is read member by member only if it changes.
+    # Four levels reach each rule (decoded whole); a rule that changes is read again for
+    # the spans of its members.
     root = parse_spans(text, levels=4)
     step = _step(text)
     edits: list[tuple[int, int, str]] = []
@@ -808,7 +809,7 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
             # new status (a merged checklist is the next run's template).
             if not comments or (isinstance(comments, str) and comments.startswith(_OUR_COMMENTS)):
                 changes["comments"] = encode(outcome.comment)
-            edits.extend(_set_members(text, expand(text, rule), changes))
+            edits.extend(_set_members(text, rule, changes))
     missing = [
         p
         for p in stig_profiles(assessment.profiles)
@@ -860,23 +861,23 @@ def _set_members(text: str, obj: Node, changes: dict[str, str]) -> list[tuple[in
     """
     edits: list[tuple[int, int, str]] = []
     added: list[str] = []
-    nodes = dict(obj.members)  # the last of repeated members, as Node.get finds it
+    spans = member_spans(text, obj)
+    found = {key: (start, end) for key, start, end in spans}  # the last of repeated keys
     for name, encoded in changes.items():
-        node = nodes.get(name)
-        if node is not None:
-            edits.append((node.start, node.end, encoded))
+        if name in found:
+            edits.append((*found[name], encoded))
         else:
             added.append(f"{json.dumps(name)}: {encoded}")
     if added:
-        last = obj.members[-1][1] if obj.members else None
-        if last is None:
+        if not spans:
             edits.append((obj.start + 1, obj.start + 1, ", ".join(added)))
         else:
-            key_start = text.rfind('"', 0, text.rfind(":", 0, last.start))
+            _, last_start, last_end = spans[-1]
+            key_start = text.rfind('"', 0, text.rfind(":", 0, last_start))
             key_start = text.rfind('"', 0, key_start)
             indent = _indent_of(text, key_start)
             sep = ",\n" + indent if indent else ", "
-            edits.append((last.end, last.end, sep + sep.join(added)))
+            edits.append((last_end, last_end, sep + sep.join(added)))
     return edits
 
 
