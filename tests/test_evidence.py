@@ -1030,7 +1030,7 @@ def _golden_assessment() -> Assessment:
 
 
 class TestTemplateMerge:
-    """The merge's output, byte for byte, and its cost on a checklist of 20,000 rules."""
+    """The merge's output, byte for byte, and a checklist of 20,000 rules merged whole."""
 
     @pytest.mark.parametrize(
         "template",
