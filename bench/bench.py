@@ -14,6 +14,8 @@ Rows:
   here, then the rules `kmod-audit generate --profile all` prints;
 - `check` on the constructed shapes "wmax", "filler", "auid-ranges" and "exe-never" (N rules
   of the shape, then the generated rules), against `auditctl -R` where the file loads;
+- `check --format cklb --cklb-template` on a checklist of 20,000 rules (issue 16), against
+  the same `check` without a template;
 - `verify --target local` with a private auditd whose log holds 1 GB of real records,
   against the same with an empty log, and against `ausearch -if LOG -k module_chng`.
 
@@ -30,6 +32,7 @@ import argparse
 import contextlib
 import fcntl
 import gzip
+import json
 import os
 import re
 import shutil
@@ -57,7 +60,17 @@ SKIPPED_SAMPLES = frozenset({"10-no-audit.rules"})
 #: Fields a kernel without an LSM rejects.
 LSM_FIELDS = re.compile(r"-F (subj|obj)_(user|role|type|sen|clr)")
 KEY = re.compile(r"(-k |-F key=)(\S+)")
-GROUPS = ("startup", "realistic", "load", "wmax", "filler", "auid-ranges", "exe-never", "verify")
+GROUPS = (
+    "startup",
+    "realistic",
+    "load",
+    "wmax",
+    "filler",
+    "auid-ranges",
+    "exe-never",
+    "template",
+    "verify",
+)
 #: Seconds spent waiting for the host audit lock (held by tests), shown with the total.
 LOCK_WAITS: list[float] = []
 #: The key of the generated rules: what `ausearch -k` looks for.
@@ -437,6 +450,35 @@ def exe_never(size: int, stig: list[str]) -> str:
     return "\n".join([*lines, *stig]) + "\n"
 
 
+#: Members a rule of the big checklist keeps: those that identify it and hold its review.
+#: A whole rule is about 4.5 KB, so 20,000 of them would pass the 64 MiB template limit.
+TEMPLATE_MEMBERS = (
+    "group_id_src",
+    "group_id",
+    "rule_id_src",
+    "rule_id",
+    "severity",
+    "status",
+    "comments",
+    "finding_details",
+)
+
+
+def repeated_template(checklist: str, size: int) -> str:
+    """`checklist` with its first STIG's first rule repeated `size` times (issue 16's shape).
+
+    Every copy has the same group and rule ids, is not reviewed yet, and keeps only
+    `TEMPLATE_MEMBERS`, so the merge fills in each one.
+    """
+    data = json.loads(checklist)
+    stig = data["stigs"][0]
+    rule = {name: stig["rules"][0][name] for name in TEMPLATE_MEMBERS}
+    rule.update(status="not_reviewed", comments="", finding_details="")
+    stig["rules"] = [rule] * size
+    stig["size"] = size
+    return json.dumps(data, indent=2)
+
+
 # ---------------------------------------------------------------------------------------
 # Rows
 
@@ -573,6 +615,45 @@ class Bench:
             self.check_row(
                 "check wmax 9-line file", path, target="< 0.2 s", passes=lambda o, _: o.median < 0.2
             )
+
+    def group_template(self) -> None:
+        """`check --cklb-template` on a checklist of 20,000 rules, against no template."""
+        rules = self.write("template.rules", "\n".join(self.stig) + "\n")
+        check = [self.settings.kmod_audit, "check", "--profile", "all", "--format", "cklb"]
+        base = subprocess.run(
+            [*check, str(rules)], capture_output=True, text=True, errors="replace", check=False
+        )
+        if base.returncode != 0:
+            msg = (
+                f"check --format cklb of the generated rules: exit {base.returncode}: "
+                f"{base.stderr.strip()[-200:]}"
+            )
+            raise BenchError(msg)
+        size = 20_000
+        template = self.work / f"template-{size}.cklb"
+        template.write_text(repeated_template(base.stdout, size))
+        merge = [*check, "--cklb-template", str(template), str(rules)]
+        cap = self.settings.cap
+        ours, theirs = measure(
+            self.settings,
+            lambda: timed(merge, cap),
+            lambda: timed([*check, str(rules)], cap),
+        )
+        codes = {run.code for run in ours.runs if run.code is not None}
+        note = "" if codes <= {0} else f"check exit {sorted(codes)}: {ours.runs[-1].err}"
+        ok = not note and not ours.capped and ours.median < 2
+        megabytes = template.stat().st_size / 1e6
+        self.rows.append(
+            Row(
+                f"check --cklb-template, {size:,}-rule template ({megabytes:.1f} MB; "
+                "peer: no template)",
+                ours,
+                theirs,
+                "< 2 s",
+                "PASS" if ok else "FAIL",
+                note.strip()[-300:],
+            )
+        )
 
     def group_startup(self) -> None:
         """`check` on the 2-line generated file against `python -c 'import attrs'`.
@@ -901,6 +982,9 @@ def run_group(bench: Bench, group: str, work: Path) -> None:
         return
     if group == "startup":
         bench.group_startup()
+        return
+    if group == "template":  # never touches the host's audit
+        bench.group_template()
         return
     with contextlib.ExitStack() as stack:
         if bench.host_problem is None:

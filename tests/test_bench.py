@@ -50,3 +50,22 @@ def test_unknown_row_is_a_usage_error() -> None:
     assert 2 == proc.returncode
     assert "--rows: unknown group ['wmaxx']" in proc.stderr
     assert "exe-never" in proc.stderr
+
+
+def test_template_row() -> None:
+    """`bench/run --rows template` prints the 20,000-rule template row with its < 2 s target."""
+    proc = subprocess.run(
+        [str(BENCH), "--quick", "--rows", "template", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    [row] = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("check --cklb-template, 20,000-rule template (")
+    ]
+    assert "< 2 s" in row
+    assert row.split()[-1] in {"PASS", "FAIL"}

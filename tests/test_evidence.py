@@ -17,11 +17,15 @@ import stat
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import jsonschema
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from _support import (
     FIXTURES,
@@ -35,8 +39,11 @@ from _support import (
     review_results,
     valid_report,
 )
-from kmod_audit._jsonspans import parse_spans
+from kmod_audit import _jsonspans
+from kmod_audit._jsonspans import Node, parse_spans
+from kmod_audit.evidence import Assessment, Outcome, Status, load_template, merge_cklb
 from kmod_audit.probe import NOT_LOADED_BY_CHOICE as NOT_LOADED
+from kmod_audit.profiles import select_profiles
 
 RULES = FIXTURES / "rules"
 PROBE_FIXTURE = FIXTURES / "probe" / "host-x86_64-all.json"
@@ -1062,8 +1069,12 @@ class TestTemplateEdges:
                 '{"stigs": [{"rules": [' + "[" * 100_000 + "]" * 100_000 + "]}]}",
                 "no checklist (Nested deeper than 200 levels at line 1 column 219)",
             ),
+            (
+                '{"stigs": [{"rules": [], "x": ' + "1" * 5000 + "}]}",
+                "no checklist (Integer too long to read at line 1 column 31)",
+            ),
         ],
-        ids=["not-json", "no-stigs", "no-rules", "deeply-nested"],
+        ids=["not-json", "no-stigs", "no-rules", "deeply-nested", "long-integer"],
     )
     def test_bad_template_is_exit_2_before_any_work(
         self, run_cli: RunCli, tmp_path: Path, content: str, needle: str
@@ -1077,3 +1088,242 @@ class TestTemplateEdges:
         )  # fmt: skip
         assert 2 == result.code, result.err
         assert f"--cklb-template {template}: {needle}" in result.err
+
+
+# A fixed assessment of every profile, so the merged checklists are reproducible: the
+# statuses cover every kind, and the texts hold what JSON must escape.
+_GOLDEN_STATUSES: dict[str, Status] = {
+    "V-268096": "open",
+    "V-274091": "not_a_finding",
+    "V-274092": "not_reviewed",
+    "V-274093": "not_applicable",
+}
+CKLB_FIXTURES = FIXTURES / "cklb"
+
+
+def _rules(stig: Node) -> tuple[Node, ...]:
+    rules = stig.get("rules")
+    assert rules is not None
+    return rules.items
+
+
+def _member(rule: Node, name: str) -> object:
+    assert isinstance(rule.value, dict)
+    return rule.value[name]
+
+
+def _golden_assessment() -> Assessment:
+    profiles = select_profiles(["all"])
+    outcomes = tuple(
+        Outcome(
+            profile=profile,
+            requirement=req,
+            status=_GOLDEN_STATUSES.get(req.id, "open"),
+            comment=f'Open: kmod-audit check found that it is not met. {req.id} "x" \\ caf\u00e9.',
+            details=f"{req.id} line 1\n\tline 2 \u2014 \U0001f600\r\nend",
+            checks=(),
+        )
+        for profile in profiles
+        for req in profile.requirements
+    )
+    return Assessment(
+        command="check",
+        time="2024-10-22T00:00:00Z",
+        host={"hostname": "golden-host"},
+        target="golden.rules",
+        machine="x86_64",
+        kernel="6.1.0",
+        outcomes=outcomes,
+        profiles=profiles,
+        verdict="not compliant (exit 1)",
+    )
+
+
+class TestTemplateMerge:
+    """The merge's output, byte for byte, and a checklist of 20,000 rules merged whole."""
+
+    @pytest.mark.parametrize(
+        "template",
+        sorted(CKLB_FIXTURES.glob("*.template.cklb")),
+        ids=lambda p: p.name.removesuffix(".template.cklb"),
+    )
+    def test_merge_matches_golden(self, template: Path) -> None:
+        """Each template merges to its golden file, which the merge before issue 16 wrote."""
+        golden = template.with_name(template.name.replace(".template.", ".merged."))
+        actual = merge_cklb(load_template(str(template)), _golden_assessment())
+        if os.environ.get("KMOD_AUDIT_UPDATE_GOLDENS") == "1":
+            golden.write_text(actual, encoding="utf-8", newline="")
+        assert golden.exists(), f"missing golden {golden}; run with KMOD_AUDIT_UPDATE_GOLDENS=1"
+        assert golden.read_bytes().decode("utf-8") == actual
+
+    def test_large_template_merges_every_copy(self, tmp_path: Path) -> None:
+        """20,000 copies of the NixOS rule are each filled in; every other byte stays."""
+        copy = {
+            "group_id_src": "V-268096",
+            "group_id": "V-268096",
+            "rule_id_src": NIXOS_RULE,
+            "rule_id": NIXOS_RULE.removesuffix("_rule"),
+            "severity": "medium",
+            "status": "not_reviewed",
+            "comments": "",
+            "finding_details": "",
+        }
+        nixos = [
+            dict(copy, comments="assessor: kept") if n % 1000 == 0 else copy for n in range(20_000)
+        ]
+        al2023 = [
+            dict(copy, group_id=group, rule_id_src=rule, rule_id=rule.removesuffix("_rule"))
+            for group, rule in zip(("V-274091", "V-274092", "V-274093"), AL2023_RULES, strict=True)
+        ]
+        data = {
+            "stigs": [
+                {"stig_id": "Anduril_NixOS_STIG", "rules": nixos},
+                {"stig_id": "Amazon_Linux_2023_STIG", "rules": al2023},
+            ],
+            "target_data": {"host_name": "assessor-named-host"},
+        }
+        text = json.dumps(data, indent=2)
+        path = tmp_path / "large.cklb"
+        path.write_text(text)
+        assessment = _golden_assessment()
+        merged = merge_cklb(load_template(str(path)), assessment)
+        stigs = [parse_spans(t).get("stigs") for t in (text, merged)]
+        assert stigs[0] is not None
+        assert stigs[1] is not None
+        pairs = [
+            (old, new)
+            for old_stig, new_stig in zip(stigs[0].items, stigs[1].items, strict=True)
+            for old, new in zip(_rules(old_stig), _rules(new_stig), strict=True)
+        ]
+        outcomes = {o.requirement.id: o for o in assessment.outcomes}
+        details, comment = outcomes["V-268096"].details, outcomes["V-268096"].comment
+        assert [
+            ("open", details, "assessor: kept" if n % 1000 == 0 else comment) for n in range(20_000)
+        ] == [
+            (_member(new, "status"), _member(new, "finding_details"), _member(new, "comments"))
+            for _, new in pairs[:20_000]
+        ]
+        assert ["not_a_finding", "not_reviewed", "not_applicable"] == [
+            _member(new, "status") for _, new in pairs[20_000:]
+        ]
+        # Each rule put back as the template had it gives the template, byte for byte.
+        restored, pos = [], 0
+        for old, new in pairs:
+            restored += [merged[pos : new.start], text[old.start : old.end]]
+            pos = new.end
+        assert text == "".join([*restored, merged[pos:]])
+
+
+# Objects as (key, value) pairs, so that a key may repeat.
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(st.tuples(st.sampled_from(["a", "b", "é", 'q"\\']), inner), max_size=4).map(
+            tuple
+        )
+    ),
+    max_leaves=25,
+)
+_blanks = st.sampled_from(["", " ", "\n  ", "\t", "\r\n"])
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn) -> str:
+    """A JSON text with random blanks and escapes, at times broken by one edit."""
+
+    def dump(value: object) -> str:
+        gap = draw(_blanks)
+        if isinstance(value, list):
+            return "[" + gap + ("," + gap).join(dump(v) for v in value) + gap + "]"
+        if isinstance(value, tuple):
+            pairs = (json.dumps(k, ensure_ascii=ascii_only) + ":" + gap + dump(v) for k, v in value)
+            return "{" + gap + ("," + gap).join(pairs) + gap + "}"
+        return json.dumps(value, ensure_ascii=ascii_only)
+
+    ascii_only = draw(st.booleans())
+    text = draw(_blanks) + dump(draw(_json_values)) + draw(_blanks)
+    edit = draw(st.sampled_from(["none", "insert", "delete"]))
+    pos = draw(st.integers(0, len(text)))
+    if edit == "insert":
+        text = text[:pos] + draw(st.sampled_from(list('{}[],:"\\ 0-.eNI\ufeff'))) + text[pos:]
+    elif edit == "delete":
+        text = text[:pos] + text[pos + 1 :]
+    return text
+
+
+def _parsed(read: Callable[[str], Node], text: str) -> Node | tuple[str, int]:
+    try:
+        return read(text)
+    except json.JSONDecodeError as exc:
+        return (exc.msg, exc.pos)
+
+
+def _exact(text: str) -> Node:
+    return _jsonspans._read(_jsonspans._Reader(text))
+
+
+def _walk(node: Node) -> list[Node]:
+    """`node` and every value in it."""
+    return [
+        node,
+        *(d for _, n in node.members for d in _walk(n)),
+        *(d for n in node.items for d in _walk(n)),
+    ]
+
+
+def _cut(node: Node, levels: int) -> Node:
+    """`node` as parse_spans(levels=...) gives it: nothing below `levels` is expanded."""
+    if levels == 0:
+        return attrs.evolve(node, members=(), items=())
+    return attrs.evolve(
+        node,
+        members=tuple((k, _cut(n, levels - 1)) for k, n in node.members),
+        items=tuple(_cut(n, levels - 1) for n in node.items),
+    )
+
+
+class TestSpans:
+    """The fast reader of valid checklists gives what the exact reader gives."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(text=_json_texts())
+    def test_fast_reader_matches_exact_reader(self, text: str) -> None:
+        """Every document gives the same spans and values, or the same error at the same place."""
+        assert _parsed(_exact, text) == _parsed(parse_spans, text)
+
+    @settings(max_examples=100, deadline=None)
+    @given(text=_json_texts(), levels=st.integers(0, 3))
+    def test_levels_and_member_spans(self, text: str, levels: int) -> None:
+        """`levels` stops the tree at that depth; `member_spans` gives an object's spans."""
+        full = _parsed(_exact, text)
+        assume(isinstance(full, Node))
+        assert isinstance(full, Node)
+        assert _cut(full, levels) == parse_spans(text, levels=levels)
+        objects = [node for node in _walk(full) if isinstance(node.value, dict)]
+        assert [[(k, n.start, n.end) for k, n in node.members] for node in objects] == [
+            _jsonspans.member_spans(text, attrs.evolve(node, members=())) for node in objects
+        ]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "[" * 200 + "]" * 200,
+            "[" * 201 + "]" * 201,
+            '{"a": ' * 200 + "1" + "}" * 200,
+            '{"a": ' * 201 + "1" + "}" * 201,
+            "[NaN]",
+            "[1, -Infinity]",
+            '{"a": Infinity}',
+            "\ufeff{}",
+            "[1] x",
+            '{"a": 1, "a": [2]}',
+        ],
+        ids=[
+            "depth-200", "depth-201", "object-depth-200", "object-depth-201", "nan",
+            "minus-infinity", "infinity", "bom", "extra-data", "repeated-key",
+        ],
+    )  # fmt: skip
+    def test_edges_match_exact_reader(self, text: str) -> None:
+        """The nesting limit, NaN and Infinity, a BOM and extra data: as the exact reader."""
+        assert _parsed(_exact, text) == _parsed(parse_spans, text)

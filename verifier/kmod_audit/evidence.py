@@ -45,7 +45,7 @@ import attrs
 
 from . import __version__
 from ._hostinfo import host_facts
-from ._jsonspans import Node, parse_spans
+from ._jsonspans import Node, member_spans, parse_spans
 from ._writable import check_writable
 from .errors import ConfigurationError
 from .profiles import Benchmark, Profile, Requirement
@@ -702,9 +702,11 @@ def load_template(path: str) -> str:
         )
         raise ConfigurationError(msg)
     try:
-        root = parse_spans(text.removeprefix("\ufeff"))
+        # Three levels reach each STIG's `rules`; the rules are read by the merge.
+        root = parse_spans(text.removeprefix("\ufeff"), levels=3)
     except json.JSONDecodeError as exc:
-        what = "no checklist" if exc.msg.startswith("Nested deeper") else "not JSON"
+        checklist_like = exc.msg.startswith(("Nested deeper", "Integer too long"))
+        what = "no checklist" if checklist_like else "not JSON"
         msg = (
             f"--cklb-template {path}: {what} ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}); pass a .cklb file STIG Viewer 3 saved"
@@ -723,9 +725,15 @@ def load_template(path: str) -> str:
 
 
 def _indent_of(text: str, pos: int) -> str:
-    line_start = text.rfind("\n", 0, pos) + 1
-    prefix = text[line_start:pos]
-    return prefix if not prefix.strip() else ""
+    """The blanks between the start of `pos`'s line and `pos` ("" if anything else is there)."""
+    # Only the blanks just before `pos` are read: looking back to the line start would read
+    # a compact (one-line) checklist whole, once per rule.
+    start = pos
+    while start > 0 and text[start - 1] != "\n" and text[start - 1].isspace():
+        start -= 1
+    if start > 0 and text[start - 1] != "\n":
+        return ""
+    return text[start:pos]
 
 
 def _dumps_like(value: object, indent: str, step: str) -> str:
@@ -755,9 +763,19 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
     """
     bom = "\ufeff" if template.startswith("\ufeff") else ""
     text = template.removeprefix("\ufeff")
-    root = parse_spans(text)
+    # Four levels reach each rule (decoded whole); a rule that changes is read again for
+    # the spans of its members.
+    root = parse_spans(text, levels=4)
     step = _step(text)
     edits: list[tuple[int, int, str]] = []
+    # Each outcome's texts are encoded once, not once per rule that shows them.
+    encoded: dict[str, str] = {}
+
+    def encode(value: str) -> str:
+        if value not in encoded:
+            encoded[value] = json.dumps(value, ensure_ascii=False)
+        return encoded[value]
+
     stigs_node = root.get("stigs")
     if stigs_node is None:  # load_template checked it
         msg = "the template has no stigs array"
@@ -775,23 +793,22 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
         }
         rules = stig.get("rules")
         for rule in rules.items if rules is not None else ():
-            group = rule.get("group_id")
-            outcome = ours.get(str(group.value)) if group is not None else None
+            # The decoded rule holds the last of repeated members, as Node.get finds it.
+            members = rule.value if isinstance(rule.value, dict) else {}
+            if "group_id" not in members:
+                continue
+            outcome = ours.get(str(members["group_id"]))
             if outcome is None or outcome.status == "not_reviewed":
                 continue
-            comments = rule.get("comments")
+            comments = members.get("comments")
             changes: dict[str, str] = {
-                "status": outcome.status,
-                "finding_details": outcome.details,
+                "status": encode(outcome.status),
+                "finding_details": encode(outcome.details),
             }
             # An assessor's comment stays; one an earlier run wrote would contradict the
             # new status (a merged checklist is the next run's template).
-            if (
-                comments is None
-                or not comments.value
-                or (isinstance(comments.value, str) and comments.value.startswith(_OUR_COMMENTS))
-            ):
-                changes["comments"] = outcome.comment
+            if not comments or (isinstance(comments, str) and comments.startswith(_OUR_COMMENTS)):
+                changes["comments"] = encode(outcome.comment)
             edits.extend(_set_members(text, rule, changes))
     missing = [
         p
@@ -812,33 +829,55 @@ def merge_cklb(template: str, assessment: Assessment) -> str:
     if target is not None and isinstance(target.value, dict) and not target.value.get("host_name"):
         # STIG Manager refuses a checklist without a host name; every other field of the
         # target data is the assessor's.
-        edits.extend(_set_members(text, target, {"host_name": assessment.hostname()}))
-    for start, end, new in sorted(edits, reverse=True):
-        text = text[:start] + new + text[end:]
-    return bom + text
+        edits.extend(_set_members(text, target, {"host_name": encode(assessment.hostname())}))
+    return bom + _apply(text, edits)
+
+
+def _apply(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """`text` with each span `[start, end)` of `edits` replaced, built in one pass.
+
+    The edits never overlap (each lies inside its own rule, the target data, or at the end
+    of the stigs array). Making them one by one copied the whole text per edit: a
+    checklist of 20,000 rules never finished.
+    """
+    parts: list[str] = []
+    pos = 0
+    # An insertion at the end of a replaced member sorts after it, so it follows it.
+    for start, end, new in sorted(edits):
+        if start < pos:  # pragma: no cover - would be a bug in merge_cklb
+            msg = f"overlapping checklist edits at offset {start}"
+            raise ValueError(msg)
+        parts.append(text[pos:start])
+        parts.append(new)
+        pos = end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def _set_members(text: str, obj: Node, changes: dict[str, str]) -> list[tuple[int, int, str]]:
-    """Edits that set string members of the object `obj` (replaced in place, or appended)."""
+    """Edits that set members of the object `obj` (replaced in place, or appended).
+
+    `changes` maps each member's name to its new value as JSON text.
+    """
     edits: list[tuple[int, int, str]] = []
     added: list[str] = []
-    for name, value in changes.items():
-        node = obj.get(name)
-        encoded = json.dumps(value, ensure_ascii=False)
-        if node is not None:
-            edits.append((node.start, node.end, encoded))
+    spans = member_spans(text, obj)
+    found = {key: (start, end) for key, start, end in spans}  # the last of repeated keys
+    for name, encoded in changes.items():
+        if name in found:
+            edits.append((*found[name], encoded))
         else:
             added.append(f"{json.dumps(name)}: {encoded}")
     if added:
-        last = obj.members[-1][1] if obj.members else None
-        if last is None:
+        if not spans:
             edits.append((obj.start + 1, obj.start + 1, ", ".join(added)))
         else:
-            key_start = text.rfind('"', 0, text.rfind(":", 0, last.start))
+            _, last_start, last_end = spans[-1]
+            key_start = text.rfind('"', 0, text.rfind(":", 0, last_start))
             key_start = text.rfind('"', 0, key_start)
             indent = _indent_of(text, key_start)
             sep = ",\n" + indent if indent else ", "
-            edits.append((last.end, last.end, sep + sep.join(added)))
+            edits.append((last_end, last_end, sep + sep.join(added)))
     return edits
 
 
