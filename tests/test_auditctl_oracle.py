@@ -36,6 +36,7 @@ misreads (that is how `check --running` sees the kernel's rules).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -49,7 +50,15 @@ from typing import Any, Final
 import attrs
 import pytest
 
-from _support import HostAudit, audit_status, auditctl, host_kmod_layout, require_or_skip
+from _support import (
+    CliResult,
+    HostAudit,
+    RunCli,
+    audit_status,
+    auditctl,
+    host_kmod_layout,
+    require_or_skip,
+)
 from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import Rule, explain_syntax, parse_rules
@@ -1201,3 +1210,86 @@ def test_corpus_paths_are_as_assumed() -> None:
         os.path.exists(MISSING_FILE),
         os.path.isfile(KMOD),
     )
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts (issue 16 item 8): `check FILE` judges what `auditctl -R FILE` really loads.
+
+_VERDICT_FILES: Final = [
+    pytest.param(
+        [f"{B64_EXECVE} -F exe={KMOD} -F exe=/usr/sbin/modprobe -k m", STIG_B64, STIG_B32],
+        id="exe-twice-then-stig",
+    ),
+    pytest.param(["-D\r", STIG_B64, STIG_B32], id="crlf-delete-all-then-stig"),
+    pytest.param(["-a always,exit -F perm=x -k x", STIG_B64, STIG_B32], id="perm-only-then-stig"),
+    pytest.param(
+        [
+            "-a always,exit -F perm=x -k x",
+            STIG_B64,
+            STIG_B32,
+            "-A never,exit -F arch=b64 -S init_module",
+        ],
+        id="perm-only-then-stig-then-never",
+    ),
+]
+
+
+def _verdict(result: CliResult) -> tuple[int, int]:
+    """The exit code and the number of rules the one judged source holds."""
+    report = json.loads(result.out)
+    return result.code, report["sources"][0]["rule_count"]
+
+
+class TestVerdicts:
+    """`check FILE` says what `check --running` says after the real `auditctl -R FILE`.
+
+    `check --running` reads the rules the kernel holds over netlink, so the two agree
+    exactly when the model loads the file as auditctl and the kernel do.
+    """
+
+    @pytest.mark.usefixtures("host_audit")
+    @pytest.mark.parametrize("lines", _VERDICT_FILES)
+    def test_file_verdict_is_the_loaded_verdict(
+        self, run_cli: RunCli, tmp_path: Path, lines: list[str]
+    ) -> None:
+        """The same exit code and rule count for the file and for what the kernel loaded."""
+        text = "".join(line + "\n" for line in lines)
+        rules = tmp_path / "audit.rules"
+        rules.write_bytes(text.encode())
+        on_file = run_cli("check", str(rules), "--profile", "nixos-stig", "--format", "json")
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        running = run_cli("check", "--running", "--profile", "nixos-stig", "--format", "json")
+        assert _verdict(running) == _verdict(on_file), running.out
+
+
+class TestListedExe:
+    """auditctl -l prints exe!= as exe=: a listing's exe= is judged both ways, with a warning."""
+
+    def test_listed_exe_never_passes_what_the_kernel_fails(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """The kernel holds exe!=kmod: its listing does not pass V-274093 and says why."""
+        text = "".join(
+            f"-a always,exit -F arch={bits} -S execve,execveat -F exe!={KMOD} -k m\n"
+            for bits in ("b64", "b32")
+        )
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        listing = tmp_path / "listing.txt"
+        listing.write_text(host_audit.listing())
+        args = ("--profile", "al2023-stig", "--format", "json")
+        running = json.loads(run_cli("check", "--running", *args).out)
+        listed = json.loads(run_cli("check", str(listing), *args).out)
+
+        def status(report: dict[str, Any]) -> str:
+            (profile,) = report["profiles"]
+            return str(next(r["status"] for r in profile["requirements"] if r["id"] == "V-274093"))
+
+        warned = [f for f in listed["sources"][0]["findings"] if "exe!=" in f["message"]]
+        assert ("fail", "fail", "listing", 2) == (
+            status(running),
+            status(listed),
+            listed["sources"][0]["syntax"],
+            len(warned),
+        )
