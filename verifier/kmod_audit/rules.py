@@ -1347,6 +1347,12 @@ def _parse_words(
     if not options:
         msg = "parameter passed without an option given"
         raise _LineError(msg, _HINT_SYNTAX)
+    if not extra and stopped_at is not None and stopped_at < count:
+        word = words[stopped_at - 1]
+        if word.startswith("-") and not word.startswith("--") and len(word) > 2:
+            # getopt stopped inside this word (`-D\r`, `-ic`): what came before took effect.
+            msg = f"{word!r}: auditctl acts on its first options, then fails on the rest"
+            raise _LineError(msg, "write -c, -i, -D, -s, -l, -v alone, each on its own line")
     if extra or (stopped_at is not None and stopped_at < count):
         stray = " ".join(extra) if extra else " ".join(words[(stopped_at or 1) - 1 :])
         msg = f"parameter passed without an option given ({stray!r})"
