@@ -316,7 +316,6 @@ class TestListingNeedsPositiveEvidence:
             (LISTED.replace("-F auid>=1000 ", "") + " -F auid>=1000", "after the key"),
             (LISTED.replace(" -F auid", "  -F auid", 1), "spaces"),
             (LISTED + " ", "spaces"),
-            (LISTED + "\r", "CR"),
             (LISTED.replace("-F auid>=1000", "-F a0=0x1f"), "a0"),
             (LISTED.replace("-F auid>=1000", "-F uid=-1"), "refuses"),
             (LISTED.replace("-F auid>=1000", "-F uid&=4"), "bit operator"),
@@ -550,3 +549,11 @@ class TestWhatAuditctlListPrints:
         assert ["delete_all", "rejected"] == [
             i.kind if isinstance(i, Command) else "rejected" for i in source.items
         ]
+
+    def test_cr_in_a_value_is_printed(self, x86_64: Machine) -> None:
+        """A key that holds a CR is listed with the CR: the line is still a listing's."""
+        line = "-a always,exit -F arch=b64 -S init_module -F key=m\r"
+        assert (None, "listing") == (
+            listing_problem(line, x86_64),
+            detect_syntax([line], x86_64),
+        )

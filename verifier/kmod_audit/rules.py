@@ -1599,9 +1599,10 @@ def listing_problem(line: str, machine: Machine) -> str | None:
         if _PRINTED_PERM_RULE.fullmatch(line):
             return None
         return "not ` -p PERMS[-w PATH] [-k KEY]...` (a rule of perm= first, printed as a watch)"
-    if line != line.strip(" \r\t") or "  " in line:
-        # A CR or tab inside a value is printed as it is; at the end, it is a CRLF file.
-        return "spacing auditctl -l never prints (leading, trailing or double spaces, tabs, CR)"
+    if line != line.strip(" ") or "  " in line:
+        # A CR or tab is printed as it is when a key, path or exe= value holds it (then a
+        # rules file of the same text loads the same rule).
+        return "spacing auditctl -l never prints (leading, trailing or double spaces)"
     words = line.split(" ")
     if words[0] == "-w":
         return _printed_watch(words)
