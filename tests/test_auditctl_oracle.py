@@ -36,6 +36,7 @@ misreads (that is how `check --running` sees the kernel's rules).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -49,7 +50,15 @@ from typing import Any, Final
 import attrs
 import pytest
 
-from _support import HostAudit, audit_status, auditctl, host_kmod_layout, require_or_skip
+from _support import (
+    CliResult,
+    HostAudit,
+    RunCli,
+    audit_status,
+    auditctl,
+    host_kmod_layout,
+    require_or_skip,
+)
 from kmod_audit import netlink
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import Rule, explain_syntax, parse_rules
@@ -215,6 +224,117 @@ def _real(host_audit: HostAudit, text: str, workdir: Path) -> tuple[Outcome, int
 
 _LONG_LINE: Final = f"{B64_INIT} -S " + ",".join(["finit_module"] * 520) + " -k long"
 assert len(_LONG_LINE) >= AUDITCTL_LINE_SIZE
+
+# --------------------------------------------------------------------------------------
+# Kernel semantics the model lacked (issue 16 item 8): what auditctl -R and the kernel
+# accept.
+
+B64_EXECVE: Final = "-a always,exit -F arch=b64 -S execve"
+STIG_B64: Final = f"{B64_INIT},finit_module,delete_module {STIG}"
+STIG_B32: Final = f"-a always,exit -F arch=b32 -S init_module,finit_module,delete_module {STIG}"
+_EXE_LISTED: Final = (
+    "auditctl -l prints an exe!= field as `exe=` (print_rule ignores its operator): the "
+    "listing cannot say which the kernel holds; check reads both ways (the field is "
+    "ambiguous and judged as unknown), and netlink has the operator"
+)
+_NEVER_WATCH: Final = (
+    "auditctl -l prints a rule of only path=/dir=/perm= fields with every syscall as a "
+    "watch (`-w PATH -p PERMS` or ` -p PERMS`), which has no action: a never rule reads "
+    "back as an always one"
+)
+
+#: Each field given twice in one rule: the kernel (audit_data_to_entry) refuses a second
+#: exe=, path=, dir=, inode= or key field (EINVAL) and takes every other field again.
+_TWICE: Final = (
+    ("exe", f"exe={KMOD}", "exe=/usr/sbin/modprobe"),
+    ("exe-same", f"exe={KMOD}", f"exe={KMOD}"),
+    ("exe-eq-ne", f"exe={KMOD}", "exe!=/usr/bin/true"),
+    ("exe-ne-ne", f"exe!={KMOD}", "exe!=/usr/bin/true"),
+    ("exe-missing-parent-first", f"exe={MISSING_DIR}/kmod", f"exe={KMOD}"),
+    ("dir", "dir=/usr/bin", "dir=/usr/sbin"),
+    ("path-dir", f"path={KMOD}", "dir=/usr/sbin"),
+    ("inode", "inode=5", "inode=6"),
+    ("inode-eq-ne", "inode=5", "inode!=6"),
+    ("inode-ne-ne", "inode!=5", "inode!=6"),
+    ("inode-ne-path", "inode!=5", f"path={KMOD}"),
+    ("path-inode", f"path={KMOD}", "inode=5"),
+    ("filetype", "filetype=file", "filetype=dir"),
+    ("subj-user", "subj_user=a", "subj_user=b"),
+    ("subj-sen", "subj_sen=s0", "subj_sen=s1"),
+    ("obj-type", "obj_type=a", "obj_type=b"),
+    ("success", "success=1", "success=0"),
+    ("sessionid", "sessionid=1", "sessionid=2"),
+    ("a0", "a0=1", "a0=2"),
+    ("exit", "exit=1", "exit=2"),
+    ("devmajor", "devmajor=1", "devmajor=2"),
+    ("auid", "auid=1", "auid=unset"),
+    ("uid", "uid=1", "uid=2"),
+    ("gid", "gid=1", "gid=2"),
+    ("pid", "pid=1", "pid=2"),
+    ("ppid", "ppid=1", "ppid=2"),
+    ("pers", "pers=1", "pers=2"),
+    ("saddr-fam", "saddr_fam=1", "saddr_fam=2"),
+    ("obj-uid", "obj_uid=1", "obj_uid=2"),
+    ("field-compare", "field_compare=1", "field_compare=1"),
+    ("exe-path", f"exe={KMOD}", f"path={KMOD}"),
+)
+
+_LOADING_LINES: Final = [
+    # -- (a) fields the kernel takes once per rule --------------------------------------
+    *(
+        pytest.param(f"{B64_EXECVE} -F {first} -F {second} -k m", id=f"twice-{name}")
+        for name, first, second in _TWICE
+    ),
+    pytest.param(f"{B64_EXECVE} -C uid!=auid -C uid!=auid -k m", id="twice-compare"),
+    pytest.param(f"-a always,exclude -F exe={KMOD} -F exe=/usr/bin/true", id="twice-exe-exclude"),
+    pytest.param(f"-a always,task -F exe={KMOD} -F exe=/usr/bin/true", id="twice-exe-task"),
+    pytest.param(f"-a always,task -F exe={KMOD}", id="task-exe"),
+    # -- (b) a CR (CRLF line ending) on each kind of line --------------------------------
+    pytest.param("-D\r", id="cr-delete-all"),
+    pytest.param("-D -k m\r", id="cr-delete-all-key"),
+    pytest.param("-Dx", id="delete-all-glued-letter"),
+    pytest.param("-c\r", id="cr-continue"),
+    pytest.param("-ci", id="continue-ignore-glued"),
+    pytest.param("-s\r", id="cr-status"),
+    pytest.param("-l\r", id="cr-list"),
+    pytest.param("-v\r", id="cr-version"),
+    pytest.param("-e 1\r", id="cr-enable"),
+    pytest.param("-f 1\r", id="cr-failure"),
+    pytest.param("-b 8192\r", id="cr-backlog"),
+    pytest.param("-r 0\r", id="cr-rate"),
+    pytest.param("--backlog_wait_time 60000\r", id="cr-backlog-wait-time"),
+    pytest.param("--backlog_wait_time=60000\r", id="cr-backlog-wait-time-equals"),
+    pytest.param(f"{B64_INIT}\r", id="cr-after-syscall"),
+    pytest.param("-a always,exit\r", id="cr-after-list"),
+    pytest.param("-a always,exit -F arch=b64\r", id="cr-after-arch"),
+    pytest.param(f"-w {KMOD}\r", id="cr-after-watch"),
+    pytest.param(f"-w {KMOD} -p x -k m\r", id="cr-after-watch-key"),
+    pytest.param(f"-a always,exit -S all -k m -F exe={KMOD}\r", id="cr-after-exe"),
+    pytest.param(f"-a always,exit -F perm=x -F path={KMOD}\r", id="cr-after-path"),
+    pytest.param(f"-a always,exit -F path={KMOD} -F perm=x\r", id="cr-after-perm-field"),
+    pytest.param(f"{B64_INIT} -F key=m\r", id="cr-after-key-field"),
+    # -- (c) perm= without -S, a watch, path= or dir=: auditctl adds -S all ---------------
+    pytest.param("-a always,exit -F perm=x -k x", id="perm-only-key"),
+    pytest.param("-a always,exit -F perm=x", id="perm-only-no-key"),
+    pytest.param("-a always,exit -F perm=wa -F key=x", id="perm-only-key-field"),
+    pytest.param("-a always,exit -F perm=x -F auid>=1000 -k x", id="perm-then-auid-key"),
+    pytest.param("-a always,exit -F auid>=1000 -F perm=x -k x", id="auid-then-perm-key"),
+    pytest.param("-a always,exit -F arch=b32 -F perm=x -k x", id="perm-only-b32"),
+    pytest.param("-a always,exit -F auid>=1000 -k x", id="no-perm-key"),
+    pytest.param("-a always,task -F perm=x -k x", id="perm-only-task"),
+    pytest.param("-d always,exit -F perm=x -k x", id="perm-only-delete-missing"),
+    pytest.param("-a never,exit -F perm=x", id="perm-only-never", marks=_listing_bug(_NEVER_WATCH)),
+    pytest.param(
+        f"-a never,exit -F path={KMOD} -F perm=x -k m",
+        id="never-path-rule",
+        marks=_listing_bug(_NEVER_WATCH),
+    ),
+    # -- (d) exe!= (auditctl -l prints it as exe=) ---------------------------------------
+    pytest.param(
+        f"{B64_EXECVE} -F exe!={KMOD} -k m", id="exe-not-equal", marks=_listing_bug(_EXE_LISTED)
+    ),
+    pytest.param(f"{B64_EXECVE} -F exe={KMOD} -k m", id="exe-equal-execve"),
+]
 
 SINGLE_LINES: Final = [
     # -- module syscall rules as the standards write them -----------------------------
@@ -597,6 +717,7 @@ SINGLE_LINES: Final = [
         _LONG_LINE,
         id="line-longer-than-6143-bytes",
     ),
+    *_LOADING_LINES,
 ]
 
 # --------------------------------------------------------------------------------------
@@ -822,6 +943,30 @@ _PREPEND_DUPLICATE: Final = (
 _LONG_COMMENT: Final = "# " + "x" * AUDITCTL_LINE_SIZE
 _BAD: Final = f"{B64_INIT} -F bogus=1 -k m"
 
+_LOADING_FILES: Final = [
+    pytest.param(
+        [f"{B64_EXECVE} -F exe={KMOD} -F exe=/usr/sbin/modprobe -k m", STIG_B64, STIG_B32],
+        id="exe-twice-then-stig",
+    ),
+    pytest.param(["-D\r", STIG_B64, STIG_B32], id="crlf-delete-all-then-stig"),
+    pytest.param([_RULE, "-D\r", f"{B64_FINIT} -k m"], id="crlf-delete-all-in-middle"),
+    pytest.param([STIG_B64 + "\r", STIG_B32 + "\r"], id="crlf-stig"),
+    # -i makes auditctl -R exit 0 though the line fails: files, whose status is not compared.
+    pytest.param(["-i\r"], id="cr-ignore"),
+    pytest.param(["-ic"], id="ignore-continue-glued"),
+    pytest.param(["-c\r", _BAD, _RULE], id="crlf-continue-bad-good"),
+    pytest.param(["-i\r", _BAD, _RULE], id="crlf-ignore-bad-good"),
+    pytest.param(
+        [
+            "-a always,exit -F perm=x -k x",
+            STIG_B64,
+            STIG_B32,
+            "-A never,exit -F arch=b64 -S init_module",
+        ],
+        id="perm-only-then-stig-then-never",
+    ),
+]
+
 FILES: Final = [
     pytest.param([_RULE, _RULE], id="duplicate"),
     pytest.param(
@@ -923,6 +1068,7 @@ FILES: Final = [
         [_LONG_LINE, _RULE],
         id="long-line-then-rule",
     ),
+    *_LOADING_FILES,
 ]
 
 
@@ -1006,7 +1152,7 @@ def _marked(listing: str) -> bool:
     one) is printed without `-S`, which in a rules file means every syscall; such text is
     taken as a rules file (the issue's rule: when unsure, a rules file).
     """
-    lines = listing.splitlines()
+    lines = listing.split("\n")
     if any(line.startswith("-a ") and ",exit" in line and " -S " not in line for line in lines):
         return False
     return listing.strip() == "No rules" or any(
@@ -1036,7 +1182,7 @@ class TestListingDetection:
         """The listing is detected as one exactly when it carries a listing's mark."""
         _auditctl_load(line + "\n", tmp_path)
         listing = host_audit.listing()
-        syntax, reason = explain_syntax(listing.splitlines(), X86_64)
+        syntax, reason = explain_syntax(listing.split("\n"), X86_64)  # as parse_rules splits
         expected = "listing" if _marked(listing) else "rules"
         assert expected == syntax, f"{reason}\nauditctl -l printed:\n{listing}"
 
@@ -1064,3 +1210,86 @@ def test_corpus_paths_are_as_assumed() -> None:
         os.path.exists(MISSING_FILE),
         os.path.isfile(KMOD),
     )
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts (issue 16 item 8): `check FILE` judges what `auditctl -R FILE` really loads.
+
+_VERDICT_FILES: Final = [
+    pytest.param(
+        [f"{B64_EXECVE} -F exe={KMOD} -F exe=/usr/sbin/modprobe -k m", STIG_B64, STIG_B32],
+        id="exe-twice-then-stig",
+    ),
+    pytest.param(["-D\r", STIG_B64, STIG_B32], id="crlf-delete-all-then-stig"),
+    pytest.param(["-a always,exit -F perm=x -k x", STIG_B64, STIG_B32], id="perm-only-then-stig"),
+    pytest.param(
+        [
+            "-a always,exit -F perm=x -k x",
+            STIG_B64,
+            STIG_B32,
+            "-A never,exit -F arch=b64 -S init_module",
+        ],
+        id="perm-only-then-stig-then-never",
+    ),
+]
+
+
+def _verdict(result: CliResult) -> tuple[int, int]:
+    """The exit code and the number of rules the one judged source holds."""
+    report = json.loads(result.out)
+    return result.code, report["sources"][0]["rule_count"]
+
+
+class TestVerdicts:
+    """`check FILE` says what `check --running` says after the real `auditctl -R FILE`.
+
+    `check --running` reads the rules the kernel holds over netlink, so the two agree
+    exactly when the model loads the file as auditctl and the kernel do.
+    """
+
+    @pytest.mark.usefixtures("host_audit")
+    @pytest.mark.parametrize("lines", _VERDICT_FILES)
+    def test_file_verdict_is_the_loaded_verdict(
+        self, run_cli: RunCli, tmp_path: Path, lines: list[str]
+    ) -> None:
+        """The same exit code and rule count for the file and for what the kernel loaded."""
+        text = "".join(line + "\n" for line in lines)
+        rules = tmp_path / "audit.rules"
+        rules.write_bytes(text.encode())
+        on_file = run_cli("check", str(rules), "--profile", "nixos-stig", "--format", "json")
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        running = run_cli("check", "--running", "--profile", "nixos-stig", "--format", "json")
+        assert _verdict(running) == _verdict(on_file), running.out
+
+
+class TestListedExe:
+    """auditctl -l prints exe!= as exe=: a listing's exe= is judged both ways, with a warning."""
+
+    def test_listed_exe_never_passes_what_the_kernel_fails(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """The kernel holds exe!=kmod: its listing does not pass V-274093 and says why."""
+        text = "".join(
+            f"-a always,exit -F arch={bits} -S execve,execveat -F exe!={KMOD} -k m\n"
+            for bits in ("b64", "b32")
+        )
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        listing = tmp_path / "listing.txt"
+        listing.write_text(host_audit.listing())
+        args = ("--profile", "al2023-stig", "--format", "json")
+        running = json.loads(run_cli("check", "--running", *args).out)
+        listed = json.loads(run_cli("check", str(listing), *args).out)
+
+        def status(report: dict[str, Any]) -> str:
+            (profile,) = report["profiles"]
+            return str(next(r["status"] for r in profile["requirements"] if r["id"] == "V-274093"))
+
+        warned = [f for f in listed["sources"][0]["findings"] if "exe!=" in f["message"]]
+        assert ("fail", "fail", "listing", 2) == (
+            status(running),
+            status(listed),
+            listed["sources"][0]["syntax"],
+            len(warned),
+        )

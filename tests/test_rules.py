@@ -316,7 +316,6 @@ class TestListingNeedsPositiveEvidence:
             (LISTED.replace("-F auid>=1000 ", "") + " -F auid>=1000", "after the key"),
             (LISTED.replace(" -F auid", "  -F auid", 1), "spaces"),
             (LISTED + " ", "spaces"),
-            (LISTED + "\r", "CR"),
             (LISTED.replace("-F auid>=1000", "-F a0=0x1f"), "a0"),
             (LISTED.replace("-F auid>=1000", "-F uid=-1"), "refuses"),
             (LISTED.replace("-F auid>=1000", "-F uid&=4"), "bit operator"),
@@ -500,3 +499,61 @@ class TestKeysAndWords:
         item = rule_of(line, x86_64)
         assert item.rule is not None
         assert 30 == len(item.rule.keys)
+
+
+class TestWhatAuditctlListPrints:
+    """The listing's own quirks (issue 16 item 8); the oracle checks them on the kernel."""
+
+    def test_perm_only_rule_is_read(self, x86_64: Machine) -> None:
+        """` -p x -k x` (a perm= rule with -S all, printed as a watch) is read as that rule."""
+        source = parse_rules(" -p x -k x\n", path="l", machine=x86_64, syntax="listing")
+        (item,) = source.items
+        assert isinstance(item, Command)
+        assert item.rule is not None
+        assert (None, ("perm",), ("x",)) == (
+            item.rule.syscalls,
+            tuple(f.name for f in item.rule.fields),
+            item.rule.keys,
+        )
+
+    def test_perm_before_path_is_read(self, x86_64: Machine) -> None:
+        """` -p x-w PATH` (perm= given before path=) keeps both fields in kernel order."""
+        source = parse_rules(" -p x-w /usr/bin/kmod\n", path="l", machine=x86_64, syntax="listing")
+        (item,) = source.items
+        assert isinstance(item, Command)
+        assert item.rule is not None
+        assert (("perm", "x"), ("path", "/usr/bin/kmod")) == tuple(
+            (f.name, f.text) for f in item.rule.fields
+        )
+
+    def test_listed_exe_may_be_not_equal(self, x86_64: Machine) -> None:
+        """A listed `exe=` is marked ambiguous (it may be `exe!=`) and warned about."""
+        line = "-a always,exit -F arch=b64 -S execve -F exe=/usr/bin/kmod -F key=m\n"
+        source = parse_rules(line, path="l", machine=x86_64, syntax="listing")
+        (item,) = source.items
+        assert isinstance(item, Command)
+        assert item.rule is not None
+        exe = item.rule.field("exe")
+        assert exe is not None
+        assert (True, 1) == (exe.ambiguous, sum("exe!=" in w for w in item.warnings))
+
+    def test_perm_field_allows_a_key(self, x86_64: Machine) -> None:
+        """`-F perm=x -k x` with no -S loads as `-S all -F perm=x` (auditctl 3.0.9)."""
+        item = rule_of("-a always,exit -F perm=x -k x", x86_64)
+        assert item.rule is not None
+        assert (None, ("x",)) == (item.rule.syscalls, item.rule.keys)
+
+    def test_getopt_stops_inside_a_word(self, x86_64: Machine) -> None:
+        """`-D` and a CR deletes every rule, then fails the line (optind still names the word)."""
+        source = parse_rules("-D\r\n", path="t", machine=x86_64, syntax="rules")
+        assert ["delete_all", "rejected"] == [
+            i.kind if isinstance(i, Command) else "rejected" for i in source.items
+        ]
+
+    def test_cr_in_a_value_is_printed(self, x86_64: Machine) -> None:
+        """A key that holds a CR is listed with the CR: the line is still a listing's."""
+        line = "-a always,exit -F arch=b64 -S init_module -F key=m\r"
+        assert (None, "listing") == (
+            listing_problem(line, x86_64),
+            detect_syntax([line], x86_64),
+        )

@@ -309,13 +309,18 @@ def _findings(ruleset: RuleSet) -> list[Finding]:
                 hint=issue.hint,
             )
         )
+    warned = (
+        "auditctl accepts the line but warns; see the requirement results"
+        if ruleset.source.syntax == "rules"
+        else "the requirement results count the worse reading of the line"
+    )
     findings.extend(
         Finding(
             path=origin.path,
             line=origin.line,
             text=origin.text,
             message=warning,
-            hint="auditctl accepts the line but warns; see the requirement results",
+            hint=warned,
             severity="warning",
         )
         for origin, warning in ruleset.warnings

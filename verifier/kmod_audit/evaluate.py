@@ -312,6 +312,8 @@ class _Evaluator:
             return _compare(int(event[name]), field.op, int(field.value))
         if name == "msgtype":
             return _compare(SYSCALL_RECORD, field.op, int(field.value))
+        if name == "exe" and field.ambiguous:
+            return None  # read from auditctl -l: exe= or exe!=, which it prints alike
         if name == "exe":
             if program is not None:
                 same = _identifies(str(field.value), program, self.ctx)
@@ -963,6 +965,8 @@ class _Symbolic:
             return self.where(name, field.op, int(field.value))
         if name == "msgtype":
             return _compare(SYSCALL_RECORD, field.op, int(field.value))
+        if name == "exe" and field.ambiguous:
+            return None  # read from auditctl -l: exe= or exe!=, which it prints alike
         if name == "exe":
             if program is not None:
                 same = _identifies(str(field.value), program, self.ctx)

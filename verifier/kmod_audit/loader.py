@@ -137,7 +137,17 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
         return einval, "a rule may hold one path=, dir= or inode= field"
     if rule.list == "filesystem" and any(f.name != "fstype" for f in rule.fields):
         return einval, "filesystem rules take only fstype= (and a key)"
+    exe_seen = False
     for field in rule.fields:
+        if field.name == "exe" and not field.compare:
+            # audit_data_to_entry() keeps one exe mark per rule: a second exe= (or exe!=)
+            # is EINVAL, whatever either names.
+            if exe_seen:
+                return einval, (
+                    "a rule may hold one exe= field (the kernel refuses a second one); "
+                    "write one rule per program"
+                )
+            exe_seen = True
         if field.compare or field.name in EQUALITY_ONLY_FIELDS:
             if field.op not in {"=", "!="}:
                 name = "field_compare" if field.compare else field.name

@@ -2,9 +2,9 @@
 
 This is the request `auditctl -l` and `auditctl -s` make (AUDIT_LIST_RULES, AUDIT_GET),
 read without going through their text: `auditctl -l` prints a path= watch and a dir=
-tree watch alike (`-w`), prints every 64-bit arch as `b64` with the names of that arch's
-table, and prints some values in forms it does not read back. The binary rules are
-exact, so `check --running` judges what the kernel really holds.
+tree watch alike (`-w`), prints exe!= as exe=, prints every 64-bit arch as `b64` with the
+names of that arch's table, and prints some values in forms it does not read back. The
+binary rules are exact, so `check --running` judges what the kernel really holds.
 """
 
 from __future__ import annotations

@@ -269,7 +269,8 @@ class Field:
         compare: True for a `-C` field-to-field comparison.
         ambiguous: For a `-w` read from `auditctl -l` on a directory: it may be a `dir=`
             tree watch or a `path=` watch on the directory itself (the listing prints both
-            the same way).
+            the same way). For an `exe=` read from `auditctl -l`: it may be `exe!=`
+            (print_rule prints both as `exe=`).
     """
 
     name: str
@@ -576,7 +577,7 @@ class _Opt(NamedTuple):
     name: str  # short letter or long name
     arg: str | None
     word: str  # the word that held the option (for "Option %s is invalid")
-    optind: int  # optind after this option (for the -l/-s/-D argument checks)
+    optind: int  # GNU getopt's optind after this option (for the -l/-s/-D checks)
 
 
 def _getopt(words: Sequence[str]) -> tuple[list[_Opt | str], list[str]]:
@@ -631,7 +632,10 @@ def _getopt(words: Sequence[str]) -> tuple[list[_Opt | str], list[str]]:
                     else:
                         result.append(word)
                     break
-                result.append(_Opt(letter, None, word, i))
+                # GNU getopt moves optind past a word only once its last letter is read:
+                # after `-D` in `-D\r` (or `-ic`) optind still names that word, so
+                # setopt's end-of-options check fails the line.
+                result.append(_Opt(letter, None, word, i if j == len(word) - 1 else i - 1))
                 j += 1
             continue
         extra.append(word)
@@ -657,8 +661,8 @@ _FILTER_LISTS: Final = {"exit", "task", "user", "exclude", "filesystem"}
 
 
 #: Fields whose reading changes the line's state (`arch` selects the syscall table, a
-#: path or exe allows a key, fstype marks a filesystem rule): read every time.
-_FIELDS_WITH_STATE: Final = STRING_FIELDS | {"arch", "fstype"}
+#: path, exe or perm allows a key, fstype marks a filesystem rule): read every time.
+_FIELDS_WITH_STATE: Final = STRING_FIELDS | {"arch", "fstype", "perm"}
 #: Every other field reads the same on every line of the same list: `-F arch=b64`,
 #: `-F auid>=1000` and `-F auid!=unset` are read once per file, not once per rule.
 _FIELDS_READ: dict[tuple[str | None, str, str], Field] = {}
@@ -865,6 +869,10 @@ class _RuleBuilder:
             if op != "=":
                 msg = f"{pair} Only the = operator can be used with perm"
                 raise _LineError(msg, "write `-F perm=x`")
+            # auditctl sets _audit_permadded for a perm field too: a key may follow it, and
+            # the rule, with no -S, gets -S all (the kernel then matches perm=x on every
+            # execve/execveat, audit_match_perm).
+            self.perm_added = True
             return Field(name, op, _perm_value(value, pair), value)
         if name == "filetype":
             if self.syntax == "listing" and value.isdigit():
@@ -932,6 +940,9 @@ class _RuleBuilder:
                 msg = f"{pair} Only the = and != operators can be used with this field"
                 raise _LineError(msg, "use exe= or exe!=")
             self.exe_added = True
+            if self.syntax == "listing":
+                self.warnings.append(_EXE_LISTED.format(value=value))
+                return Field(name, op, value, value, ambiguous=True)
         if name in {"path", "dir"}:
             self.perm_added = True
         if len(value.encode(errors="surrogateescape")) > PATH_MAX:
@@ -1336,6 +1347,12 @@ def _parse_words(
     if not options:
         msg = "parameter passed without an option given"
         raise _LineError(msg, _HINT_SYNTAX)
+    if not extra and stopped_at is not None and stopped_at < count:
+        word = words[stopped_at - 1]
+        if word.startswith("-") and not word.startswith("--") and len(word) > 2:
+            # getopt stopped inside this word (`-D\r`, `-ic`): what came before took effect.
+            msg = f"{word!r}: auditctl acts on its first options, then fails on the rest"
+            raise _LineError(msg, "write -c, -i, -D, -s, -l, -v alone, each on its own line")
     if extra or (stopped_at is not None and stopped_at < count):
         stray = " ".join(extra) if extra else " ".join(words[(stopped_at or 1) - 1 :])
         msg = f"parameter passed without an option given ({stray!r})"
@@ -1535,6 +1552,40 @@ def _printed_watch(words: list[str]) -> str | None:
     return None
 
 
+#: How auditctl -l prints a rule whose first field is perm= when it takes it for a watch
+#: (only path=, dir=, perm= and key fields, every syscall): ` -p PERMS`, then `-w PATH`
+#: with no space before it, then ` -k KEY` per key. `-a always,exit -F perm=x -k k`
+#: (auditctl adds -S all) is printed ` -p x -k k`.
+_PRINTED_PERM_RULE: Final = re.compile(
+    r" -p (?P<perms>[rwxa]{1,4})(?:-w (?P<path>/.*?))?(?P<keys>(?: -k [^ ]+)*)", re.DOTALL
+)
+
+
+def _listed_perm_rule(line: str, origin: Origin, machine: Machine, *, live: bool) -> Command | None:
+    """Read a ` -p PERMS[-w PATH] [-k KEY]...` line of auditctl -l, or None if it is not one."""
+    match = _PRINTED_PERM_RULE.fullmatch(line)
+    if match is None:
+        return None
+    perms = match["perms"]
+    fields = [Field("perm", "=", _perm_bits(perms, too_long="", bad=str), perms)]
+    path = match["path"]
+    if path is not None:
+        kind = "dir" if live and os.path.isdir(path) else "path"
+        fields.append(Field(kind, "=", path, path, ambiguous=True))
+    keys = tuple(key for key in match["keys"].split(" -k ") if key)
+    rule = Rule(
+        list="exit",
+        action="always",
+        fields=tuple(fields),
+        syscalls=None,
+        syscall_table=machine.native.table,
+        keys=keys,
+        watch=path,
+        origin=origin,
+    )
+    return Command(kind="add", origin=origin, rule=rule)
+
+
 def listing_problem(line: str, machine: Machine) -> str | None:
     """Return why `line` is not a line `auditctl -l` prints, or None when it could be.
 
@@ -1544,8 +1595,14 @@ def listing_problem(line: str, machine: Machine) -> str | None:
     order with values as printf prints them (`auid!=-1`, never `unset`; `a0=0x10`; keys
     last as `-F key=`). Fields the kernel refuses are never printed either.
     """
-    if line != line.strip(" ") or "  " in line or "\r" in line or "\t" in line:
-        return "spacing auditctl -l never prints (leading, trailing or double spaces, tabs, CR)"
+    if line.startswith(" -p "):
+        if _PRINTED_PERM_RULE.fullmatch(line):
+            return None
+        return "not ` -p PERMS[-w PATH] [-k KEY]...` (a rule of perm= first, printed as a watch)"
+    if line != line.strip(" ") or "  " in line:
+        # A CR or tab is printed as it is when a key, path or exe= value holds it (then a
+        # rules file of the same text loads the same rule).
+        return "spacing auditctl -l never prints (leading, trailing or double spaces)"
     words = line.split(" ")
     if words[0] == "-w":
         return _printed_watch(words)
@@ -1603,6 +1660,25 @@ def detect_syntax(lines: Iterable[str], machine: Machine | None = None) -> Synta
 LINE_SIZE: Final = 6144
 
 
+_EXE_LISTED: Final = (
+    "auditctl -l prints both exe={value} and exe!={value} as `exe={value}`, so this listing "
+    "cannot say which the kernel holds: kmod-audit judges the rule both ways (the field "
+    "counts as a condition it cannot evaluate) and reports the worse; judge the running "
+    "rules with `kmod-audit check --running` as root (netlink has the operator) or judge "
+    "the rules file"
+)
+_CR_HINT: Final = (
+    "the line holds a carriage return (a CRLF line ending?): auditctl splits words on "
+    "spaces only, so the CR is part of the word before it (`-D\\r` fails after deleting "
+    "the rules); convert the file to LF line endings (`dos2unix FILE`)"
+)
+_CR_WARNING: Final = (
+    "the line holds a carriage return (a CRLF line ending?), which auditctl keeps in the "
+    "word before it: a key, path or exe= value then names something else; convert the "
+    "file to LF line endings (`dos2unix FILE`)"
+)
+
+
 def _fgets_pieces(line: str) -> list[str]:
     """What auditctl's fgets(buf, 6144) + strlen see of one physical line.
 
@@ -1630,6 +1706,11 @@ def _parse_piece(
         return
     if syntax == "listing" and line.strip() == "No rules":
         return
+    if syntax == "listing" and line.startswith(" -p "):
+        listed = _listed_perm_rule(line, origin, machine, live=live)
+        if listed is not None:
+            items.append(listed)
+            return
     words = split_line(line)
     if not words or words[0].startswith("#"):
         return
@@ -1642,8 +1723,13 @@ def _parse_piece(
         _parse_words(words, origin, machine, live=live, syntax=syntax, done=done)
     except _LineError as error:
         items.extend(done)
-        items.append(Rejection(origin=origin, message=error.message, hint=error.hint))
+        hint = error.hint
+        if "\r" in line and syntax == "rules":
+            hint += f"; {_CR_HINT}"
+        items.append(Rejection(origin=origin, message=error.message, hint=hint))
         return
+    if "\r" in line and syntax == "rules":
+        done = [attrs.evolve(c, warnings=(*c.warnings, _CR_WARNING)) for c in done]
     items.extend(done)
 
 
