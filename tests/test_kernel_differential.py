@@ -20,7 +20,10 @@ event the host made is recorded, the target is *undecidable*, never an agreement
 
 `KMOD_AUDIT_DIFFERENTIAL_EXAMPLES=N` runs N examples (default `CI_EXAMPLES`);
 `KMOD_AUDIT_DIFFERENTIAL_LOG=FILE` appends every judged target as a JSON line;
-`KMOD_AUDIT_DIFFERENTIAL_KNOWN=1` also generates the classes in `BEING_FIXED`.
+`KMOD_AUDIT_DIFFERENTIAL_KNOWN=1` also generates the disagreement classes that are excluded
+while their fixes are pending (`BEING_FIXED`, `FOUND_NOT_YET_FIXED`);
+`KMOD_AUDIT_DIFFERENTIAL_REPLAY=FILE[:FILE...]` judges just those files and prints every
+outcome (to confirm a repro on the kernel).
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ from pathlib import Path
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from _support import Auditd, HostAudit, audit_status, auditctl, poll, require_or_skip
 from kmod_audit.cli import main
 
-CI_EXAMPLES = 30
+CI_EXAMPLES = 60
 KMOD = "/usr/bin/kmod"
 UID_MIN = 1000
 AUID_MAX = 4294967294
@@ -63,15 +66,25 @@ BEING_FIXED = frozenset(
         "crlf-delete",  # `-D\r`: auditctl -R fails at that line
         "perm-without-syscall",  # `-F perm=x` alone: auditctl makes it `-S all`
         "exe-at-exec-failure",  # exe= on rules that can match an exec of kmod
-        "inode-rule-order",  # watches and path=/dir= rules match after the syscall rules
+        "inode-rule-order",  # a keyless watch or path= rule keeps a syscall rule's key
+    }
+)
+#: Disagreement classes this test found that no change fixes yet (see the note of the
+#: commit that added them). Excluded the same way; remove a name when its fix lands.
+FOUND_NOT_YET_FIXED = frozenset(
+    {
+        # `-a always,task` puts the task in the record state with priority ~0: no exit
+        # rule matches its syscalls any more, so they are recorded without a key (or
+        # with the task rule's key).
+        "always-task",
     }
 )
 
 
-def _being_fixed() -> frozenset[str]:
+def _excluded() -> frozenset[str]:
     if os.environ.get("KMOD_AUDIT_DIFFERENTIAL_KNOWN") == "1":
         return frozenset()
-    return BEING_FIXED
+    return BEING_FIXED | FOUND_NOT_YET_FIXED
 
 
 # --------------------------------------------------------------------------------------
@@ -90,11 +103,22 @@ KEYS = ("k", "module_chng", "m2")
 #: What `kmod-audit generate --profile all` prints: a file passing every target, so that
 #: random lines around it make both verdicts common.
 GOOD = (
-    "-a always,exit -F arch=b64 -S create_module,init_module,delete_module,query_module,"
-    "finit_module -F auid>=1000 -F auid!=unset -k module_chng",
-    "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
-    "-F auid!=unset -k module_chng",
+    (
+        "-a always,exit -F arch=b64 -S create_module,init_module,delete_module,query_module,"
+        "finit_module -F auid>=1000 -F auid!=unset -k module_chng"
+    ),
+    (
+        "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module -F auid>=1000 "
+        "-F auid!=unset -k module_chng"
+    ),
     f"-a always,exit -F path={KMOD} -F perm=x -F auid>=1000 -F auid!=unset -k module_chng",
+)
+#: Other complete forms of the exec requirement (with GOOD's syscall rules).
+WATCH_FORM = (*GOOD[:2], f"-w {KMOD} -p x -k m2")
+EXE_FORM = (
+    *GOOD[:2],
+    f"-a always,exit -F arch=b64 -S execve,execveat -F exe={KMOD} -F auid!=unset -k m2",
+    f"-a always,exit -F arch=b32 -S execve,execveat -F exe={KMOD} -F auid!=unset -k m2",
 )
 REJECTED = (
     "-a always,exit -F arch=b64 -S kmod_audit_bogus -k k",
@@ -107,7 +131,7 @@ REJECTED = (
 
 @st.composite
 def _fields(draw: st.DrawFn, *, syscalls: tuple[str, ...] | None, task: bool) -> list[str]:
-    known = _being_fixed()
+    known = _excluded()
     names = ["auid", "uid"] if task else ["auid", "uid", "exit", "success", "exe", "perm", "key"]
     execs = syscalls is None or bool({"all", *EXEC_SYSCALLS} & set(syscalls))
     if not task and execs:
@@ -134,8 +158,8 @@ def _fields(draw: st.DrawFn, *, syscalls: tuple[str, ...] | None, task: bool) ->
         elif name == "perm":
             out.append(f"-F perm={draw(st.sampled_from(('x', 'wa', 'rx')))}")
         elif name in {"path", "dir"}:
-            values = PATHS if name == "path" else DIRS
-            out.append(f"-F {name}={draw(st.sampled_from(values))}")
+            where = PATHS if name == "path" else DIRS
+            out.append(f"-F {name}={draw(st.sampled_from(where))}")
         else:
             out.append(f"-F key={draw(st.sampled_from(KEYS))}")
     return out
@@ -143,7 +167,7 @@ def _fields(draw: st.DrawFn, *, syscalls: tuple[str, ...] | None, task: bool) ->
 
 @st.composite
 def _exit_rule(draw: st.DrawFn) -> str:
-    known = _being_fixed()
+    known = _excluded()
     flag = draw(st.sampled_from(("-a", "-a", "-A")))
     action = draw(st.sampled_from(("always", "always", "never")))
     arch = draw(st.sampled_from(("b64", "b64", "b32", None)))
@@ -184,7 +208,7 @@ def _watch(draw: st.DrawFn) -> str:
     path = draw(st.sampled_from(PATHS))
     line = f"-w {path} -p {draw(st.sampled_from(('x', 'wa', 'rwxa', 'r')))}"
     # A keyless watch keeps the key of a later syscall rule (being fixed).
-    if "inode-rule-order" in _being_fixed() or draw(st.booleans()):
+    if "inode-rule-order" in _excluded() or draw(st.booleans()):
         line += f" -k {draw(st.sampled_from(KEYS))}"
     return line
 
@@ -194,11 +218,13 @@ def _other_list_rule(draw: st.DrawFn) -> str:
     which = draw(st.sampled_from(("task", "exclude", "user")))
     action = draw(st.sampled_from(("always", "never")))
     if which == "task":
-        # Task rules always carry a condition on the login uid: a bare one would change
-        # how every task forked meanwhile on this shared host is audited for its life.
-        fields = [
-            f"-F auid{draw(st.sampled_from(('=', '>=', '!=')))}{draw(st.sampled_from(('1000', '1001', '2000')))}"
-        ]
+        if "always-task" in _excluded():
+            action = "never"
+        # Task rules only match logged-in users (auid!=unset): a task rule decides at
+        # fork how a task is audited for its life, and this host's other tasks (auid
+        # unset) must not be changed by a test.
+        op = draw(st.sampled_from(("=", ">=", "!=")))
+        fields = ["-F auid!=unset", f"-F auid{op}{draw(st.sampled_from(('1000', '1001', '2000')))}"]
         fields += draw(_fields(syscalls=None, task=True))
         key = f" -k {draw(st.sampled_from(KEYS))}" if draw(st.booleans()) else ""
         return f"-a {action},task {' '.join(fields)}{key}"
@@ -210,7 +236,7 @@ def _other_list_rule(draw: st.DrawFn) -> str:
 
 @st.composite
 def _control(draw: st.DrawFn) -> str:
-    known = _being_fixed()
+    known = _excluded()
     choices = ["-D", "-b 8192", "-f 0", "-f 1", "-r 0", "-r 10000", "-e 0", "-e 1"]
     if "crlf-delete" not in known:
         choices.append("-D\r")
@@ -235,9 +261,10 @@ def rules_files(draw: st.DrawFn) -> str:
             max_size=6,
         )
     )
+    forms = [GOOD, WATCH_FORM] + ([] if "exe-at-exec-failure" in _excluded() else [EXE_FORM])
     if draw(st.booleans()):
         at = draw(st.integers(0, len(lines)))
-        lines[at:at] = GOOD
+        lines[at:at] = draw(st.sampled_from(forms))
     return "# kmod-audit differential example\n" + "\n".join(lines) + "\n"
 
 
@@ -354,10 +381,10 @@ class Event:
                 return False
             if name == "exit" and _exit_value(value) != self.exit:
                 return False
-            if name == "exe" and value != (
-                "(another program)" if self.exe not in named_exes else self.exe
-            ):
-                if not (value == "(another program)" and self.exe not in named_exes):
+            if name == "exe":
+                # `(another program)`: any program no exe= field of the rules names.
+                seen = self.exe if self.exe in named_exes else "(another program)"
+                if value != seen:
                     return False
             if name not in {"auid", "uid", "success", "exit", "exe"}:
                 return False  # an attribute the stimulus does not control
@@ -393,11 +420,10 @@ _FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 
 def _records(text: str) -> list[dict[str, str]]:
     records = []
-    for line in text.splitlines():
-        line = line.split("\x1d", 1)[0]
-        if not line.startswith("type=SYSCALL "):
-            continue
-        records.append({name: value.strip('"') for name, value in _FIELD.findall(line)})
+    for raw in text.splitlines():
+        line = raw.split("\x1d", 1)[0]  # the ENRICHED part
+        if line.startswith("type=SYSCALL "):
+            records.append({name: value.strip('"') for name, value in _FIELD.findall(line)})
     return records
 
 
@@ -427,12 +453,18 @@ class Kernel:
         listing = auditctl("-l").stdout
         count = 0 if listing.strip() == "No rules" else len(listing.splitlines())
         actors = sorted({*((a, u) for a in _auids(text) for u in (0, a)), *extra})
-        runs = []
-        for auid, uid in actors:
-            for program in (STIM, OTHER):
-                runs.append((auid, uid, program, "calls"))
-            for mode in ("exec64", "exec64at", "exec32", "exec32at"):
-                runs.append((auid, uid, OTHER, mode))
+        runs = [
+            (auid, uid, program, mode)
+            for auid, uid in actors
+            for program, mode in (
+                (STIM, "calls"),
+                (OTHER, "calls"),
+                (OTHER, "exec64"),
+                (OTHER, "exec64at"),
+                (OTHER, "exec32"),
+                (OTHER, "exec32at"),
+            )
+        ]
         reports = [(run, self._run(*run)) for run in runs]
         auditctl("-D")
         auditctl("-e", "1")
@@ -483,7 +515,8 @@ class Kernel:
                 lines.append((int(parts[0]), parts[1], int(parts[2]), int(parts[3])))
         if mode != "calls":
             # A successful exec is reported before it is made: kmod then exits 0.
-            assert 1 == len(lines) and exits.get(lines[0][0]) == 0, proc.stdout + proc.stderr
+            assert 1 == len(lines), proc.stdout + proc.stderr
+            assert 0 == exits.get(lines[0][0]), proc.stdout + proc.stderr
         return lines
 
     def _log_since(self, offset: int) -> str:
@@ -604,9 +637,38 @@ def _examples() -> int:
     return int(value)
 
 
+def _judge(kernel: Kernel, path: Path, text: str) -> list[Outcome]:
+    """Judge one rules file by `check` and by the kernel; every target's outcome."""
+    path.write_text(text, newline="")
+    path.chmod(0o600)
+    claims, model_count, _ = check_claims(path)
+    events, kernel_count, lost = kernel.judge(path, text, _extra_actors(claims))
+    outcomes = compare(claims, events, text, lost=lost)
+    if model_count != kernel_count:
+        outcomes.append(
+            Outcome("rule-count", "", f"check {model_count}, auditctl -l {kernel_count}")
+        )
+    return outcomes
+
+
 @pytest.mark.root
 class TestCheckAgreesWithTheKernel:
     """Random rule sets: `check`'s verdict of every target is the kernel's."""
+
+    def test_harness_sees_every_record(
+        self, host_audit: HostAudit, auditd: Auditd, stimulus: Path, tmp_path: Path
+    ) -> None:
+        """The generated rules pass every target and the kernel records every stimulus event."""
+        kernel = Kernel(host_audit, auditd, stimulus)
+        path = tmp_path / "good.rules"
+        text = "\n".join(GOOD) + "\n"
+        path.write_text(text)
+        claims, _, _ = check_claims(path)
+        events, count, _ = kernel.judge(path, text, ())
+        assert {"pass"} == {claim.status for claim in claims.values()}
+        assert set(TARGETS) == {event.target for event in events}
+        assert [] == [event.describe() for event in events if not event.recorded]
+        assert len(GOOD) == count
 
     def test_every_target_verdict_and_rule_count(
         self, host_audit: HostAudit, auditd: Auditd, stimulus: Path, tmp_path: Path
@@ -616,28 +678,9 @@ class TestCheckAgreesWithTheKernel:
         tally: Counter[str] = Counter()
         disagreements: list[tuple[str, Outcome]] = []
         log = os.environ.get("KMOD_AUDIT_DIFFERENTIAL_LOG")
+        replay = os.environ.get("KMOD_AUDIT_DIFFERENTIAL_REPLAY")
 
-        @settings(
-            max_examples=_examples(),
-            derandomize=True,
-            database=None,
-            deadline=None,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-            phases=["explicit", "generate"],
-        )
-        @given(rules_files())
-        @example("-a always,exit -F arch=b64 -S all -k k\n" + "\n".join(GOOD) + "\n")
-        def judge(text: str) -> None:
-            path = tmp_path / "example.rules"
-            path.write_text(text, newline="")
-            path.chmod(0o600)
-            claims, model_count, _ = check_claims(path)
-            events, kernel_count, lost = kernel.judge(path, text, _extra_actors(claims))
-            outcomes = compare(claims, events, text, lost=lost)
-            if model_count != kernel_count:
-                outcomes.append(
-                    Outcome("rule-count", "", f"check {model_count}, auditctl -l {kernel_count}")
-                )
+        def record(text: str, outcomes: list[Outcome]) -> None:
             tally["examples"] += 1
             for outcome in outcomes:
                 tally[outcome.kind] += 1
@@ -648,7 +691,28 @@ class TestCheckAgreesWithTheKernel:
                     for outcome in outcomes:
                         handle.write(json.dumps({"text": text, **attrs.asdict(outcome)}) + "\n")
 
-        judge()
+        @settings(
+            max_examples=_examples(),
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+            phases=[Phase.explicit, Phase.generate],
+        )
+        @given(rules_files())
+        @example("-a always,exit -F arch=b64 -S all -k k\n" + "\n".join(GOOD) + "\n")
+        def judge(text: str) -> None:
+            record(text, _judge(kernel, tmp_path / "example.rules", text))
+
+        if replay:
+            for name in replay.split(":"):
+                text = Path(name).read_bytes().decode()
+                outcomes = _judge(kernel, tmp_path / "example.rules", text)
+                record(text, outcomes)
+                for outcome in outcomes:
+                    print(f"{name}: {outcome.kind}: {outcome.target}: {outcome.detail}")  # noqa: T201
+        else:
+            judge()
         print(f"kernel differential: {dict(tally)}")  # noqa: T201 - the run's tally, for CI logs
         assert [] == [
             f"{outcome.kind}: {outcome.target}: {outcome.detail}\n{text}"
