@@ -448,7 +448,7 @@ class Kernel:
         ):
             auditctl(*option)
         lost = int(audit_status().get("lost", "0"))
-        offset = self.auditd.log.stat().st_size
+        self._clear_log()
         auditctl("-R", str(path), check=False)
         listing = auditctl("-l").stdout
         count = 0 if listing.strip() == "No rules" else len(listing.splitlines())
@@ -470,12 +470,10 @@ class Kernel:
         auditctl("-e", "1")
         token = f"kmod-audit-differential-{uuid.uuid4()}"
         auditctl("-m", token)
-        poll(
-            lambda: token in self._log_since(offset), 30, f"the marker {token} in {self.auditd.log}"
-        )
+        poll(lambda: token in self._log(), 30, f"the marker {token} in {self.auditd.log}")
         lost_now = int(audit_status().get("lost", "0"))
         by_key = {}
-        for record in _records(self._log_since(offset)):
+        for record in _records(self._log()):
             if "pid" in record and "syscall" in record and "exit" in record:
                 by_key[
                     (
@@ -519,14 +517,19 @@ class Kernel:
             assert 0 == exits.get(lines[0][0]), proc.stdout + proc.stderr
         return lines
 
-    def _log_since(self, offset: int) -> str:
+    def _rotated(self) -> list[Path]:
         log = self.auditd.log
-        rotated = log.with_name(log.name + ".1")
-        data = log.read_bytes()
-        if len(data) < offset and rotated.exists():
-            data = rotated.read_bytes()[offset:] + data
-        else:
-            data = data[offset:]
+        return sorted(log.parent.glob(log.name + ".*"), key=lambda p: -int(p.suffix[1:] or 0))
+
+    def _clear_log(self) -> None:
+        """Empty the log (auditd appends with O_APPEND) and drop rotated ones."""
+        for rotated in self._rotated():
+            rotated.unlink()
+        os.truncate(self.auditd.log, 0)
+
+    def _log(self) -> str:
+        """Everything auditd wrote since `_clear_log`, oldest first (across rotations)."""
+        data = b"".join(p.read_bytes() for p in [*self._rotated(), self.auditd.log])
         return data.decode(errors="replace")
 
 
