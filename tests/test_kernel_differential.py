@@ -211,8 +211,8 @@ def _exit_rule(draw: st.DrawFn) -> str:
 
 @st.composite
 def _watch(draw: st.DrawFn) -> str:
-    path = draw(st.sampled_from(PATHS))
-    line = f"-w {path} -p {draw(st.sampled_from(('x', 'wa', 'rwxa', 'r')))}"
+    path = draw(st.sampled_from((KMOD, *PATHS)))  # kmod twice as often
+    line = f"-w {path} -p {draw(st.sampled_from(('x', 'x', 'wa', 'rwxa', 'r')))}"
     # A keyless watch keeps the key of a later syscall rule (being fixed).
     if "inode-rule-order" in _excluded() or draw(st.booleans()):
         line += f" -k {draw(st.sampled_from(KEYS))}"

@@ -14,8 +14,8 @@
  * The work runs in a child forked *after* the login uid and uid are set, as a login
  * session's processes are (task rules are matched at fork). Each syscall is reported
  * on stdout as "PID ABI NR RESULT"; a successful exec is reported as "PID ABI NR 0"
- * before it is made and confirmed by "exit PID 0" (the exec'd kmod exited 0);
- * a failed one adds "PID ABI NR -ERRNO".
+ * before it is made and confirmed by "exit PID 0" (the exec'd kmod exited 0); when
+ * it fails, the child prints "PID ABI NR -ERRNO" on stderr and exits 3.
  */
 #define _GNU_SOURCE
 #include <errno.h>
