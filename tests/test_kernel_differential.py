@@ -62,9 +62,6 @@ OTHER = "/run/kmod-audit-differential/other"
 #: when its fix lands.
 BEING_FIXED = frozenset(
     {
-        "duplicate-exe",  # a rule with two exe= fields: the kernel refuses it (EINVAL)
-        "crlf-delete",  # `-D\r`: auditctl -R fails at that line
-        "perm-without-syscall",  # `-F perm=x` alone: auditctl makes it `-S all`
         "exe-at-exec-failure",  # exe= on rules that can match an exec of kmod
         "inode-rule-order",  # a keyless watch or path= rule keeps a syscall rule's key
     }
