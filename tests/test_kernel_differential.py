@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -44,7 +45,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from _support import Auditd, HostAudit, audit_status, auditctl, poll, require_or_skip
+from _support import Auditd, HostAudit, audit_status, auditctl, require_or_skip
 from kmod_audit.cli import main
 
 CI_EXAMPLES = 60
@@ -472,11 +473,22 @@ class Kernel:
         ]
         reports = [(run, self._run(*run)) for run in runs]
         auditctl("-D")
-        auditctl("-e", "1")
-        token = f"kmod-audit-differential-{uuid.uuid4()}"
-        auditctl("-m", token)
-        poll(lambda: token in self._log(), 30, f"the marker {token} in {self.auditd.log}")
+        # The file may have set a small backlog or a rate limit: a flood of `-S all`
+        # records then drops the marker too. Room again, and the marker sent anew.
+        for option in (("-e", "1"), ("-b", "65536"), ("-r", "0")):
+            auditctl(*option)
+        arrived = False
+        for _ in range(3):
+            token = f"kmod-audit-differential-{uuid.uuid4()}"
+            auditctl("-m", token)
+            deadline = time.monotonic() + 10
+            while not (arrived := token in self._log()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if arrived:
+                break
         lost_now = int(audit_status().get("lost", "0"))
+        if not arrived and lost_now == lost:
+            pytest.fail(f"no marker reached {self.auditd.log}, and the kernel lost no record")
         by_key = {}
         for record in _records(self._log()):
             if "pid" in record and "syscall" in record and "exit" in record:
