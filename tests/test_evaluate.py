@@ -17,6 +17,7 @@ from kmod_audit.evaluate import (
     Context,
     Coverage,
     ExecFile,
+    NamedFile,
     Target,
     _Evaluator,
     _judge_event,
@@ -217,12 +218,18 @@ class TestExecutions:
         assert self.judge(text, program)
 
     def test_exe_field(self, layout: tuple[Path, ExecFile]) -> None:
-        """An execve rule filtered on exe= the real binary covers its executions."""
+        """`exe=` the real binary covers its successful executions only.
+
+        A failed exec leaves the caller running its own program, which is what `exe=`
+        compares at syscall exit; a rule for the failures completes the cover.
+        """
         root, program = layout
         text = f"-a always,exit -F arch=b64 -S execve -F exe={root}/bin/kmod -k k\n"
-        assert self.judge(text, program)
+        assert not self.judge(text, program)
+        failures = "-a always,exit -F arch=b64 -S execve -F success=0 -k k\n"
+        assert self.judge(text + failures, program)
         other = f"-a always,exit -F arch=b64 -S execve -F exe={root}/sbin/insmod -k k\n"
-        assert not self.judge(other, program)
+        assert not self.judge(other + failures, program)
 
     def test_module_syscalls_ignore_watches(self) -> None:
         """A watch never records a module syscall (no path names are involved)."""
@@ -435,6 +442,23 @@ _MORE_FIELDS = st.one_of(
     _family("egid", ("<", ">="), ("100", "101")),
     _family("auid", ("<=", ">"), ("499", "500", "1000")),
     st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+    _family("obj_uid", ("=", "!="), ("0", "1000")),
+    _family("filetype", ("=", "!="), ("file", "dir")),
+    st.sampled_from(("-C auid=obj_uid", "-C auid!=obj_uid", "-C uid!=obj_uid", "-C gid=obj_gid")),
+)
+#: Watches and path rules on kmod (the kernel's inode pass, `_borrows`) and a tree watch.
+_WATCH_LINES = st.sampled_from(
+    (
+        "-w /usr/bin/kmod -p x",
+        "-w /usr/bin/kmod -p x -k k",
+        "-w /usr/bin/kmod -p x -k other",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F success=0",
+        "-A always,exit -F path=/usr/bin/kmod -F perm=x -F a0&2",
+        "-a never,exit -F path=/usr/bin/kmod -F perm=x -F uid=0",
+        "-a always,exit -F dir=/usr/bin -F perm=x",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F obj_uid=0 -F exe!=/bin/true",
+    )
 )
 
 
@@ -491,10 +515,15 @@ class TestPruningIsExact:
         assert pruned.events <= full.events or not full.covered
 
 
+#: The files an exec of kmod names (kmod, then the ELF loader) as read live, two ways.
+_ROOT_OWNED = (NamedFile(0, 0, 0o100755), NamedFile(0, 0, 0o100755))
+_USER_OWNED = (NamedFile(1000, 100, 0o100755), NamedFile(0, 0, 0o100755))
 _TARGETS = (
     target(B64, "init_module"),
     target(B32, "finit_module"),
     target(B64, "execve", ExecFile("/usr/bin/kmod")),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", names=_ROOT_OWNED)),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", names=_USER_OWNED)),
 )
 _CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
 
@@ -517,7 +546,7 @@ class TestSymbolicEqualsEnumeration:
 
     @settings(max_examples=1000, deadline=None)
     @given(
-        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
+        lines=st.lists(st.one_of(_rule_lines(_MORE_FIELDS), _WATCH_LINES), min_size=1, max_size=5),
         others=st.lists(
             st.sampled_from(
                 (
