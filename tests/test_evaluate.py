@@ -236,6 +236,138 @@ class TestExecutions:
         assert not covered("-w /usr/bin/kmod -p x -k k\n", target(B64, "init_module"))
 
 
+KMOD_EXEC = target(B64, "execve", ExecFile("/usr/bin/kmod"))
+EXECVE = "-a always,exit -F arch=b64 -S execve"
+
+
+def _reason(text: str, tgt: Target = KMOD_EXEC, ctx: Context | None = None) -> str:
+    ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    return evaluate(ruleset, tgt, ctx or Context(live=False)).reason()
+
+
+class TestExecutableAtExit:
+    """`exe=` compares the executable at syscall exit: the program, or the caller's.
+
+    After a failed exec the caller runs on (TestExecutionsInTheKernel in test_kernel.py).
+    """
+
+    def test_exe_equal_misses_failed_executions(self) -> None:
+        """`exe=kmod` does not record a failed exec of kmod by another program."""
+        expected = "b64 execve of /usr/bin/kmod (auid=1000, success=no): no loaded rule matches it"
+        assert expected == _reason(f"{EXECVE} -F exe=/usr/bin/kmod -k mod\n")
+
+    def test_exe_not_equal_misses_successful_executions(self) -> None:
+        """With failures recorded by `exe!=kmod`, the successful exec is the one missed."""
+        text = f"{EXECVE} -F exe!=/usr/bin/kmod -k mod\n{EXECVE} -F success=0 -k k\n"
+        expected = "b64 execve of /usr/bin/kmod (auid=1000, success=yes): no loaded rule matches it"
+        assert expected == _reason(text)
+
+    def test_exe_of_the_caller_is_shown(self) -> None:
+        """A failed exec by a process running kmod itself is not matched by `exe!=kmod`."""
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=no, exe=/usr/bin/kmod, the "
+            "caller's own program, which a failed exec leaves running): no loaded rule matches it"
+        )
+        assert expected == _reason(f"{EXECVE} -F exe!=/usr/bin/kmod -k mod\n")
+
+
+class TestInodePassKeepsTheKey:
+    """Watches are matched after the syscall rules; a keyless one keeps their key."""
+
+    def test_keyless_watch_before_a_keyed_syscall_rule_covers(self) -> None:
+        """`-w kmod -p x` (no key) first, then a keyed execve rule: recorded with its key."""
+        text = f"-w /usr/bin/kmod -p x\n{EXECVE} -k k\n"
+        expected = f"b64 execve of /usr/bin/kmod: recorded by t.rules:2 `{EXECVE} -k k`"
+        assert expected == _reason(text)
+
+    def test_keyed_never_rule_lends_its_key(self) -> None:
+        """The key of a later `never` syscall rule is the key the watch's record carries."""
+        assert covered(
+            "-w /usr/bin/kmod -p x\n-a never,exit -F arch=b64 -S execve -k nk\n", KMOD_EXEC
+        )
+        pinned = Context(key="k", live=False)
+        assert not covered(
+            "-w /usr/bin/kmod -p x\n-a never,exit -F arch=b64 -S execve -k nk\n", KMOD_EXEC, pinned
+        )
+
+    def test_keyless_watch_without_a_lender(self) -> None:
+        """A failed exec that no keyed syscall rule matches is recorded without a key."""
+        text = f"-w /usr/bin/kmod -p x\n{EXECVE} -F success=1 -k k\n"
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=no): first matching rule is the "
+            "watch t.rules:1 `-w /usr/bin/kmod -p x`, which has no key, and no syscall rule "
+            "matches it to lend it one"
+        )
+        assert expected == _reason(text)
+
+    def test_tree_watch_stays_on_the_exit_list(self) -> None:
+        """A keyless `dir=` tree watch first decides: no key (it is not in the inode hash)."""
+        text = f"-a always,exit -F dir=/usr/bin -F perm=x\n{EXECVE} -k k\n"
+        assert not covered(text, KMOD_EXEC)
+
+    def test_never_before_a_watch_still_suppresses(self) -> None:
+        """Rule priority keeps list order: a `never` syscall rule before a watch wins."""
+        assert not covered(
+            "-a never,exit -F arch=b64 -S execve\n-w /usr/bin/kmod -p x -k w\n", KMOD_EXEC
+        )
+
+
+#: kmod as read on a live machine: a root-owned regular file, its ELF loader likewise.
+ROOT_KMOD = target(
+    B64,
+    "execve",
+    ExecFile("/usr/bin/kmod", names=(NamedFile(0, 0, 0o100755), NamedFile(0, 0, 0o100755))),
+)
+#: kmod owned by uid 1000 (its loader still root's).
+USER_KMOD = target(
+    B64,
+    "execve",
+    ExecFile("/usr/bin/kmod", names=(NamedFile(1000, 100, 0o100755), NamedFile(0, 0, 0o100755))),
+)
+PATH_RULE = "-a always,exit -F path=/usr/bin/kmod -F perm=x"
+
+
+class TestConditionsOnTheFile:
+    """`obj_uid`, `obj_gid`, `filetype` and `-C ...obj_uid` are decided from the files."""
+
+    @pytest.mark.parametrize(
+        "condition",
+        [
+            "-F obj_uid=0",
+            "-F obj_gid=0",
+            "-F filetype=file",
+            "-F filetype!=dir",
+            "-C auid!=obj_uid",
+        ],
+    )
+    def test_true_on_the_file_covers(self, condition: str) -> None:
+        """A condition the root-owned regular kmod file meets does not hinder coverage."""
+        assert covered(f"{PATH_RULE} {condition} -k k\n", ROOT_KMOD)
+
+    @pytest.mark.parametrize(
+        "condition", ["-F obj_uid=1000", "-F filetype=dir", "-F filetype!=file", "-C auid=obj_uid"]
+    )
+    def test_false_on_every_file_does_not_suppress(self, condition: str) -> None:
+        """A `never` rule whose condition no named file meets never matches."""
+        text = f"-a never,exit -F arch=b64 -S execve {condition}\n{PATH_RULE} -k k\n"
+        assert covered(text, ROOT_KMOD)
+
+    def test_interpreter_may_match_after_success(self) -> None:
+        """`obj_uid!=1000` on a user-owned kmod matches only through the loader: unknown."""
+        text = f"-a never,exit -F arch=b64 -S execve -F obj_uid!=1000\n{PATH_RULE} -k k\n"
+        assert not covered(text, USER_KMOD)
+        loader = f"-a never,exit -F arch=b64 -S execve -F obj_uid=0\n{PATH_RULE} -k k\n"
+        assert not covered(loader, USER_KMOD)
+
+    def test_offline_says_why(self) -> None:
+        """Without the machine's files the worst case counts, and the reason says so."""
+        reason = _reason(f"{PATH_RULE} -F obj_uid=0 -k k\n")
+        assert reason.endswith(
+            "; the owner and type of /usr/bin/kmod (and of its interpreter) are read only when "
+            "judging the live machine, so the worst case counts here"
+        )
+
+
 def _ruleset(text: str) -> RuleSet:
     return load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
 

@@ -299,6 +299,8 @@ class Coverage:
             return f"{self.target}: recorded by {where}"
         assert self.outcome is not None  # noqa: S101 - set whenever covered is False
         event = describe_event(self.event or {})
+        if self.target.program is not None and "exe" in (self.event or {}):
+            event += ", the caller's own program, which a failed exec leaves running"
         rule = self.outcome.rule
         where = f"{rule.origin} `{rule.origin.text.strip()}`" if rule is not None else ""
         maybe = (
@@ -1194,7 +1196,7 @@ class _Symbolic:
                 same = _identifies(str(field.value), program, self.ctx)
                 return same if field.op == "=" else not same
             # The process's executable at syscall exit: for an exec, the program when it
-            # succeeded (`_exec_outcomes`), the caller's own program when it failed.
+            # succeeded (`_Symbolic.impossible`), the caller's own program when it failed.
             paths = {str(field.value)}
             if program is not None:
                 if _identifies(str(field.value), program, self.ctx):
