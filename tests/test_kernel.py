@@ -321,3 +321,55 @@ class TestExecutionsInTheKernel:
         coverage = evaluate(ruleset, target, ctx)
         if coverage.covered:
             assert {"recorded"} == set(seen.values())
+
+    @pytest.mark.parametrize(
+        ("rules", "code", "unrecorded"),
+        [
+            pytest.param(
+                "-w KM -p x\n"
+                "-a always,exit -F arch=b64 -S execve,execveat -k k\n"
+                "-a always,exit -F arch=b32 -S execve,execveat -k k\n",
+                0,
+                [],
+                id="keyless-watch-then-execve",
+            ),
+            pytest.param(
+                "-a always,exit -F arch=b64 -S execve,execveat -F exe=KM -k mod\n"
+                "-a always,exit -F arch=b32 -S execve,execveat -F exe=KM -k mod\n",
+                1,
+                [True],
+                id="execve-exe-equal",
+            ),
+        ],
+    )
+    def test_check_running_agrees_with_kernel(
+        self,
+        host_audit: HostAudit,
+        run_cli: RunCli,
+        tmp_path: Path,
+        rules: str,
+        code: int,
+        unrecorded: list[bool],
+    ) -> None:
+        """`check --running` judges the kmod requirement of al2023-stig as the kernel records.
+
+        The kernel records every b64 execve of the copy with a key, or misses the failed one.
+        """
+        program = tmp_path / "bin" / "kmod"
+        program.parent.mkdir()
+        shutil.copy2("/usr/bin/kmod", program)
+        modules = "-a always,exit -F arch=b64 -S init_module,finit_module,create_module -k m\n"
+        loaded = host_audit.load(modules + rules.replace("KM", str(program)))
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+        missed = [
+            fail
+            for fail in (False, True)
+            if not any(r.key for r in exec_records(str(program), auid=1000, fail=fail))
+        ]
+        assert unrecorded == missed
+        options = ["--profile", "al2023-stig", "--kmod-path", str(program)]
+        checked = run_cli("check", "--running", *options)
+        assert code == checked.code, checked.out + checked.err
+        if code:
+            assert f"[fail] b64 execve of {program} (auid=1000, success=no)" in checked.out
