@@ -271,6 +271,22 @@ class TestExecutableAtExit:
         assert expected == _reason(f"{EXECVE} -F exe!=/usr/bin/kmod -k mod\n")
 
 
+class TestInterpreters:
+    """A successful exec names the program's interpreters too (the ELF loader)."""
+
+    def test_never_tree_over_the_loader_suppresses_successful_executions(self) -> None:
+        """`-A never,exit -F dir=<loader's directory> -F perm=x` hides successful execs."""
+        loaded = target(
+            B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(ExecFile("/lib64/ld.so"),))
+        )
+        text = f"-A never,exit -F dir=/lib64 -F perm=x\n{EXECVE} -k k\n"
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=yes): first matching rule is "
+            "t.rules:1 `-A never,exit -F dir=/lib64 -F perm=x` (action never)"
+        )
+        assert expected == _reason(text, loaded)
+
+
 class TestInodePassKeepsTheKey:
     """Watches are matched after the syscall rules; a keyless one keeps their key."""
 
@@ -590,6 +606,9 @@ _WATCH_LINES = st.sampled_from(
         "-a never,exit -F path=/usr/bin/kmod -F perm=x -F uid=0",
         "-a always,exit -F dir=/usr/bin -F perm=x",
         "-a always,exit -F path=/usr/bin/kmod -F perm=x -F obj_uid=0 -F exe!=/bin/true",
+        "-A never,exit -F dir=/lib64 -F perm=x",
+        "-a always,exit -F dir=/lib64 -F perm=x -k k",
+        "-a never,exit -F path=/lib64/ld-linux-x86-64.so.2 -F perm=x",
     )
 )
 
@@ -650,12 +669,14 @@ class TestPruningIsExact:
 #: The files an exec of kmod names (kmod, then the ELF loader) as read live, two ways.
 _ROOT_OWNED = (NamedFile(0, 0, 0o100755), NamedFile(0, 0, 0o100755))
 _USER_OWNED = (NamedFile(1000, 100, 0o100755), NamedFile(0, 0, 0o100755))
+_LOADER = ExecFile("/lib64/ld-linux-x86-64.so.2")
 _TARGETS = (
     target(B64, "init_module"),
     target(B32, "finit_module"),
     target(B64, "execve", ExecFile("/usr/bin/kmod")),
     target(B64, "execve", ExecFile("/usr/bin/kmod", names=_ROOT_OWNED)),
     target(B64, "execve", ExecFile("/usr/bin/kmod", names=_USER_OWNED)),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(_LOADER,))),
 )
 _CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
 

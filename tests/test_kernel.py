@@ -208,6 +208,8 @@ class TestKernelAgreesWithTheEvaluator:
         assert {"recorded"} == {e["verdict"] for e in in_scope}
 
 
+#: The ELF loader of x86_64 programs (PT_INTERP of /usr/bin/kmod).
+X86_64_LOADER = "/lib64/ld-linux-x86-64.so.2"
 #: Rules about executions of a kmod copy (KM, in the directory DIR), judged by the kernel:
 #: (id, rules, owner of the copy). Each was a disagreement between the model and the kernel.
 EXEC_CASES = [
@@ -238,6 +240,14 @@ EXEC_CASES = [
         "-a always,exit -F arch=b64 -S execve -k s\n-A never,exit -F path=KM -F perm=x",
         0,
     ),
+    # A successful exec names the ELF loader too: tree watches over it match (LOADER: its
+    # directory).
+    (
+        "never-tree-over-the-loader",
+        "-A never,exit -F dir=LOADER -F perm=x\n-a always,exit -F arch=b64 -S execve -k k",
+        0,
+    ),
+    ("tree-over-the-loader", "-a always,exit -F dir=LOADER -F perm=x -k lib", 0),
     # obj_uid, filetype and -C ...obj_uid are decided from the file (and its interpreter).
     ("obj-uid-root", "-a always,exit -F path=KM -F perm=x -F obj_uid=0 -k o", 0),
     ("filetype-file", "-a always,exit -F arch=b64 -S execve -F filetype=file -k f", 0),
@@ -273,14 +283,16 @@ class TestExecutionsInTheKernel:
         program.parent.mkdir()
         shutil.copy2("/usr/bin/kmod", program)
         os.chown(program, owner, 0)
-        text = rules.replace("KM", str(program)).replace("DIR", str(program.parent)) + "\n"
+        executed = ExecFile.at(str(program), live=True)
+        loader = os.path.dirname(os.path.realpath(X86_64_LOADER))
+        text = rules.replace("KM", str(program)).replace("DIR", str(program.parent))
+        text = text.replace("LOADER", loader) + "\n"
         loaded = host_audit.load(text)
         assert (0, "") == (loaded.returncode, loaded.stderr)
         auditctl("-e", "1")
         kernel = {fail: exec_records(str(program), auid=1000, fail=fail) for fail in (False, True)}
 
         ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=True), live=True)
-        executed = ExecFile.at(str(program), live=True)
         target = Target(X86_64.native, "execve", 59, executed)
         ctx = Context()
         exit_rules = _relevant_exit_rules(ruleset.exit, target)

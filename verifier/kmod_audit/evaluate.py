@@ -106,11 +106,14 @@ class ExecFile:
             interpreters (`#!`, the ELF loader), which a successful exec opens too. None
             when not read (offline, a foreign root, or unreadable): conditions on them
             (`obj_uid`, `obj_gid`, `filetype`, `-C auid=obj_uid`) are then unknown.
+        interpreters: Its interpreters as read on this machine (`#!`, the ELF loader):
+            watches on them may match its executions too. Empty when not read.
     """
 
     path: str
     identity: tuple[int, int] | None = None
     names: tuple[NamedFile, ...] | None = None
+    interpreters: tuple[ExecFile, ...] = ()
 
     @classmethod
     def at(cls, path: str, *, live: bool) -> ExecFile:
@@ -121,7 +124,10 @@ class ExecFile:
             except OSError:
                 return cls(os.path.normpath(path))
             real = os.path.realpath(path)
-            return cls(real, (info.st_dev, info.st_ino), _named_files(real))
+            named = _named_files(real)
+            if named is None:
+                return cls(real, (info.st_dev, info.st_ino))
+            return cls(real, (info.st_dev, info.st_ino), named[0], named[1])
         return cls(os.path.normpath(path))
 
 
@@ -158,18 +164,50 @@ def _interpreter(path: str) -> str | None:
     return None
 
 
-def _named_files(path: str) -> tuple[NamedFile, ...] | None:
-    """The files an exec of `path` names: it, then its interpreters (None: unreadable)."""
+def _named_files(path: str) -> tuple[tuple[NamedFile, ...], tuple[ExecFile, ...]] | None:
+    """The files an exec of `path` names: it, then its interpreters (None: unreadable).
+
+    Returns:
+        What the kernel records of each, and the interpreters (for watches on them).
+    """
     found: list[NamedFile] = []
+    interpreters: list[ExecFile] = []
     current: str | None = path
     try:
         while current is not None and len(found) < 5:  # binfmt_script nests up to 4 deep
             info = os.stat(current)
             found.append(NamedFile(info.st_uid, info.st_gid, info.st_mode))
+            if current != path:
+                interpreters.append(ExecFile(os.path.realpath(current), (info.st_dev, info.st_ino)))
             current = _interpreter(current)
     except (OSError, ValueError, struct.error):
         return None
-    return tuple(found)
+    return tuple(found), tuple(interpreters)
+
+
+def _names_other_file(field: Field, program: ExecFile, ctx: Context) -> str | None:
+    """How the `path=`/`dir=` of `field` names an interpreter of `program`, if it does.
+
+    A successful exec names its interpreters too (`-F dir=/usr/lib -F perm=x` matches the
+    executions of every program that the ELF loader in /usr/lib runs), a failed one only
+    the program (failures after the loader is opened aside: running out of memory).
+
+    Returns:
+        `tree` for a `dir=` tree watch over one (exit list: it matches the successful
+        executions), `watch` for a watch on one (the inode hash, whose order against the
+        program's own watches is not modelled: unknown), None when it names none.
+    """
+    for interpreter in program.interpreters:
+        if field.ambiguous and (
+            _identifies(str(field.value), interpreter, ctx)
+            or _under(str(field.value), interpreter, ctx)
+        ):
+            return "watch"
+        if field.name == "path" and _identifies(str(field.value), interpreter, ctx):
+            return "watch"
+        if field.name == "dir" and _under(str(field.value), interpreter, ctx):
+            return "tree"
+    return None
 
 
 def _on_names(program: ExecFile, test: Callable[[NamedFile], bool]) -> bool | None:
@@ -485,7 +523,11 @@ class _Evaluator:
             as_dir = _under(str(field.value), program, self.ctx)
             if field.ambiguous and as_path != as_dir:
                 return None  # `auditctl -l` does not say which of the two it is
-            return as_path if name == "path" else as_dir
+            matched = as_path if name == "path" else as_dir
+            other = None if matched else _names_other_file(field, program, self.ctx)
+            if other is not None:
+                return bool(event["success"]) if other == "tree" else None
+            return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
             return _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
@@ -1230,7 +1272,11 @@ class _Symbolic:
             as_dir = _under(str(field.value), program, self.ctx)
             if field.ambiguous and as_path != as_dir:
                 return None
-            return as_path if name == "path" else as_dir
+            matched = as_path if name == "path" else as_dir
+            other = None if matched else _names_other_file(field, program, self.ctx)
+            if other is not None:
+                return self.where("exit", "=", 0) if other == "tree" else None
+            return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
             return _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
