@@ -1492,9 +1492,13 @@ def _walk(
                 symbolic, rules, position, box, case=case, taken=taken, good=good, failures=failures
             )
         elif bad(rule):
-            found = taken.first(box)
-            if found is not None:
-                failures.append(_Hit(found[0], found[1], rule, case, position))
+            # Only the least failure is reported: a box whose first event ranks after one
+            # found already cannot hold a lesser one (thousands of `never` rules on other
+            # programs' failed execs, `-F exe=`, need no search each).
+            if not failures or min(hit.rank for hit in failures) > ranker(box):
+                found = taken.first(box)
+                if found is not None:
+                    failures.append(_Hit(found[0], found[1], rule, case, position))
         elif taken.reaches(box):
             good.append(position)
         if not unknown:
