@@ -7,7 +7,8 @@ kernel records a SYSCALL record carrying an acceptable key:
 
 - the task list does not exempt the task (`-a never,task`),
 - the first matching rule on the exit list (kernel order: `-A` rules first) has action
-  `always` and a key (the pinned key with `--key`),
+  `always` and a key (the pinned key with `--key`); a keyless watch records with the key
+  of the first matching syscall rule after it (`_borrows`),
 - no exclude rule drops SYSCALL records.
 
 The event space is infinite, but every rule condition compares one event attribute with
@@ -638,12 +639,17 @@ def _in_inode_hash(rule: Rule) -> bool | None:
 def _borrows(rule: Rule) -> bool:
     """Whether a record decided by `rule` carries the key of a syscall rule instead.
 
-    At syscall exit the kernel runs the exit list (`audit_filter_syscall`), then the
-    rules of the inode hash (`audit_filter_inodes`); a rule's priority (its place in the
-    list order) lets the inode pass override only a later syscall rule, so the first
-    matching rule in list order decides the action. But a rule without a key leaves the
-    key that the syscall pass set: a keyless `always` watch records the event with the
-    key of the first matching syscall rule (whatever its action), or with none.
+    At syscall exit (kernel/auditsc.c, `__audit_syscall_exit`) the kernel runs the exit
+    list (`audit_filter_syscall`), then the rules of the inode hash for each name the
+    syscall collected (`audit_filter_inodes`). Every exit rule has a priority from its
+    place in the list (`audit_add_rule`: `-A` above all, `-a` below all), and
+    `audit_filter_rules` skips a rule whose priority is not above the one that matched
+    already: the inode pass overrides only a later syscall rule, so the first matching
+    rule in list order decides the action (`never` in either pass included). But a rule
+    sets `ctx->filterkey` only when it has a key (reset at every syscall's end): a keyless
+    `always` watch records the event with the key of the first matching syscall rule
+    (whatever its action), or with none. Confirmed on the kernel by
+    tests/test_kernel.py::TestExecutionsInTheKernel.
     """
     return rule.action == "always" and not rule.keys and _in_inode_hash(rule) is True
 
