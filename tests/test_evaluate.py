@@ -17,6 +17,7 @@ from kmod_audit.evaluate import (
     Context,
     Coverage,
     ExecFile,
+    NamedFile,
     Target,
     _Evaluator,
     _judge_event,
@@ -217,16 +218,170 @@ class TestExecutions:
         assert self.judge(text, program)
 
     def test_exe_field(self, layout: tuple[Path, ExecFile]) -> None:
-        """An execve rule filtered on exe= the real binary covers its executions."""
+        """`exe=` the real binary covers its successful executions only.
+
+        A failed exec leaves the caller running its own program, which is what `exe=`
+        compares at syscall exit; a rule for the failures completes the cover.
+        """
         root, program = layout
         text = f"-a always,exit -F arch=b64 -S execve -F exe={root}/bin/kmod -k k\n"
-        assert self.judge(text, program)
+        assert not self.judge(text, program)
+        failures = "-a always,exit -F arch=b64 -S execve -F success=0 -k k\n"
+        assert self.judge(text + failures, program)
         other = f"-a always,exit -F arch=b64 -S execve -F exe={root}/sbin/insmod -k k\n"
-        assert not self.judge(other, program)
+        assert not self.judge(other + failures, program)
 
     def test_module_syscalls_ignore_watches(self) -> None:
         """A watch never records a module syscall (no path names are involved)."""
         assert not covered("-w /usr/bin/kmod -p x -k k\n", target(B64, "init_module"))
+
+
+KMOD_EXEC = target(B64, "execve", ExecFile("/usr/bin/kmod"))
+EXECVE = "-a always,exit -F arch=b64 -S execve"
+
+
+def _reason(text: str, tgt: Target = KMOD_EXEC, ctx: Context | None = None) -> str:
+    ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    return evaluate(ruleset, tgt, ctx or Context(live=False)).reason()
+
+
+class TestExecutableAtExit:
+    """`exe=` compares the executable at syscall exit: the program, or the caller's.
+
+    After a failed exec the caller runs on (TestExecutionsInTheKernel in test_kernel.py).
+    """
+
+    def test_exe_equal_misses_failed_executions(self) -> None:
+        """`exe=kmod` does not record a failed exec of kmod by another program."""
+        expected = "b64 execve of /usr/bin/kmod (auid=1000, success=no): no loaded rule matches it"
+        assert expected == _reason(f"{EXECVE} -F exe=/usr/bin/kmod -k mod\n")
+
+    def test_exe_not_equal_misses_successful_executions(self) -> None:
+        """With failures recorded by `exe!=kmod`, the successful exec is the one missed."""
+        text = f"{EXECVE} -F exe!=/usr/bin/kmod -k mod\n{EXECVE} -F success=0 -k k\n"
+        expected = "b64 execve of /usr/bin/kmod (auid=1000, success=yes): no loaded rule matches it"
+        assert expected == _reason(text)
+
+    def test_exe_of_the_caller_is_shown(self) -> None:
+        """A failed exec by a process running kmod itself is not matched by `exe!=kmod`."""
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=no, exe=/usr/bin/kmod, the "
+            "caller's own program, which a failed exec leaves running): no loaded rule matches it"
+        )
+        assert expected == _reason(f"{EXECVE} -F exe!=/usr/bin/kmod -k mod\n")
+
+
+class TestInterpreters:
+    """A successful exec names the program's interpreters too (the ELF loader)."""
+
+    def test_never_tree_over_the_loader_suppresses_successful_executions(self) -> None:
+        """`-A never,exit -F dir=<loader's directory> -F perm=x` hides successful execs."""
+        loaded = target(
+            B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(ExecFile("/lib64/ld.so"),))
+        )
+        text = f"-A never,exit -F dir=/lib64 -F perm=x\n{EXECVE} -k k\n"
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=yes): first matching rule is "
+            "t.rules:1 `-A never,exit -F dir=/lib64 -F perm=x` (action never)"
+        )
+        assert expected == _reason(text, loaded)
+
+
+class TestInodePassKeepsTheKey:
+    """Watches are matched after the syscall rules; a keyless one keeps their key."""
+
+    def test_keyless_watch_before_a_keyed_syscall_rule_covers(self) -> None:
+        """`-w kmod -p x` (no key) first, then a keyed execve rule: recorded with its key."""
+        text = f"-w /usr/bin/kmod -p x\n{EXECVE} -k k\n"
+        expected = f"b64 execve of /usr/bin/kmod: recorded by t.rules:2 `{EXECVE} -k k`"
+        assert expected == _reason(text)
+
+    def test_keyed_never_rule_lends_its_key(self) -> None:
+        """The key of a later `never` syscall rule is the key the watch's record carries."""
+        assert covered(
+            "-w /usr/bin/kmod -p x\n-a never,exit -F arch=b64 -S execve -k nk\n", KMOD_EXEC
+        )
+        pinned = Context(key="k", live=False)
+        assert not covered(
+            "-w /usr/bin/kmod -p x\n-a never,exit -F arch=b64 -S execve -k nk\n", KMOD_EXEC, pinned
+        )
+
+    def test_keyless_watch_without_a_lender(self) -> None:
+        """A failed exec that no keyed syscall rule matches is recorded without a key."""
+        text = f"-w /usr/bin/kmod -p x\n{EXECVE} -F success=1 -k k\n"
+        expected = (
+            "b64 execve of /usr/bin/kmod (auid=1000, success=no): first matching rule is the "
+            "watch t.rules:1 `-w /usr/bin/kmod -p x`, which has no key, and no syscall rule "
+            "matches it to lend it one"
+        )
+        assert expected == _reason(text)
+
+    def test_tree_watch_stays_on_the_exit_list(self) -> None:
+        """A keyless `dir=` tree watch first decides: no key (it is not in the inode hash)."""
+        text = f"-a always,exit -F dir=/usr/bin -F perm=x\n{EXECVE} -k k\n"
+        assert not covered(text, KMOD_EXEC)
+
+    def test_never_before_a_watch_still_suppresses(self) -> None:
+        """Rule priority keeps list order: a `never` syscall rule before a watch wins."""
+        assert not covered(
+            "-a never,exit -F arch=b64 -S execve\n-w /usr/bin/kmod -p x -k w\n", KMOD_EXEC
+        )
+
+
+#: kmod as read on a live machine: a root-owned regular file, its ELF loader likewise.
+ROOT_KMOD = target(
+    B64,
+    "execve",
+    ExecFile("/usr/bin/kmod", names=(NamedFile(0, 0, 0o100755), NamedFile(0, 0, 0o100755))),
+)
+#: kmod owned by uid 1000 (its loader still root's).
+USER_KMOD = target(
+    B64,
+    "execve",
+    ExecFile("/usr/bin/kmod", names=(NamedFile(1000, 100, 0o100755), NamedFile(0, 0, 0o100755))),
+)
+PATH_RULE = "-a always,exit -F path=/usr/bin/kmod -F perm=x"
+
+
+class TestConditionsOnTheFile:
+    """`obj_uid`, `obj_gid`, `filetype` and `-C ...obj_uid` are decided from the files."""
+
+    @pytest.mark.parametrize(
+        "condition",
+        [
+            "-F obj_uid=0",
+            "-F obj_gid=0",
+            "-F filetype=file",
+            "-F filetype!=dir",
+            "-C auid!=obj_uid",
+        ],
+    )
+    def test_true_on_the_file_covers(self, condition: str) -> None:
+        """A condition the root-owned regular kmod file meets does not hinder coverage."""
+        assert covered(f"{PATH_RULE} {condition} -k k\n", ROOT_KMOD)
+
+    @pytest.mark.parametrize(
+        "condition", ["-F obj_uid=1000", "-F filetype=dir", "-F filetype!=file", "-C auid=obj_uid"]
+    )
+    def test_false_on_every_file_does_not_suppress(self, condition: str) -> None:
+        """A `never` rule whose condition no named file meets never matches."""
+        text = f"-a never,exit -F arch=b64 -S execve {condition}\n{PATH_RULE} -k k\n"
+        assert covered(text, ROOT_KMOD)
+
+    def test_interpreter_may_match_after_success(self) -> None:
+        """`obj_uid!=1000` on a user-owned kmod matches only through the loader: unknown."""
+        text = f"-a never,exit -F arch=b64 -S execve -F obj_uid!=1000\n{PATH_RULE} -k k\n"
+        assert not covered(text, USER_KMOD)
+        loader = f"-a never,exit -F arch=b64 -S execve -F obj_uid=0\n{PATH_RULE} -k k\n"
+        assert not covered(loader, USER_KMOD)
+
+    def test_offline_says_why(self) -> None:
+        """Without the machine's files the worst case counts, and the reason says so."""
+        reason = _reason(f"{PATH_RULE} -F obj_uid=0 -k k\n")
+        assert reason.endswith(
+            "; the owner and type of /usr/bin/kmod (and of its interpreter) are read only when "
+            "judging the live machine, so the worst case counts here"
+        )
 
 
 def _ruleset(text: str) -> RuleSet:
@@ -435,6 +590,26 @@ _MORE_FIELDS = st.one_of(
     _family("egid", ("<", ">="), ("100", "101")),
     _family("auid", ("<=", ">"), ("499", "500", "1000")),
     st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+    _family("obj_uid", ("=", "!="), ("0", "1000")),
+    _family("filetype", ("=", "!="), ("file", "dir")),
+    st.sampled_from(("-C auid=obj_uid", "-C auid!=obj_uid", "-C uid!=obj_uid", "-C gid=obj_gid")),
+)
+#: Watches and path rules on kmod (the kernel's inode pass, `_borrows`) and a tree watch.
+_WATCH_LINES = st.sampled_from(
+    (
+        "-w /usr/bin/kmod -p x",
+        "-w /usr/bin/kmod -p x -k k",
+        "-w /usr/bin/kmod -p x -k other",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F success=0",
+        "-A always,exit -F path=/usr/bin/kmod -F perm=x -F a0&2",
+        "-a never,exit -F path=/usr/bin/kmod -F perm=x -F uid=0",
+        "-a always,exit -F dir=/usr/bin -F perm=x",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F obj_uid=0 -F exe!=/bin/true",
+        "-A never,exit -F dir=/lib64 -F perm=x",
+        "-a always,exit -F dir=/lib64 -F perm=x -k k",
+        "-a never,exit -F path=/lib64/ld-linux-x86-64.so.2 -F perm=x",
+    )
 )
 
 
@@ -491,10 +666,17 @@ class TestPruningIsExact:
         assert pruned.events <= full.events or not full.covered
 
 
+#: The files an exec of kmod names (kmod, then the ELF loader) as read live, two ways.
+_ROOT_OWNED = (NamedFile(0, 0, 0o100755), NamedFile(0, 0, 0o100755))
+_USER_OWNED = (NamedFile(1000, 100, 0o100755), NamedFile(0, 0, 0o100755))
+_LOADER = ExecFile("/lib64/ld-linux-x86-64.so.2")
 _TARGETS = (
     target(B64, "init_module"),
     target(B32, "finit_module"),
     target(B64, "execve", ExecFile("/usr/bin/kmod")),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", names=_ROOT_OWNED)),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", names=_USER_OWNED)),
+    target(B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(_LOADER,))),
 )
 _CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
 
@@ -517,7 +699,7 @@ class TestSymbolicEqualsEnumeration:
 
     @settings(max_examples=1000, deadline=None)
     @given(
-        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
+        lines=st.lists(st.one_of(_rule_lines(_MORE_FIELDS), _WATCH_LINES), min_size=1, max_size=5),
         others=st.lists(
             st.sampled_from(
                 (

@@ -6,15 +6,29 @@ status afterwards, even when a test fails; nothing here sets `-e 2` or `-f 2`).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
+import os
+import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from _exec_stimulus import exec_records
 from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl
 from kmod_audit import netlink
+from kmod_audit.evaluate import (
+    Context,
+    ExecFile,
+    Target,
+    _Evaluator,
+    _judge_event,
+    _relevant_exit_rules,
+    evaluate,
+)
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import PROFILES
 from kmod_audit.rules import parse_rules
@@ -192,3 +206,182 @@ class TestKernelAgreesWithTheEvaluator:
         ]
         assert 2 * 2 * 3 == len(in_scope)  # two actors, two ABIs, three syscalls
         assert {"recorded"} == {e["verdict"] for e in in_scope}
+
+
+#: The ELF loader of x86_64 programs (PT_INTERP of /usr/bin/kmod).
+X86_64_LOADER = "/lib64/ld-linux-x86-64.so.2"
+#: Rules about executions of a kmod copy (KM, in the directory DIR), judged by the kernel:
+#: (id, rules, owner of the copy). Each was a disagreement between the model and the kernel.
+EXEC_CASES = [
+    # exe= is the process's executable at syscall exit: after a failed exec, the caller's.
+    ("exe-equal", "-a always,exit -F arch=b64 -S execve -F exe=KM -k mod", 0),
+    ("exe-not-equal", "-a always,exit -F arch=b64 -S execve -F exe!=KM -k mod", 0),
+    # The inode pass (watches) runs after the syscall rules; a keyless match keeps their key.
+    ("keyless-watch-first", "-w KM -p x\n-a always,exit -F arch=b64 -S execve -k k", 0),
+    (
+        "keyless-watch-keyed-never",
+        "-w KM -p x\n-a never,exit -F arch=b64 -S execve -k nk",
+        0,
+    ),
+    (
+        "keyless-path-rule-first",
+        "-a always,exit -F path=KM -F perm=x\n-a always,exit -F arch=b64 -S execve -k k",
+        0,
+    ),
+    # Controls: a dir= tree watch stays on the exit list; rule priority keeps file order.
+    (
+        "keyless-tree-watch-first",
+        "-a always,exit -F dir=DIR -F perm=x\n-a always,exit -F arch=b64 -S execve -k k",
+        0,
+    ),
+    ("never-before-watch", "-a never,exit -F arch=b64 -S execve\n-w KM -p x -k w", 0),
+    (
+        "prepended-never-watch",
+        "-a always,exit -F arch=b64 -S execve -k s\n-A never,exit -F path=KM -F perm=x",
+        0,
+    ),
+    # A successful exec names the ELF loader too: tree watches over it match (LOADER: its
+    # directory).
+    (
+        "never-tree-over-the-loader",
+        "-A never,exit -F dir=LOADER -F perm=x\n-a always,exit -F arch=b64 -S execve -k k",
+        0,
+    ),
+    ("tree-over-the-loader", "-a always,exit -F dir=LOADER -F perm=x -k lib", 0),
+    # obj_uid, filetype and -C ...obj_uid are decided from the file (and its interpreter).
+    ("obj-uid-root", "-a always,exit -F path=KM -F perm=x -F obj_uid=0 -k o", 0),
+    ("filetype-file", "-a always,exit -F arch=b64 -S execve -F filetype=file -k f", 0),
+    ("auid-not-owner", "-a always,exit -F arch=b64 -S execve -C auid!=obj_uid -k c", 0),
+    (
+        "never-for-user-owned",
+        (
+            "-a never,exit -F arch=b64 -S execve -F obj_uid=1000\n"
+            "-a always,exit -F arch=b64 -S execve -k k"
+        ),
+        1000,
+    ),
+]
+
+
+@pytest.mark.root
+class TestExecutionsInTheKernel:
+    """The kernel records the executions of a kmod copy as `check` judges them.
+
+    The rules go through `auditctl -R` into the kernel; a child with login uid 1000
+    executes the copy once successfully and once failing with E2BIG (it then still runs
+    Python); its SYSCALL records are read from the audit multicast group.
+    """
+
+    @pytest.mark.parametrize(
+        ("rules", "owner"), [c[1:] for c in EXEC_CASES], ids=[c[0] for c in EXEC_CASES]
+    )
+    def test_model_agrees_with_kernel(
+        self, host_audit: HostAudit, tmp_path: Path, rules: str, owner: int
+    ) -> None:
+        """Each execution is recorded with a key exactly when the model says so."""
+        program = tmp_path / "bin" / "kmod"
+        program.parent.mkdir()
+        shutil.copy2("/usr/bin/kmod", program)
+        os.chown(program, owner, 0)
+        executed = ExecFile.at(str(program), live=True)
+        loader = os.path.dirname(os.path.realpath(X86_64_LOADER))
+        text = rules.replace("KM", str(program)).replace("DIR", str(program.parent))
+        text = text.replace("LOADER", loader) + "\n"
+        loaded = host_audit.load(text)
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+        kernel = {fail: exec_records(str(program), auid=1000, fail=fail) for fail in (False, True)}
+
+        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=True), live=True)
+        target = Target(X86_64.native, "execve", 59, executed)
+        ctx = Context()
+        exit_rules = _relevant_exit_rules(ruleset.exit, target)
+        model = {}
+        for fail, records in kernel.items():
+            caller = os.path.realpath(sys.executable)
+            event: dict[str, int | str | bool] = {
+                "auid": 1000,
+                "uid": 0,
+                "gid": 0,
+                "success": not fail,
+                "exit": (-errno.E2BIG) & 0xFFFFFFFF if fail else 0,
+                "a0": 0,
+                "a1": 0,
+                "a2": 0,
+                "a3": 0,
+                "pid": 1000,
+                "ppid": 1,
+                "pers": 0,
+                "sessionid": 1,
+                "exe": caller if fail else executed.path,
+            }
+            verdicts = {
+                o.verdict
+                for o in _judge_event(_Evaluator(target, ctx), ruleset, exit_rules, event, ctx)
+            }
+            model[fail] = (
+                "recorded"
+                if verdicts == {"covered"}
+                else ("not recorded" if "covered" not in verdicts else f"unsure {sorted(verdicts)}")
+            )
+            assert [r.exe for r in records] == [event["exe"]] * len(records)
+        seen = {
+            fail: "recorded" if any(r.key for r in records) else "not recorded"
+            for fail, records in kernel.items()
+        }
+        assert seen == model
+        coverage = evaluate(ruleset, target, ctx)
+        if coverage.covered:
+            assert {"recorded"} == set(seen.values())
+
+    @pytest.mark.parametrize(
+        ("rules", "code", "unrecorded"),
+        [
+            pytest.param(
+                "-w KM -p x\n"
+                "-a always,exit -F arch=b64 -S execve,execveat -k k\n"
+                "-a always,exit -F arch=b32 -S execve,execveat -k k\n",
+                0,
+                [],
+                id="keyless-watch-then-execve",
+            ),
+            pytest.param(
+                "-a always,exit -F arch=b64 -S execve,execveat -F exe=KM -k mod\n"
+                "-a always,exit -F arch=b32 -S execve,execveat -F exe=KM -k mod\n",
+                1,
+                [True],
+                id="execve-exe-equal",
+            ),
+        ],
+    )
+    def test_check_running_agrees_with_kernel(
+        self,
+        host_audit: HostAudit,
+        run_cli: RunCli,
+        tmp_path: Path,
+        rules: str,
+        code: int,
+        unrecorded: list[bool],
+    ) -> None:
+        """`check --running` judges the kmod requirement of al2023-stig as the kernel records.
+
+        The kernel records every b64 execve of the copy with a key, or misses the failed one.
+        """
+        program = tmp_path / "bin" / "kmod"
+        program.parent.mkdir()
+        shutil.copy2("/usr/bin/kmod", program)
+        modules = "-a always,exit -F arch=b64 -S init_module,finit_module,create_module -k m\n"
+        loaded = host_audit.load(modules + rules.replace("KM", str(program)))
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+        missed = [
+            fail
+            for fail in (False, True)
+            if not any(r.key for r in exec_records(str(program), auid=1000, fail=fail))
+        ]
+        assert unrecorded == missed
+        options = ["--profile", "al2023-stig", "--kmod-path", str(program)]
+        checked = run_cli("check", "--running", *options)
+        assert code == checked.code, checked.out + checked.err
+        if code:
+            assert f"[fail] b64 execve of {program} (auid=1000, success=no)" in checked.out

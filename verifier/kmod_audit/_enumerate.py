@@ -32,6 +32,7 @@ from .evaluate import (
     _dimension,
     _Evaluator,
     _judge_event,
+    _name_owner,
     _relevant_exit_rules,
 )
 from .loader import RuleSet
@@ -76,7 +77,15 @@ def _dimensions(
     fields: Iterable[Field], target: Target, ctx: Context
 ) -> list[tuple[str, list[int | str | bool]]]:
     """The event attributes the conditions look at, each with its representative values."""
+    fields = list(fields)
     constants = _constants(fields)
+    for field in fields:
+        # `-C auid=obj_uid`: the owner of the files an exec names cuts the other side.
+        sides = (field.name, str(field.value))
+        for mine, other in (sides, sides[::-1]):
+            owner = _name_owner(mine, target.program) if field.compare else None
+            if owner is not None:
+                constants.setdefault(_dimension(other), set()).add(owner)
     dims: list[tuple[str, list[int | str | bool]]] = []
     # The user's own uid is their auid, so uid constants cut the auid range too.
     auid_values = _around(
@@ -112,18 +121,28 @@ def _dimensions(
         dims.append(("pers", list(_around(constants["pers"], 0, U32, [0]))))
     if "sessionid" in constants:
         dims.append(("sessionid", list(_around(constants["sessionid"], 0, U32 - 1, [1]))))
-    if "exe" in constants and target.program is None:
-        names: list[int | str | bool] = sorted(str(v) for v in constants["exe"])
+    if "exe" in constants:
+        paths = {str(v) for v in constants["exe"]}
+        if target.program is not None:
+            paths.add(target.program.path)  # what a successful exec runs
+        names: list[int | str | bool] = sorted(paths)
         dims.append(("exe", ["(another program)", *names]))
     return dims
 
 
 def _events(
-    dims: list[tuple[str, list[int | str | bool]]],
+    dims: list[tuple[str, list[int | str | bool]]], target: Target
 ) -> Iterator[dict[str, int | str | bool]]:
     names = [name for name, _ in dims]
+    program = target.program
     for combo in itertools.product(*(values for _, values in dims)):
         event = dict(zip(names, combo, strict=True))
+        if (
+            program is not None
+            and event["success"]
+            and event.get("exe", program.path) != (program.path)
+        ):
+            continue  # a successful exec runs the program
         if "uid" in event:
             event["uid"] = 0 if event["uid"] == "root" else int(event["auid"])
         if "exit" in event:
@@ -149,7 +168,7 @@ def _constant_truth(evaluator: _Evaluator, field: Field) -> bool | None:
     if field.op not in _ORDERED_OPS:
         return None
     dims = _dimensions([field], evaluator.target, evaluator.ctx)
-    seen = {evaluator.field(field, event, task=False) for event in _events(dims)}
+    seen = {evaluator.field(field, event, task=False) for event in _events(dims, evaluator.target)}
     return seen.pop() if len(seen) == 1 else None
 
 
@@ -224,14 +243,20 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = Tr
     covering: dict[int, Rule] = {}
     count = 0
     failed: Coverage | None = None
-    for event in _events(dims):
+    for event in _events(dims, target):
         count += 1
         for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx):
             if outcome.verdict == "covered":
                 assert outcome.rule is not None  # noqa: S101 - covered implies a rule
                 covering.setdefault(order[id(outcome.rule)], outcome.rule)
             elif failed is None:
-                shown = {k: v for k, v in event.items() if k != "exe" or v != "(another program)"}
+                # After a successful exec the program runs: its exe is implied.
+                implied = target.program is not None and bool(event["success"])
+                shown = {
+                    k: v
+                    for k, v in event.items()
+                    if k != "exe" or (v != "(another program)" and not implied)
+                }
                 failed = Coverage(
                     target=target,
                     covered=False,

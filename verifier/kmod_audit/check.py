@@ -248,7 +248,8 @@ class _Judge:
         if outcome is not None and outcome.verdict == "never":
             reason += "; remove or narrow that rule, or put the fix lines before it (-A)"
         if target.program is not None and outcome is not None and outcome.verdict == "unmatched":
-            reason += "".join(f"; {hint}" for hint in _watch_hints(self.ruleset, target.program))
+            hints = _watch_hints(self.ruleset, target.program, target.number)
+            reason += "".join(f"; {hint}" for hint in hints)
         stopped = self.ruleset.stopped_at
         if self.hypothetical is not None and stopped is not None:
             would = evaluate(self.hypothetical, target, self.options.context())
@@ -264,7 +265,7 @@ class _Judge:
         return CheckResult(target=label, status="fail", reason=reason, rules=described)
 
 
-def _watch_hints(ruleset: RuleSet, program: ExecFile) -> list[str]:
+def _watch_hints(ruleset: RuleSet, program: ExecFile, number: int) -> list[str]:
     """Explain execution rules that name the program but cannot fire for it."""
     hints: list[str] = []
     for rule in ruleset.exit:
@@ -278,6 +279,14 @@ def _watch_hints(ruleset: RuleSet, program: ExecFile) -> list[str]:
                     hints.append(
                         f"{rule.origin} watches {path} with -p {perm.text}, which lacks x "
                         "(execution)"
+                    )
+                relevant = rule.syscalls is None or number in rule.syscalls
+                if field.name == "exe" and field.op == "=" and relevant:
+                    hints.append(
+                        f"{rule.origin} filters on exe={path}, which matches only the "
+                        "executions that succeed: after a failed exec the process still runs "
+                        f"the caller's program; watch the file (-F path={program.path} "
+                        "-F perm=x) to record every execution"
                     )
             elif os.path.realpath(path) == program.path and os.path.islink(path):
                 hints.append(

@@ -7,7 +7,8 @@ kernel records a SYSCALL record carrying an acceptable key:
 
 - the task list does not exempt the task (`-a never,task`),
 - the first matching rule on the exit list (kernel order: `-A` rules first) has action
-  `always` and a key (the pinned key with `--key`),
+  `always` and a key (the pinned key with `--key`); a keyless watch records with the key
+  of the first matching syscall rule after it (`_borrows`),
 - no exclude rule drops SYSCALL records.
 
 The event space is infinite, but every rule condition compares one event attribute with
@@ -36,6 +37,8 @@ import errno
 import functools
 import heapq
 import os
+import stat
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
@@ -52,7 +55,7 @@ from .rules import (
 )
 from .syscalls import Abi
 
-__all__ = ["Context", "Coverage", "ExecFile", "Outcome", "Target", "evaluate"]
+__all__ = ["Context", "Coverage", "ExecFile", "NamedFile", "Outcome", "Target", "evaluate"]
 
 U32: Final = 0xFFFFFFFF
 SYSCALL_RECORD: Final = 1300
@@ -78,16 +81,40 @@ _NAME_FIELDS: Final = frozenset(
 
 
 @attrs.frozen
+class NamedFile:
+    """What the kernel knows of a file an exec names (an audit_names entry).
+
+    Attributes:
+        uid: Its owner (`obj_uid`).
+        gid: Its group (`obj_gid`).
+        mode: Its st_mode (`filetype` compares the S_IFMT bits).
+    """
+
+    uid: int
+    gid: int
+    mode: int
+
+
+@attrs.frozen
 class ExecFile:
     """A program whose executions must be recorded (the kmod binary).
 
     Attributes:
         path: Its real path (what `--kmod-path` names).
         identity: (st_dev, st_ino) when it exists on this machine, for live matching.
+        names: The files an exec of it names, as read on this machine: the program
+            itself (named by every exec of it that gets as far as opening it), then its
+            interpreters (`#!`, the ELF loader), which a successful exec opens too. None
+            when not read (offline, a foreign root, or unreadable): conditions on them
+            (`obj_uid`, `obj_gid`, `filetype`, `-C auid=obj_uid`) are then unknown.
+        interpreters: Its interpreters as read on this machine (`#!`, the ELF loader):
+            watches on them may match its executions too. Empty when not read.
     """
 
     path: str
     identity: tuple[int, int] | None = None
+    names: tuple[NamedFile, ...] | None = None
+    interpreters: tuple[ExecFile, ...] = ()
 
     @classmethod
     def at(cls, path: str, *, live: bool) -> ExecFile:
@@ -97,8 +124,125 @@ class ExecFile:
                 info = os.stat(path)
             except OSError:
                 return cls(os.path.normpath(path))
-            return cls(os.path.realpath(path), (info.st_dev, info.st_ino))
+            real = os.path.realpath(path)
+            named = _named_files(real)
+            if named is None:
+                return cls(real, (info.st_dev, info.st_ino))
+            return cls(real, (info.st_dev, info.st_ino), named[0], named[1])
         return cls(os.path.normpath(path))
+
+
+_PT_INTERP: Final = 3
+
+
+def _interpreter(path: str) -> str | None:
+    """The interpreter an exec of `path` opens (`#!` line or ELF PT_INTERP), if any.
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: Its header is not one we can read.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+        if head.startswith(b"#!"):
+            words = head[2:].split(b"\n", 1)[0].split()
+            return os.fsdecode(words[0]) if words else None
+        if not head.startswith(b"\x7fELF") or len(head) < 64:
+            raise ValueError(path)
+        wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
+        header = struct.Struct(order + ("32xQ14xHH" if wide else "28xI10xHH"))
+        phoff, phentsize, phnum = header.unpack_from(head)
+        entry = struct.Struct(order + ("I4xQ16xQ" if wide else "II8xI"))
+        for index in range(phnum):
+            handle.seek(phoff + index * phentsize)
+            raw = handle.read(entry.size)
+            if len(raw) < entry.size:
+                raise ValueError(path)
+            kind, offset, size = entry.unpack(raw)
+            if kind == _PT_INTERP:
+                handle.seek(offset)
+                return os.fsdecode(handle.read(size).split(b"\0", 1)[0])
+    return None
+
+
+def _named_files(path: str) -> tuple[tuple[NamedFile, ...], tuple[ExecFile, ...]] | None:
+    """The files an exec of `path` names: it, then its interpreters (None: unreadable).
+
+    Returns:
+        What the kernel records of each, and the interpreters (for watches on them).
+    """
+    found: list[NamedFile] = []
+    interpreters: list[ExecFile] = []
+    current: str | None = path
+    try:
+        while current is not None and len(found) < 5:  # binfmt_script nests up to 4 deep
+            info = os.stat(current)
+            found.append(NamedFile(info.st_uid, info.st_gid, info.st_mode))
+            if current != path:
+                interpreters.append(ExecFile(os.path.realpath(current), (info.st_dev, info.st_ino)))
+            current = _interpreter(current)
+    except (OSError, ValueError, struct.error):
+        return None
+    return tuple(found), tuple(interpreters)
+
+
+def _names_other_file(field: Field, program: ExecFile, ctx: Context) -> str | None:
+    """How the `path=`/`dir=` of `field` names an interpreter of `program`, if it does.
+
+    A successful exec names its interpreters too (`-F dir=/usr/lib -F perm=x` matches the
+    executions of every program that the ELF loader in /usr/lib runs), a failed one only
+    the program (failures after the loader is opened aside: running out of memory).
+
+    Returns:
+        `tree` for a `dir=` tree watch over one (exit list: it matches the successful
+        executions), `watch` for a watch on one (the inode hash, whose order against the
+        program's own watches is not modelled: unknown), None when it names none.
+    """
+    for interpreter in program.interpreters:
+        if field.ambiguous and (
+            _identifies(str(field.value), interpreter, ctx)
+            or _under(str(field.value), interpreter, ctx)
+        ):
+            return "watch"
+        if field.name == "path" and _identifies(str(field.value), interpreter, ctx):
+            return "watch"
+        if field.name == "dir" and _under(str(field.value), interpreter, ctx):
+            return "tree"
+    return None
+
+
+def _on_names(program: ExecFile, test: Callable[[NamedFile], bool]) -> bool | None:
+    """Whether some file the exec names passes `test` (how the kernel reads `obj_uid`...).
+
+    The program itself is named by every exec of it; its interpreters only by those that
+    get as far as opening them (not by a failed one, as a rule). So: true when the
+    program passes, false when no file does, unknown otherwise (or when not read).
+    """
+    if program.names is None:
+        return None
+    if test(program.names[0]):
+        return True
+    return None if any(test(named) for named in program.names[1:]) else False
+
+
+def _name_field(field: Field, program: ExecFile) -> bool | None:
+    """`obj_uid`, `obj_gid` or `filetype` on an exec of `program` (kernel/auditsc.c)."""
+    value = int(field.value)
+    if field.name == "filetype":
+        # audit_match_filetype: some name has that type; `!=` negates the result.
+        found = _on_names(program, lambda named: stat.S_IFMT(named.mode) == value)
+        return found if found is None or field.op == "=" else not found
+    attribute = "uid" if field.name == "obj_uid" else "gid"
+    return _on_names(program, lambda named: _compare(getattr(named, attribute), field.op, value))
+
+
+def _name_owner(name: str, program: ExecFile | None) -> int | None:
+    """The value `-C ...=obj_uid` (`obj_gid`) compares with: shared by every name, else None."""
+    if program is None or program.names is None:
+        return None
+    attribute = "uid" if name == "obj_uid" else "gid"
+    values = {getattr(named, attribute) for named in program.names}
+    return values.pop() if len(values) == 1 else None
 
 
 @attrs.frozen
@@ -150,11 +294,16 @@ class Outcome:
         verdict: `covered`, or why it is not recorded as required.
         rule: The deciding rule (None when no rule matches).
         uncertain: The field names that made a rule only *maybe* match.
+        lender: When `rule` is a keyless watch (the kernel's inode pass), the syscall
+            rule whose key the record carries (None: no syscall rule matches the event).
+        borrowed: Whether the verdict comes from the key of a later syscall rule.
     """
 
     verdict: Verdict
     rule: Rule | None
     uncertain: tuple[str, ...] = ()
+    lender: Rule | None = None
+    borrowed: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +338,8 @@ class Coverage:
             return f"{self.target}: recorded by {where}"
         assert self.outcome is not None  # noqa: S101 - set whenever covered is False
         event = describe_event(self.event or {})
+        if self.target.program is not None and "exe" in (self.event or {}):
+            event += ", the caller's own program, which a failed exec leaves running"
         rule = self.outcome.rule
         where = f"{rule.origin} `{rule.origin.text.strip()}`" if rule is not None else ""
         maybe = (
@@ -197,6 +348,8 @@ class Coverage:
             else ""
         )
         verdict = self.outcome.verdict
+        lender = self.outcome.lender
+        lent = f"{lender.origin} `{lender.origin.text.strip()}`" if lender is not None else ""
         text = {
             "never": f"first matching rule is {where} (action never){maybe}",
             "no-key": f"first matching rule is {where}, which has no key{maybe}",
@@ -207,10 +360,35 @@ class Coverage:
             "task-never": f"the task is never audited because of {where}{maybe}",
             "covered": "covered",
         }[verdict]
+        if self.outcome.borrowed:
+            # A keyless watch decides to record; the record carries the key of the first
+            # syscall rule that matches too (the kernel filters syscall rules first).
+            text = {
+                "no-key": f"first matching rule is the watch {where}, which has no key, and "
+                + (
+                    f"the first matching syscall rule {lent} has none to lend it"
+                    if lender is not None
+                    else "no syscall rule matches it to lend it one"
+                )
+                + maybe,
+                "wrong-key": f"first matching rule is the watch {where}, which has no key; "
+                f"the record carries the key {lender.key if lender else ''!r} of {lent}{maybe}",
+            }.get(verdict, text)
         if verdict == "unmatched" and self.outcome.uncertain:
             text = (
                 "no loaded rule surely matches it (kmod-audit cannot evaluate "
                 f"{', '.join(self.outcome.uncertain)})"
+            )
+        program = self.target.program
+        about_files = any(
+            name in condition
+            for condition in self.outcome.uncertain
+            for name in ("obj_uid", "obj_gid", "filetype")
+        )
+        if about_files and program is not None and program.names is None:
+            text += (
+                f"; the owner and type of {program.path} (and of its interpreter) are read "
+                "only when judging the live machine, so the worst case counts here"
             )
         return f"{self.target} ({event}): {text}"
 
@@ -315,10 +493,14 @@ class _Evaluator:
         if name == "exe" and field.ambiguous:
             return None  # read from auditctl -l: exe= or exe!=, which it prints alike
         if name == "exe":
-            if program is not None:
+            running = event.get("exe", _ANOTHER_PROGRAM)
+            if program is not None and (task or running == program.path):
+                # After a successful exec the process runs the program. (Task rules are
+                # judged at fork time; we keep judging them against the program.)
                 same = _identifies(str(field.value), program, self.ctx)
             else:
-                same = event["exe"] == field.value
+                # Module syscalls, and a failed exec: the caller's own program.
+                same = running == field.value
             return same if field.op == "=" else not same
         if task:
             # Task rules run at fork time without a syscall context: syscall-dependent
@@ -344,7 +526,13 @@ class _Evaluator:
             as_dir = _under(str(field.value), program, self.ctx)
             if field.ambiguous and as_path != as_dir:
                 return None  # `auditctl -l` does not say which of the two it is
-            return as_path if name == "path" else as_dir
+            matched = as_path if name == "path" else as_dir
+            other = None if matched else _names_other_file(field, program, self.ctx)
+            if other is not None:
+                return bool(event["success"]) if other == "tree" else None
+            return matched
+        if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
+            return _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
             # No path names are collected by module syscalls; an exec has some we do not model.
             return None if program is not None and name != "saddr_fam" else False
@@ -358,6 +546,8 @@ class _Evaluator:
                 return int(event["uid"])
             if name in GID_FIELDS - {"obj_gid"}:
                 return int(event["gid"])
+            if name in {"obj_uid", "obj_gid"}:
+                return _name_owner(name, self.target.program)
             return None
 
         left, right = value(field.name), value(str(field.value))
@@ -418,16 +608,85 @@ def _judge_event(
         if matched is True:
             break
     uncertain: list[str] = []
-    for rule in exit_rules:
+    for position, rule in enumerate(exit_rules):
         matched, unknown = evaluator.rule(rule, event)
         if matched is False:
             continue
         verdict: Verdict = "never" if rule.action == "never" else _key_ok(rule, ctx)
-        outcomes.append(Outcome(verdict, rule, unknown))
+        if _borrows(rule):
+            later = exit_rules[position + 1 :]
+            outcomes.extend(_lent(evaluator, rule, unknown, later, event=event, ctx=ctx))
+        else:
+            outcomes.append(Outcome(verdict, rule, unknown))
         if matched is True:
             return outcomes
         uncertain.extend(unknown)
     outcomes.append(Outcome("unmatched", None, tuple(dict.fromkeys(uncertain))))
+    return outcomes
+
+
+def _in_inode_hash(rule: Rule) -> bool | None:
+    """Whether the kernel keeps `rule` in its inode hash rather than on the exit list.
+
+    `audit_add_rule` files a rule with a watch (`path=`, a `-w` on a file) or an `inode=`
+    field under the watched inode; tree watches (`dir=`) stay on the exit list. None: a
+    `-w` read from `auditctl -l`, which may be either.
+    """
+    fields = [f for f in rule.fields if not f.compare and f.name in {"path", "dir", "inode"}]
+    if any(f.ambiguous for f in fields):
+        return None
+    return any(f.name in {"path", "inode"} for f in fields)
+
+
+def _borrows(rule: Rule) -> bool:
+    """Whether a record decided by `rule` carries the key of a syscall rule instead.
+
+    At syscall exit (kernel/auditsc.c, `__audit_syscall_exit`) the kernel runs the exit
+    list (`audit_filter_syscall`), then the rules of the inode hash for each name the
+    syscall collected (`audit_filter_inodes`). Every exit rule has a priority from its
+    place in the list (`audit_add_rule`: `-A` above all, `-a` below all), and
+    `audit_filter_rules` skips a rule whose priority is not above the one that matched
+    already: the inode pass overrides only a later syscall rule, so the first matching
+    rule in list order decides the action (`never` in either pass included). But a rule
+    sets `ctx->filterkey` only when it has a key (reset at every syscall's end): a keyless
+    `always` watch records the event with the key of the first matching syscall rule
+    (whatever its action), or with none. Confirmed on the kernel by
+    tests/test_kernel.py::TestExecutionsInTheKernel.
+    """
+    return rule.action == "always" and not rule.keys and _in_inode_hash(rule) is True
+
+
+def _lent(
+    evaluator: _Evaluator,
+    watch: Rule,
+    unknown: tuple[str, ...],
+    later: Sequence[Rule],
+    *,
+    event: dict[str, int | str | bool],
+    ctx: Context,
+) -> list[Outcome]:
+    """The outcomes of an event that the keyless watch `watch` records (see `_borrows`).
+
+    The key is that of the first syscall rule after it that matches the event: every rule
+    that may be it gives one outcome.
+    """
+    outcomes: list[Outcome] = []
+    uncertain = list(unknown)
+    for rule in later:
+        inode = _in_inode_hash(rule)
+        if inode is True:
+            continue
+        matched, maybe = evaluator.rule(rule, event)
+        if matched is False:
+            continue
+        verdict = _key_ok(rule, ctx)
+        both = tuple(dict.fromkeys([*unknown, *maybe]))
+        shown = rule if verdict == "covered" else watch
+        outcomes.append(Outcome(verdict, shown, both, lender=rule, borrowed=True))
+        if matched is True and inode is False:
+            return outcomes
+        uncertain.extend(maybe)
+    outcomes.append(Outcome("no-key", watch, tuple(dict.fromkeys(uncertain)), borrowed=True))
     return outcomes
 
 
@@ -929,6 +1188,8 @@ class _Symbolic:
     domains: dict[str, _Set] = attrs.Factory(dict)
     #: Conditions by (id of the field, case, task list): fields live as long as the rules.
     conditions: dict[tuple[int, int, bool], _Condition] = attrs.Factory(dict)
+    #: Whether some rule looks at the process's executable (`exe`).
+    exe_conditions: bool = False
 
     def __attrs_post_init__(self) -> None:
         for dim in _DIMS:
@@ -937,6 +1198,21 @@ class _Symbolic:
             "failure", self.ctx.uid_min, bitwise="exit" in self.bitwise
         )
         self.domains["exe"] = _Names(frozenset(), cofinite=True)
+
+    def impossible(self) -> list[_Box]:
+        """The events no process can make, which the walks take from the start.
+
+        A successful exec runs the program it executed: with `exe` conditions about, an
+        exec target's events with success and another executable do not exist.
+        """
+        program = self.target.program
+        if program is None or not self.exe_conditions:
+            return []
+        success = self.where("exit", "=", 0)
+        if not isinstance(success, tuple):  # pragma: no cover - exit=0 is in the domain
+            return []
+        others = _Names(frozenset({program.path}), cofinite=True)
+        return [{"exit": success[1], "exe": others}]
 
     def where(self, dim: str, op: str, constant: int) -> _Condition:
         """The condition `dim op constant` on the in-scope events."""
@@ -968,11 +1244,18 @@ class _Symbolic:
         if name == "exe" and field.ambiguous:
             return None  # read from auditctl -l: exe= or exe!=, which it prints alike
         if name == "exe":
-            if program is not None:
+            if program is not None and task:
                 same = _identifies(str(field.value), program, self.ctx)
                 return same if field.op == "=" else not same
-            names = _Names(frozenset({str(field.value)}), cofinite=field.op != "=")
-            return "exe", names
+            # The process's executable at syscall exit: for an exec, the program when it
+            # succeeded (`_Symbolic.impossible`), the caller's own program when it failed.
+            paths = {str(field.value)}
+            if program is not None:
+                if _identifies(str(field.value), program, self.ctx):
+                    paths.add(program.path)
+                else:
+                    paths.discard(program.path)
+            return "exe", _Names(frozenset(paths), cofinite=field.op != "=")
         if task:
             # Task rules run at fork time without a syscall context.
             return False
@@ -999,7 +1282,13 @@ class _Symbolic:
             as_dir = _under(str(field.value), program, self.ctx)
             if field.ambiguous and as_path != as_dir:
                 return None
-            return as_path if name == "path" else as_dir
+            matched = as_path if name == "path" else as_dir
+            other = None if matched else _names_other_file(field, program, self.ctx)
+            if other is not None:
+                return self.where("exit", "=", 0) if other == "tree" else None
+            return matched
+        if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
+            return _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
             return None if program is not None and name != "saddr_fam" else False
         return None
@@ -1012,6 +1301,8 @@ class _Symbolic:
                 return 0 if case == _ROOT else "auid"
             if name in GID_FIELDS - {"obj_gid"}:
                 return "gid"
+            if name in {"obj_uid", "obj_gid"}:
+                return _name_owner(name, self.target.program)
             return None
 
         left, right = side(field.name), side(str(field.value))
@@ -1174,6 +1465,7 @@ def _walk(
     bad: Callable[[Rule], bool],
     end: bool = False,
     work: int = 0,
+    lend: bool = False,
 ) -> tuple[list[int], list[_Hit], int]:
     """Follow the events through `rules` in order (first match wins).
 
@@ -1186,12 +1478,16 @@ def _walk(
         bad: Whether an event that reaches a rule and may match it is a failure.
         end: Whether an event that no rule surely matches is a failure.
         work: The work done before, for `WORK_LIMIT`.
+        lend: Whether keyless watches take the key of a later syscall rule (`_borrows`:
+            the exit list).
 
     Returns:
         The positions of the good rules that some event reaches and may match, the first
         event of each failure (a bad rule reached, or the end), and the work done in all.
     """
     taken = _Taken(symbolic.domains, ranker, work)
+    for box in symbolic.impossible():
+        taken.take(box)
     good: list[int] = []
     failures: list[_Hit] = []
     for position, rule in enumerate(rules):
@@ -1201,10 +1497,18 @@ def _walk(
         if compiled is None:
             continue
         box, unknown = compiled
-        if bad(rule):
-            found = taken.first(box)
-            if found is not None:
-                failures.append(_Hit(found[0], found[1], rule, case, position))
+        if lend and _borrows(rule):
+            _walk_lenders(
+                symbolic, rules, position, box, case=case, taken=taken, good=good, failures=failures
+            )
+        elif bad(rule):
+            # Only the least failure is reported: a box whose first event ranks after one
+            # found already cannot hold a lesser one (thousands of `never` rules on other
+            # programs' failed execs, `-F exe=`, need no search each).
+            if not failures or min(hit.rank for hit in failures) > ranker(box):
+                found = taken.first(box)
+                if found is not None:
+                    failures.append(_Hit(found[0], found[1], rule, case, position))
         elif taken.reaches(box):
             good.append(position)
         if not unknown:
@@ -1214,6 +1518,52 @@ def _walk(
         if found is not None:
             failures.append(_Hit(found[0], found[1], None, case, len(rules)))
     return good, failures, taken.work
+
+
+def _walk_lenders(
+    symbolic: _Symbolic,
+    rules: Sequence[Rule],
+    position: int,
+    box: _Box,
+    *,
+    case: int,
+    taken: _Taken,
+    good: list[int],
+    failures: list[_Hit],
+) -> None:
+    """Follow the events that reach the keyless watch `rules[position]` to their key.
+
+    They are recorded with the key of the first syscall rule after the watch that matches
+    them (`_borrows`): a second walk, over those rules, of the watch's box minus the
+    boxes taken before it. A lender with an unacceptable key, or no lender, is a failure.
+    """
+    lent = _Taken(taken.domains, taken.rank, taken.work)
+    for earlier in taken.boxes:
+        lent.take(earlier)
+    for later_position in range(position + 1, len(rules)):
+        later = rules[later_position]
+        inode = _in_inode_hash(later)
+        if inode is True:
+            continue
+        compiled = symbolic.rule(later, case, task=False)
+        if compiled is None:
+            continue
+        later_box, unknown = compiled
+        both = _meet(box, later_box)
+        if both is None:
+            continue
+        if _key_ok(later, symbolic.ctx) != "covered":
+            found = lent.first(both)
+            if found is not None:
+                failures.append(_Hit(found[0], found[1], rules[position], case, position))
+        elif lent.reaches(both):
+            good.append(later_position)
+        if not unknown and inode is False:
+            lent.take(later_box)
+    found = lent.first(box)
+    if found is not None:
+        failures.append(_Hit(found[0], found[1], rules[position], case, position))
+    taken.work = lent.work
 
 
 def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
@@ -1239,6 +1589,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     exit_rules = _relevant_exit_rules(ruleset.exit, target)
     everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
+    symbolic.exe_conditions = any(f.name == "exe" for rule in everything for f in rule.fields)
     cases = (_ROOT, _SELF) if _uses_uid(everything) else (_ROOT,)
     others = symbolic.others(everything)
     failures: list[_Hit] = []
@@ -1257,7 +1608,15 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                 (exit_rules, False, wrong, True),
             ):
                 reached, failed, work = _walk(
-                    symbolic, rules, case, task=task, ranker=ranker, bad=bad, end=end, work=work
+                    symbolic,
+                    rules,
+                    case,
+                    task=task,
+                    ranker=ranker,
+                    bad=bad,
+                    end=end,
+                    work=work,
+                    lend=rules is exit_rules,
                 )
                 failures.extend(failed)
                 if rules is exit_rules:
@@ -1315,7 +1674,8 @@ def _counterexample(
     shown = symbolic.shown(exit_rules, (*ruleset.task, *ruleset.exclude))
     names = ["auid", "uid", "gid", "success", "exit", *sorted(ARG_FIELDS)]
     names += ["pid", "ppid", "pers", "sessionid"]
-    if target.program is None and event["exe"] != _ANOTHER_PROGRAM:
+    implied = target.program is not None and bool(event["success"])  # runs the program
+    if event["exe"] != _ANOTHER_PROGRAM and not implied:
         names.append("exe")
     return Coverage(
         target=target,
