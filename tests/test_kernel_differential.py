@@ -61,12 +61,7 @@ OTHER = "/run/kmod-audit-differential/other"
 #: Disagreement classes other changes are fixing (issue 16 item 8). While listed here the
 #: generator does not produce them (KMOD_AUDIT_DIFFERENTIAL_KNOWN=1 does); remove a name
 #: when its fix lands.
-BEING_FIXED = frozenset(
-    {
-        "exe-at-exec-failure",  # exe= on rules that can match an exec of kmod
-        "inode-rule-order",  # a keyless watch or path= rule keeps a syscall rule's key
-    }
-)
+BEING_FIXED: frozenset[str] = frozenset()
 #: Disagreement classes this test found that no change fixes yet (see the note of the
 #: commit that added them). Excluded the same way; remove a name when its fix lands.
 FOUND_NOT_YET_FIXED = frozenset(
@@ -77,6 +72,10 @@ FOUND_NOT_YET_FIXED = frozenset(
         "always-task",
     }
 )
+
+
+#: One minimal rules file per class of disagreement found (named for the class).
+MINIMAL = Path(__file__).parent / "fixtures" / "differential"
 
 
 def _excluded() -> frozenset[str]:
@@ -695,6 +694,20 @@ class TestCheckAgreesWithTheKernel:
         assert set(TARGETS) == {event.target for event in events}
         assert [] == [event.describe() for event in events if not event.recorded]
         assert len(GOOD) == count
+
+    @pytest.mark.parametrize("name", sorted(path.stem for path in MINIMAL.glob("*.rules")), ids=str)
+    def test_minimal_file_of_each_class(self, auditd: Auditd, tmp_path: Path, name: str) -> None:
+        """Each class of disagreement found so far, in its minimal file: check agrees."""
+        if name in _excluded():
+            pytest.skip(f"{name} is excluded (its fix is pending): see FOUND_NOT_YET_FIXED")
+        text = (MINIMAL / f"{name}.rules").read_text()
+        outcomes = _judge(Kernel(auditd), tmp_path / "example.rules", text)
+        assert [] == [
+            f"{outcome.kind}: {outcome.target}: {outcome.detail}"
+            for outcome in outcomes
+            if outcome.kind not in {"agree", "undecidable"}
+        ]
+        assert any(outcome.kind == "agree" for outcome in outcomes)
 
     def test_every_target_verdict_and_rule_count(self, auditd: Auditd, tmp_path: Path) -> None:
         """No target of a random rules file is judged otherwise than the kernel records it."""
