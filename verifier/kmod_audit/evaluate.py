@@ -36,6 +36,7 @@ import errno
 import functools
 import heapq
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
@@ -132,11 +133,14 @@ class Context:
         uid_min: The lowest login uid of a real user (`--uid-min`).
         key: The key records must carry; None accepts any non-empty key.
         live: Whether paths in rules may be compared with this machine's files.
+        deadline: A `time.monotonic()` time after which no target is judged further (it
+            is undecided), to bound a whole run; each target has `TIME_LIMIT` anyway.
     """
 
     uid_min: int = 1000
     key: str | None = None
     live: bool = True
+    deadline: float | None = None
 
 
 Verdict = Literal["covered", "never", "no-key", "wrong-key", "unmatched", "excluded", "task-never"]
@@ -611,6 +615,11 @@ _Box = dict[str, _Set]
 _Condition = bool | None | tuple[str, _Set]
 #: Above this much work on one target we answer undecided (realistic rules need hundreds).
 WORK_LIMIT: Final = 2_000_000
+#: Above this many seconds on one target we answer undecided (realistic rules need
+#: milliseconds); `Context.deadline` may end it sooner, to bound a whole run.
+TIME_LIMIT: Final = 1.0
+#: The work between two looks at the clock.
+_CLOCK_STEPS: Final = 256
 _ANOTHER_PROGRAM: Final = "(another program)"
 _DIMS: Final = ("auid", "gid", "exit", *sorted(ARG_FIELDS), "pid", "ppid", "pers", "sessionid")
 #: The attributes after auid and uid in the enumeration's order.
@@ -627,7 +636,17 @@ _SEEDS: Final[dict[str, tuple[int, ...]]] = {
 
 
 class _TooHard(Exception):
-    """The evaluation of one target needs more than `WORK_LIMIT` steps."""
+    """The evaluation of one target needs more than `WORK_LIMIT` steps or `TIME_LIMIT`.
+
+    Attributes:
+        limit: The limit reached, for the message (`2000000 steps`, `1.0 s`).
+        rule: The rule whose judgement reached it (None: the end of the list).
+    """
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.rule: Rule | None = None
 
 
 def _meet(box: _Box, other: _Box) -> _Box | None:
@@ -674,17 +693,26 @@ class _Taken:
     """The events the rules of a list have surely matched so far, kept as the rules' boxes.
 
     The events that reach the next rule are the in-scope events minus these boxes. Nothing
-    is subtracted ahead of time: `first` searches a box minus the taken ones on demand.
-    Two proofs need no search. Per attribute, `free` holds the values that no taken box
+    is subtracted ahead of time: `first` and `reaches` ask `_Cover` about a box and the
+    taken ones on demand. Two proofs need no search. Per attribute, `free` holds the values that no taken box
     contains: a box with such a value has an event that escapes every taken box. And
     `open` holds the values that no taken box about that attribute *alone* contains: a box
     with no value outside it on some attribute lies inside the taken boxes (rules repeated
     under another key, `-F exit=-EACCES` after `-F success=0`).
     """
 
-    def __init__(self, domains: dict[str, _Set], rank: _Ranker, work: int = 0) -> None:
+    def __init__(
+        self,
+        domains: dict[str, _Set],
+        rank: _Ranker,
+        work: int = 0,
+        *,
+        deadline: float | None = None,
+    ) -> None:
         self.domains = domains
         self.rank = rank
+        self.deadline = deadline
+        self.clock = work + _CLOCK_STEPS
         self.boxes: list[_Box] = []
         self.free: dict[str, _Ranges] = {
             dim: values for dim, values in domains.items() if isinstance(values, _Ranges)
@@ -718,7 +746,11 @@ class _Taken:
     def _spend(self, steps: int) -> None:
         self.work += steps
         if self.work > WORK_LIMIT:
-            raise _TooHard
+            raise _TooHard(f"{WORK_LIMIT} steps")
+        if self.deadline is not None and self.work >= self.clock:
+            self.clock = self.work + _CLOCK_STEPS
+            if time.monotonic() > self.deadline:
+                raise _TooHard(f"{TIME_LIMIT} s")
 
     def reaches(self, box: _Box) -> bool:
         """Whether some event of `box` escapes every taken box."""
@@ -729,45 +761,252 @@ class _Taken:
             values = box.get(dim)
             if values is None or free.meets(values):  # type: ignore[arg-type]
                 return True
-        return self.first(box) is not None
+        if self._inside(box):
+            return False
+        cover = _Cover(box, self.boxes, self.domains, self._spend)
+        return not cover.covered(0, cover.everyone)
+
+    def _inside(self, box: _Box) -> bool:
+        """Whether `box` has no value outside the taken boxes about one attribute alone."""
+        for dim, values in self.open.items():
+            if not values.meets(box.get(dim, self.domains[dim])):  # type: ignore[arg-type]
+                return True
+        return False
 
     def first(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
         """The first event (in the enumeration's order) of `box` minus the taken boxes.
 
-        A best-first search: a piece is cut by the first taken box it meets, into pieces
-        that avoid that box; the piece with the least first event comes next. Taken boxes
-        with fewer conditions come first: they contain whole pieces more often and cut
-        them into fewer pieces.
-
         Returns:
             The event's rank and a box that starts with it, or None when no event is left.
         """
-        if self.everything:
+        if self.everything or self._inside(box):
             return None
-        for dim, values in self.open.items():
-            if not values.meets(box.get(dim, self.domains[dim])):  # type: ignore[arg-type]
-                return None
-        taken = [other for other in self.boxes if _meet(box, other) is not None]
         self._spend(len(self.boxes) + 1)
-        taken.sort(key=len)
-        heap = [(self.rank(box), 0, box, 0)]
-        tie = 0
-        while heap:
-            rank, _, piece, index = heapq.heappop(heap)
-            start = index
-            while index < len(taken) and _meet(piece, taken[index]) is None:
-                index += 1
-            self._spend(index - start + 1)
-            if index == len(taken):
-                return rank, piece
-            if _contains(taken[index], piece, self.domains):
+        found = _Cover(box, self.boxes, self.domains, self._spend).first(self.rank.part)
+        if found is None:
+            return None
+        piece = {**box, **found}
+        return self.rank(piece), piece
+
+
+def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, int]]:
+    """`whole` cut into the classes of values that the same sets hold.
+
+    Args:
+        whole: The values to cut.
+        sets: Sets (within `whole`), each with its bit.
+
+    Returns:
+        Each class with the bits of the sets that hold it; values of one class are alike
+        for every set.
+    """
+    if isinstance(whole, _Ranges):
+        # A sweep over the interval ends: the holders change only there.
+        toggles: dict[int, int] = {}
+        for values, bit in sets:
+            for low, high in zip(values.los, values.his, strict=True):  # type: ignore[union-attr]
+                toggles[low] = toggles.get(low, 0) ^ bit
+                toggles[high + 1] = toggles.get(high + 1, 0) ^ bit
+        spans: dict[int, tuple[list[int], list[int]]] = {}
+        holders, start = 0, 0
+        for cut in sorted(toggles):
+            if cut > start:
+                los, his = spans.setdefault(holders, ([], []))
+                los.append(start)
+                his.append(cut - 1)
+            holders ^= toggles[cut]
+            start = cut
+        if start <= U32:
+            los, his = spans.setdefault(holders, ([], []))
+            los.append(start)
+            his.append(U32)
+        ranges = [(whole & _Ranges(tuple(los), tuple(his)), bits) for bits, (los, his) in spans.items()]
+        return [(values, bits) for values, bits in ranges if values]
+    if isinstance(whole, _Names):
+        # Every path a set names is a class of its own, and so are all the others.
+        finite: dict[str, int] = {}
+        excluded: dict[str, int] = {}
+        cofinite = 0
+        for values, bit in sets:
+            names = values.names  # type: ignore[union-attr]
+            if values.cofinite:  # type: ignore[union-attr]
+                cofinite |= bit
+                for name in names:
+                    excluded[name] = excluded.get(name, 0) | bit
+            else:
+                for name in names:
+                    finite[name] = finite.get(name, 0) | bit
+        named = finite.keys() | excluded.keys()
+        grouped: dict[int, set[str]] = {}
+        for name in named:
+            bits = finite.get(name, 0) | (cofinite & ~excluded.get(name, 0))
+            grouped.setdefault(bits, set()).add(name)
+        classes = [(whole & _Names(frozenset(n), cofinite=False), b) for b, n in grouped.items()]
+        classes.append((whole & _Names(frozenset(named), cofinite=True), cofinite))
+        return [(values, bits) for values, bits in classes if values]
+    # Bit patterns: refine by each distinct set in turn.
+    same: dict[tuple[tuple[int, int], ...], tuple[_Set, int]] = {}
+    for values, bit in sets:
+        key = values.cubes  # type: ignore[union-attr]
+        known = same.get(key)
+        same[key] = (values, bit | (known[1] if known else 0))
+    parts: list[tuple[_Set, int]] = [(whole, 0)]
+    for values, bits in same.values():
+        cut: list[tuple[_Set, int]] = []
+        for part, holders in parts:
+            inner = part & values  # type: ignore[operator]
+            if inner:
+                cut.append((inner, holders | bits))
+            outer = part - values  # type: ignore[operator]
+            if outer:
+                cut.append((outer, holders))
+        parts = cut
+    return parts
+
+
+class _Cover:
+    """Whether the taken boxes cover a box, and the first event of the box they do not.
+
+    This is a cover problem (is a box inside a union of boxes?), NP-hard in general, so it
+    is searched, but along its structure, never by guessing:
+
+    - *Atoms.* On each attribute the box's values fall into classes that the same taken
+      boxes hold (`_atoms`); the values of one class are alike, so a search picks classes,
+      not values.
+    - *Splitting.* Fixing one class of one attribute leaves the taken boxes that hold it; a
+      subproblem is the attributes fixed so far and the boxes left (a bit mask). The same
+      subproblem is reached by many paths (`!=` rules are alike but for their constant),
+      so each is decided once (memoised).
+    - *A box that holds the rest* (every value of every unfixed attribute) covers it.
+    - *Counting.* An event outside every box left must leave each of them on some
+      attribute, and one value of an attribute leaves at most as many boxes as its class
+      that the fewest hold. When those maxima add up to fewer than the boxes left, every
+      event is covered: the pigeonhole argument that decides "rule i excludes the value i
+      on each of k attributes, k+1 rules" at once.
+
+    Args:
+        box: The box asked about.
+        taken: The boxes that may cover it.
+        domains: The in-scope values per attribute.
+        spend: Counts the work (raises `_TooHard` past the limits).
+    """
+
+    def __init__(
+        self,
+        box: _Box,
+        taken: Sequence[_Box],
+        domains: dict[str, _Set],
+        spend: Callable[[int], None],
+    ) -> None:
+        self.spend = spend
+        #: The box's values on each attribute that some taken box narrows.
+        self.whole: dict[str, _Set] = {}
+        #: Each taken box meeting `box`, as its sets on the attributes where it is narrower.
+        self.boxes: list[dict[str, _Set]] = []
+        for other in taken:
+            met = _meet(box, other)
+            if met is None:
                 continue
-            pieces = _cut(piece, taken[index], self.domains)
-            self._spend(len(pieces))
-            for part in pieces:
-                tie += 1
-                heapq.heappush(heap, (self.rank(part), tie, part, index + 1))
-        return None
+            narrower: dict[str, _Set] = {}
+            for dim, values in met.items():
+                whole = box.get(dim, domains[dim])
+                if whole - values:  # type: ignore[operator]
+                    narrower[dim] = values
+                    self.whole.setdefault(dim, whole)
+            self.boxes.append(narrower)
+        #: Attributes in the enumeration's order (the order of `first`).
+        self.dims = [dim for dim in (*_DIMS, "exe") if dim in self.whole]
+        self.bit = {dim: 1 << index for index, dim in enumerate(self.dims)}
+        #: Per attribute, the boxes narrower on it; per box, the attributes it narrows.
+        self.on = dict.fromkeys(self.dims, 0)
+        self.needs: list[int] = []
+        for index, narrower in enumerate(self.boxes):
+            needs = 0
+            for dim in narrower:
+                self.on[dim] |= 1 << index
+                needs |= self.bit[dim]
+            self.needs.append(needs)
+        self.everyone = (1 << len(self.boxes)) - 1
+        self.memo: dict[tuple[int, int], bool] = {}
+        self.classes: dict[tuple[str, int], list[tuple[_Set, int]]] = {}
+
+    def atoms(self, dim: str, boxes: int) -> list[tuple[_Set, int]]:
+        """The classes of `dim` for the boxes `boxes` (all narrower on it), with holders."""
+        key = (dim, boxes)
+        found = self.classes.get(key)
+        if found is None:
+            sets: list[tuple[_Set, int]] = []
+            rest = boxes
+            while rest:
+                bit = rest & -rest
+                sets.append((self.boxes[bit.bit_length() - 1][dim], bit))
+                rest ^= bit
+            self.spend(len(sets))
+            found = self.classes[key] = _atoms(self.whole[dim], sets)
+            self.spend(len(found))
+        return found
+
+    def covered(self, fixed: int, boxes: int) -> bool:
+        """Whether `boxes` cover the box, with the attributes `fixed` set to classes they hold."""
+        key = (fixed, boxes)
+        found = self.memo.get(key)
+        if found is None:
+            self.spend(1)
+            found = self.memo[key] = self._covered(fixed, boxes)
+        return found
+
+    def _covered(self, fixed: int, boxes: int) -> bool:
+        if not boxes:
+            return False
+        rest = boxes
+        while rest:
+            bit = rest & -rest
+            if not self.needs[bit.bit_length() - 1] & ~fixed:
+                return True  # it holds every value left
+            rest ^= bit
+        bound = 0
+        best: tuple[tuple[int, int], str, int, list[tuple[_Set, int]]] | None = None
+        for dim in self.dims:
+            narrow = self.on[dim] & boxes
+            if fixed & self.bit[dim] or not narrow:
+                continue
+            atoms = self.atoms(dim, narrow)
+            leaves = max((narrow & ~holders).bit_count() for _, holders in atoms)
+            bound += leaves
+            score = (leaves, narrow.bit_count())
+            if best is None or score > best[0]:
+                best = (score, dim, narrow, atoms)
+        if best is None or bound < boxes.bit_count():
+            return True  # no event leaves them all (counting)
+        _, dim, narrow, atoms = best
+        children = sorted(((boxes & ~narrow) | holders for _, holders in atoms), key=int.bit_count)
+        return all(self.covered(fixed | self.bit[dim], child) for child in children)
+
+    def first(self, part: Callable[[str, _Set], tuple[object, ...]]) -> _Box | None:
+        """The classes, per attribute in the enumeration's order, of the first event left.
+
+        Args:
+            part: The rank of the first value of a set (`_Ranker.part`).
+
+        Returns:
+            The chosen class per attribute that the boxes narrow, or None when covered.
+        """
+        fixed, boxes = 0, self.everyone
+        if self.covered(fixed, boxes):
+            return None
+        chosen: _Box = {}
+        for dim in self.dims:
+            narrow = self.on[dim] & boxes
+            if not narrow:
+                continue
+            atoms = sorted(self.atoms(dim, narrow), key=lambda atom: part(dim, atom[0]))
+            for values, holders in atoms:
+                child = (boxes & ~narrow) | holders
+                if not self.covered(fixed | self.bit[dim], child):
+                    chosen[dim] = values
+                    fixed, boxes = fixed | self.bit[dim], child
+                    break
+        return chosen
 
 
 def _pick(
@@ -1187,7 +1426,7 @@ def _walk(
         The positions of the good rules that some event reaches and may match, the first
         event of each failure (a bad rule reached, or the end), and the work done in all.
     """
-    taken = _Taken(symbolic.domains, ranker, work)
+    taken = _Taken(symbolic.domains, ranker, work, deadline=symbolic.ctx.deadline)
     good: list[int] = []
     failures: list[_Hit] = []
     for position, rule in enumerate(rules):
@@ -1197,12 +1436,16 @@ def _walk(
         if compiled is None:
             continue
         box, unknown = compiled
-        if bad(rule):
-            found = taken.first(box)
-            if found is not None:
-                failures.append(_Hit(found[0], found[1], rule, case, position))
-        elif taken.reaches(box):
-            good.append(position)
+        try:
+            if bad(rule):
+                found = taken.first(box)
+                if found is not None:
+                    failures.append(_Hit(found[0], found[1], rule, case, position))
+            elif taken.reaches(box):
+                good.append(position)
+        except _TooHard as hard:
+            hard.rule = rule
+            raise
         if not unknown:
             taken.take(box)
     if end:
@@ -1230,8 +1473,11 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
 
     Returns:
         The coverage, with a counterexample when not covered, or `undecided` set when the
-        evaluation would exceed `WORK_LIMIT` steps (far beyond any realistic rule list).
+        evaluation would exceed `WORK_LIMIT` steps or `TIME_LIMIT` (or `ctx.deadline`),
+        far beyond any realistic rule list.
     """
+    deadline = time.monotonic() + TIME_LIMIT
+    ctx = attrs.evolve(ctx, deadline=min(deadline, ctx.deadline or deadline))
     exit_rules = _relevant_exit_rules(ruleset.exit, target)
     everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
@@ -1258,7 +1504,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                 failures.extend(failed)
                 if rules is exit_rules:
                     good.update(reached)
-    except _TooHard:
+    except _TooHard as hard:
         involved = [
             rule
             for rules, task in ((exit_rules, False), (ruleset.task, True), (ruleset.exclude, False))
@@ -1266,12 +1512,18 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
         ]
         origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
+        hardest = (
+            "the events that no rule matches"
+            if hard.rule is None
+            else f"{hard.rule.origin} `{hard.rule.origin.text.strip()}`"
+        )
         return Coverage(
             target=target,
             covered=False,
             rules=(),
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
-            f"events into more pieces than kmod-audit follows exactly ({WORK_LIMIT} steps)",
+            f"events into more pieces than kmod-audit follows exactly ({hard.limit}); it "
+            f"stopped at what reaches {hardest}",
         )
     rules = tuple(exit_rules[position] for position in sorted(good))
     if not failures:
