@@ -34,7 +34,6 @@ from __future__ import annotations
 import bisect
 import errno
 import functools
-import heapq
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -639,11 +638,11 @@ class _TooHard(Exception):
     """The evaluation of one target needs more than `WORK_LIMIT` steps or `TIME_LIMIT`.
 
     Attributes:
-        limit: The limit reached, for the message (`2000000 steps`, `1.0 s`).
+        limit: The limit reached: `steps` or `time`.
         rule: The rule whose judgement reached it (None: the end of the list).
     """
 
-    def __init__(self, limit: str) -> None:
+    def __init__(self, limit: Literal["steps", "time"]) -> None:
         super().__init__(limit)
         self.limit = limit
         self.rule: Rule | None = None
@@ -694,8 +693,9 @@ class _Taken:
 
     The events that reach the next rule are the in-scope events minus these boxes. Nothing
     is subtracted ahead of time: `first` and `reaches` ask `_Cover` about a box and the
-    taken ones on demand. Two proofs need no search. Per attribute, `free` holds the values that no taken box
-    contains: a box with such a value has an event that escapes every taken box. And
+    taken ones on demand. Two proofs need no search. Per attribute, `free` holds the values
+    that no taken box contains: a box with such a value has an event that escapes every
+    taken box. And
     `open` holds the values that no taken box about that attribute *alone* contains: a box
     with no value outside it on some attribute lies inside the taken boxes (rules repeated
     under another key, `-F exit=-EACCES` after `-F success=0`).
@@ -746,11 +746,11 @@ class _Taken:
     def _spend(self, steps: int) -> None:
         self.work += steps
         if self.work > WORK_LIMIT:
-            raise _TooHard(f"{WORK_LIMIT} steps")
+            raise _TooHard(limit="steps")
         if self.deadline is not None and self.work >= self.clock:
             self.clock = self.work + _CLOCK_STEPS
             if time.monotonic() > self.deadline:
-                raise _TooHard(f"{TIME_LIMIT} s")
+                raise _TooHard(limit="time")
 
     def reaches(self, box: _Box) -> bool:
         """Whether some event of `box` escapes every taken box."""
@@ -820,7 +820,7 @@ def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, in
             los, his = spans.setdefault(holders, ([], []))
             los.append(start)
             his.append(U32)
-        ranges = [(whole & _Ranges(tuple(los), tuple(his)), bits) for bits, (los, his) in spans.items()]
+        ranges = [(whole & _Ranges(tuple(lo), tuple(hi)), b) for b, (lo, hi) in spans.items()]
         return [(values, bits) for values, bits in ranges if values]
     if isinstance(whole, _Names):
         # Every path a set names is a class of its own, and so are all the others.
@@ -852,15 +852,15 @@ def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, in
         same[key] = (values, bit | (known[1] if known else 0))
     parts: list[tuple[_Set, int]] = [(whole, 0)]
     for values, bits in same.values():
-        cut: list[tuple[_Set, int]] = []
+        refined: list[tuple[_Set, int]] = []
         for part, holders in parts:
             inner = part & values  # type: ignore[operator]
             if inner:
-                cut.append((inner, holders | bits))
+                refined.append((inner, holders | bits))
             outer = part - values  # type: ignore[operator]
             if outer:
-                cut.append((outer, holders))
-        parts = cut
+                refined.append((outer, holders))
+        parts = refined
     return parts
 
 
@@ -1477,7 +1477,11 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
         far beyond any realistic rule list.
     """
     deadline = time.monotonic() + TIME_LIMIT
-    ctx = attrs.evolve(ctx, deadline=min(deadline, ctx.deadline or deadline))
+    if ctx.deadline is not None and ctx.deadline < deadline:
+        deadline, limit = ctx.deadline, "the time left for judging in this run"
+    else:
+        limit = f"{TIME_LIMIT:g} s"
+    ctx = attrs.evolve(ctx, deadline=deadline)
     exit_rules = _relevant_exit_rules(ruleset.exit, target)
     everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
@@ -1512,6 +1516,8 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
         ]
         origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
+        if hard.limit == "steps":
+            limit = f"{WORK_LIMIT} steps"
         hardest = (
             "the events that no rule matches"
             if hard.rule is None
@@ -1522,7 +1528,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             covered=False,
             rules=(),
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
-            f"events into more pieces than kmod-audit follows exactly ({hard.limit}); it "
+            f"events into more pieces than kmod-audit follows exactly ({limit}); it "
             f"stopped at what reaches {hardest}",
         )
     rules = tuple(exit_rules[position] for position in sorted(good))
