@@ -488,6 +488,14 @@ class _Ranges:
                 return True
         return False
 
+    def within(self, other: _Ranges) -> bool:
+        """Whether every value of this set is in `other`."""
+        for low, high in zip(self.los, self.his, strict=True):
+            i = bisect.bisect_right(other.los, low) - 1
+            if i < 0 or other.his[i] < high:
+                return False
+        return True
+
     def __sub__(self, other: _Ranges) -> _Ranges:
         los, his = self.los, self.his
         for low, high in zip(other.los, other.his, strict=True):
@@ -871,8 +879,8 @@ class _Cover:
     is searched, but along its structure, never by guessing:
 
     - *Atoms.* On each attribute the box's values fall into classes that the same taken
-      boxes hold (`_atoms`); the values of one class are alike, so a search picks classes,
-      not values.
+      boxes hold (`_atoms`, computed once); the values of one class are alike, so a search
+      picks classes, not values.
     - *Splitting.* Fixing one class of one attribute leaves the taken boxes that hold it; a
       subproblem is the attributes fixed so far and the boxes left (a bit mask). The same
       subproblem is reached by many paths (`!=` rules are alike but for their constant),
@@ -899,88 +907,109 @@ class _Cover:
         spend: Callable[[int], None],
     ) -> None:
         self.spend = spend
-        #: The box's values on each attribute that some taken box narrows.
-        self.whole: dict[str, _Set] = {}
         #: Each taken box meeting `box`, as its sets on the attributes where it is narrower.
-        self.boxes: list[dict[str, _Set]] = []
+        boxes: list[dict[str, _Set]] = []
+        dims: set[str] = set()
         for other in taken:
-            met = _meet(box, other)
-            if met is None:
-                continue
-            narrower: dict[str, _Set] = {}
-            for dim, values in met.items():
-                whole = box.get(dim, domains[dim])
-                if whole - values:  # type: ignore[operator]
-                    narrower[dim] = values
-                    self.whole.setdefault(dim, whole)
-            self.boxes.append(narrower)
+            narrower: dict[str, _Set] | None = {}
+            for dim, values in other.items():
+                mine = box.get(dim)
+                if mine is None:
+                    narrower[dim] = values  # a rule's sets are never its whole domain
+                    continue
+                if isinstance(mine, _Ranges) and isinstance(values, _Ranges):
+                    if not mine.meets(values):
+                        narrower = None
+                        break
+                    if not mine.within(values):
+                        narrower[dim] = values  # `_atoms` cuts it to `mine`
+                    continue
+                both = mine & values  # type: ignore[operator]
+                if not both:
+                    narrower = None
+                    break
+                if mine - values:  # type: ignore[operator]
+                    narrower[dim] = both
+            if narrower is not None:
+                boxes.append(narrower)
+                dims.update(narrower)
+        spend(len(taken))
+        whole = {dim: box.get(dim, domains[dim]) for dim in dims}
         #: Attributes in the enumeration's order (the order of `first`).
-        self.dims = [dim for dim in (*_DIMS, "exe") if dim in self.whole]
+        self.dims = [dim for dim in (*_DIMS, "exe") if dim in whole]
         self.bit = {dim: 1 << index for index, dim in enumerate(self.dims)}
         #: Per attribute, the boxes narrower on it; per box, the attributes it narrows.
         self.on = dict.fromkeys(self.dims, 0)
         self.needs: list[int] = []
-        for index, narrower in enumerate(self.boxes):
+        for index, narrower in enumerate(boxes):
             needs = 0
             for dim in narrower:
                 self.on[dim] |= 1 << index
                 needs |= self.bit[dim]
             self.needs.append(needs)
-        self.everyone = (1 << len(self.boxes)) - 1
+        #: Per attribute, its classes with the boxes (narrower on it) that hold each.
+        self.atoms: dict[str, list[tuple[_Set, int]]] = {}
+        for dim in self.dims:
+            sets = [(b[dim], 1 << i) for i, b in enumerate(boxes) if dim in b]
+            self.atoms[dim] = _atoms(whole[dim], sets)
+            spend(len(sets) + len(self.atoms[dim]))
+        self.everyone = (1 << len(boxes)) - 1
         self.memo: dict[tuple[int, int], bool] = {}
-        self.classes: dict[tuple[str, int], list[tuple[_Set, int]]] = {}
-
-    def atoms(self, dim: str, boxes: int) -> list[tuple[_Set, int]]:
-        """The classes of `dim` for the boxes `boxes` (all narrower on it), with holders."""
-        key = (dim, boxes)
-        found = self.classes.get(key)
-        if found is None:
-            sets: list[tuple[_Set, int]] = []
-            rest = boxes
-            while rest:
-                bit = rest & -rest
-                sets.append((self.boxes[bit.bit_length() - 1][dim], bit))
-                rest ^= bit
-            self.spend(len(sets))
-            found = self.classes[key] = _atoms(self.whole[dim], sets)
-            self.spend(len(found))
-        return found
 
     def covered(self, fixed: int, boxes: int) -> bool:
         """Whether `boxes` cover the box, with the attributes `fixed` set to classes they hold."""
-        key = (fixed, boxes)
-        found = self.memo.get(key)
-        if found is None:
-            self.spend(1)
-            found = self.memo[key] = self._covered(fixed, boxes)
-        return found
-
-    def _covered(self, fixed: int, boxes: int) -> bool:
+        self.spend(1)
         if not boxes:
             return False
+        # Only the attributes the boxes narrow matter: fixing others changed nothing. A box
+        # narrower on one attribute left decides it: an event outside that box must take a
+        # class of that attribute outside it.
+        narrowed = 0
+        units = dict.fromkeys(self.dims, 0)
         rest = boxes
         while rest:
             bit = rest & -rest
-            if not self.needs[bit.bit_length() - 1] & ~fixed:
+            needs = self.needs[bit.bit_length() - 1]
+            left = needs & ~fixed
+            if not left:
                 return True  # it holds every value left
+            if not left & (left - 1):
+                units[self.dims[left.bit_length() - 1]] |= bit
+            narrowed |= needs
             rest ^= bit
+        key = (fixed & narrowed, boxes)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._covered(fixed, boxes, units)
+        return found
+
+    def _covered(self, fixed: int, boxes: int, units: dict[str, int]) -> bool:
         bound = 0
-        best: tuple[tuple[int, int], str, int, list[tuple[_Set, int]]] | None = None
+        count = boxes.bit_count()
+        best: tuple[tuple[bool, int, int], str, set[int]] | None = None
         for dim in self.dims:
             narrow = self.on[dim] & boxes
             if fixed & self.bit[dim] or not narrow:
                 continue
-            atoms = self.atoms(dim, narrow)
-            leaves = max((narrow & ~holders).bit_count() for _, holders in atoms)
+            others = boxes & ~narrow
+            unit = units[dim]
+            # The classes an event outside every box may take (none held by a unit box).
+            children = {
+                others | (holders & narrow) for _, holders in self.atoms[dim] if not holders & unit
+            }
+            self.spend(len(self.atoms[dim]))
+            if not children:
+                return True  # every class of this attribute is inside some box
+            leaves = count - min(child.bit_count() for child in children)
             bound += leaves
-            score = (leaves, narrow.bit_count())
+            score = (bool(unit), leaves, -len(children))
             if best is None or score > best[0]:
-                best = (score, dim, narrow, atoms)
-        if best is None or bound < boxes.bit_count():
+                best = (score, dim, children)
+        if best is None or bound < count:
             return True  # no event leaves them all (counting)
-        _, dim, narrow, atoms = best
-        children = sorted(((boxes & ~narrow) | holders for _, holders in atoms), key=int.bit_count)
-        return all(self.covered(fixed | self.bit[dim], child) for child in children)
+        _, dim, children = best
+        split = fixed | self.bit[dim]
+        return all(self.covered(split, child) for child in sorted(children, key=int.bit_count))
 
     def first(self, part: Callable[[str, _Set], tuple[object, ...]]) -> _Box | None:
         """The classes, per attribute in the enumeration's order, of the first event left.
@@ -999,9 +1028,10 @@ class _Cover:
             narrow = self.on[dim] & boxes
             if not narrow:
                 continue
-            atoms = sorted(self.atoms(dim, narrow), key=lambda atom: part(dim, atom[0]))
+            atoms = sorted(self.atoms[dim], key=lambda atom: part(dim, atom[0]))
+            self.spend(len(atoms))
             for values, holders in atoms:
-                child = (boxes & ~narrow) | holders
+                child = (boxes & ~narrow) | (holders & narrow)
                 if not self.covered(fixed | self.bit[dim], child):
                     chosen[dim] = values
                     fixed, boxes = fixed | self.bit[dim], child
