@@ -872,6 +872,31 @@ def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, in
     return parts
 
 
+def _narrower(box: _Box, other: _Box) -> _Box | None:
+    """`other`'s sets on the attributes where it does not hold all of `box`'s values.
+
+    Returns:
+        None when the two boxes do not meet.
+    """
+    narrower: _Box = {}
+    for dim, values in other.items():
+        mine = box.get(dim)
+        if mine is None:
+            narrower[dim] = values  # a rule's sets are never its whole domain
+        elif isinstance(mine, _Ranges) and isinstance(values, _Ranges):
+            if not mine.meets(values):
+                return None
+            if not mine.within(values):
+                narrower[dim] = values  # `_atoms` cuts it to `mine`
+        else:
+            both = mine & values  # type: ignore[operator]
+            if not both:
+                return None
+            if mine - values:  # type: ignore[operator]
+                narrower[dim] = both
+    return narrower
+
+
 class _Cover:
     """Whether the taken boxes cover a box, and the first event of the box they do not.
 
@@ -911,25 +936,7 @@ class _Cover:
         boxes: list[dict[str, _Set]] = []
         dims: set[str] = set()
         for other in taken:
-            narrower: dict[str, _Set] | None = {}
-            for dim, values in other.items():
-                mine = box.get(dim)
-                if mine is None:
-                    narrower[dim] = values  # a rule's sets are never its whole domain
-                    continue
-                if isinstance(mine, _Ranges) and isinstance(values, _Ranges):
-                    if not mine.meets(values):
-                        narrower = None
-                        break
-                    if not mine.within(values):
-                        narrower[dim] = values  # `_atoms` cuts it to `mine`
-                    continue
-                both = mine & values  # type: ignore[operator]
-                if not both:
-                    narrower = None
-                    break
-                if mine - values:  # type: ignore[operator]
-                    narrower[dim] = both
+            narrower = _narrower(box, other)
             if narrower is not None:
                 boxes.append(narrower)
                 dims.update(narrower)
