@@ -627,6 +627,8 @@ WORK_LIMIT: Final = 2_000_000
 TIME_LIMIT: Final = 1.0
 #: The work between two looks at the clock.
 _CLOCK_STEPS: Final = 256
+#: The rules an undecided target names at most (a 64 KB file holds hundreds).
+_NAMED: Final = 6
 _ANOTHER_PROGRAM: Final = "(another program)"
 _DIMS: Final = ("auid", "gid", "exit", *sorted(ARG_FIELDS), "pid", "ppid", "pers", "sessionid")
 #: The attributes after auid and uid in the enumeration's order.
@@ -1552,21 +1554,24 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             for rule in rules
             if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
         ]
-        origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
+        named = list(dict.fromkeys(str(rule.origin) for rule in involved))
+        origins = ", ".join(named[:_NAMED])
+        if len(named) > _NAMED:
+            origins += f" and {len(named) - _NAMED} more"
         if hard.limit == "steps":
             limit = f"{WORK_LIMIT} steps"
         hardest = (
-            "the events that no rule matches"
+            "which events no rule matches"
             if hard.rule is None
-            else f"{hard.rule.origin} `{hard.rule.origin.text.strip()}`"
+            else f"which events reach {hard.rule.origin} `{hard.rule.origin.text.strip()}`"
         )
         return Coverage(
             target=target,
             covered=False,
             rules=(),
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
-            f"events into more pieces than kmod-audit follows exactly ({limit}); it "
-            f"stopped at what reaches {hardest}",
+            f"events into more pieces than kmod-audit follows exactly ({limit}); it was "
+            f"deciding {hardest}",
         )
     rules = tuple(exit_rules[position] for position in sorted(good))
     if not failures:
