@@ -653,6 +653,27 @@ class TestSymbolicEqualsEnumeration:
         assert coverage.outcome.verdict in _confirmed(ruleset, tgt, ctx, coverage)
         assert oracle.reason() == coverage.reason()
 
+    @settings(max_examples=200, deadline=None)
+    @given(
+        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
+        last=st.sampled_from(_COVERING),
+        tgt=st.sampled_from(_TARGETS),
+        ctx=st.sampled_from(_CONTEXTS),
+    )
+    def test_same_when_bit_patterns_are_searched(
+        self, lines: list[str], last: str, tgt: Target, ctx: Context
+    ) -> None:
+        """Bit patterns with too many classes fall back to the best-first search: still exact."""
+        ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
+        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        assume(oracle.undecided is None)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_module, "_CUBE_CLASSES", 0)
+            coverage = evaluate(ruleset, tgt, ctx)
+        assert None is coverage.undecided
+        assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
+        assert oracle.reason() == coverage.reason()
+
     @settings(max_examples=300, deadline=None)
     @given(
         lines=st.lists(_rule_lines(_NOT_EQUAL_FIELDS), min_size=2, max_size=6),

@@ -23,7 +23,7 @@ _TOOL_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/run/current-system/sw/
 #: The seconds one `kmod-audit check` may spend judging, all sources and targets together
 #: (each target also stops at `evaluate.TIME_LIMIT`): what is left is undecided (exit 3),
 #: so that any rules file is answered within 5 s.
-JUDGING_TIME: Final = 3.0
+JUDGING_TIME: Final = 3.5
 
 
 @attrs.frozen(kw_only=True)

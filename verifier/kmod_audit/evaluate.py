@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import errno
 import functools
+import heapq
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -624,9 +625,11 @@ _Condition = bool | None | tuple[str, _Set]
 WORK_LIMIT: Final = 2_000_000
 #: Above this many seconds on one target we answer undecided (realistic rules need
 #: milliseconds); `Context.deadline` may end it sooner, to bound a whole run.
-TIME_LIMIT: Final = 1.0
+TIME_LIMIT: Final = 1.5
 #: The work between two looks at the clock.
 _CLOCK_STEPS: Final = 256
+#: Past this many classes of bit patterns on one attribute, `_Taken` searches instead.
+_CUBE_CLASSES: Final = 64
 #: The rules an undecided target names at most (a 64 KB file holds hundreds).
 _NAMED: Final = 6
 _ANOTHER_PROGRAM: Final = "(another program)"
@@ -642,6 +645,10 @@ _SEEDS: Final[dict[str, tuple[int, ...]]] = {
     "pers": (0,),
     "sessionid": (1,),
 }
+
+
+class _Unstructured(Exception):
+    """Bit patterns fall into more than `_CUBE_CLASSES` classes: `_Cover` does not apply."""
 
 
 class _TooHard(Exception):
@@ -773,7 +780,10 @@ class _Taken:
                 return True
         if self._inside(box):
             return False
-        cover = _Cover(box, self.boxes, self.domains, self._spend)
+        try:
+            cover = _Cover(box, self.boxes, self.domains, self._spend)
+        except _Unstructured:
+            return self._search(box) is not None
         return not cover.covered(0, cover.everyone)
 
     def _inside(self, box: _Box) -> bool:
@@ -792,19 +802,55 @@ class _Taken:
         if self.everything or self._inside(box):
             return None
         self._spend(len(self.boxes) + 1)
-        found = _Cover(box, self.boxes, self.domains, self._spend).first(self.rank.part)
+        try:
+            cover = _Cover(box, self.boxes, self.domains, self._spend)
+        except _Unstructured:
+            return self._search(box)
+        found = cover.first(self.rank.part)
         if found is None:
             return None
         piece = {**box, **found}
         return self.rank(piece), piece
 
+    def _search(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
+        """`first` by a best-first search, for bit patterns that fall into too many classes.
 
-def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, int]]:
+        A piece is cut by the first taken box it meets, into pieces that avoid that box;
+        the piece with the least first event comes next. Taken boxes with fewer conditions
+        come first: they contain whole pieces more often and cut them into fewer pieces.
+        """
+        taken = [other for other in self.boxes if _meet(box, other) is not None]
+        self._spend(len(self.boxes) + 1)
+        taken.sort(key=len)
+        heap = [(self.rank(box), 0, box, 0)]
+        tie = 0
+        while heap:
+            rank, _, piece, index = heapq.heappop(heap)
+            start = index
+            while index < len(taken) and _meet(piece, taken[index]) is None:
+                index += 1
+            self._spend(index - start + 1)
+            if index == len(taken):
+                return rank, piece
+            if _contains(taken[index], piece, self.domains):
+                continue
+            pieces = _cut(piece, taken[index], self.domains)
+            self._spend(len(pieces))
+            for part in pieces:
+                tie += 1
+                heapq.heappush(heap, (self.rank(part), tie, part, index + 1))
+        return None
+
+
+def _atoms(
+    whole: _Set, sets: Sequence[tuple[_Set, int]], spend: Callable[[int], None]
+) -> list[tuple[_Set, int]]:
     """`whole` cut into the classes of values that the same sets hold.
 
     Args:
         whole: The values to cut.
         sets: Sets (within `whole`), each with its bit.
+        spend: Counts the work (bit patterns may fall into many classes).
 
     Returns:
         Each class with the bits of the sets that hold it; values of one class are alike
@@ -870,6 +916,9 @@ def _atoms(whole: _Set, sets: Sequence[tuple[_Set, int]]) -> list[tuple[_Set, in
             outer = part - values  # type: ignore[operator]
             if outer:
                 refined.append((outer, holders))
+        spend(len(refined))
+        if len(refined) > _CUBE_CLASSES:
+            raise _Unstructured
         parts = refined
     return parts
 
@@ -960,7 +1009,7 @@ class _Cover:
         self.atoms: dict[str, list[tuple[_Set, int]]] = {}
         for dim in self.dims:
             sets = [(b[dim], 1 << i) for i, b in enumerate(boxes) if dim in b]
-            self.atoms[dim] = _atoms(whole[dim], sets)
+            self.atoms[dim] = _atoms(whole[dim], sets, spend)
             spend(len(sets) + len(self.atoms[dim]))
         self.everyone = (1 << len(boxes)) - 1
         self.memo: dict[tuple[int, int], bool] = {}
