@@ -18,12 +18,13 @@ rules in list order, the way first-match analysis of firewall rule sets does: th
 that reach a rule are the in-scope events minus the boxes of the earlier rules that surely
 match. That difference is never built in advance. Whether a keyed rule is reached is
 mostly proven by one value per attribute that no earlier box holds; otherwise, and for
-every rule that would be a failure, a best-first search cuts the rule's box by the earlier
-boxes only as far as needed to find its first event. Nothing is enumerated, and no budget
-decides a verdict: past `WORK_LIMIT` steps (astronomically more than real rule lists need)
-the target is *undecided*. Conditions we cannot evaluate (SELinux labels, object inodes) are
-*unknown*: an unknown `never` rule may suppress, an unknown `always` rule may not match,
-and we say so.
+every rule that would be a failure, `_Cover` decides whether the earlier boxes hold the
+rule's box, per class of values of each attribute, memoised, with a counting argument
+(the pigeonhole of issue 16), and finds its first event. Nothing is enumerated, and no
+budget decides a verdict: past `WORK_LIMIT` steps or `TIME_LIMIT` seconds (far more than
+real rule lists need) the target is *undecided*, naming the rule being decided.
+Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
+`never` rule may suppress, an unknown `always` rule may not match, and we say so.
 
 `kmod_audit._enumerate` keeps the evaluator that enumerated one representative event per
 interval; it is the oracle the tests compare this one with.
@@ -712,10 +713,9 @@ class _Taken:
     is subtracted ahead of time: `first` and `reaches` ask `_Cover` about a box and the
     taken ones on demand. Two proofs need no search. Per attribute, `free` holds the values
     that no taken box contains: a box with such a value has an event that escapes every
-    taken box. And
-    `open` holds the values that no taken box about that attribute *alone* contains: a box
-    with no value outside it on some attribute lies inside the taken boxes (rules repeated
-    under another key, `-F exit=-EACCES` after `-F success=0`).
+    taken box. And `open` holds the values that no taken box about that attribute *alone*
+    contains: a box with no value outside it on some attribute lies inside the taken boxes
+    (rules repeated under another key, `-F exit=-EACCES` after `-F success=0`).
     """
 
     def __init__(
