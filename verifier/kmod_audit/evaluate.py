@@ -1019,38 +1019,42 @@ class _Cover:
         self.spend(1)
         if not boxes:
             return False
-        # Only the attributes the boxes narrow matter: fixing others changed nothing. A box
-        # narrower on one attribute left decides it: an event outside that box must take a
-        # class of that attribute outside it.
-        narrowed = 0
-        units = dict.fromkeys(self.dims, 0)
-        rest = boxes
-        while rest:
-            bit = rest & -rest
-            needs = self.needs[bit.bit_length() - 1]
-            left = needs & ~fixed
-            if not left:
-                return True  # it holds every value left
-            if not left & (left - 1):
-                units[self.dims[left.bit_length() - 1]] |= bit
-            narrowed |= needs
-            rest ^= bit
-        key = (fixed & narrowed, boxes)
+        # Per unfixed attribute, the boxes narrower on it (bit masks, not a loop over boxes).
+        live: list[tuple[str, int]] = []
+        anywhere = 0
+        narrowed_fixed = 0
+        for dim in self.dims:
+            narrow = self.on[dim] & boxes
+            if not narrow:
+                continue
+            if fixed & self.bit[dim]:
+                narrowed_fixed |= self.bit[dim]
+            else:
+                live.append((dim, narrow))
+                anywhere |= narrow
+        if boxes & ~anywhere:
+            return True  # a box holds every value left
+        # Only the attributes the boxes narrow matter: fixing others changed nothing.
+        key = (narrowed_fixed, boxes)
         found = self.memo.get(key)
         if found is None:
-            found = self.memo[key] = self._covered(fixed, boxes, units)
+            found = self.memo[key] = self._covered(fixed, boxes, live)
         return found
 
-    def _covered(self, fixed: int, boxes: int, units: dict[str, int]) -> bool:
+    def _covered(self, fixed: int, boxes: int, live: list[tuple[str, int]]) -> bool:
+        # A box narrower on one attribute left decides it: an event outside that box must
+        # take a class of that attribute outside it.
+        after = [0] * (len(live) + 1)
+        for index in range(len(live) - 1, -1, -1):
+            after[index] = after[index + 1] | live[index][1]
+        before = 0
         bound = 0
         count = boxes.bit_count()
         best: tuple[tuple[bool, int, int], str, set[int]] | None = None
-        for dim in self.dims:
-            narrow = self.on[dim] & boxes
-            if fixed & self.bit[dim] or not narrow:
-                continue
+        for index, (dim, narrow) in enumerate(live):
+            unit = narrow & ~(before | after[index + 1])
+            before |= narrow
             others = boxes & ~narrow
-            unit = units[dim]
             # The classes an event outside every box may take (none held by a unit box).
             children = {
                 others | (holders & narrow) for _, holders in self.atoms[dim] if not holders & unit
