@@ -571,6 +571,8 @@ class _Cubes:
         )
 
     def __and__(self, other: _Cubes) -> _Cubes:
+        if len(self.cubes) * len(other.cubes) > _CUBE_WORK:
+            raise _TooHard(limit="patterns")
         return _Cubes(
             tuple(
                 (v1 | v2, c1 | c2)
@@ -582,7 +584,11 @@ class _Cubes:
 
     def __sub__(self, other: _Cubes) -> _Cubes:
         cubes = list(self.cubes)
+        work = 0
         for cube in other.cubes:
+            work += len(cubes)
+            if work > _CUBE_WORK:
+                raise _TooHard(limit="patterns")
             cubes = [piece for mine in cubes for piece in _cube_minus(mine, cube)]
         return _Cubes(tuple(cubes))
 
@@ -628,9 +634,15 @@ WORK_LIMIT: Final = 2_000_000
 #: milliseconds); `Context.deadline` may end it sooner, to bound a whole run.
 TIME_LIMIT: Final = 1.5
 #: The work between two looks at the clock.
-_CLOCK_STEPS: Final = 256
+_CLOCK_STEPS: Final = 16
 #: Past this many classes of bit patterns on one attribute, `_Taken` searches instead.
 _CUBE_CLASSES: Final = 64
+#: Past this many bit patterns for one attribute of one rule (`&` tests multiply out: ten
+#: masks of 4 to 16 bits make millions), the target is undecided.
+_PATTERNS: Final = 4096
+#: Past this many pairs of patterns in one operation on bit patterns, likewise (a bound
+#: on each step of the work, which `WORK_LIMIT` and `TIME_LIMIT` count only between steps).
+_CUBE_WORK: Final = 100_000
 #: The rules an undecided target names at most (a 64 KB file holds hundreds).
 _NAMED: Final = 6
 _ANOTHER_PROGRAM: Final = "(another program)"
@@ -656,11 +668,12 @@ class _TooHard(Exception):
     """The evaluation of one target needs more than `WORK_LIMIT` steps or `TIME_LIMIT`.
 
     Attributes:
-        limit: The limit reached: `steps` or `time`.
+        limit: The limit reached: `steps`, `time` or `patterns` (bit patterns that
+            multiply out: `_PATTERNS`, `_CUBE_WORK`).
         rule: The rule whose judgement reached it (None: the end of the list).
     """
 
-    def __init__(self, limit: Literal["steps", "time"]) -> None:
+    def __init__(self, limit: Literal["steps", "time", "patterns"]) -> None:
         super().__init__(limit)
         self.limit = limit
         self.rule: Rule | None = None
@@ -1380,6 +1393,8 @@ class _Symbolic:
             both = values if mine is None else mine & values  # type: ignore[operator]
             if not both:
                 return None
+            if isinstance(both, _Cubes) and len(both.cubes) > _PATTERNS:
+                raise _TooHard(limit="patterns")
             box[dim] = both
         return box, tuple(unknown)
 
@@ -1524,11 +1539,11 @@ def _walk(
     for position, rule in enumerate(rules):
         if taken.everything:
             break
-        compiled = symbolic.rule(rule, case, task=task)
-        if compiled is None:
-            continue
-        box, unknown = compiled
         try:
+            compiled = symbolic.rule(rule, case, task=task)
+            if compiled is None:
+                continue
+            box, unknown = compiled
             if bad(rule):
                 found = taken.first(box)
                 if found is not None:
@@ -1601,11 +1616,18 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                 if rules is exit_rules:
                     good.update(reached)
     except _TooHard as hard:
+
+        def narrows(rule: Rule, *, task: bool) -> bool:
+            try:
+                return any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+            except _TooHard:
+                return True
+
         involved = [
             rule
             for rules, task in ((exit_rules, False), (ruleset.task, True), (ruleset.exclude, False))
             for rule in rules
-            if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+            if narrows(rule, task=task)
         ]
         named = list(dict.fromkeys(str(rule.origin) for rule in involved))
         origins = ", ".join(named[:_NAMED])
@@ -1613,6 +1635,8 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             origins += f" and {len(named) - _NAMED} more"
         if hard.limit == "steps":
             limit = f"{WORK_LIMIT} steps"
+        elif hard.limit == "patterns":
+            limit = "the bit patterns its `&` and `&=` tests multiply out into"
         hardest = (
             "which events no rule matches"
             if hard.rule is None
