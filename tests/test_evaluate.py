@@ -481,6 +481,16 @@ class TestPigeonhole:
         assert named is not None, coverage.undecided
         assert text.splitlines()[int(named[1]) - 1] == named[2]
 
+    def test_bit_tests_that_multiply_out_are_undecided(self) -> None:
+        """`&` tests on one attribute whose patterns multiply out are undecided, at once."""
+        masks = ("0xff", "0xff00", "0xff0000", "0xff000000", "0xf0f0f0f")
+        never = "-a never,exit -F arch=b64 -S init_module " + " ".join(f"-F a0&{m}" for m in masks)
+        coverage = evaluate(_ruleset(never + "\n" + GOOD), target(B64, "init_module"), Context())
+        assert (False, None) == (coverage.covered, coverage.outcome)
+        assert coverage.undecided is not None
+        assert "(the bit patterns its `&` and `&=` tests multiply out into)" in coverage.undecided
+        assert coverage.undecided.endswith(f"which events reach t.rules:1 `{never}`")
+
     def test_past_the_run_deadline_is_undecided(self) -> None:
         """A run's deadline (`Context.deadline`) ends each target's judging too."""
         ctx = Context(deadline=0.0)
