@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from _support import FIXTURES, OVER_BUDGET, RunCli, Unprivileged, lower_work_limit, valid_report
+from _support import (
+    FIXTURES,
+    OVER_BUDGET,
+    RunCli,
+    Unprivileged,
+    lower_work_limit,
+    pigeonhole,
+    valid_report,
+)
 from kmod_audit import cli
 from kmod_audit import system as system_module
 from kmod_audit.errors import TransportError
@@ -531,6 +541,42 @@ class TestUndecided:
         data = json.loads(result.out)
         assert status == data["profiles"][0]["requirements"][0]["status"]
         assert data["undecided"] is True
+
+
+class TestBoundedJudging:
+    """Any rules file is decided, or undecided (exit 3) naming a rule, in bounded time."""
+
+    def test_pigeonhole_of_eight_attributes_is_compliant(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The issue 16 file (9 rules of `!=` on 8 attributes per ABI) is COMPLIANT.
+
+        Within 10,000 steps per target: the search that cut boxes apart took 47 s on it.
+        """
+        monkeypatch.setattr(importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", 10_000)
+        path = tmp_path / "pigeonhole.rules"
+        path.write_text(pigeonhole(8, 9))
+        result = run_cli("check", str(path), "--profile", "nixos-stig")
+        assert 0 == result.code, result.out
+        assert "result: COMPLIANT" in result.out
+
+    def test_out_of_time_is_exit_3_naming_the_rule(
+        self, run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no time left for judging, `check` is exit 3 and names where it stopped."""
+        monkeypatch.setattr(cli, "JUDGING_TIME", 0)
+        path = tmp_path / "pigeonhole.rules"
+        path.write_text(pigeonhole(9, 10))
+        result = run_cli("check", str(path), "--profile", "nixos-stig")
+        assert 3 == result.code, result.out
+        assert "result: CANNOT DECIDE" in result.out
+        named = re.search(
+            r"\(the time left for judging in this run\); it was deciding which events reach "
+            r"\S*pigeonhole\.rules:(\d+) `(.*?)`",
+            result.out,
+        )
+        assert named is not None, result.out
+        assert pigeonhole(9, 10).splitlines()[int(named[1]) - 1] == named[2]
 
 
 class TestOptionValidation:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from _support import FIXTURES
+from _support import FIXTURES, PIGEONHOLE_ATTRIBUTES, pigeonhole
 from kmod_audit import _enumerate
 from kmod_audit._enumerate import EVENT_BUDGET
 from kmod_audit.evaluate import (
@@ -557,6 +558,102 @@ class TestExactness:
             assert (True, listed) == (coverage.covered, "".join(r.keys[0] for r in coverage.rules))
 
 
+#: Far below what the search that cut boxes apart needed for 8 attributes (millions of steps);
+#: the pigeonholes take thousands.
+PIGEONHOLE_WORK = 10_000
+#: The pigeonhole attributes in the enumeration's order (the order of a counterexample).
+_RANKED_ATTRIBUTES = ("gid", "a0", "a1", "a2", "a3", "pid", "ppid", "pers", "sessionid")
+
+
+class TestPigeonhole:
+    """Rule i excludes the value i on each of k attributes (issue 16 item 3).
+
+    Every event is recorded when there are more such rules than attributes (k values can
+    not avoid k+1 constants), and one is not when there are as many: the cover question
+    is decided by counting and by classes of values, not by cutting boxes apart.
+    """
+
+    @pytest.fixture(autouse=True)
+    def low_limit(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Lower the work limit: the verdicts must come from the structure, not a search."""
+        monkeypatch.setattr(evaluate_module, "WORK_LIMIT", PIGEONHOLE_WORK)
+
+    @pytest.mark.parametrize("attributes", range(3, 10))
+    @pytest.mark.parametrize(
+        "syscall", [(B64, "init_module"), (B32, "finit_module")], ids=["b64", "b32"]
+    )
+    def test_one_rule_more_than_attributes_covers(
+        self, attributes: int, syscall: tuple[Abi, str]
+    ) -> None:
+        """One rule more records every event, each rule some event of its own, in order."""
+        ruleset = _ruleset(pigeonhole(attributes, attributes + 1))
+        coverage = evaluate(ruleset, target(*syscall), Context())
+        assert None is coverage.undecided
+        assert coverage.covered
+        keys = [f"m{i}" for i in range(1, attributes + 2)]
+        assert keys == [rule.keys[0] for rule in coverage.rules]
+
+    @pytest.mark.parametrize("attributes", range(3, 10))
+    def test_as_many_rules_as_attributes_leave_an_event(self, attributes: int) -> None:
+        """As many rules as attributes: the first event left holds 1, 2, ...; no rule matches."""
+        ruleset, tgt = _ruleset(pigeonhole(attributes, attributes)), target(B64, "init_module")
+        coverage = evaluate(ruleset, tgt, Context())
+        assert None is coverage.undecided
+        assert coverage.outcome is not None
+        assert (False, "unmatched") == (coverage.covered, coverage.outcome.verdict)
+        named = set(PIGEONHOLE_ATTRIBUTES[:attributes])
+        expected = {
+            name: value
+            for value, name in enumerate((n for n in _RANKED_ATTRIBUTES if n in named), 1)
+        }
+        assert coverage.event is not None
+        assert expected == {name: coverage.event[name] for name in named}
+        assert {"unmatched"} == _confirmed(ruleset, tgt, Context(), coverage)
+
+    @pytest.mark.parametrize("rules", [3, 4])
+    def test_oracle_agrees_on_three_attributes(self, rules: int) -> None:
+        """Where the enumeration affords it, it gives the same verdict and counterexample."""
+        ruleset, tgt = _ruleset(pigeonhole(3, rules)), target(B64, "delete_module")
+        oracle = _enumerate.evaluate(ruleset, tgt, Context())
+        assert None is oracle.undecided
+        coverage = evaluate(ruleset, tgt, Context())
+        assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
+        assert oracle.reason() == coverage.reason()
+
+    def test_past_the_time_limit_is_undecided_naming_the_rule(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With no time to judge, the target is undecided, naming the rule it stopped at."""
+        monkeypatch.setattr(evaluate_module, "TIME_LIMIT", 0)
+        text = pigeonhole(9, 10)
+        coverage = evaluate(_ruleset(text), target(B64, "init_module"), Context())
+        assert (False, None, ()) == (coverage.covered, coverage.outcome, coverage.rules)
+        assert coverage.undecided is not None
+        assert "more pieces than kmod-audit follows exactly (0 s)" in coverage.undecided
+        named = re.search(
+            r"it was deciding which events reach t\.rules:(\d+) `(.*)`$", coverage.undecided
+        )
+        assert named is not None, coverage.undecided
+        assert text.splitlines()[int(named[1]) - 1] == named[2]
+
+    def test_bit_tests_that_multiply_out_are_undecided(self) -> None:
+        """`&` tests on one attribute whose patterns multiply out are undecided, at once."""
+        masks = ("0xff", "0xff00", "0xff0000", "0xff000000", "0xf0f0f0f")
+        never = "-a never,exit -F arch=b64 -S init_module " + " ".join(f"-F a0&{m}" for m in masks)
+        coverage = evaluate(_ruleset(never + "\n" + GOOD), target(B64, "init_module"), Context())
+        assert (False, None) == (coverage.covered, coverage.outcome)
+        assert coverage.undecided is not None
+        assert "(the bit patterns its `&` and `&=` tests multiply out into)" in coverage.undecided
+        assert coverage.undecided.endswith(f"which events reach t.rules:1 `{never}`")
+
+    def test_past_the_run_deadline_is_undecided(self) -> None:
+        """A run's deadline (`Context.deadline`) ends each target's judging too."""
+        ctx = Context(deadline=0.0)
+        coverage = evaluate(_ruleset(pigeonhole(9, 10)), target(B32, "init_module"), ctx)
+        assert coverage.undecided is not None
+        assert "(the time left for judging in this run)" in coverage.undecided
+
+
 def _family(name: str, ops: tuple[str, ...], values: tuple[str, ...]) -> st.SearchStrategy[str]:
     return st.builds(
         lambda op, value: f"-F {name}{op}{value}", st.sampled_from(ops), st.sampled_from(values)
@@ -610,6 +707,17 @@ _WATCH_LINES = st.sampled_from(
         "-a always,exit -F dir=/lib64 -F perm=x -k k",
         "-a never,exit -F path=/lib64/ld-linux-x86-64.so.2 -F perm=x",
     )
+)
+
+
+#: `!=` (and some `=`) on several attributes with a few shared constants: the pigeonhole
+#: shapes of issue 16, where rules cover together what none covers alone.
+_NOT_EQUAL_FIELDS = st.one_of(
+    *(
+        _family(name, ("!=", "!=", "!=", "="), ("1", "2", "3"))
+        for name in ("a0", "a1", "gid", "pid", "pers")
+    ),
+    _family("exit", ("!=",), ("-EPERM", "-ENOSYS")),
 )
 
 
@@ -739,4 +847,44 @@ class TestSymbolicEqualsEnumeration:
             return
         assert coverage.outcome is not None
         assert coverage.outcome.verdict in _confirmed(ruleset, tgt, ctx, coverage)
+        assert oracle.reason() == coverage.reason()
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        lines=st.lists(_rule_lines(_MORE_FIELDS), min_size=1, max_size=5),
+        last=st.sampled_from(_COVERING),
+        tgt=st.sampled_from(_TARGETS),
+        ctx=st.sampled_from(_CONTEXTS),
+    )
+    def test_same_when_bit_patterns_are_searched(
+        self, lines: list[str], last: str, tgt: Target, ctx: Context
+    ) -> None:
+        """Bit patterns with too many classes fall back to the best-first search: still exact."""
+        ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
+        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        assume(oracle.undecided is None)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate_module, "_CUBE_CLASSES", 0)
+            coverage = evaluate(ruleset, tgt, ctx)
+        assert None is coverage.undecided
+        assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
+        assert oracle.reason() == coverage.reason()
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        lines=st.lists(_rule_lines(_NOT_EQUAL_FIELDS), min_size=2, max_size=6),
+        last=st.sampled_from(_COVERING),
+        tgt=st.sampled_from(_TARGETS),
+        ctx=st.sampled_from(_CONTEXTS),
+    )
+    def test_same_on_not_equal_shapes(
+        self, lines: list[str], last: str, tgt: Target, ctx: Context
+    ) -> None:
+        """Rules of `!=` conditions that cover only together are judged as the oracle does."""
+        ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
+        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        assume(oracle.undecided is None)
+        coverage = evaluate(ruleset, tgt, ctx)
+        assert None is coverage.undecided
+        assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
         assert oracle.reason() == coverage.reason()

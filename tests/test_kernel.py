@@ -6,6 +6,7 @@ status afterwards, even when a test fails; nothing here sets `-e 2` or `-f 2`).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import itertools
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from _exec_stimulus import exec_records
-from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl
+from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl, pigeonhole, poll
 from kmod_audit import netlink
 from kmod_audit.evaluate import (
     Context,
@@ -385,3 +386,63 @@ class TestExecutionsInTheKernel:
         assert code == checked.code, checked.out + checked.err
         if code:
             assert f"[fail] b64 execve of {program} (auid=1000, success=no)" in checked.out
+def _module_call_as_user(args: tuple[int, int, int]) -> int:
+    """Call b64 init_module(a0, a1, a2) in a child whose login uid is 1000; return its pid.
+
+    A stimulus of its own (not kmod-audit's probe): the kernel audits the call at exit
+    whatever it returns (ENOSYS or EFAULT here).
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            Path("/proc/self/loginuid").write_text("1000")
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall(ctypes.c_long(175), *(ctypes.c_long(arg) for arg in args))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+@pytest.mark.root
+class TestPigeonholeInTheKernel:
+    """The kernel records the pigeonhole events the way `check` judges them (issue 16)."""
+
+    @pytest.mark.parametrize(
+        ("rules", "code", "key"), [(4, 0, "m4"), (3, 1, None)], ids=["covered", "one-short"]
+    )
+    def test_counterexample_is_what_the_kernel_drops(
+        self,
+        host_audit: HostAudit,
+        auditd: Auditd,
+        run_cli: RunCli,
+        rules: int,
+        code: int,
+        key: str | None,
+    ) -> None:
+        """`check`'s verdict on 3 attributes holds in the kernel for its counterexample call."""
+        loaded = host_audit.load(pigeonhole(3, rules))
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        auditctl("-e", "1")
+        checked = run_cli("check", "--running", "--profile", "nixos-stig")
+        assert code == checked.code, checked.out + checked.err
+        if key is None:
+            assert "(auid=1000, success=no, a0=1, a1=2, a2=3): no loaded rule" in checked.out
+        pid = _module_call_as_user((1, 2, 3))
+        marker = f"kmod-audit-pigeonhole-{pid}"
+        auditctl("-m", marker)
+        poll(lambda: marker in auditd.log.read_text(errors="replace"), 10, "the marker")
+        records = [
+            line
+            for line in auditd.log.read_text(errors="replace").splitlines()
+            if line.startswith("type=SYSCALL")
+            and f" pid={pid} " in line
+            and " syscall=175 " in line
+        ]
+        if key is None:
+            assert [] == records
+            return
+        [record] = records
+        assert f' key="{key}"' in record
+        assert " a0=1 a1=2 a2=3 " in record
+        assert " auid=1000 " in record

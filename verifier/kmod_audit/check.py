@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
+from typing import Final
 
 import attrs
 
@@ -19,6 +20,10 @@ from .syscalls import EXEC_SYSCALLS, Machine
 __all__ = ["Options", "judge", "judge_source", "tool_programs"]
 
 _TOOL_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/run/current-system/sw/bin")
+#: The seconds one `kmod-audit check` may spend judging, all sources and targets together
+#: (each target also stops at `evaluate.TIME_LIMIT`): what is left is undecided (exit 3),
+#: so that any rules file is answered within 5 s.
+JUDGING_TIME: Final = 3.5
 
 
 @attrs.frozen(kw_only=True)
@@ -33,6 +38,8 @@ class Options:
         kmod_path: The real path of the kmod binary.
         strict: Also demand the literal `auid>=N` / `auid!=unset` filters.
         live: Consult this machine's filesystem (symlinks, watch parents).
+        deadline: A `time.monotonic()` time after which judging stops (undecided); None:
+            only each target's own time limit.
     """
 
     machine: Machine
@@ -42,10 +49,11 @@ class Options:
     kmod_path: str = "/usr/bin/kmod"
     strict: bool = False
     live: bool = True
+    deadline: float | None = None
 
     def context(self) -> Context:
         """The evaluator's context."""
-        return Context(uid_min=self.uid_min, key=self.key, live=self.live)
+        return Context(uid_min=self.uid_min, key=self.key, live=self.live, deadline=self.deadline)
 
     def as_pairs(self) -> tuple[tuple[str, object], ...]:
         """The options for the report."""

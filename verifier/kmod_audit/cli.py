@@ -22,7 +22,7 @@ from . import __version__
 from ._log import logger, nested
 from ._terminal import escape_lines
 from ._writable import check_writable, refuse_rules_path
-from .check import Options, judge_source
+from .check import JUDGING_TIME, Options, judge_source
 from .errors import (
     EXIT_OK,
     EXIT_USAGE,
@@ -574,6 +574,7 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
         kmod_path=args.kmod_path or default_kmod_path(),
         strict=getattr(args, "strict", False),
         live=live,
+        deadline=time.monotonic() + JUDGING_TIME,
     )
 
 

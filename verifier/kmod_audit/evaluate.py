@@ -19,12 +19,13 @@ rules in list order, the way first-match analysis of firewall rule sets does: th
 that reach a rule are the in-scope events minus the boxes of the earlier rules that surely
 match. That difference is never built in advance. Whether a keyed rule is reached is
 mostly proven by one value per attribute that no earlier box holds; otherwise, and for
-every rule that would be a failure, a best-first search cuts the rule's box by the earlier
-boxes only as far as needed to find its first event. Nothing is enumerated, and no budget
-decides a verdict: past `WORK_LIMIT` steps (astronomically more than real rule lists need)
-the target is *undecided*. Conditions we cannot evaluate (SELinux labels, object inodes) are
-*unknown*: an unknown `never` rule may suppress, an unknown `always` rule may not match,
-and we say so.
+every rule that would be a failure, `_Cover` decides whether the earlier boxes hold the
+rule's box, per class of values of each attribute, memoised, with a counting argument
+(the pigeonhole of issue 16), and finds its first event. Nothing is enumerated, and no
+budget decides a verdict: past `WORK_LIMIT` steps or `TIME_LIMIT` seconds (far more than
+real rule lists need) the target is *undecided*, naming the rule being decided.
+Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
+`never` rule may suppress, an unknown `always` rule may not match, and we say so.
 
 `kmod_audit._enumerate` keeps the evaluator that enumerated one representative event per
 interval; it is the oracle the tests compare this one with.
@@ -39,6 +40,7 @@ import heapq
 import os
 import stat
 import struct
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, Literal
 
@@ -276,11 +278,14 @@ class Context:
         uid_min: The lowest login uid of a real user (`--uid-min`).
         key: The key records must carry; None accepts any non-empty key.
         live: Whether paths in rules may be compared with this machine's files.
+        deadline: A `time.monotonic()` time after which no target is judged further (it
+            is undecided), to bound a whole run; each target has `TIME_LIMIT` anyway.
     """
 
     uid_min: int = 1000
     key: str | None = None
     live: bool = True
+    deadline: float | None = None
 
 
 Verdict = Literal["covered", "never", "no-key", "wrong-key", "unmatched", "excluded", "task-never"]
@@ -746,6 +751,14 @@ class _Ranges:
                 return True
         return False
 
+    def within(self, other: _Ranges) -> bool:
+        """Whether every value of this set is in `other`."""
+        for low, high in zip(self.los, self.his, strict=True):
+            i = bisect.bisect_right(other.los, low) - 1
+            if i < 0 or other.his[i] < high:
+                return False
+        return True
+
     def __sub__(self, other: _Ranges) -> _Ranges:
         los, his = self.los, self.his
         for low, high in zip(other.los, other.his, strict=True):
@@ -819,6 +832,8 @@ class _Cubes:
         )
 
     def __and__(self, other: _Cubes) -> _Cubes:
+        if len(self.cubes) * len(other.cubes) > _CUBE_WORK:
+            raise _TooHard(limit="patterns")
         return _Cubes(
             tuple(
                 (v1 | v2, c1 | c2)
@@ -830,7 +845,11 @@ class _Cubes:
 
     def __sub__(self, other: _Cubes) -> _Cubes:
         cubes = list(self.cubes)
+        work = 0
         for cube in other.cubes:
+            work += len(cubes)
+            if work > _CUBE_WORK:
+                raise _TooHard(limit="patterns")
             cubes = [piece for mine in cubes for piece in _cube_minus(mine, cube)]
         return _Cubes(tuple(cubes))
 
@@ -872,6 +891,21 @@ _Box = dict[str, _Set]
 _Condition = bool | None | tuple[str, _Set]
 #: Above this much work on one target we answer undecided (realistic rules need hundreds).
 WORK_LIMIT: Final = 2_000_000
+#: Above this many seconds on one target we answer undecided (realistic rules need
+#: milliseconds); `Context.deadline` may end it sooner, to bound a whole run.
+TIME_LIMIT: Final = 1.5
+#: The work between two looks at the clock.
+_CLOCK_STEPS: Final = 16
+#: Past this many classes of bit patterns on one attribute, `_Taken` searches instead.
+_CUBE_CLASSES: Final = 64
+#: Past this many bit patterns for one attribute of one rule (`&` tests multiply out: ten
+#: masks of 4 to 16 bits make millions), the target is undecided.
+_PATTERNS: Final = 4096
+#: Past this many pairs of patterns in one operation on bit patterns, likewise (a bound
+#: on each step of the work, which `WORK_LIMIT` and `TIME_LIMIT` count only between steps).
+_CUBE_WORK: Final = 100_000
+#: The rules an undecided target names at most (a 64 KB file holds hundreds).
+_NAMED: Final = 6
 _ANOTHER_PROGRAM: Final = "(another program)"
 _DIMS: Final = ("auid", "gid", "exit", *sorted(ARG_FIELDS), "pid", "ppid", "pers", "sessionid")
 #: The attributes after auid and uid in the enumeration's order.
@@ -887,8 +921,23 @@ _SEEDS: Final[dict[str, tuple[int, ...]]] = {
 }
 
 
+class _Unstructured(Exception):
+    """Bit patterns fall into more than `_CUBE_CLASSES` classes: `_Cover` does not apply."""
+
+
 class _TooHard(Exception):
-    """The evaluation of one target needs more than `WORK_LIMIT` steps."""
+    """The evaluation of one target needs more than `WORK_LIMIT` steps or `TIME_LIMIT`.
+
+    Attributes:
+        limit: The limit reached: `steps`, `time` or `patterns` (bit patterns that
+            multiply out: `_PATTERNS`, `_CUBE_WORK`).
+        rule: The rule whose judgement reached it (None: the end of the list).
+    """
+
+    def __init__(self, limit: Literal["steps", "time", "patterns"]) -> None:
+        super().__init__(limit)
+        self.limit = limit
+        self.rule: Rule | None = None
 
 
 def _meet(box: _Box, other: _Box) -> _Box | None:
@@ -935,17 +984,26 @@ class _Taken:
     """The events the rules of a list have surely matched so far, kept as the rules' boxes.
 
     The events that reach the next rule are the in-scope events minus these boxes. Nothing
-    is subtracted ahead of time: `first` searches a box minus the taken ones on demand.
-    Two proofs need no search. Per attribute, `free` holds the values that no taken box
-    contains: a box with such a value has an event that escapes every taken box. And
-    `open` holds the values that no taken box about that attribute *alone* contains: a box
-    with no value outside it on some attribute lies inside the taken boxes (rules repeated
-    under another key, `-F exit=-EACCES` after `-F success=0`).
+    is subtracted ahead of time: `first` and `reaches` ask `_Cover` about a box and the
+    taken ones on demand. Two proofs need no search. Per attribute, `free` holds the values
+    that no taken box contains: a box with such a value has an event that escapes every
+    taken box. And `open` holds the values that no taken box about that attribute *alone*
+    contains: a box with no value outside it on some attribute lies inside the taken boxes
+    (rules repeated under another key, `-F exit=-EACCES` after `-F success=0`).
     """
 
-    def __init__(self, domains: dict[str, _Set], rank: _Ranker, work: int = 0) -> None:
+    def __init__(
+        self,
+        domains: dict[str, _Set],
+        rank: _Ranker,
+        work: int = 0,
+        *,
+        deadline: float | None = None,
+    ) -> None:
         self.domains = domains
         self.rank = rank
+        self.deadline = deadline
+        self.clock = work + _CLOCK_STEPS
         self.boxes: list[_Box] = []
         self.free: dict[str, _Ranges] = {
             dim: values for dim, values in domains.items() if isinstance(values, _Ranges)
@@ -979,7 +1037,11 @@ class _Taken:
     def _spend(self, steps: int) -> None:
         self.work += steps
         if self.work > WORK_LIMIT:
-            raise _TooHard
+            raise _TooHard(limit="steps")
+        if self.deadline is not None and self.work >= self.clock:
+            self.clock = self.work + _CLOCK_STEPS
+            if time.monotonic() > self.deadline:
+                raise _TooHard(limit="time")
 
     def reaches(self, box: _Box) -> bool:
         """Whether some event of `box` escapes every taken box."""
@@ -990,24 +1052,47 @@ class _Taken:
             values = box.get(dim)
             if values is None or free.meets(values):  # type: ignore[arg-type]
                 return True
-        return self.first(box) is not None
+        if self._inside(box):
+            return False
+        try:
+            cover = _Cover(box, self.boxes, self.domains, self._spend)
+        except _Unstructured:
+            return self._search(box) is not None
+        return not cover.covered(0, cover.everyone)
+
+    def _inside(self, box: _Box) -> bool:
+        """Whether `box` has no value outside the taken boxes about one attribute alone."""
+        for dim, values in self.open.items():
+            if not values.meets(box.get(dim, self.domains[dim])):  # type: ignore[arg-type]
+                return True
+        return False
 
     def first(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
         """The first event (in the enumeration's order) of `box` minus the taken boxes.
 
-        A best-first search: a piece is cut by the first taken box it meets, into pieces
-        that avoid that box; the piece with the least first event comes next. Taken boxes
-        with fewer conditions come first: they contain whole pieces more often and cut
-        them into fewer pieces.
-
         Returns:
             The event's rank and a box that starts with it, or None when no event is left.
         """
-        if self.everything:
+        if self.everything or self._inside(box):
             return None
-        for dim, values in self.open.items():
-            if not values.meets(box.get(dim, self.domains[dim])):  # type: ignore[arg-type]
-                return None
+        self._spend(len(self.boxes) + 1)
+        try:
+            cover = _Cover(box, self.boxes, self.domains, self._spend)
+        except _Unstructured:
+            return self._search(box)
+        found = cover.first(self.rank.part)
+        if found is None:
+            return None
+        piece = {**box, **found}
+        return self.rank(piece), piece
+
+    def _search(self, box: _Box) -> tuple[tuple[object, ...], _Box] | None:
+        """`first` by a best-first search, for bit patterns that fall into too many classes.
+
+        A piece is cut by the first taken box it meets, into pieces that avoid that box;
+        the piece with the least first event comes next. Taken boxes with fewer conditions
+        come first: they contain whole pieces more often and cut them into fewer pieces.
+        """
         taken = [other for other in self.boxes if _meet(box, other) is not None]
         self._spend(len(self.boxes) + 1)
         taken.sort(key=len)
@@ -1029,6 +1114,265 @@ class _Taken:
                 tie += 1
                 heapq.heappush(heap, (self.rank(part), tie, part, index + 1))
         return None
+
+
+def _atoms(
+    whole: _Set, sets: Sequence[tuple[_Set, int]], spend: Callable[[int], None]
+) -> list[tuple[_Set, int]]:
+    """`whole` cut into the classes of values that the same sets hold.
+
+    Args:
+        whole: The values to cut.
+        sets: Sets (within `whole`), each with its bit.
+        spend: Counts the work (bit patterns may fall into many classes).
+
+    Returns:
+        Each class with the bits of the sets that hold it; values of one class are alike
+        for every set.
+    """
+    if isinstance(whole, _Ranges):
+        # A sweep over the interval ends: the holders change only there.
+        toggles: dict[int, int] = {}
+        for values, bit in sets:
+            for low, high in zip(values.los, values.his, strict=True):  # type: ignore[union-attr]
+                toggles[low] = toggles.get(low, 0) ^ bit
+                toggles[high + 1] = toggles.get(high + 1, 0) ^ bit
+        spans: dict[int, tuple[list[int], list[int]]] = {}
+        holders, start = 0, 0
+        for cut in sorted(toggles):
+            if cut > start:
+                los, his = spans.setdefault(holders, ([], []))
+                los.append(start)
+                his.append(cut - 1)
+            holders ^= toggles[cut]
+            start = cut
+        if start <= U32:
+            los, his = spans.setdefault(holders, ([], []))
+            los.append(start)
+            his.append(U32)
+        ranges = [(whole & _Ranges(tuple(lo), tuple(hi)), b) for b, (lo, hi) in spans.items()]
+        return [(values, bits) for values, bits in ranges if values]
+    if isinstance(whole, _Names):
+        # Every path a set names is a class of its own, and so are all the others.
+        finite: dict[str, int] = {}
+        excluded: dict[str, int] = {}
+        cofinite = 0
+        for values, bit in sets:
+            names = values.names  # type: ignore[union-attr]
+            if values.cofinite:  # type: ignore[union-attr]
+                cofinite |= bit
+                for name in names:
+                    excluded[name] = excluded.get(name, 0) | bit
+            else:
+                for name in names:
+                    finite[name] = finite.get(name, 0) | bit
+        named = finite.keys() | excluded.keys()
+        grouped: dict[int, set[str]] = {}
+        for name in named:
+            bits = finite.get(name, 0) | (cofinite & ~excluded.get(name, 0))
+            grouped.setdefault(bits, set()).add(name)
+        classes = [(whole & _Names(frozenset(n), cofinite=False), b) for b, n in grouped.items()]
+        classes.append((whole & _Names(frozenset(named), cofinite=True), cofinite))
+        return [(values, bits) for values, bits in classes if values]
+    # Bit patterns: refine by each distinct set in turn.
+    same: dict[tuple[tuple[int, int], ...], tuple[_Set, int]] = {}
+    for values, bit in sets:
+        key = values.cubes  # type: ignore[union-attr]
+        known = same.get(key)
+        same[key] = (values, bit | (known[1] if known else 0))
+    parts: list[tuple[_Set, int]] = [(whole, 0)]
+    for values, bits in same.values():
+        refined: list[tuple[_Set, int]] = []
+        for part, holders in parts:
+            inner = part & values  # type: ignore[operator]
+            if inner:
+                refined.append((inner, holders | bits))
+            outer = part - values  # type: ignore[operator]
+            if outer:
+                refined.append((outer, holders))
+        spend(len(refined))
+        if len(refined) > _CUBE_CLASSES:
+            raise _Unstructured
+        parts = refined
+    return parts
+
+
+def _narrower(box: _Box, other: _Box) -> _Box | None:
+    """`other`'s sets on the attributes where it does not hold all of `box`'s values.
+
+    Returns:
+        None when the two boxes do not meet.
+    """
+    narrower: _Box = {}
+    for dim, values in other.items():
+        mine = box.get(dim)
+        if mine is None:
+            narrower[dim] = values  # a rule's sets are never its whole domain
+        elif isinstance(mine, _Ranges) and isinstance(values, _Ranges):
+            if not mine.meets(values):
+                return None
+            if not mine.within(values):
+                narrower[dim] = values  # `_atoms` cuts it to `mine`
+        else:
+            both = mine & values  # type: ignore[operator]
+            if not both:
+                return None
+            if mine - values:  # type: ignore[operator]
+                narrower[dim] = both
+    return narrower
+
+
+class _Cover:
+    """Whether the taken boxes cover a box, and the first event of the box they do not.
+
+    This is a cover problem (is a box inside a union of boxes?), NP-hard in general, so it
+    is searched, but along its structure, never by guessing:
+
+    - *Atoms.* On each attribute the box's values fall into classes that the same taken
+      boxes hold (`_atoms`, computed once); the values of one class are alike, so a search
+      picks classes, not values.
+    - *Splitting.* Fixing one class of one attribute leaves the taken boxes that hold it; a
+      subproblem is the attributes fixed so far and the boxes left (a bit mask). The same
+      subproblem is reached by many paths (`!=` rules are alike but for their constant),
+      so each is decided once (memoised).
+    - *A box that holds the rest* (every value of every unfixed attribute) covers it.
+    - *Counting.* An event outside every box left must leave each of them on some
+      attribute, and one value of an attribute leaves at most as many boxes as its class
+      that the fewest hold. When those maxima add up to fewer than the boxes left, every
+      event is covered: the pigeonhole argument that decides "rule i excludes the value i
+      on each of k attributes, k+1 rules" at once.
+
+    Args:
+        box: The box asked about.
+        taken: The boxes that may cover it.
+        domains: The in-scope values per attribute.
+        spend: Counts the work (raises `_TooHard` past the limits).
+    """
+
+    def __init__(
+        self,
+        box: _Box,
+        taken: Sequence[_Box],
+        domains: dict[str, _Set],
+        spend: Callable[[int], None],
+    ) -> None:
+        self.spend = spend
+        #: Each taken box meeting `box`, as its sets on the attributes where it is narrower.
+        boxes: list[dict[str, _Set]] = []
+        dims: set[str] = set()
+        for other in taken:
+            narrower = _narrower(box, other)
+            if narrower is not None:
+                boxes.append(narrower)
+                dims.update(narrower)
+        spend(len(taken))
+        whole = {dim: box.get(dim, domains[dim]) for dim in dims}
+        #: Attributes in the enumeration's order (the order of `first`).
+        self.dims = [dim for dim in (*_DIMS, "exe") if dim in whole]
+        self.bit = {dim: 1 << index for index, dim in enumerate(self.dims)}
+        #: Per attribute, the boxes narrower on it; per box, the attributes it narrows.
+        self.on = dict.fromkeys(self.dims, 0)
+        self.needs: list[int] = []
+        for index, narrower in enumerate(boxes):
+            needs = 0
+            for dim in narrower:
+                self.on[dim] |= 1 << index
+                needs |= self.bit[dim]
+            self.needs.append(needs)
+        #: Per attribute, its classes with the boxes (narrower on it) that hold each.
+        self.atoms: dict[str, list[tuple[_Set, int]]] = {}
+        for dim in self.dims:
+            sets = [(b[dim], 1 << i) for i, b in enumerate(boxes) if dim in b]
+            self.atoms[dim] = _atoms(whole[dim], sets, spend)
+            spend(len(sets) + len(self.atoms[dim]))
+        self.everyone = (1 << len(boxes)) - 1
+        self.memo: dict[tuple[int, int], bool] = {}
+
+    def covered(self, fixed: int, boxes: int) -> bool:
+        """Whether `boxes` cover the box, with the attributes `fixed` set to classes they hold."""
+        self.spend(1)
+        if not boxes:
+            return False
+        # Per unfixed attribute, the boxes narrower on it (bit masks, not a loop over boxes).
+        live: list[tuple[str, int]] = []
+        anywhere = 0
+        narrowed_fixed = 0
+        for dim in self.dims:
+            narrow = self.on[dim] & boxes
+            if not narrow:
+                continue
+            if fixed & self.bit[dim]:
+                narrowed_fixed |= self.bit[dim]
+            else:
+                live.append((dim, narrow))
+                anywhere |= narrow
+        if boxes & ~anywhere:
+            return True  # a box holds every value left
+        # Only the attributes the boxes narrow matter: fixing others changed nothing.
+        key = (narrowed_fixed, boxes)
+        found = self.memo.get(key)
+        if found is None:
+            found = self.memo[key] = self._covered(fixed, boxes, live)
+        return found
+
+    def _covered(self, fixed: int, boxes: int, live: list[tuple[str, int]]) -> bool:
+        # A box narrower on one attribute left decides it: an event outside that box must
+        # take a class of that attribute outside it.
+        after = [0] * (len(live) + 1)
+        for index in range(len(live) - 1, -1, -1):
+            after[index] = after[index + 1] | live[index][1]
+        before = 0
+        bound = 0
+        count = boxes.bit_count()
+        best: tuple[tuple[bool, int, int], str, set[int]] | None = None
+        for index, (dim, narrow) in enumerate(live):
+            unit = narrow & ~(before | after[index + 1])
+            before |= narrow
+            others = boxes & ~narrow
+            # The classes an event outside every box may take (none held by a unit box).
+            children = {
+                others | (holders & narrow) for _, holders in self.atoms[dim] if not holders & unit
+            }
+            self.spend(len(self.atoms[dim]))
+            if not children:
+                return True  # every class of this attribute is inside some box
+            leaves = count - min(child.bit_count() for child in children)
+            bound += leaves
+            score = (bool(unit), leaves, -len(children))
+            if best is None or score > best[0]:
+                best = (score, dim, children)
+        if best is None or bound < count:
+            return True  # no event leaves them all (counting)
+        _, dim, children = best
+        split = fixed | self.bit[dim]
+        return all(self.covered(split, child) for child in sorted(children, key=int.bit_count))
+
+    def first(self, part: Callable[[str, _Set], tuple[object, ...]]) -> _Box | None:
+        """The classes, per attribute in the enumeration's order, of the first event left.
+
+        Args:
+            part: The rank of the first value of a set (`_Ranker.part`).
+
+        Returns:
+            The chosen class per attribute that the boxes narrow, or None when covered.
+        """
+        fixed, boxes = 0, self.everyone
+        if self.covered(fixed, boxes):
+            return None
+        chosen: _Box = {}
+        for dim in self.dims:
+            narrow = self.on[dim] & boxes
+            if not narrow:
+                continue
+            atoms = sorted(self.atoms[dim], key=lambda atom: part(dim, atom[0]))
+            self.spend(len(atoms))
+            for values, holders in atoms:
+                child = (boxes & ~narrow) | (holders & narrow)
+                if not self.covered(fixed | self.bit[dim], child):
+                    chosen[dim] = values
+                    fixed, boxes = fixed | self.bit[dim], child
+                    break
+        return chosen
 
 
 def _pick(
@@ -1344,6 +1688,8 @@ class _Symbolic:
             both = values if mine is None else mine & values  # type: ignore[operator]
             if not both:
                 return None
+            if isinstance(both, _Cubes) and len(both.cubes) > _PATTERNS:
+                raise _TooHard(limit="patterns")
             box[dim] = both
         return box, tuple(unknown)
 
@@ -1485,7 +1831,7 @@ def _walk(
         The positions of the good rules that some event reaches and may match, the first
         event of each failure (a bad rule reached, or the end), and the work done in all.
     """
-    taken = _Taken(symbolic.domains, ranker, work)
+    taken = _Taken(symbolic.domains, ranker, work, deadline=symbolic.ctx.deadline)
     for box in symbolic.impossible():
         taken.take(box)
     good: list[int] = []
@@ -1493,24 +1839,35 @@ def _walk(
     for position, rule in enumerate(rules):
         if taken.everything:
             break
-        compiled = symbolic.rule(rule, case, task=task)
-        if compiled is None:
-            continue
-        box, unknown = compiled
-        if lend and _borrows(rule):
-            _walk_lenders(
-                symbolic, rules, position, box, case=case, taken=taken, good=good, failures=failures
-            )
-        elif bad(rule):
-            # Only the least failure is reported: a box whose first event ranks after one
-            # found already cannot hold a lesser one (thousands of `never` rules on other
-            # programs' failed execs, `-F exe=`, need no search each).
-            if not failures or min(hit.rank for hit in failures) > ranker(box):
-                found = taken.first(box)
-                if found is not None:
-                    failures.append(_Hit(found[0], found[1], rule, case, position))
-        elif taken.reaches(box):
-            good.append(position)
+        try:
+            compiled = symbolic.rule(rule, case, task=task)
+            if compiled is None:
+                continue
+            box, unknown = compiled
+            if lend and _borrows(rule):
+                _walk_lenders(
+                    symbolic,
+                    rules,
+                    position,
+                    box,
+                    case=case,
+                    taken=taken,
+                    good=good,
+                    failures=failures,
+                )
+            elif bad(rule):
+                # Only the least failure is reported: a box whose first event ranks after
+                # one found already cannot hold a lesser one (thousands of `never` rules on
+                # other programs' failed execs, `-F exe=`, need no search each).
+                if not failures or min(hit.rank for hit in failures) > ranker(box):
+                    found = taken.first(box)
+                    if found is not None:
+                        failures.append(_Hit(found[0], found[1], rule, case, position))
+            elif taken.reaches(box):
+                good.append(position)
+        except _TooHard as hard:
+            hard.rule = rule
+            raise
         if not unknown:
             taken.take(box)
     if end:
@@ -1537,7 +1894,7 @@ def _walk_lenders(
     them (`_borrows`): a second walk, over those rules, of the watch's box minus the
     boxes taken before it. A lender with an unacceptable key, or no lender, is a failure.
     """
-    lent = _Taken(taken.domains, taken.rank, taken.work)
+    lent = _Taken(taken.domains, taken.rank, taken.work, deadline=taken.deadline)
     for earlier in taken.boxes:
         lent.take(earlier)
     for later_position in range(position + 1, len(rules)):
@@ -1584,8 +1941,15 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
 
     Returns:
         The coverage, with a counterexample when not covered, or `undecided` set when the
-        evaluation would exceed `WORK_LIMIT` steps (far beyond any realistic rule list).
+        evaluation would exceed `WORK_LIMIT` steps or `TIME_LIMIT` (or `ctx.deadline`),
+        far beyond any realistic rule list.
     """
+    deadline = time.monotonic() + TIME_LIMIT
+    if ctx.deadline is not None and ctx.deadline < deadline:
+        deadline, limit = ctx.deadline, "the time left for judging in this run"
+    else:
+        limit = f"{TIME_LIMIT:g} s"
+    ctx = attrs.evolve(ctx, deadline=deadline)
     exit_rules = _relevant_exit_rules(ruleset.exit, target)
     everything = (*exit_rules, *ruleset.task, *ruleset.exclude)
     symbolic = _Symbolic(target, ctx, _bitwise(everything))
@@ -1621,20 +1985,40 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                 failures.extend(failed)
                 if rules is exit_rules:
                     good.update(reached)
-    except _TooHard:
+    except _TooHard as hard:
+
+        def narrows(rule: Rule, *, task: bool) -> bool:
+            try:
+                return any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+            except _TooHard:
+                return True
+
         involved = [
             rule
             for rules, task in ((exit_rules, False), (ruleset.task, True), (ruleset.exclude, False))
             for rule in rules
-            if any((symbolic.rule(rule, case, task=task) or ({}, ()))[0] for case in cases)
+            if narrows(rule, task=task)
         ]
-        origins = ", ".join(dict.fromkeys(str(rule.origin) for rule in involved))
+        named = list(dict.fromkeys(str(rule.origin) for rule in involved))
+        origins = ", ".join(named[:_NAMED])
+        if len(named) > _NAMED:
+            origins += f" and {len(named) - _NAMED} more"
+        if hard.limit == "steps":
+            limit = f"{WORK_LIMIT} steps"
+        elif hard.limit == "patterns":
+            limit = "the bit patterns its `&` and `&=` tests multiply out into"
+        hardest = (
+            "which events no rule matches"
+            if hard.rule is None
+            else f"which events reach {hard.rule.origin} `{hard.rule.origin.text.strip()}`"
+        )
         return Coverage(
             target=target,
             covered=False,
             rules=(),
             undecided=f"the conditions of the rules that can match it ({origins}) split its "
-            f"events into more pieces than kmod-audit follows exactly ({WORK_LIMIT} steps)",
+            f"events into more pieces than kmod-audit follows exactly ({limit}); it was "
+            f"deciding {hardest}",
         )
     rules = tuple(exit_rules[position] for position in sorted(good))
     if not failures:
