@@ -44,7 +44,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from _support import Auditd, HostAudit, audit_status, auditctl, poll, require_or_skip
+from _support import FIXTURES, Auditd, HostAudit, audit_status, auditctl, poll, require_or_skip
 from kmod_audit.cli import main
 
 CI_EXAMPLES = 60
@@ -71,14 +71,7 @@ BEING_FIXED = frozenset(
 )
 #: Disagreement classes this test found that no change fixes yet (see the note of the
 #: commit that added them). Excluded the same way; remove a name when its fix lands.
-FOUND_NOT_YET_FIXED = frozenset(
-    {
-        # `-a always,task` puts the task in the record state with priority ~0: no exit
-        # rule matches its syscalls any more, so they are recorded without a key (or
-        # with the task rule's key).
-        "always-task",
-    }
-)
+FOUND_NOT_YET_FIXED: frozenset[str] = frozenset()
 
 
 def _excluded() -> frozenset[str]:
@@ -232,7 +225,14 @@ def _other_list_rule(draw: st.DrawFn) -> str:
         op = draw(st.sampled_from(("=", ">=", "!=")))
         fields = ["-F auid!=unset", f"-F auid{op}{draw(st.sampled_from(('1000', '1001', '2000')))}"]
         fields += draw(_fields(syscalls=None, task=True))
-        key = f" -k {draw(st.sampled_from(KEYS))}" if draw(st.booleans()) else ""
+        # auditctl takes a task rule's key only after an exe field (at fork, exe= never
+        # matches and exe!= always does: the new task is not the current one).
+        exe = draw(st.sampled_from(("", "", " -F exe!=", " -F exe=")))
+        if exe:
+            fields.append(f"{exe.strip()}{draw(st.sampled_from(EXES))}")
+        key = ""
+        if draw(st.booleans()):
+            key = f" -{draw(st.sampled_from(('k ', 'F key=')))}{draw(st.sampled_from(KEYS))}"
         return f"-a {action},task {' '.join(fields)}{key}"
     if which == "exclude":
         msgtype = draw(st.sampled_from(("SYSCALL", "PATH", "CWD", "EXECVE")))
@@ -686,6 +686,22 @@ class TestCheckAgreesWithTheKernel:
         assert set(TARGETS) == {event.target for event in events}
         assert [] == [event.describe() for event in events if not event.recorded]
         assert len(GOOD) == count
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "always-task.rules",  # keyless: every record key=(null)
+            "always-task-keyed.rules",  # every record key="t", whatever the exit rules
+            "always-task-order.rules",  # the first matching task rule decides
+            "always-task-exe.rules",  # exe= never matches a task rule
+        ],
+    )
+    def test_task_rules_fixture(self, auditd: Auditd, tmp_path: Path, name: str) -> None:
+        """The kernel records the events of a fixture with task rules as `check` judges them."""
+        text = (FIXTURES / "differential" / name).read_text()
+        outcomes = _judge(Kernel(auditd), tmp_path / name, text)
+        assert [] == [o for o in outcomes if o.kind not in {"agree", "undecidable"}]
+        assert "agree" in {o.kind for o in outcomes}
 
     def test_every_target_verdict_and_rule_count(self, auditd: Auditd, tmp_path: Path) -> None:
         """No target of a random rules file is judged otherwise than the kernel records it."""
