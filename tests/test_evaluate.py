@@ -145,7 +145,7 @@ class TestOtherLists:
         assert covered("-a never,task -F auid=0\n" + GOOD, target(B64, "init_module"))
 
     def test_task_always_without_key(self) -> None:
-        """An `always` task rule without a key makes every record keyless, whatever the exit rules."""
+        """A keyless `always` task rule makes every record keyless, whatever the exit rules."""
         text = GOOD + "-a always,task -F auid!=unset\n"
         ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
         coverage = evaluate(ruleset, target(B64, "init_module"), Context())
@@ -181,7 +181,7 @@ class TestOtherLists:
         assert covered(text, target(B64, "init_module"), Context(key="t"))
 
     def test_task_first_match_decides(self) -> None:
-        """A task rule the event matches first decides; a keyless `always` one for other users is harmless."""
+        """The first task rule an event matches decides; a later keyless `always` rule is moot."""
         text = "-a never,task -F auid=1001\n-a always,task -F exe!=/x -F key=t\n"
         text += "-a always,task -F auid!=unset\n"
         ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
@@ -198,7 +198,7 @@ class TestOtherLists:
         assert covered("-a always,task -F auid=0\n" + GOOD, target(B64, "init_module"))
 
     def test_task_exe_is_not_the_new_task(self) -> None:
-        """At fork `exe=` never matches a task rule and `exe!=` always does (the new task is not current)."""
+        """At fork, `exe=` never matches a task rule and `exe!=` always does."""
         exe = target(B64, "execve", ExecFile("/usr/bin/kmod"))
         for tgt in (target(B64, "init_module"), exe):
             assert covered("-a never,task -F exe=/usr/bin/kmod\n" + GOOD + KMOD_WATCH, tgt)
