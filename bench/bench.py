@@ -482,6 +482,8 @@ def repeated_template(checklist: str, size: int) -> str:
     stig["rules"] = [rule] * size
     stig["size"] = size
     return json.dumps(data, indent=2)
+
+
 def pigeonhole(attributes: int, rules: int) -> str:
     """STIG module rules, b64 then b32, rule i with `-F X!=i` on each of the attributes.
 
@@ -673,6 +675,7 @@ class Bench:
                 note.strip()[-300:],
             )
         )
+
     def group_pigeonhole(self) -> None:
         """The pigeonholes of 3 to 9 attributes (issue 16: 8 took 47 s, 9 took 813 s)."""
         sizes = (3, 8) if self.settings.quick else tuple(range(3, 10))

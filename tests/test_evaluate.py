@@ -48,6 +48,7 @@ def covered(text: str, tgt: Target, ctx: Context | None = None) -> bool:
 
 
 GOOD = "-a always,exit -F arch=b64 -S init_module -F auid>=1000 -F auid!=unset -k k\n"
+KMOD_WATCH = "-w /usr/bin/kmod -p x -k k\n"
 
 
 class TestFirstMatch:
@@ -144,6 +145,66 @@ class TestOtherLists:
     def test_task_never_for_other_uids(self) -> None:
         """A task exemption for auid 0 leaves real users audited."""
         assert covered("-a never,task -F auid=0\n" + GOOD, target(B64, "init_module"))
+
+    def test_task_always_without_key(self) -> None:
+        """A keyless `always` task rule makes every record keyless, whatever the exit rules."""
+        text = GOOD + "-a always,task -F auid!=unset\n"
+        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context())
+        expected = (
+            "b64 init_module (auid=1000, success=no): every syscall of the task is recorded "
+            "without a key because of t.rules:2 `-a always,task -F auid!=unset` (an `always` "
+            "task rule: no exit rule applies to the task)"
+        )
+        assert (False, expected) == (coverage.covered, coverage.reason())
+
+    def test_task_always_with_key(self) -> None:
+        """A keyed `always` task rule records every syscall with its key, even with no exit rule."""
+        text = "-a always,task -F auid!=unset -F exe!=/usr/bin/kmod -F key=t\n"
+        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        coverage = evaluate(ruleset, target(B32, "finit_module"), Context())
+        expected = (
+            "b32 finit_module: recorded by t.rules:1 "
+            "`-a always,task -F auid!=unset -F exe!=/usr/bin/kmod -F key=t`"
+        )
+        assert (True, expected) == (coverage.covered, coverage.reason())
+
+    def test_task_always_key_outranks_the_exit_rules(self) -> None:
+        """With `--key`, the task rule's key is the records' key, not the matching exit rule's."""
+        text = GOOD + "-a always,task -F auid!=unset -F exe!=/x -k t\n"
+        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context(key="k"))
+        expected = (
+            "b64 init_module (auid=1000, success=no): every syscall of the task is recorded "
+            "with the key 't' of t.rules:2 `-a always,task -F auid!=unset -F exe!=/x -k t` "
+            "(an `always` task rule: no exit rule applies to the task)"
+        )
+        assert (False, expected) == (coverage.covered, coverage.reason())
+        assert covered(text, target(B64, "init_module"), Context(key="t"))
+
+    def test_task_first_match_decides(self) -> None:
+        """The first task rule an event matches decides; a later keyless `always` rule is moot."""
+        text = "-a never,task -F auid=1001\n-a always,task -F exe!=/x -F key=t\n"
+        text += "-a always,task -F auid!=unset\n"
+        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        coverage = evaluate(ruleset, target(B64, "init_module"), Context())
+        expected = (
+            "b64 init_module (auid=1001, success=no): the task is never audited because of "
+            "t.rules:1 `-a never,task -F auid=1001`"
+        )
+        assert (False, expected) == (coverage.covered, coverage.reason())
+        assert covered(text.replace("1001", "0"), target(B64, "init_module"))
+
+    def test_task_always_for_other_users(self) -> None:
+        """A keyless `always` task rule for auid 0 leaves real users to the exit rules."""
+        assert covered("-a always,task -F auid=0\n" + GOOD, target(B64, "init_module"))
+
+    def test_task_exe_is_not_the_new_task(self) -> None:
+        """At fork, `exe=` never matches a task rule and `exe!=` always does."""
+        exe = target(B64, "execve", ExecFile("/usr/bin/kmod"))
+        for tgt in (target(B64, "init_module"), exe):
+            assert covered("-a never,task -F exe=/usr/bin/kmod\n" + GOOD + KMOD_WATCH, tgt)
+            assert not covered("-a never,task -F exe!=/usr/bin/kmod\n" + GOOD + KMOD_WATCH, tgt)
 
     def test_exclude_syscall_records(self) -> None:
         """Excluding SYSCALL records drops the evidence."""
@@ -814,6 +875,9 @@ class TestSymbolicEqualsEnumeration:
                     "-a never,task -F auid=1000",
                     "-a never,task -F uid=0",
                     "-a always,task -F pid=1000",
+                    "-a always,task -F auid!=unset",
+                    "-a always,task -F auid>=1001 -F exe!=/bin/true -F key=k",
+                    "-a always,task -F uid=0 -F exe!=/bin/true -k other",
                     "-a never,task -F exe=/bin/true",
                     "-a never,task -F subj_type=x_t",
                     "-a always,exclude -F msgtype=1301",

@@ -386,6 +386,8 @@ class TestExecutionsInTheKernel:
         assert code == checked.code, checked.out + checked.err
         if code:
             assert f"[fail] b64 execve of {program} (auid=1000, success=no)" in checked.out
+
+
 def _module_call_as_user(args: tuple[int, int, int]) -> int:
     """Call b64 init_module(a0, a1, a2) in a child whose login uid is 1000; return its pid.
 

@@ -239,7 +239,9 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = Tr
         return Coverage(
             target=target, covered=False, rules=(), undecided=_undecided(dims, involved)
         )
-    order = {id(rule): position for position, rule in enumerate(exit_rules)}
+    # A keyed `always` task rule records the events of the tasks it matches: task rules
+    # are listed before the exit rules.
+    order = {id(rule): position for position, rule in enumerate((*ruleset.task, *exit_rules))}
     covering: dict[int, Rule] = {}
     count = 0
     failed: Coverage | None = None

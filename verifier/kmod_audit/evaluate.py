@@ -5,7 +5,9 @@ execve of /usr/bin/kmod". It is covered when, for every such event made by a log
 user (auid in [uid-min, 4294967294], uid 0 or the user's own, success yes or no), the
 kernel records a SYSCALL record carrying an acceptable key:
 
-- the task list does not exempt the task (`-a never,task`),
+- the task list does not exempt the task (`-a never,task`) nor put it in the record state
+  without an acceptable key (`-a always,task`: every syscall of the task is then recorded
+  with the task rule's key, and no exit rule applies to it),
 - the first matching rule on the exit list (kernel order: `-A` rules first) has action
   `always` and a key (the pinned key with `--key`); a keyless watch records with the key
   of the first matching syscall rule after it (`_borrows`),
@@ -62,6 +64,11 @@ __all__ = ["Context", "Coverage", "ExecFile", "NamedFile", "Outcome", "Target", 
 U32: Final = 0xFFFFFFFF
 SYSCALL_RECORD: Final = 1300
 PID_MAX: Final = 4194304
+#: How `exe` behaves on the task list: audit_exe_compare() compares only the current task
+#: (Linux 6.7+), and a task rule runs at fork for the new task, which is not current: `exe=`
+#: never matches there and `exe!=` always does. (`-F exe` is also the only way to give a
+#: task rule a key: auditctl takes a key only after -S, a watch or exe.)
+_TASK_EXE: Final = "exe= never matches a task rule, exe!= always does"
 
 # Failure return codes a module syscall typically has, for readable counterexamples.
 _TYPICAL_ERRNOS: Final = (
@@ -288,7 +295,17 @@ class Context:
     deadline: float | None = None
 
 
-Verdict = Literal["covered", "never", "no-key", "wrong-key", "unmatched", "excluded", "task-never"]
+Verdict = Literal[
+    "covered",
+    "never",
+    "no-key",
+    "wrong-key",
+    "unmatched",
+    "excluded",
+    "task-never",
+    "task-no-key",
+    "task-wrong-key",
+]
 
 
 @attrs.frozen
@@ -363,6 +380,11 @@ class Coverage:
             "unmatched": "no loaded rule matches it",
             "excluded": f"SYSCALL records are dropped by the exclude rule {where}{maybe}",
             "task-never": f"the task is never audited because of {where}{maybe}",
+            "task-no-key": f"every syscall of the task is recorded without a key because of "
+            f"{where} (an `always` task rule: no exit rule applies to the task){maybe}",
+            "task-wrong-key": f"every syscall of the task is recorded with the key "
+            f"{rule.key if rule else ''!r} of {where} (an `always` task rule: no exit rule "
+            f"applies to the task){maybe}",
             "covered": "covered",
         }[verdict]
         if self.outcome.borrowed:
@@ -497,6 +519,8 @@ class _Evaluator:
             return _compare(SYSCALL_RECORD, field.op, int(field.value))
         if name == "exe" and field.ambiguous:
             return None  # read from auditctl -l: exe= or exe!=, which it prints alike
+        if name == "exe" and task:
+            return field.op != "="  # see _TASK_EXE
         if name == "exe":
             running = event.get("exe", _ANOTHER_PROGRAM)
             if program is not None and (task or running == program.path):
@@ -588,6 +612,14 @@ def _key_ok(rule: Rule, ctx: Context) -> Verdict:
     return "covered"
 
 
+def _task_key_ok(rule: Rule, ctx: Context) -> Verdict:
+    """The verdict of an event whose task an `always` task rule puts in the record state."""
+    verdict = _key_ok(rule, ctx)
+    if verdict == "covered":
+        return verdict
+    return "task-no-key" if verdict == "no-key" else "task-wrong-key"
+
+
 def _judge_event(
     evaluator: _Evaluator,
     ruleset: RuleSet,
@@ -597,13 +629,21 @@ def _judge_event(
 ) -> list[Outcome]:
     """Every possible outcome for one event (more than one when some rule may match)."""
     outcomes: list[Outcome] = []
+    # The first matching task rule decides the task's state at fork (audit_filter_task):
+    # `never` leaves it unaudited; `always` puts it in the record state, whose priority
+    # (~0) no exit rule outranks, so every syscall is recorded with that rule's key (none
+    # when it has none). Either way no exit rule applies to the task.
+    decided = False
     for rule in ruleset.task:
         matched, unknown = evaluator.rule(rule, event, task=True)
         if matched is False:
             continue
         if rule.action == "never":
             outcomes.append(Outcome("task-never", rule, unknown))
+        else:
+            outcomes.append(Outcome(_task_key_ok(rule, ctx), rule, unknown))
         if matched is True:
+            decided = True
             break
     for rule in ruleset.exclude:
         matched, unknown = evaluator.rule(rule, event)
@@ -612,6 +652,8 @@ def _judge_event(
         outcomes.append(Outcome("excluded", rule, unknown))
         if matched is True:
             break
+    if decided:
+        return outcomes
     uncertain: list[str] = []
     for position, rule in enumerate(exit_rules):
         matched, unknown = evaluator.rule(rule, event)
@@ -1587,6 +1629,8 @@ class _Symbolic:
             return _compare(SYSCALL_RECORD, field.op, int(field.value))
         if name == "exe" and field.ambiguous:
             return None  # read from auditctl -l: exe= or exe!=, which it prints alike
+        if name == "exe" and task:
+            return field.op != "="  # see _TASK_EXE
         if name == "exe":
             if program is not None and task:
                 same = _identifies(str(field.value), program, self.ctx)
@@ -1812,6 +1856,7 @@ def _walk(
     end: bool = False,
     work: int = 0,
     lend: bool = False,
+    decided: Sequence[_Box] = (),
 ) -> tuple[list[int], list[_Hit], int]:
     """Follow the events through `rules` in order (first match wins).
 
@@ -1826,13 +1871,14 @@ def _walk(
         work: The work done before, for `WORK_LIMIT`.
         lend: Whether keyless watches take the key of a later syscall rule (`_borrows`:
             the exit list).
+        decided: The events another list decided (they never reach `rules`).
 
     Returns:
         The positions of the good rules that some event reaches and may match, the first
         event of each failure (a bad rule reached, or the end), and the work done in all.
     """
     taken = _Taken(symbolic.domains, ranker, work, deadline=symbolic.ctx.deadline)
-    for box in symbolic.impossible():
+    for box in (*symbolic.impossible(), *decided):
         taken.take(box)
     good: list[int] = []
     failures: list[_Hit] = []
@@ -1928,11 +1974,13 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
 
     The in-scope events are followed through the task, exclude and exit lists, in list
     order: an event *reaches* a rule when no earlier rule surely matches it. The target is
-    covered unless some event reaches a `never` task rule, an exclude rule, a `never` or
-    unkeyed (wrongly keyed) exit rule that may match it, or the end of the exit list. The
+    covered unless some event reaches a `never` or unkeyed (wrongly keyed) task rule, an
+    exclude rule, a `never` or unkeyed (wrongly keyed) exit rule that may match it, or the
+    end of the exit list; an event a task rule surely matches never reaches the exit list. The
     counterexample is the first such event in the order `_enumerate` visits events, judged
     once more concretely by `_judge_event` for the reason. The rules reported are the
-    keyed exit rules that some in-scope event reaches and may match, in list order.
+    keyed `always` task rules, then the keyed exit rules, that some in-scope event reaches
+    and may match, in list order.
 
     Args:
         ruleset: The loaded rules.
@@ -1958,6 +2006,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     others = symbolic.others(everything)
     failures: list[_Hit] = []
     good: set[int] = set()
+    task_good: set[int] = set()
     work = 0
 
     def wrong(rule: Rule) -> bool:
@@ -1966,8 +2015,16 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     try:
         for case in cases:
             ranker = _Ranker(symbolic.domains, ctx, case, others)
+            # An event a task rule surely matches never reaches the exit list: its task is
+            # unaudited (`never`) or recorded with the task rule's key (`always`).
+            decided = [
+                compiled[0]
+                for rule in ruleset.task
+                if (compiled := symbolic.rule(rule, case, task=True)) is not None
+                and not compiled[1]
+            ]
             for rules, task, bad, end in (
-                (ruleset.task, True, lambda rule: rule.action == "never", False),
+                (ruleset.task, True, wrong, False),
                 (ruleset.exclude, False, lambda _: True, False),
                 (exit_rules, False, wrong, True),
             ):
@@ -1981,10 +2038,13 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
                     end=end,
                     work=work,
                     lend=rules is exit_rules,
+                    decided=decided if rules is exit_rules else (),
                 )
                 failures.extend(failed)
                 if rules is exit_rules:
                     good.update(reached)
+                elif task:
+                    task_good.update(reached)
     except _TooHard as hard:
 
         def narrows(rule: Rule, *, task: bool) -> bool:
@@ -2020,7 +2080,10 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
             f"events into more pieces than kmod-audit follows exactly ({limit}); it was "
             f"deciding {hardest}",
         )
-    rules = tuple(exit_rules[position] for position in sorted(good))
+    rules = (
+        *(ruleset.task[position] for position in sorted(task_good)),
+        *(exit_rules[position] for position in sorted(good)),
+    )
     if not failures:
         return Coverage(target=target, covered=True, rules=rules, events=work)
     first = min(failures, key=lambda hit: hit.rank)
