@@ -311,6 +311,10 @@ class Rule:
         keys: The filter keys, in order (the kernel stores them joined with 0x01).
         watch: The path of a `-w` watch, for display in the watch form.
         origin: The line that produced the rule.
+        listed_watch: Read from a watch line of `auditctl -l` (`-w PATH -p PERMS`, or
+            ` -p PERMS...`). auditctl prints a rule of only path=, dir=, perm= and key
+            fields on every syscall in that form whatever its action: the `always` read
+            here may be `never` (`-a never,exit -F path=P -F perm=x` lists as `-w P -p x`).
     """
 
     list: ListName
@@ -321,6 +325,7 @@ class Rule:
     keys: tuple[str, ...] = ()
     watch: str | None = None
     origin: Origin
+    listed_watch: bool = attrs.field(default=False, eq=False)
 
     @property
     def key(self) -> str:
@@ -1115,6 +1120,7 @@ class _RuleBuilder:
             keys=tuple(keys),
             watch=self.watch,
             origin=self.origin,
+            listed_watch=self.syntax == "listing" and self.watch is not None,
         )
 
 
@@ -1582,6 +1588,7 @@ def _listed_perm_rule(line: str, origin: Origin, machine: Machine, *, live: bool
         keys=keys,
         watch=path,
         origin=origin,
+        listed_watch=True,
     )
     return Command(kind="add", origin=origin, rule=rule)
 
