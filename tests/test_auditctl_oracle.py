@@ -1347,3 +1347,29 @@ class TestListedWatch:
             result = run_cli("check", str(listing), *args)
             statuses.append((status(running), status(json.loads(result.out)), result.code))
         assert (listings[0], [("pass", *listed), ("fail", *listed)]) == (listings[1], statuses)
+
+    @pytest.mark.parametrize("first", ["always", "never"])
+    def test_watch_listed_twice_is_a_listing_and_undecided(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path, first: str
+    ) -> None:
+        """An `always` and a `never` rule print the same watch line twice: still a listing."""
+        if not host_kmod_layout():
+            require_or_skip("the case watches /usr/bin/kmod (apt-get install kmod)")
+        second = {"always": "never", "never": "always"}[first]
+        watch = f"-F path={KMOD} -F perm=x -k modules"
+        text = f"{STIG_B64}\n{STIG_B32}\n-a {first},exit {watch}\n-a {second},exit {watch}\n"
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        listing = tmp_path / "listing.txt"
+        listing.write_text(host_audit.listing())
+        args = ("--profile", "tenable", "--format", "json")
+        running = run_cli("check", "--running", *args)
+        listed = run_cli("check", str(listing), *args)
+        lines = listing.read_text().splitlines()
+        expected = (2, {"always": 0, "never": 1}[first], "listing", 3)
+        assert expected == (
+            lines.count(f"-w {KMOD} -p x -k modules"),
+            running.code,
+            json.loads(listed.out)["sources"][0]["syntax"],
+            listed.code,
+        )
