@@ -1293,3 +1293,83 @@ class TestListedExe:
             listed["sources"][0]["syntax"],
             len(warned),
         )
+
+
+class TestListedWatch:
+    """auditctl -l prints a `never` rule of path= and perm= as the watch of an `always` one."""
+
+    @pytest.mark.parametrize(
+        ("field", "listed"),
+        [
+            (f"path={KMOD} -F perm=x", ("undecided", 3)),
+            # Printed ` -p x-w /usr/bin/kmod -k modules` (perm= first).
+            (f"perm=x -F path={KMOD}", ("undecided", 3)),
+            # `-w /usr/bin` may also be path=/usr/bin (the directory's own inode), which no
+            # exec of kmod touches: the listing fails it as read, so the action changes nothing.
+            (f"dir={os.path.dirname(KMOD)} -F perm=x", ("fail", 1)),
+        ],
+        ids=["path", "perm-first", "dir"],
+    )
+    def test_listed_watch_is_undecided_where_the_action_decides(
+        self,
+        host_audit: HostAudit,
+        run_cli: RunCli,
+        tmp_path: Path,
+        field: str,
+        listed: tuple[str, int],
+    ) -> None:
+        """The kernel lists both actions alike: the listing is not a pass, netlink is exact."""
+        if not host_kmod_layout():
+            require_or_skip("the case watches /usr/bin/kmod (apt-get install kmod)")
+        args = ("--profile", "tenable", "--format", "json")
+
+        def status(report: dict[str, Any]) -> str:
+            (profile,) = report["profiles"]
+            return str(
+                next(
+                    r["status"]
+                    for r in profile["requirements"]
+                    if r["id"] == "tenable-kernel-module-tools"
+                )
+            )
+
+        listings: list[str] = []
+        statuses: list[tuple[str, str, int]] = []
+        for action in ("always", "never"):
+            text = f"{STIG_B64}\n{STIG_B32}\n-a {action},exit -F {field} -k modules\n"
+            (tmp_path / action).mkdir()
+            _auditctl_load(text, tmp_path / action)
+            auditctl("-e", "1")  # the fixture restores the host's flag
+            listings.append(host_audit.listing())
+            listing = tmp_path / f"{action}.txt"
+            listing.write_text(listings[-1])
+            running = json.loads(run_cli("check", "--running", *args).out)
+            result = run_cli("check", str(listing), *args)
+            statuses.append((status(running), status(json.loads(result.out)), result.code))
+        assert (listings[0], [("pass", *listed), ("fail", *listed)]) == (listings[1], statuses)
+
+    @pytest.mark.parametrize("first", ["always", "never"])
+    def test_watch_listed_twice_is_a_listing_and_undecided(
+        self, host_audit: HostAudit, run_cli: RunCli, tmp_path: Path, first: str
+    ) -> None:
+        """An `always` and a `never` rule print the same watch line twice: still a listing."""
+        if not host_kmod_layout():
+            require_or_skip("the case watches /usr/bin/kmod (apt-get install kmod)")
+        second = {"always": "never", "never": "always"}[first]
+        watch = f"-F path={KMOD} -F perm=x -k modules"
+        text = f"{STIG_B64}\n{STIG_B32}\n-a {first},exit {watch}\n-a {second},exit {watch}\n"
+        _auditctl_load(text, tmp_path)
+        auditctl("-e", "1")  # the fixture restores the host's flag
+        listing = tmp_path / "listing.txt"
+        listing.write_text(host_audit.listing())
+        args = ("--profile", "tenable", "--format", "json")
+        running = run_cli("check", "--running", *args)
+        listed = run_cli("check", str(listing), *args)
+        lines = listing.read_text().splitlines()
+        expected = (2, {"always": 0, "never": 1}[first], "listing", 3)
+        assert expected == (
+            lines.count(f"-w {KMOD} -p x -k modules"),
+            running.code,
+            json.loads(listed.out)["sources"][0]["syntax"],
+            listed.code,
+        )

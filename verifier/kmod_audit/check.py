@@ -148,6 +148,8 @@ class _Judge:
     options: Options
     disabled: str | None
     hypothetical: RuleSet | None
+    #: The listing read with every listed watch as `never` (None when it has none).
+    never_reading: RuleSet | None = None
     #: Coverage by target: profiles share targets (b64 init_module is in all four).
     judged: dict[Target, Coverage] = attrs.field(factory=dict)
 
@@ -248,6 +250,10 @@ class _Judge:
                         reason=f"{label}: " + "; ".join(problems),
                         rules=described,
                     )
+            if self.never_reading is not None:
+                unsure = _listed_never(self.never_reading, target, coverage, self.options)
+                if unsure is not None:
+                    return CheckResult(target=label, status="undecided", reason=unsure)
             return CheckResult(
                 target=label, status="pass", reason=coverage.reason(), rules=described
             )
@@ -271,6 +277,65 @@ class _Judge:
             else:
                 reason += f"; note that `auditctl -R` stops at {stopped} (see the findings)"
         return CheckResult(target=label, status="fail", reason=reason, rules=described)
+
+
+def _never_reading(ruleset: RuleSet) -> RuleSet | None:
+    """The rule set with every watch line of a listing read as a `never` rule, or None.
+
+    `auditctl -l` prints `-a never,exit -F path=P -F perm=x -k k` as `-w P -p x -k k`,
+    exactly as the `always` rule (audit-userspace print_rule prints no action for a rule
+    it takes for a watch), so a listed watch may be either. Reading one as `never` only
+    turns records into no records, never the reverse (its matches do not change): this
+    reading is the worst, the `always` one the best, and a target both cover is covered
+    whatever the kernel holds.
+    """
+    if not any(rule.listed_watch and rule.action == "always" for rule in ruleset.exit):
+        return None
+    return attrs.evolve(
+        ruleset,
+        exit=tuple(
+            attrs.evolve(rule, action="never") if rule.listed_watch else rule
+            for rule in ruleset.exit
+        ),
+    )
+
+
+def _listed_never(
+    never_reading: RuleSet, target: Target, covered: Coverage, options: Options
+) -> str | None:
+    """Why a target covered by the listing as read is undecided, or None when it is covered.
+
+    None when the target is covered also with every listed watch as `never`; otherwise the
+    listed watch(es) whose action decides it, and what to judge instead.
+    """
+    worst = evaluate(never_reading, target, options.context())
+    if worst.undecided is not None:
+        return worst.reason()
+    if worst.covered:
+        return None
+    deciding = worst.outcome.rule if worst.outcome is not None else None
+    if deciding is not None and deciding.listed_watch:
+        watches: list[Rule] = [deciding]
+    else:
+        watches = [rule for rule in covered.rules if rule.listed_watch]
+    if not watches:  # pragma: no cover - only a listed watch differs between the readings
+        watches = [rule for rule in never_reading.exit if rule.listed_watch]
+    said = "; ".join(
+        f"{rule.origin} `{rule.origin.text.strip()}` records it only as an `always` rule, "
+        f"and auditctl -l prints `{_as_never(rule)}` as this watch too"
+        for rule in watches
+    )
+    return (
+        f"{target}: {said}; a listing cannot tell them apart: judge the rules file, or the "
+        "running rules with --running (read over netlink, exact)"
+    )
+
+
+def _as_never(rule: Rule) -> str:
+    """The `-a never,exit` rule that `auditctl -l` prints as the watch `rule`."""
+    words = ["-a never,exit", *(field.render() for field in rule.fields)]
+    words += [f"-k {key}" for key in rule.keys]
+    return " ".join(words)
 
 
 def _watch_hints(ruleset: RuleSet, program: ExecFile, number: int) -> list[str]:
@@ -395,7 +460,7 @@ def judge(
         if ruleset.stopped_at is not None
         else None
     )
-    judge_ = _Judge(ruleset, options, disabled, hypothetical)
+    judge_ = _Judge(ruleset, options, disabled, hypothetical, _never_reading(ruleset))
     profiles = [
         ProfileResult.of(profile, [judge_.requirement(req) for req in profile.requirements])
         for profile in options.profiles

@@ -311,6 +311,10 @@ class Rule:
         keys: The filter keys, in order (the kernel stores them joined with 0x01).
         watch: The path of a `-w` watch, for display in the watch form.
         origin: The line that produced the rule.
+        listed_watch: Read from a watch line of `auditctl -l` (`-w PATH -p PERMS`, or
+            ` -p PERMS...`). auditctl prints a rule of only path=, dir=, perm= and key
+            fields on every syscall in that form whatever its action: the `always` read
+            here may be `never` (`-a never,exit -F path=P -F perm=x` lists as `-w P -p x`).
     """
 
     list: ListName
@@ -321,6 +325,7 @@ class Rule:
     keys: tuple[str, ...] = ()
     watch: str | None = None
     origin: Origin
+    listed_watch: bool = attrs.field(default=False, eq=False)
 
     @property
     def key(self) -> str:
@@ -1115,6 +1120,7 @@ class _RuleBuilder:
             keys=tuple(keys),
             watch=self.watch,
             origin=self.origin,
+            listed_watch=self.syntax == "listing" and self.watch is not None,
         )
 
 
@@ -1582,6 +1588,7 @@ def _listed_perm_rule(line: str, origin: Origin, machine: Machine, *, live: bool
         keys=keys,
         watch=path,
         origin=origin,
+        listed_watch=True,
     )
     return Command(kind="add", origin=origin, rule=rule)
 
@@ -1615,8 +1622,9 @@ def explain_syntax(lines: Iterable[str], machine: Machine | None = None) -> tupl
     """Tell captured `auditctl -l` output from a rules file, and say why.
 
     A text is a listing only on positive evidence: every line is one `auditctl -l` could
-    have printed (see `listing_problem`), no rule repeats (the kernel never holds two), and
-    at least one line has a mark of the listing (`-F key=` or `-S all` on an `-a` line);
+    have printed (see `listing_problem`), no rule repeats (the kernel never holds two; but a
+    watch line may appear twice, for an `always` and a `never` rule that auditctl -l prints
+    alike), and at least one line has a mark of the listing (`-F key=` or `-S all` on an `-a` line);
     or the text is exactly `No rules`. Anything else is a rules file, the stricter
     reading: a text that reads the same both ways is loaded as `auditctl -R` would.
 
@@ -1635,14 +1643,22 @@ def explain_syntax(lines: Iterable[str], machine: Machine | None = None) -> tupl
     if content == ["No rules"]:
         return "listing", "`No rules`, as auditctl -l prints it for no rules"
     marked = False
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for number, line in enumerate(content, start=1):
         problem = listing_problem(line, machine)
         if problem is not None:
             return "rules", f"line {number} is not auditctl -l output: {problem}"
-        if line in seen:
-            return "rules", f"line {number} repeats a rule (the kernel never holds two)"
-        seen.add(line)
+        # auditctl -l prints a watch without its action: `-a always,exit -F path=P -F
+        # perm=x` and `-a never,exit -F path=P -F perm=x` are two rules, printed alike.
+        most = 2 if line.startswith(("-w ", " -p ")) else 1
+        if seen.get(line, 0) >= most:
+            return "rules", (
+                f"line {number} repeats a rule (the kernel never holds two)"
+                if most == 1
+                else f"line {number} repeats a watch twice (the kernel holds at most an "
+                "`always` and a `never` rule that auditctl -l prints alike)"
+            )
+        seen[line] = seen.get(line, 0) + 1
         marked = marked or (line.startswith("-a ") and (" -F key=" in line or " -S all" in line))
     if not marked:
         return "rules", (
