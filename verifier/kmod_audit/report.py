@@ -35,9 +35,10 @@ Status = Literal["pass", "fail", "undecided"]
 
 #: What the text report says about an undecided requirement.
 UNDECIDED_HINT = (
-    "kmod-audit cannot judge this exactly (it is neither a pass nor a failure); "
-    "simplify the rules named above (fewer conditions, or a narrower -S/-F arch), or "
-    "prove it on the machine with `kmod-audit verify`"
+    "kmod-audit cannot judge this exactly (it is neither a pass nor a failure); the "
+    "reason above says what it lacks: give it that (the rules file rather than a listing, "
+    "--running, the machine's files), or simplify the rules it names (fewer conditions, "
+    "a narrower -S/-F arch), or prove it on the machine with `kmod-audit verify`"
 )
 
 
