@@ -9,6 +9,7 @@ and gawk (RHEL's), in the C and a UTF-8 locale, and as the audit 3.1.1 to 4.1.2 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import string
@@ -416,6 +417,34 @@ class TestSortVTies:
         rules_d = _tied_rules_d(tmp_path)
         result = run_cli("check", "--offline", str(rules_d))
         assert (1, True) == (result.code, "x00.rules:1 `-a never,exit -S all`" in result.out)
+
+    def test_each_requirement_is_its_worst_order(self, tmp_path: Path, run_cli: RunCli) -> None:
+        """Each requirement is judged by the order that fails it, not by one order for all.
+
+        Here the C order fails the module syscalls and passes the kmod executions, the
+        en_US order the reverse: the JSON (and the checklists made from it) fail both.
+        """
+        rules_d = tmp_path / "rules.d"
+        rules_d.mkdir()
+        (rules_d / "x0.rules").write_text(
+            "-a never,exit -F arch=b64 -S init_module\n"
+            "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000 -F auid!=unset -k m\n"
+        )
+        (rules_d / "x00.rules").write_text(
+            "-a never,exit -F path=/usr/bin/kmod -F perm=x\n" + STIG.replace("-k modules", "-k m")
+        )
+        result = run_cli("check", "--offline", str(rules_d), "--profile", "al2023-stig")
+        statuses = {
+            req["id"]: req["status"]
+            for profile in json.loads(
+                run_cli(
+                    "check", "--offline", str(rules_d), "--profile", "al2023-stig",
+                    "--format", "json",
+                ).out
+            )["sources"][0]["profiles"]
+            for req in profile["requirements"]
+        }  # fmt: skip
+        assert (1, "fail", "fail") == (result.code, statuses["V-274091"], statuses["V-274093"])
 
     def test_too_many_orders_is_undecided(self, tmp_path: Path, run_cli: RunCli) -> None:
         """Beyond MAX_TIE_ORDERS orders that all pass, the verdict is CANNOT DECIDE (exit 3)."""

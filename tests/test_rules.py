@@ -323,6 +323,7 @@ class TestListingNeedsPositiveEvidence:
             (LISTED.replace("-F auid>=1000", "-F auid>=root"), "decimal"),
             (LISTED.replace("-F auid>=1000", "-F filetype=file"), "decimal"),
             (LISTED.replace("-F auid>=1000", "-C obj_uid!=auid"), "-C"),
+            (LISTED.replace("-F auid>=1000", "-F exe!=/usr/bin/kmod"), "exe!="),
             (LISTED.replace(" -S init_module,delete_module,finit_module", ""), "without -S"),
             ("-a always,exit -F arch=b64 -S init_module,nosuch -F key=k", "nosuch"),
             ("-w /usr/bin/kmod -p xr -k k", "permissions"),

@@ -448,6 +448,16 @@ class TestNextStart:
             os.path.basename(one.path) for one in on_disk.alternatives
         ]
 
+    def test_locale_of_the_manager(self, tmp_path: Path) -> None:
+        """The manager's DefaultEnvironment= sets the locale; with no source, it is unknown."""
+        units = {"/lib/systemd/system/auditd.service": _debian_unit()}
+        unknown = start_loads(str(_root(tmp_path / "a", units=units)))
+        units["/etc/systemd/system.conf.d/locale.conf"] = (
+            '[Manager]\nDefaultEnvironment="LANG=en_US.UTF-8" PATH=/bin\n'
+        )
+        managed = start_loads(str(_root(tmp_path / "b", units=units)))
+        assert [None, (("LANG", "en_US.UTF-8"),)] == [unknown.ties.env, managed.ties.env]
+
     def test_locale_from_unit_environment(self, tmp_path: Path) -> None:
         """Augenrules' locale is the system locale, overridden by the unit's Environment=."""
         units = {

@@ -10,9 +10,12 @@
  *                   finit; all fail here) and failing execs of KMOD (EFAULT: bad argv,
  *                   E2BIG: an argument over MAX_ARG_STRLEN), b64/b32 execve/execveat
  *         exec64 | exec64at | exec32 | exec32at   one successful exec of `KMOD --version`
+ *         calls-in-place   the module syscalls of `calls`, made by this process itself
+ *                   after it set its login uid and uid (a task whose ids changed after
+ *                   fork, as a setuid program's: task rules saw the ids at fork)
  *
- * The work runs in a child forked *after* the login uid and uid are set, as a login
- * session's processes are (task rules are matched at fork). Each syscall is reported
+ * Otherwise the work runs in a child forked *after* the login uid and uid are set, as a
+ * login session's processes are (task rules are matched at fork). Each syscall is reported
  * on stdout as "PID ABI NR RESULT"; a successful exec is reported as "PID ABI NR 0"
  * before it is made and confirmed by "exit PID 0" (the exec'd kmod exited 0); when
  * it fails, the child prints "PID ABI NR -ERRNO" on stderr and exits 3.
@@ -187,6 +190,10 @@ int main(int argc, char **argv) {
     if (low == MAP_FAILED) {
         perror("mmap MAP_32BIT");
         return 2;
+    }
+    if (strcmp(mode, "calls-in-place") == 0) {
+        module_calls();
+        return 0;
     }
     pid_t child = fork();
     if (child < 0) {

@@ -9,7 +9,7 @@ from typing import Final
 
 import attrs
 
-from .evaluate import Context, Coverage, ExecFile, Target, evaluate
+from .evaluate import AT_FORK_NOTE, Context, Coverage, ExecFile, Target, at_fork, evaluate
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import RuleSet, load
 from .profiles import Profile, Requirement
@@ -264,6 +264,19 @@ class _Judge:
         if target.program is not None and outcome is not None and outcome.verdict == "unmatched":
             hints = _watch_hints(self.ruleset, target.program, target.number)
             reason += "".join(f"; {hint}" for hint in hints)
+        forked = [
+            rule
+            for rule in self.ruleset.task
+            if rule.action == "always" and rule.keys and any(at_fork(f) for f in rule.fields)
+        ]
+        if forked:
+            rules = ", ".join(f"{rule.origin} `{rule.origin.text.strip()}`" for rule in forked)
+            reason += (
+                f"; {rules} records a task's syscalls only if it matched {AT_FORK_NOTE}: a "
+                "task rule compares the ids, login uid and session the task had at fork, "
+                "which may differ at its module syscall (a setuid program, a login "
+                "session's own process), so kmod-audit does not count on it"
+            )
         stopped = self.ruleset.stopped_at
         if self.hypothetical is not None and stopped is not None:
             would = evaluate(self.hypothetical, target, self.options.context())

@@ -34,7 +34,15 @@ from .errors import (
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import Drift, RuleSet, compare
 from .profiles import PROFILES, Profile, select_profiles
-from .report import CheckResult, Finding, Report, SourceReport, render_json, render_text
+from .report import (
+    CheckResult,
+    Finding,
+    Report,
+    RequirementResult,
+    SourceReport,
+    render_json,
+    render_text,
+)
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
@@ -620,17 +628,45 @@ def _judge_rules_d(
         judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
     ruleset, report = _worst(judged)
     unjudged = max(assembly.unjudged_orders for assembly in assemblies)
-    if unjudged and not report.failed:
+    if unjudged:
+        # Only passes change: an order not judged may fail them (failures stay failures).
         report = _undecided_orders(report, unjudged)
     return ruleset, report
 
 
+_RANK: Final = {"fail": 0, "undecided": 1, "pass": 2}
+
+
 def _worst(judged: Sequence[tuple[RuleSet, SourceReport]]) -> tuple[RuleSet, SourceReport]:
-    """The first that fails, else the first that is not compliant (undecided), else the first."""
-    return next(
+    """The worst of several possible rule sets, requirement by requirement.
+
+    The rule set and findings are those of the first that fails, else the first that is
+    not compliant (undecided), else the first. Each requirement is the worst any of them
+    gives it (fail, then undecided, then pass), with that one's reasons and checks: a
+    requirement that fails in one possibility and passes in the chosen one is no pass.
+    """
+    ruleset, report = next(
         (pair for pair in judged if pair[1].failed),
         next((pair for pair in judged if not pair[1].compliant), judged[0]),
     )
+    worst: dict[tuple[str, str], RequirementResult] = {}
+    for _, other in judged:
+        for profile in other.profiles:
+            for req in profile.requirements:
+                known = worst.get((profile.id, req.id))
+                if known is None or _RANK[req.status] < _RANK[known.status]:
+                    worst[profile.id, req.id] = req
+    profiles = []
+    for profile in report.profiles:
+        requirements = tuple(worst[profile.id, req.id] for req in profile.requirements)
+        profiles.append(
+            attrs.evolve(
+                profile,
+                requirements=requirements,
+                compliant=all(req.status == "pass" for req in requirements),
+            )
+        )
+    return ruleset, attrs.evolve(report, profiles=tuple(profiles))
 
 
 def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:

@@ -84,6 +84,25 @@ _TYPICAL_ERRNOS: Final = (
     errno.EACCES,
 )
 _UID_FAMILY: Final = frozenset({"uid", "euid", "suid", "fsuid"})
+#: What a task rule compares is the new task when it is created (audit_filter_task, at
+#: fork), not the process at its module syscall or exec: its ids, login uid, session and
+#: personality may change in between (a setuid program, setuid(), a login session's own
+#: process writing its loginuid). So on the task list these conditions are unknown.
+_AT_FORK: Final = frozenset(
+    {
+        "auid",
+        "loginuid_set",
+        "pid",
+        "pers",
+        "sessionid",
+        *_UID_FAMILY,
+        "gid",
+        "egid",
+        "sgid",
+        "fsgid",
+    }
+)
+AT_FORK_NOTE: Final = "when the task was created"
 _NAME_FIELDS: Final = frozenset(
     {"filetype", "devmajor", "devminor", "inode", "obj_uid", "obj_gid"}
 ) | (LSM_FIELDS - {"subj_user", "subj_role", "subj_type", "subj_sen", "subj_clr"})
@@ -499,6 +518,8 @@ class _Evaluator:
         """Evaluate one condition on one event: True, False or None (unknown)."""
         name = field.name
         program = self.target.program
+        if task and at_fork(field):
+            return None
         if field.compare:
             return self._compare_fields(field, event)
         if name in LSM_FIELDS and name.startswith("subj_"):
@@ -596,8 +617,19 @@ class _Evaluator:
             if result is False:
                 return False, ()
             if result is None:
-                unknown.append(field.render().removeprefix("-F ").removeprefix("-C "))
+                unknown.append(_unknown_text(field, task=task))
         return (None, tuple(unknown)) if unknown else (True, ())
+
+
+def at_fork(field: Field) -> bool:
+    """Whether a task rule's condition compares what may change after fork (`_AT_FORK`)."""
+    return field.compare or field.name in _AT_FORK
+
+
+def _unknown_text(field: Field, *, task: bool) -> str:
+    """How a report names a condition kmod-audit cannot evaluate."""
+    text = field.render().removeprefix("-F ").removeprefix("-C ")
+    return f"{text} {AT_FORK_NOTE}" if task and at_fork(field) else text
 
 
 def _relevant_exit_rules(rules: Sequence[Rule], target: Target) -> list[Rule]:
@@ -1608,6 +1640,8 @@ class _Symbolic:
         """One condition as a set of events, or its truth on all of them (None: unknown)."""
         name = field.name
         program = self.target.program
+        if task and at_fork(field):
+            return None
         if field.compare:
             return self._compare_fields(field, case)
         if name in LSM_FIELDS and name.startswith("subj_"):
@@ -1725,7 +1759,7 @@ class _Symbolic:
             if result is False:
                 return None
             if result is None:
-                unknown.append(field.render().removeprefix("-F ").removeprefix("-C "))
+                unknown.append(_unknown_text(field, task=task))
                 continue
             dim, values = result
             mine = box.get(dim)

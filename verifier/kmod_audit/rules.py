@@ -1461,6 +1461,8 @@ def _printed_field(name: str, op: str, value: str) -> str | None:
         return f"field {name!r} is never printed in this form"
     if op in {"&", "&="} and name in NO_BITOPS_FIELDS:
         return f"{name} with a bit operator (the kernel refuses it)"
+    if name == "exe" and op != "=":
+        return "exe!= (auditctl -l prints exe!= as exe=)"
     if name in _PRINTED_STRINGS:
         if op in {"=", "!="} or name not in EQUALITY_ONLY_FIELDS:  # subj_sen< is a level
             return None

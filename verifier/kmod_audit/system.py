@@ -1106,6 +1106,17 @@ AUDITD_DEFAULTS: Final = ("/etc/default/auditd", "/etc/sysconfig/auditd")
 LOCALE_FILES: Final = ("/etc/locale.conf", "/etc/default/locale")
 """Where systemd takes the locale it gives services (Debian: /etc/default/locale)."""
 _LOCALE_VAR: Final = re.compile(r"LANG|LANGUAGE|LC_[A-Z_]+|LOCPATH")
+#: The variables that choose the collation `sort` breaks ties with.
+_COLLATION_VARS: Final = frozenset({"LANG", "LC_ALL", "LC_COLLATE"})
+SYSTEM_CONF: Final = "/etc/systemd/system.conf"
+"""systemd's manager configuration (`DefaultEnvironment=` reaches every service)."""
+SYSTEM_CONF_DIRS: Final = (
+    "/etc/systemd/system.conf.d",
+    "/run/systemd/system.conf.d",
+    "/usr/local/lib/systemd/system.conf.d",
+    "/usr/lib/systemd/system.conf.d",
+    "/lib/systemd/system.conf.d",
+)
 _EXEC_KEYS: Final = ("ExecStartPre", "ExecStart", "ExecStartPost")
 AUGENRULES: Final = "augenrules"
 NO_RULES: Final = ""
@@ -1268,15 +1279,63 @@ def _init_script_loads(root: str) -> tuple[list[str] | None, str] | None:
     return None
 
 
-def _locale_env(root: str) -> list[tuple[str, str]]:
-    """The locale systemd gives every service (LANG, LC_*), from the first locale file."""
+def _default_environment(root: str) -> list[tuple[str, str]]:
+    """`DefaultEnvironment=` of systemd's system.conf and its drop-ins (later ones win)."""
+    found: list[tuple[str, str]] = []
+    drop_ins = sorted(
+        {
+            name
+            for directory in SYSTEM_CONF_DIRS
+            if os.path.isdir(_under(root, directory))
+            for name in os.listdir(_under(root, directory))
+            if name.endswith(".conf")
+        }
+    )
+    paths = [SYSTEM_CONF] + [
+        next(
+            os.path.join(d, name)
+            for d in SYSTEM_CONF_DIRS
+            if os.path.exists(_under(root, os.path.join(d, name)))
+        )
+        for name in drop_ins
+    ]
+    for path in paths:
+        try:
+            text = _read_text(_under(root, path))
+        except (OSError, ParseError):
+            continue
+        for line in text.splitlines():
+            key, _, value = line.strip().partition("=")
+            if key.strip() != "DefaultEnvironment":
+                continue
+            try:
+                words = shlex.split(value)
+            except ValueError:
+                continue
+            found.extend(
+                (k, v) for k, _, v in (w.partition("=") for w in words) if _LOCALE_VAR.fullmatch(k)
+            )
+    return found
+
+
+def _locale_env(root: str) -> tuple[list[tuple[str, str]], bool]:
+    """The locale systemd gives every service (LANG, LC_*), and whether a file sets it.
+
+    systemd's `DefaultEnvironment=`, then the first locale file. Without a locale file, or
+    a `DefaultEnvironment=` that names the collation, PID 1's own environment (the kernel
+    command line, an initrd) decides, which cannot be read here.
+    """
+    default = _default_environment(root)
     for path in LOCALE_FILES:
         try:
             text = _read_text(_under(root, path))
-        except OSError:
+        except (OSError, ParseError):
             continue
-        return [(k, v) for k, v in _assignments(text) if _LOCALE_VAR.fullmatch(k)]
-    return []
+        return [
+            *default,
+            *((k, v) for k, v in _assignments(text) if _LOCALE_VAR.fullmatch(k)),
+        ], True
+    return default, any(k in _COLLATION_VARS for k, _ in default)
 
 
 @attrs.frozen(kw_only=True)
@@ -1344,11 +1403,13 @@ def start_loads(root: str = "/", *, live: bool = True) -> StartLoad:
         )
         possible.extend(loads)
         if AUGENRULES in loads:
-            assigned = [
-                *_locale_env(root),
-                *((k, v) for k, v in unit.env if _LOCALE_VAR.fullmatch(k)),
-            ]
-            envs.add(tuple(dict(assigned).items()))
+            service, known = _locale_env(root)
+            own = [(k, v) for k, v in unit.env if _LOCALE_VAR.fullmatch(k)]
+            assigned = [*service, *own]
+            if known or any(k in _COLLATION_VARS for k, _ in own):
+                envs.add(tuple(dict(assigned).items()))
+            else:
+                envs.add(None)  # the locale of PID 1's own environment
     if not os.path.isdir(_under(root, "/run/systemd/system")):
         # systemd is not running here: an init script may start audit instead.
         script = _init_script_loads(root)
