@@ -468,25 +468,3 @@ def lower_work_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         importlib.import_module("kmod_audit.evaluate"), "WORK_LIMIT", LOW_WORK_LIMIT
     )
-
-
-#: The attributes of the pigeonhole shape (issue 16 item 3), in the order its rules name them.
-PIGEONHOLE_ATTRIBUTES = ("a0", "a1", "a2", "a3", "pers", "sessionid", "gid", "pid", "ppid")
-
-
-def pigeonhole(attributes: int, rules: int) -> str:
-    """Keyed STIG module-syscall rules, b64 then b32; rule i has `-F X!=i` on each attribute.
-
-    An event escapes rule i only with the value i on one of the attributes, so it escapes
-    every rule only when its `attributes` attributes hold `rules` distinct values: with
-    more rules than attributes every event is recorded (the file is compliant), with as
-    many the event whose attributes hold 1, 2, ... is recorded by none.
-    """
-    names = PIGEONHOLE_ATTRIBUTES[:attributes]
-    return "".join(
-        f"-a always,exit -F arch={arch} -S init_module,finit_module,delete_module "
-        + " ".join(f"-F {name}!={i}" for name in names)
-        + f" -k m{i}\n"
-        for arch in ("b64", "b32")
-        for i in range(1, rules + 1)
-    )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 import pytest
+from bench import pigeonhole
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from _support import (
     RunCli,
     Unprivileged,
     lower_work_limit,
-    pigeonhole,
     valid_report,
 )
 from kmod_audit import cli

@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from bench import PIGEONHOLE_ATTRIBUTES, pigeonhole
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from _support import FIXTURES, PIGEONHOLE_ATTRIBUTES, pigeonhole
+from _support import FIXTURES
 from kmod_audit import _enumerate
 from kmod_audit._enumerate import EVENT_BUDGET
 from kmod_audit.evaluate import (

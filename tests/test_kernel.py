@@ -17,9 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from bench import pigeonhole
 
 from _exec_stimulus import exec_records
-from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl, pigeonhole, poll
+from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl, poll
 from kmod_audit import netlink
 from kmod_audit.evaluate import (
     Context,
