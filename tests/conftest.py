@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from _support import (
     Auditd,
@@ -40,6 +41,30 @@ from kmod_audit.cli import _wants_json, main
 from kmod_audit.syscalls import MACHINES, Machine
 
 HOST_AUDIT_LOCK = "/run/lock/kmod-audit-host-audit.lock"
+
+#: `tools/check --quick` (KMOD_AUDIT_QUICK=1): the most examples a property test runs.
+QUICK_EXAMPLES = 20
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
+    """Keep the VM tests on one xdist worker, and shorten property runs under --quick.
+
+    `tools/check` runs the tests on both cores with `--dist loadgroup`. The VM tests boot
+    QEMU under TCG and each wants both cores, so they form one group and run one at a time.
+    Tests that drive the host's audit subsystem serialise on HOST_AUDIT_LOCK instead, in
+    whichever worker runs them.
+    """
+    quick = os.environ.get("KMOD_AUDIT_QUICK") == "1"
+    for item in items:
+        if item.get_closest_marker("vm") is not None:
+            item.add_marker(pytest.mark.xdist_group("vm"))
+        # Hypothesis reads a test's settings from the function when it runs.
+        test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
+        chosen = getattr(test, "_hypothesis_internal_use_settings", None)
+        if quick and chosen is not None and chosen.max_examples > QUICK_EXAMPLES:
+            test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+                chosen, max_examples=QUICK_EXAMPLES
+            )
 
 
 @pytest.fixture

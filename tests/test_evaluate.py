@@ -13,8 +13,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from _support import FIXTURES
-from kmod_audit import _enumerate
-from kmod_audit._enumerate import EVENT_BUDGET
 from kmod_audit.evaluate import (
     Context,
     Coverage,
@@ -28,6 +26,8 @@ from kmod_audit.evaluate import (
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES, Abi
+from oracles import enumerating
+from oracles.enumerating import EVENT_BUDGET
 
 evaluate_module = importlib.import_module("kmod_audit.evaluate")
 X86_64 = MACHINES["x86_64"]
@@ -490,14 +490,14 @@ class TestExactness:
     )
     def test_never_rule_for_auid_unset_is_not_a_limit(self, tgt: Target) -> None:
         """The issue 7.7 file covers every module syscall, on both ABIs, exactly."""
-        for judge in (evaluate, _enumerate.evaluate):
+        for judge in (evaluate, enumerating.evaluate):
             coverage = judge(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context())
             assert (True, None) == (coverage.covered, coverage.undecided)
-        assert _enumerate.evaluate(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context()).events <= 8
+        assert enumerating.evaluate(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context()).events <= 8
 
     def test_conditions_true_for_every_user_add_no_events(self) -> None:
         """`auid>=1000`, `auid!=unset` and the target's arch do not multiply the events."""
-        coverage = _enumerate.evaluate(_ruleset(GOOD), target(B64, "init_module"), Context())
+        coverage = enumerating.evaluate(_ruleset(GOOD), target(B64, "init_module"), Context())
         assert coverage.covered
         assert 4 == coverage.events  # auid 1000 and 4294967294, success yes and no
 
@@ -513,7 +513,8 @@ class TestExactness:
 
     def test_enumeration_over_budget_is_undecided(self) -> None:
         """The oracle gives up past its budget, naming the rule, never with a verdict."""
-        coverage = _enumerate.evaluate(_ruleset(OVER_BUDGET), target(B64, "init_module"), Context())
+        tgt = target(B64, "init_module")
+        coverage = enumerating.evaluate(_ruleset(OVER_BUDGET), tgt, Context())
         assert coverage.undecided is not None
         assert not coverage.covered
         assert coverage.outcome is None
@@ -635,7 +636,7 @@ class TestExactness:
             for i, c in enumerate(lines)
         )
         tgt = target(B64, "init_module")
-        for judge in (evaluate, _enumerate.evaluate):
+        for judge in (evaluate, enumerating.evaluate):
             coverage = judge(_ruleset(text), tgt, Context())
             assert (True, listed) == (coverage.covered, "".join(r.keys[0] for r in coverage.rules))
 
@@ -696,7 +697,7 @@ class TestPigeonhole:
     def test_oracle_agrees_on_three_attributes(self, rules: int) -> None:
         """Where the enumeration affords it, it gives the same verdict and counterexample."""
         ruleset, tgt = _ruleset(pigeonhole(3, rules)), target(B64, "delete_module")
-        oracle = _enumerate.evaluate(ruleset, tgt, Context())
+        oracle = enumerating.evaluate(ruleset, tgt, Context())
         assert None is oracle.undecided
         coverage = evaluate(ruleset, tgt, Context())
         assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
@@ -848,9 +849,9 @@ class TestPruningIsExact:
     ) -> None:
         """Pruned or not, the same targets are covered, and pruning never gives up more."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
-        full = _enumerate.evaluate(ruleset, tgt, ctx, prune=False)
+        full = enumerating.evaluate(ruleset, tgt, ctx, prune=False)
         assume(full.undecided is None)
-        pruned = _enumerate.evaluate(ruleset, tgt, ctx)
+        pruned = enumerating.evaluate(ruleset, tgt, ctx)
         assert None is pruned.undecided
         assert full.covered == pruned.covered
         assert pruned.events <= full.events or not full.covered
@@ -922,7 +923,7 @@ class TestSymbolicEqualsEnumeration:
     ) -> None:
         """Same verdict, same rules; a counterexample is one under the oracle, same reason."""
         ruleset = _ruleset("".join(line + "\n" for line in [*others, *lines, last]))
-        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        oracle = enumerating.evaluate(ruleset, tgt, ctx)
         assume(oracle.undecided is None)
         coverage = evaluate(ruleset, tgt, ctx)
         assert None is coverage.undecided
@@ -946,7 +947,7 @@ class TestSymbolicEqualsEnumeration:
     ) -> None:
         """Bit patterns with too many classes fall back to the best-first search: still exact."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
-        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        oracle = enumerating.evaluate(ruleset, tgt, ctx)
         assume(oracle.undecided is None)
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(evaluate_module, "_CUBE_CLASSES", 0)
@@ -967,7 +968,7 @@ class TestSymbolicEqualsEnumeration:
     ) -> None:
         """Rules of `!=` conditions that cover only together are judged as the oracle does."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
-        oracle = _enumerate.evaluate(ruleset, tgt, ctx)
+        oracle = enumerating.evaluate(ruleset, tgt, ctx)
         assume(oracle.undecided is None)
         coverage = evaluate(ruleset, tgt, ctx)
         assert None is coverage.undecided

@@ -29,7 +29,7 @@ real rule lists need) the target is *undecided*, naming the rule being decided.
 Conditions we cannot evaluate (SELinux labels, object inodes) are *unknown*: an unknown
 `never` rule may suppress, an unknown `always` rule may not match, and we say so.
 
-`kmod_audit._enumerate` keeps the evaluator that enumerated one representative event per
+`tests/oracles/enumerating.py` keeps the evaluator that enumerated one representative event per
 interval; it is the oracle the tests compare this one with.
 """
 
@@ -2011,7 +2011,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
     covered unless some event reaches a `never` or unkeyed (wrongly keyed) task rule, an
     exclude rule, a `never` or unkeyed (wrongly keyed) exit rule that may match it, or the
     end of the exit list; an event a task rule surely matches never reaches the exit list. The
-    counterexample is the first such event in the order `_enumerate` visits events, judged
+    counterexample is the first such event in the order the enumerating oracle visits events, judged
     once more concretely by `_judge_event` for the reason. The rules reported are the
     keyed `always` task rules, then the keyed exit rules, that some in-scope event reaches
     and may match, in list order.

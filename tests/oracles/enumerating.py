@@ -1,5 +1,7 @@
 """The enumerating evaluator: exact on small rule lists, the test oracle of `evaluate`.
 
+It lives with the tests, not in the wheel: no command uses it.
+
 This is how kmod-audit judged rules before issue 9, kept to check the symbolic evaluator
 (`kmod_audit.evaluate`) against: every rule condition compares one event attribute with
 a constant, so the attribute values between two neighbouring constants behave alike. We
@@ -22,7 +24,7 @@ from typing import Final
 
 import attrs
 
-from .evaluate import (
+from kmod_audit.evaluate import (
     _TYPICAL_ERRNOS,
     PID_MAX,
     U32,
@@ -35,8 +37,8 @@ from .evaluate import (
     _name_owner,
     _relevant_exit_rules,
 )
-from .loader import RuleSet
-from .rules import ARG_FIELDS, UID_UNSET, Field, Rule
+from kmod_audit.loader import RuleSet
+from kmod_audit.rules import ARG_FIELDS, UID_UNSET, Field, Rule
 
 __all__ = ["EVENT_BUDGET", "evaluate"]
 
@@ -249,7 +251,7 @@ def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = Tr
         count += 1
         for outcome in _judge_event(evaluator, ruleset, exit_rules, event, ctx):
             if outcome.verdict == "covered":
-                assert outcome.rule is not None  # noqa: S101 - covered implies a rule
+                assert outcome.rule is not None
                 covering.setdefault(order[id(outcome.rule)], outcome.rule)
             elif failed is None:
                 # After a successful exec the program runs: its exe is implied.
