@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import gzip
 import json
 import os
@@ -50,11 +49,18 @@ from types import FrameType
 
 import attrs
 
-from kmod_audit.errors import TransportError
-from kmod_audit.system import auditctl_status
+from hostaudit import (
+    HOST_AUDIT_LOCK,
+    HostAudit,
+    HostAuditError,
+    audit_status,
+    auditctl,
+    held,
+    private_auditd,
+    unusable,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK = "/run/lock/kmod-audit-host-audit.lock"
 SAMPLES = Path("/usr/share/doc/auditd/examples/rules")
 #: Sample files left out: 10-no-audit suppresses every event (`-a task,never`); the others
 #: hold only control lines, which are dropped anyway.
@@ -230,34 +236,9 @@ def measure(
 # The host's audit subsystem
 
 
-def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real auditctl."""
-    proc = subprocess.run(
-        ["auditctl", *args], capture_output=True, text=True, errors="replace", check=False
-    )
-    if check and proc.returncode != 0:
-        msg = f"auditctl {' '.join(args)} failed: {proc.stderr.strip()}"
-        raise BenchError(msg)
-    return proc
-
-
-def audit_status() -> dict[str, str]:
-    """`auditctl -s` as a mapping, read as kmod-audit reads it."""
-    try:
-        return auditctl_status()
-    except TransportError as exc:
-        raise BenchError(str(exc)) from None
-
-
 def can_drive_host() -> str | None:
     """Why this process cannot use the host's audit subsystem (None when it can)."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if shutil.which("auditctl") is None:
-        return "auditctl is not installed (tools/setup)"
-    if auditctl("-s", check=False).returncode != 0:
-        return "auditctl -s fails"
-    return None
+    return unusable()
 
 
 def load_rules(path: Path) -> None:
@@ -267,43 +248,15 @@ def load_rules(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def host_audit(work: Path) -> Iterator[None]:
-    """Hold the host audit lock; restore the rules and status found, whatever happens."""
-    with Path(LOCK).open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"bench: waiting for {LOCK} (tests use the host audit)", file=sys.stderr)
-            waiting = time.monotonic()
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            LOCK_WAITS.append(time.monotonic() - waiting)
-        status = audit_status()
-        if status.get("enabled") == "2":
-            msg = "host audit is locked (enabled 2): its rules cannot change until reboot"
-            raise BenchError(msg)
-        rules = auditctl("-l").stdout
-        try:
-            # A known state, whatever the machine had (no auditd since boot: `enabled 0`).
-            auditctl("-e", "1")
-            yield
-        finally:
-            auditctl("-D", check=False)
-            if rules.strip() != "No rules":
-                saved = work / "saved.rules"
-                saved.write_text(rules)
-                auditctl("-R", str(saved), check=False)
-            for option, name in (
-                ("-b", "backlog_limit"),
-                ("-r", "rate_limit"),
-                ("--backlog_wait_time", "backlog_wait_time"),
-            ):
-                value = status.get(name)
-                if value is not None and value.isdigit():
-                    auditctl(option, value, check=False)
-            if status.get("failure") in {"0", "1"}:
-                auditctl("-f", status["failure"], check=False)
-            if status.get("enabled") in {"0", "1"}:
-                auditctl("-e", status["enabled"], check=False)
+def host_audit() -> Iterator[HostAudit]:
+    """Hold the host audit lock (tools/hostaudit.py); the time waited does not count."""
+
+    def waiting() -> None:
+        print(f"bench: waiting for {HOST_AUDIT_LOCK} (tests use the host audit)", file=sys.stderr)
+
+    with held(waiting) as host:
+        LOCK_WAITS.append(host.waited)
+        yield host
 
 
 # ---------------------------------------------------------------------------------------
@@ -754,7 +707,7 @@ class Bench:
             return
         rules = self.write("verify.rules", "\n".join(self.stig) + "\n")
         empty_dir, big_dir = self.work / "auditd-empty", self.work / "auditd-big"
-        with host_audit(self.work):
+        with host_audit():
             load_rules(rules)
             seed = self._seed(empty_dir, rules)
             big_log = big_dir / "log" / "audit.log"
@@ -864,66 +817,15 @@ def _write_big_log(log: Path, seed: bytes, size: int) -> int:
     return written
 
 
-def auditd_conf(directory: Path, log: Path) -> str:
-    """auditd.conf for a private auditd: the host's, with our log and no size limit.
-
-    As tests/_support.py's `auditd_conf`, but the log is never rotated, so the big log stays
-    the one auditd writes and `verify` (which finds it through auditd's `-c DIR`) reads.
-    """
-    ours = {
-        "log_file": str(log),
-        "log_group": "root",
-        "log_format": "ENRICHED",
-        "write_logs": "yes",
-        "flush": "INCREMENTAL_ASYNC",
-        "freq": "50",
-        "plugin_dir": str(directory / "plugins.d"),
-        "max_log_file_action": "IGNORE",
-        "space_left_action": "IGNORE",
-        "admin_space_left_action": "IGNORE",
-        "disk_full_action": "IGNORE",
-        "disk_error_action": "IGNORE",
-    }
-    host = Path("/etc/audit/auditd.conf")
-    lines = host.read_text().splitlines() if host.exists() else []
-    kept = [line for line in lines if line.partition("=")[0].strip() not in ours]
-    return "\n".join([*kept, *(f"{name} = {value}" for name, value in ours.items())]) + "\n"
-
-
 @contextlib.contextmanager
 def auditd(directory: Path) -> Iterator[Path]:
-    """A private auditd (`auditd -n -c DIR`) writing DIR/log/audit.log, stopped by its pid."""
-    log = directory / "log" / "audit.log"
-    (directory / "plugins.d").mkdir(parents=True, exist_ok=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    conf = directory / "auditd.conf"
-    conf.write_text(auditd_conf(directory, log))
-    conf.chmod(0o600)
-    with (directory / "auditd.out").open("ab") as output:
-        daemon = subprocess.Popen(
-            ["auditd", "-n", "-c", str(directory)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while daemon.poll() is None and audit_status().get("pid") != str(daemon.pid):
-                if time.monotonic() > deadline:
-                    msg = "auditd did not register with the kernel within 10 s"
-                    raise BenchError(msg)
-                time.sleep(0.05)
-            if daemon.poll() is not None:
-                text = (directory / "auditd.out").read_text(errors="replace")
-                msg = f"auditd exited: {text.strip()[-300:]}"
-                raise BenchError(msg)
-            yield log
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait(timeout=10)
+    """A private auditd writing DIR/log/audit.log, never rotated.
+
+    The big log stays the one auditd writes and `verify` (which finds it through auditd's
+    `-c DIR`) reads.
+    """
+    with private_auditd(directory, rotate=False) as daemon:
+        yield daemon.log
 
 
 # ---------------------------------------------------------------------------------------
@@ -1024,7 +926,7 @@ SHAPES: dict[str, Callable[[int, list[str]], str]] = {
 }
 
 
-def run_group(bench: Bench, group: str, work: Path) -> None:
+def run_group(bench: Bench, group: str) -> None:
     """Run one row group, holding the host audit lock while it may load rules."""
     if group == "verify":
         bench.group_verify()
@@ -1037,7 +939,7 @@ def run_group(bench: Bench, group: str, work: Path) -> None:
         return
     with contextlib.ExitStack() as stack:
         if bench.host_problem is None:
-            stack.enter_context(host_audit(work))
+            stack.enter_context(host_audit())
         if group == "realistic":
             bench.group_realistic()
         elif group == "load":
@@ -1087,10 +989,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             print(f"bench: {group} ...", file=sys.stderr, flush=True)
             try:
-                run_group(bench, group, work)
-            except BenchError as exc:
+                run_group(bench, group)
+            except (BenchError, HostAuditError) as exc:
                 bench.rows.append(_skipped(group, str(exc)))
-    except BenchError as exc:
+    except (BenchError, HostAuditError) as exc:
         print(f"bench/run: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

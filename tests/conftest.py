@@ -11,12 +11,9 @@ Root-only tests are skipped when not root, unless `KMOD_AUDIT_REQUIRE_ROOT=1` (s
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import shutil
-import signal
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,15 +29,12 @@ from _support import (
     Unprivileged,
     audit_status,
     auditctl,
-    auditd_conf,
-    poll,
     require_or_skip,
     valid_report,
 )
+from hostaudit import HostAuditError, held, private_auditd, unusable
 from kmod_audit.cli import _wants_json, main
 from kmod_audit.syscalls import MACHINES, Machine
-
-HOST_AUDIT_LOCK = "/run/lock/kmod-audit-host-audit.lock"
 
 #: `tools/check --quick` (KMOD_AUDIT_QUICK=1): the most examples a property test runs.
 QUICK_EXAMPLES = 20
@@ -51,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     `tools/check` runs the tests on both cores with `--dist loadgroup`. The VM tests boot
     QEMU under TCG and each wants both cores, so they form one group and run one at a time.
-    Tests that drive the host's audit subsystem serialise on HOST_AUDIT_LOCK instead, in
+    Tests that drive the host's audit subsystem serialise on its lock (tools/hostaudit.py), in
     whichever worker runs them.
     """
     quick = os.environ.get("KMOD_AUDIT_QUICK") == "1"
@@ -126,35 +120,19 @@ def _require_root_or_skip(reason: str) -> None:
 @pytest.fixture
 def host_audit() -> Iterator[HostAudit]:
     """The host's real audit subsystem (root); restored afterwards, even on failure."""
-    if os.geteuid() != 0:
-        _require_root_or_skip("the test needs root to drive the host's audit subsystem")
-    if shutil.which("auditctl") is None:
-        _require_root_or_skip("auditctl is not installed (apt-get install auditd)")
-    probe = auditctl("-s", check=False)
-    if probe.returncode != 0:
-        _require_root_or_skip(f"auditctl -s failed: {probe.stderr.strip()}")
-    # The host has one audit subsystem: serialise every test process that drives it
-    # (two test runs at once would otherwise restore each other's rules).
-    with Path(HOST_AUDIT_LOCK).open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        status = audit_status()
-        if status.get("enabled") == "2":
-            _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
-        host = HostAudit(rules=auditctl("-l").stdout, status=status)
-        try:
-            # A known starting state, whatever the machine had: audit enabled (a machine
-            # where no auditd has started since boot has `enabled 0`, and the kernel then
-            # records nothing) and failure 1 (printk). A test that needs another state sets
-            # it; the teardown restores what was found.
-            auditctl("-e", "1")
-            auditctl("-f", "1")
-            yield host
-        finally:
-            host.restore()
-        after = audit_status()
-        for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
-            assert status.get(name) == after.get(name), f"audit {name} not restored"
-        assert host.rules == auditctl("-l").stdout, "audit rules not restored"
+    problem = unusable()
+    if problem is not None:
+        _require_root_or_skip(problem)
+    if audit_status().get("enabled") == "2":
+        _require_root_or_skip("host audit is locked (enabled 2); reboot to test")
+    # The host has one audit subsystem: `held` serialises every process that drives it (two
+    # test runs, or two xdist workers, would otherwise restore each other's rules).
+    with held() as host:
+        yield host
+    after = audit_status()
+    for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
+        assert host.status.get(name) == after.get(name), f"audit {name} not restored"
+    assert host.rules == auditctl("-l").stdout, "audit rules not restored"
 
 
 @pytest.fixture
@@ -168,31 +146,8 @@ def auditd(
     registered = audit_status().get("pid", "0")
     if registered != "0":
         pytest.skip(f"another auditd (pid {registered}) is registered with the kernel")
-    directory = tmp_path / "auditd"
-    (directory / "plugins.d").mkdir(parents=True)
-    log = tmp_path / "log" / "audit.log"
-    log.parent.mkdir()
-    conf = directory / "auditd.conf"
-    conf.write_text(auditd_conf(directory, log))
-    conf.chmod(0o600)
-    output = (tmp_path / "auditd.out").open("wb")
-    daemon = subprocess.Popen(
-        ["auditd", "-n", "-c", str(directory)], stdout=output, stderr=subprocess.STDOUT
-    )
     try:
-
-        def registered_or_dead() -> bool:
-            return daemon.poll() is not None or audit_status().get("pid") == str(daemon.pid)
-
-        poll(registered_or_dead, 10, "auditd registering with the kernel")
-        if daemon.poll() is not None:
-            pytest.fail(f"auditd exited: {(tmp_path / 'auditd.out').read_text()}")
-        yield Auditd(pid=daemon.pid, log=log)
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=10)
-        output.close()
+        with private_auditd(tmp_path / "auditd") as daemon:
+            yield daemon
+    except HostAuditError as exc:
+        pytest.fail(str(exc))
