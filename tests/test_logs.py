@@ -763,7 +763,12 @@ class TestAuditdConfig:
 
     def test_config_path_without_dash_c(self) -> None:
         """A process started without `-c DIR` uses /etc/audit/auditd.conf."""
-        assert "/etc/audit/auditd.conf" == auditd_config_path(os.getpid())
+        # Not this process: an xdist worker runs as `python -c CODE`.
+        with subprocess.Popen(["sleep", "30"]) as process:
+            try:
+                assert "/etc/audit/auditd.conf" == auditd_config_path(process.pid)
+            finally:
+                process.kill()
 
     def test_discover_reports_a_log_less_auditd(self, tmp_path: Path) -> None:
         """An auditd that writes no log (`write_logs = no`) is a problem of the source."""
