@@ -147,9 +147,9 @@ class TestSystemdAnalyze:
         assert (0, "") != (proc.returncode, proc.stderr + proc.stdout)
         assert "kmod-audit-" in proc.stderr
 
-    def test_readme_drop_in_verifies(self, tmp_path: Path) -> None:
-        """The README's drop-in for RHEL and AL2023 is a valid override of the check service."""
-        readme = (CONTRIB.parent.parent / "README.md").read_text()
+    def test_documented_drop_in_verifies(self, tmp_path: Path) -> None:
+        """The RHEL and AL2023 drop-in of docs/install.md validly overrides the check unit."""
+        readme = (CONTRIB.parent.parent / "docs" / "install.md").read_text()
         blocks = re.findall(r"```ini\n(\[Service\]\n.*?)```", readme, re.DOTALL)
         assert 1 == len(blocks)
         assert "ReadWritePaths=\n" in blocks[0]  # clears the Debian path first

@@ -51,7 +51,7 @@ class TestRules:
     """The rules file as Prometheus reads it."""
 
     def test_alerts(self) -> None:
-        """The file has the seven alerts the README documents."""
+        """The file has the seven alerts docs/monitoring.md documents."""
         assert [
             "KmodAuditNotCompliant",
             "KmodAuditAuditDisabled",
