@@ -1,4 +1,4 @@
-"""Audit records from logs: parsing, grouping, reading after a position, waiting for a marker.
+"""Audit records and their sources: parsing, grouping, reading after a position, markers.
 
 Parser goldens come from logs captured for real on this machine (see
 `tests/fixtures/logs/README.md`; regenerate the goldens with
@@ -30,28 +30,30 @@ from _support import FIXTURES, Auditd, HostAudit, audit_status, auditctl, poll
 from kmod_audit import logs as logs_module
 from kmod_audit.errors import CommandFailed, ConfigurationError, ParseError, TransportError
 from kmod_audit.logs import (
-    AuditRecord,
     KmsgPosition,
     LogPosition,
     MarkerTimeout,
-    ParsedLog,
     RecordSource,
     auditd_config_path,
     auditd_log_file,
-    group_events,
-    is_marker,
     kmsg_position,
-    losses,
-    new_marker,
-    parse_journal,
-    parse_log,
-    parse_records,
     position,
     read_ausearch,
     read_journal,
     read_new,
     read_since,
     wait_for_marker,
+)
+from kmod_audit.records import (
+    AuditRecord,
+    ParsedLog,
+    group_events,
+    is_marker,
+    losses,
+    new_marker,
+    parse_journal,
+    parse_log,
+    parse_records,
 )
 
 LOGS = FIXTURES / "logs"

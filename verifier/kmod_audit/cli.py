@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 import attrs
 
 from . import __version__
-from ._log import logger, nested
 from ._terminal import escape_lines
+from ._verbose import logger, nested
 from ._writable import check_writable, refuse_rules_path
 from .check import JUDGING_TIME, Options, judge_source
 from .errors import (

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
-from ._log import logger
+from ._verbose import logger
 from ._writable import check_writable
 from .errors import ConfigurationError, TransportError
 from .profiles import Profile, select_profiles

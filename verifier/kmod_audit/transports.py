@@ -49,7 +49,7 @@ import attrs
 import pexpect
 import pexpect.fdpexpect
 
-from ._log import nested
+from ._verbose import nested
 from .errors import (
     CommandFailed,
     ConfigurationError,

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from . import logs
+from . import records
 from ._terminal import escape_line
 from .errors import CommandFailed, TransportError
 from .probe import LEFT_LOADED, ProbeResult, Stimulus
@@ -214,8 +214,8 @@ def _acceptable(keys: tuple[str, ...], key: str | None) -> Verdict:
 
 
 def _evidence(probe: ProbeResult, key: str | None) -> list[Evidence]:
-    events = logs.group_events(logs.parse_records(probe.records))
-    by_pid: dict[str, list[logs.AuditEvent]] = {}
+    events = records.group_events(records.parse_records(probe.records))
+    by_pid: dict[str, list[records.AuditEvent]] = {}
     for event in events:
         syscall = event.syscall
         if syscall is not None and syscall.get("pid") is not None:
@@ -421,7 +421,7 @@ def _incomplete(probe: ProbeResult) -> list[str]:
     causes.extend(
         f"{loss}: audit records were dropped from {probe.source}; run auditd (the kernel "
         "log is rate-limited) and run verify again"
-        for loss in logs.losses(probe.records)
+        for loss in records.losses(probe.records)
     )
     return causes
 
