@@ -28,7 +28,7 @@ from _support import (
 from kmod_audit import cli
 from kmod_audit import system as system_module
 from kmod_audit.errors import TransportError
-from kmod_audit.probe import ProbeResult
+from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
 from kmod_audit.transports import LocalHost
 from kmod_audit.verify import VerifyOptions, judge_probe, render_verify_text

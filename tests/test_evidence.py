@@ -42,7 +42,7 @@ from _support import (
 from kmod_audit import _jsonspans
 from kmod_audit._jsonspans import Node, parse_spans
 from kmod_audit.evidence import Assessment, Outcome, Status, load_template, merge_cklb
-from kmod_audit.probe import NOT_LOADED_BY_CHOICE as NOT_LOADED
+from kmod_audit.probe_result import NOT_LOADED_BY_CHOICE as NOT_LOADED
 from kmod_audit.profiles import select_profiles
 
 RULES = FIXTURES / "rules"

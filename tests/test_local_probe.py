@@ -15,7 +15,7 @@ import pytest
 
 from _support import FIXTURES
 from kmod_audit.errors import ConsoleTimeout, TransportError
-from kmod_audit.probe import ProbeResult
+from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
 from kmod_audit.transports import LocalHost
 from kmod_audit.verify import VerifyOptions, run_verify

@@ -32,7 +32,8 @@ from _support import (
 from kmod_audit import netlink
 from kmod_audit.errors import TransportError
 from kmod_audit.logs import RecordSource
-from kmod_audit.probe import BAD_IMAGE, ProbeResult, _Prober
+from kmod_audit.probe import BAD_IMAGE, _Prober
+from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
 from kmod_audit.records import parse_records
 from kmod_audit.syscalls import MACHINES

@@ -31,7 +31,7 @@ import attrs
 from . import records
 from ._terminal import escape_line
 from .errors import CommandFailed, TransportError
-from .probe import LEFT_LOADED, ProbeResult, Stimulus
+from .probe_result import LEFT_LOADED, ProbeResult, Stimulus
 from .profiles import Profile, Requirement
 from .report import CheckResult, ProfileResult, RequirementResult
 from .syscalls import EXEC_SYSCALLS, MACHINES, abi_by_audit_arch, machine_by_name
