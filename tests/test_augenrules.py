@@ -21,16 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from _support import RunCli
-from kmod_audit.errors import ParseError
-from kmod_audit.system import (
+from kmod_audit.augenrules import (
     MAX_TIE_ORDERS,
     Augenrules,
     TieOrder,
     assemble_rules_d_all,
     augenrules_dialects,
-    discover_on_disk,
     filevercmp,
 )
+from kmod_audit.errors import ParseError
+from kmod_audit.sources import discover_on_disk
 
 SCRIPT = next((p for p in ("/sbin/augenrules", "/usr/sbin/augenrules") if os.path.exists(p)), None)
 AWKS = {"mawk": shutil.which("mawk"), "gawk": shutil.which("gawk")}

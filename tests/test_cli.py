@@ -26,7 +26,7 @@ from _support import (
     valid_report,
 )
 from kmod_audit import cli
-from kmod_audit import system as system_module
+from kmod_audit import sources as sources_module
 from kmod_audit.errors import TransportError
 from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
@@ -380,8 +380,10 @@ class TestSystemRulesAreNotOutputs:
         service.write_text(
             f"[Service]\nExecStart=/sbin/auditd\nExecStartPost=/sbin/auditctl -R {loaded}\n"
         )
-        real = system_module.start_loads
-        monkeypatch.setattr("kmod_audit.system.start_loads", lambda: real(str(tmp_path), live=True))
+        real = sources_module.start_loads
+        monkeypatch.setattr(
+            "kmod_audit.sources.start_loads", lambda: real(str(tmp_path), live=True)
+        )
         before = self._tree(tmp_path)
         result = run_cli("check", "--output", str(loaded))
         assert (2, before) == (result.code, self._tree(tmp_path)), result.err

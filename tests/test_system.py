@@ -13,17 +13,15 @@ import attrs
 import pytest
 
 from _support import HostAudit, auditctl
+from kmod_audit.augenrules import Augenrules, assemble_rules_d
 from kmod_audit.cli import main
 from kmod_audit.errors import ParseError
+from kmod_audit.sources import discover_on_disk, start_loads
 from kmod_audit.system import (
     MAX_RULES_BYTES,
-    Augenrules,
-    assemble_rules_d,
     default_uid_min,
-    discover_on_disk,
     nixos_rules_file,
     read_rules_text,
-    start_loads,
 )
 
 
@@ -129,7 +127,7 @@ class TestVerdictAsDebianAugenrules:
     @pytest.fixture(autouse=True)
     def _debian(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(
-            "kmod_audit.system.augenrules_dialects",
+            "kmod_audit.sources.augenrules_dialects",
             lambda *_a, **_k: ((DEBIAN,), "test: Debian augenrules, mawk"),
             raising=False,
         )
@@ -194,10 +192,10 @@ class TestSpecialFiles:
         (tmp_path / "20-stig.rules").write_text(STIG_RULES)
         os.mkfifo(tmp_path / "30-x.rules")
         code = (
-            "import kmod_audit.system as s, sys\n"
+            "import kmod_audit.system as s, kmod_audit.sources as d, sys\n"
             f"s.RULES_D = {str(tmp_path)!r}\n"
             "s.nixos_rules_file = lambda *a: None\n"
-            "try:\n    s.discover_on_disk()\n"
+            "try:\n    d.discover_on_disk()\n"
             "except s.ParseError as e:\n    sys.exit(str(e))\n"
         )
         proc = subprocess.run(

@@ -115,7 +115,8 @@ def _spellings(path: str) -> set[str]:
 
 def _protected(sources: Sequence[str]) -> Iterator[tuple[str, bool, str]]:
     """(path, is a directory, what it is) of every place whose rules a write may change."""
-    from . import system  # noqa: PLC0415 - read at call time: tests point it elsewhere
+    from . import sources as on_disk  # noqa: PLC0415 - read at call time: tests point them elsewhere
+    from . import system  # noqa: PLC0415
 
     for source in sources:
         if source != "-":
@@ -140,11 +141,11 @@ def _protected(sources: Sequence[str]) -> Iterator[tuple[str, bool, str]]:
     if nixos is not None:
         yield nixos, False, f"the NixOS rules file {nixos} (audit-rules-nixos.service loads it)"
     try:
-        start = system.start_loads()
+        start = on_disk.start_loads()
     except (ParseError, OSError):
         return  # units that cannot be read: discovery reports them
     for load in start.loads:
-        if load not in {system.AUGENRULES, system.NO_RULES, system.AUDIT_RULES}:
+        if load not in {on_disk.AUGENRULES, on_disk.NO_RULES, system.AUDIT_RULES}:
             yield load, False, f"a rules file loaded when audit starts ({start.how})"
 
 

@@ -22,6 +22,7 @@ from . import __version__
 from ._terminal import escape_lines
 from ._verbose import logger, nested
 from ._writable import check_writable, refuse_rules_path
+from .augenrules import MAX_TIE_ORDERS, Assembly
 from .check import JUDGING_TIME, Options, judge_source
 from .errors import (
     EXIT_OK,
@@ -44,18 +45,14 @@ from .report import (
     render_text,
 )
 from .rules import UID_UNSET, Command, RulesSource, parse_rules
+from .sources import OnDiskRules, discover_on_disk, rules_d_assemblies
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
-    MAX_TIE_ORDERS,
-    Assembly,
-    OnDiskRules,
     auditctl_list,
     auditctl_status,
     default_kmod_path,
     default_uid_min,
-    discover_on_disk,
     read_rules_text,
-    rules_d_assemblies,
 )
 
 if TYPE_CHECKING:
