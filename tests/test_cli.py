@@ -410,8 +410,8 @@ class TestHostRulesAreNotOutputs:
         def record(path: object, *_: object, **__: object) -> None:
             written.append(str(path))
 
-        monkeypatch.setattr("kmod_audit.evidence.write_atomic", record)
-        monkeypatch.setattr("prometheus_client.write_to_textfile", record)
+        monkeypatch.setattr("kmod_audit.cli.write_atomic", record)
+        monkeypatch.setattr("kmod_audit.metrics.write_atomic", record)
         return written
 
     @pytest.mark.parametrize("option", ["--output", "--metrics"])

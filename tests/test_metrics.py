@@ -165,12 +165,16 @@ class TestMetricsFile:
         path = tmp_path / "m.prom"
         output = str(tmp_path / "report.json")
 
-        def broken(_fd: int) -> None:
-            raise OSError(5, "Input/output error")
+        real_replace = os.replace
 
-        # The report's write fails at its fsync, after the verdict (the metrics file's
-        # write does not fsync).
-        monkeypatch.setattr(os, "fsync", broken)
+        def broken(source: str, target: str) -> None:
+            if target.endswith("report.json"):
+                raise OSError(5, "Input/output error")
+            real_replace(source, target)
+
+        # The report's write fails at its rename, after the verdict; the metrics file's
+        # write (the same writer) goes through.
+        monkeypatch.setattr(os, "replace", broken)
         if command == "check":
             args = ["check", str(PASS), "--profile", "cis"]
         else:
@@ -288,7 +292,8 @@ class TestMetricsErrors:
         def full(*_: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr("prometheus_client.write_to_textfile", full)
+        # The atomic writer's rename, as a full disk fails it.
+        monkeypatch.setattr("kmod_audit._files.os.replace", full)
         result = run_cli("check", str(PASS), "--profile", "cis", "--metrics", str(path))
         assert 2 == result.code
         assert "result: COMPLIANT" in result.out

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 import attrs
 
 from . import __version__
+from ._files import check_writable, refuse_rules_path, write_atomic
 from ._terminal import escape_lines
 from ._verbose import logger, nested
-from ._writable import check_writable, refuse_rules_path
 from .augenrules import MAX_TIE_ORDERS, Assembly
 from .check import JUDGING_TIME, Options, judge_source
 from .errors import (
@@ -491,7 +491,6 @@ def _emit(
         return render(fmt, assessment[0], template)
 
     bodies = [(destination, body(destination.fmt)) for destination in _destinations(args)]
-    from .evidence import write_atomic  # noqa: PLC0415
 
     for destination, rendered in bodies:
         if destination.path is not None:

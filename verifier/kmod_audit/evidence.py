@@ -21,13 +21,12 @@ details are the evidence: the covering rule lines with file:line (`check`), or p
 the SYSCALL record's serial, key, auid, success and exit and the KERN_MODULE name of a real
 load (`verify`); each states the time, kernel, host and kmod-audit version.
 
-Files are written atomically (`write_atomic`): a temporary file in the same directory,
+Files are written atomically (`_files.write_atomic`): a temporary file in the same directory,
 fsync, rename, so a reader never sees a partial checklist.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -35,7 +34,6 @@ import os
 import platform
 import re
 import stat
-import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -46,7 +44,6 @@ import attrs
 from . import __version__
 from ._hostinfo import host_facts
 from ._jsonspans import Node, member_spans, parse_spans
-from ._writable import check_writable
 from .errors import ConfigurationError
 from .profiles import Benchmark, Profile, Requirement
 
@@ -60,14 +57,12 @@ __all__ = [
     "Outcome",
     "assess_check",
     "assess_verify",
-    "check_output",
     "load_template",
     "preflight",
     "render",
     "render_ckl",
     "render_cklb",
     "render_hdf",
-    "write_atomic",
 ]
 
 #: The evidence formats (beside `text` and `json`).
@@ -1141,84 +1136,3 @@ def render(fmt: str, assessment: Assessment, template: str | None = None) -> str
         "hdf": render_hdf,
     }
     return writers[fmt](assessment)
-
-
-def check_output(path: str) -> None:
-    """Refuse an `--output` path that cannot be written, before the run does any work.
-
-    `verify` may load a module and take minutes: finding out only then that the report
-    has nowhere to go wastes the run. `write_atomic` still reports what fails later.
-    """
-    check_writable("--output", path, replaces=False, instead="a file name in a writable directory")
-
-
-def write_atomic(path: str, text: str, *, option: str = "--output") -> None:
-    r"""Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
-
-    A reader sees the old file or the whole new one, never a part; on any failure the
-    temporary file is removed and `path` is as it was. A new file gets mode 0666 minus
-    the umask (as `open` would make it); an existing file keeps its mode. A symlink is
-    followed (the file it names is replaced, the link stays), and a device, FIFO or
-    socket (`/dev/stdout`, `/dev/null`, a pipe) is written into as the shell's `>` does:
-    a rename would replace the node itself. Characters UTF-8 cannot hold (lone surrogates
-    a target may send) are written as backslash escapes (`\udcff`), as on stdout.
-
-    `option` names the option that asked for the file in the messages.
-
-    Raises:
-        ConfigurationError: the file cannot be written (names it and says why).
-    """
-    if os.path.isdir(path):
-        msg = f"{option} {path}: is a directory; pass a file name"
-        raise ConfigurationError(msg)
-    try:
-        found = os.stat(path)
-    except OSError:
-        found = None
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        try:
-            with open(path, "w", encoding="utf-8", errors="backslashreplace") as handle:
-                handle.write(text)
-        except OSError as exc:
-            msg = f"{option} {path}: cannot write it ({exc.strerror or exc}); pass another path"
-            raise ConfigurationError(msg) from None
-        return
-    target = os.path.realpath(path)
-    directory = os.path.dirname(target)
-    if found is not None:
-        mode = found.st_mode & 0o7777
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    temp = None
-    try:
-        fd, temp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
-        )
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-        temp = None
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        msg = (
-            f"{option} {path}: cannot write it ({reason}); pass a path in a writable "
-            "directory (nothing was written)"
-        )
-        raise ConfigurationError(msg) from None
-    finally:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-    # Make the rename itself durable; a file system that cannot sync a directory (some
-    # network ones) has still renamed the file.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

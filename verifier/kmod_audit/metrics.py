@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
+from ._files import check_writable, write_atomic
 from ._verbose import logger
-from ._writable import check_writable
 from .errors import ConfigurationError, TransportError
 from .profiles import Profile, select_profiles
 
@@ -173,18 +173,16 @@ class RunMetrics:
         Raises:
             ConfigurationError: the file cannot be written (the message names it).
         """
-        from prometheus_client import write_to_textfile  # noqa: PLC0415 - only with --metrics
-
-        registry = self._registry(exit_code, None)
-        try:
-            write_to_textfile(self.path, registry)
-        except OSError as exc:
-            msg = (
-                f"--metrics {self.path}: cannot write the metrics file "
-                f"({exc.strerror or exc}); pass a writable path, e.g. "
-                "/var/lib/prometheus/node-exporter/kmod-audit-check.prom"
-            )
-            raise ConfigurationError(msg) from None
+        write_atomic(
+            self.path,
+            self.render(exit_code),
+            option="--metrics",
+            replaces=True,
+            what="the metrics file",
+            instead=(
+                "pass a writable path, e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom"
+            ),
+        )
         logger.info("metrics written to %s (exit code %d)", self.path, exit_code)
 
     def _registry(self, exit_code: int, now: float | None) -> CollectorRegistry:

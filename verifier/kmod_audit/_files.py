@@ -1,9 +1,14 @@
-"""Refuse an output file that cannot be written, or must not be, before a run does any work."""
+"""Output files: refuse a bad one before a run does any work, then write it atomically.
+
+`write_atomic` is the one writer of every report, checklist and metrics file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 
 from .errors import ConfigurationError, ParseError
@@ -13,9 +18,9 @@ def check_writable(option: str, path: str, *, replaces: bool, instead: str) -> N
     """Refuse `path` for `option` unless a file can be written there.
 
     Both writers put a temporary file in the directory and rename it. With `replaces` the
-    rename goes over `path` itself (prometheus_client's `write_to_textfile`), so a device,
+    rename goes over `path` itself (`write_atomic(replaces=True)`, for `--metrics`), so a device,
     FIFO or socket there would be replaced: refused. Without, `path` is followed as the
-    shell's `>` does (`evidence.write_atomic`): a symlink to its file, a device or FIFO is
+    shell's `>` does (`write_atomic`): a symlink to its file, a device or FIFO is
     written into.
 
     Args:
@@ -181,3 +186,87 @@ def _hits(path: str, spellings: set[str], protected: str, *, is_directory: bool)
     except OSError:
         return False
     return any(_same(path, os.path.join(protected, name)) for name in names)
+
+
+def write_atomic(
+    path: str,
+    text: str | bytes,
+    *,
+    option: str = "--output",
+    replaces: bool = False,
+    what: str = "it",
+    instead: str = "pass a path in a writable directory (nothing was written)",
+) -> None:
+    r"""Write `text` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
+
+    A reader sees the old file or the whole new one, never a part; on any failure the
+    temporary file is removed and `path` is as it was. A new file gets mode 0666 minus
+    the umask (as `open` would make it); an existing file keeps its mode. A symlink is
+    followed (the file it names is replaced, the link stays), and a device, FIFO or
+    socket (`/dev/stdout`, `/dev/null`, a pipe) is written into as the shell's `>` does:
+    a rename would replace the node itself. Characters UTF-8 cannot hold (lone surrogates
+    a target may send) are written as backslash escapes (`\udcff`), as on stdout.
+
+    With `replaces` the rename goes over `path` itself, as node_exporter's textfile
+    collector expects of `--metrics` (prometheus_client's `write_to_textfile` does the
+    same): a symlink there is replaced, not followed, and the file always gets mode 0666
+    minus the umask. `check_writable(..., replaces=True)` has refused any other node.
+
+    `option` names the option that asked for the file in the messages, `what` the file
+    and `instead` what to do when it cannot be written.
+
+    Raises:
+        ConfigurationError: the file cannot be written (names it and says why).
+    """
+    if os.path.isdir(path):
+        msg = f"{option} {path}: is a directory; pass a file name"
+        raise ConfigurationError(msg)
+    try:
+        found = os.stat(path)
+    except OSError:
+        found = None
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "backslashreplace")
+    if found is not None and not replaces and not stat.S_ISREG(found.st_mode):
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            msg = f"{option} {path}: cannot write it ({exc.strerror or exc}); pass another path"
+            raise ConfigurationError(msg) from None
+        return
+    target = path if replaces else os.path.realpath(path)
+    directory = os.path.dirname(os.path.abspath(target))
+    if found is not None and not replaces:
+        mode = found.st_mode & 0o7777
+    else:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    temp = None
+    try:
+        fd, temp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory
+        )
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        temp = None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        msg = f"{option} {path}: cannot write {what} ({reason}); {instead}"
+        raise ConfigurationError(msg) from None
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    # Make the rename itself durable; a file system that cannot sync a directory (some
+    # network ones) has still renamed the file.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
