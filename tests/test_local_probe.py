@@ -14,6 +14,7 @@ from typing import Final
 import pytest
 
 from _support import FIXTURES
+from kmod_audit.cli import main
 from kmod_audit.errors import ConsoleTimeout, TransportError
 from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
@@ -37,6 +38,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _cli_probe(args: list[str]) -> int:
+    """What the CLI runs in the forked child: its own `probe` subcommand."""
+    return main(args, out=sys.stdout)
+
+
 class TestLocalVerify:
     """The local probe is a forked child running `kmod-audit probe` in-process."""
 
@@ -53,7 +59,7 @@ class TestLocalVerify:
         monkeypatch.setattr(LocalHost, "execute", _no_interpreter)
         monkeypatch.setattr("kmod_audit.probe.run_probe", probe)
         options = VerifyOptions(profiles=select_profiles(["all"]), kmod_path="/usr/bin/kmod")
-        report = run_verify(LocalHost(), options, local=True)
+        report = run_verify(LocalHost(), options, local=True, local_probe=_cli_probe)
         assert report.compliant
         assert {} == seen  # the probe ran in another process
 
@@ -69,7 +75,7 @@ class TestLocalVerify:
             profiles=select_profiles([]), module="veth", uid_min=2000, kmod_path="/bin/kmod"
         )
         with pytest.raises(TransportError, match="the probe failed on local") as info:
-            run_verify(LocalHost(), options, local=True)
+            run_verify(LocalHost(), options, local=True, local_probe=_cli_probe)
         output = getattr(info.value, "output", "")
         assert '"auid": 2000' in output
         assert '"module": "veth"' in output

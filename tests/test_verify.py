@@ -36,11 +36,11 @@ from kmod_audit.probe import BAD_IMAGE, _Prober
 from kmod_audit.probe_result import ProbeResult
 from kmod_audit.profiles import select_profiles
 from kmod_audit.records import parse_records
+from kmod_audit.report import VerifyReport
 from kmod_audit.syscalls import MACHINES
 from kmod_audit.verify import (
     PROBE_PREFIX,
     VerifyOptions,
-    VerifyReport,
     judge_probe,
     probe_argv,
     render_verify_json,

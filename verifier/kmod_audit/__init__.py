@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .rules import Command, Field, Origin, Rejection, Rule, RulesSource, parse_rules
     from .syscalls import MACHINES, Abi, Machine, machine_by_name
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_KEY",

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -402,6 +401,8 @@ def _tie_groups(ordered: list[bytes]) -> list[list[bytes]]:
 
 def _sort_v(paths: list[bytes], env: tuple[tuple[str, str], ...]) -> list[bytes] | None:
     """`sort -zV` of `paths` run for real in the locale `env`; None when it cannot run."""
+    import subprocess  # noqa: PLC0415 - only for tied names
+
     program = shutil.which("sort", path=SYSTEMD_PATH)
     if program is None:
         return None

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
 
 import attrs
 
-from . import __version__
 from ._files import check_writable, refuse_rules_path, write_atomic
 from ._terminal import escape_lines
 from ._verbose import logger, nested
+from ._version import __version__
 from .augenrules import MAX_TIE_ORDERS, Assembly
 from .check import JUDGING_TIME, Options, judge_source
 from .errors import (
@@ -860,8 +860,13 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         drift.extend(_drift_findings(differences, label))
     result = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
     if args.metrics_run is not None:
+        from . import netlink  # noqa: PLC0415 - only with --metrics
+
         args.metrics_run.observe_check(
-            result, running=running, drift=[differences for differences, _ in compared]
+            result,
+            running=running,
+            drift=[differences for differences, _ in compared],
+            kernel=netlink.audit_state() if running is not None else None,
         )
 
     def assess() -> object:
@@ -956,7 +961,9 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             )
             raise TransportError(msg)
         options = attrs.evolve(options, timeout=left)
-        report = run_verify(target, options, local=isinstance(target, LocalHost))
+        report = run_verify(
+            target, options, local=isinstance(target, LocalHost), local_probe=_local_probe
+        )
     if args.metrics_run is not None:
         args.metrics_run.observe_verify(report)
 
@@ -989,6 +996,11 @@ def _probe(args: argparse.Namespace, out: TextIO) -> int:
     )
     out.write(PROBE_PREFIX + json.dumps(result.to_json()) + "\n")
     return EXIT_OK
+
+
+def _local_probe(args: list[str]) -> int:
+    """`kmod-audit probe ARGS` in the forked child of a local verify (what `argv` would run)."""
+    return main(args, out=sys.stdout)
 
 
 def _wants_json(argv: Sequence[str]) -> bool:

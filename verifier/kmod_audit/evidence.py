@@ -41,15 +41,15 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from . import __version__
 from ._hostinfo import host_facts
 from ._jsonspans import Node, member_spans, parse_spans
+from ._version import __version__
 from .errors import ConfigurationError
 from .profiles import Benchmark, Profile, Requirement
+from .report import relevant, verify_targets
 
 if TYPE_CHECKING:
-    from .report import Report, RequirementResult
-    from .verify import Evidence, VerifyReport
+    from .report import Evidence, Report, RequirementResult, VerifyReport
 
 __all__ = [
     "FORMATS",
@@ -402,7 +402,6 @@ def _stimulus_line(evidence: Evidence) -> str:
 def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment:
     """The assessment of a `verify` run."""
     from .syscalls import EXEC_SYSCALLS  # noqa: PLC0415
-    from .verify import _relevant, _targets  # noqa: PLC0415 - the judge's own selection
 
     probe = report.probe
     time = now or _now()
@@ -439,14 +438,14 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
             else:
                 status = "open"
             lines = [*header, ""]
-            for abi, syscall in _targets(req, probe.machine):
+            for abi, syscall in verify_targets(req, probe.machine):
                 tools = syscall in EXEC_SYSCALLS and bool(req.tools)
                 label = f"{abi} {syscall}" + (" of kmod" if tools else "")
                 check = next((c for c in result.checks if c.target == label), None)
                 lines.append(f"{label}: {check.status if check else '?'}")
-                relevant = [e for e in report.evidence if _relevant(e, abi, syscall, tools=tools)]
-                lines.extend(f"  {_stimulus_line(e)}" for e in relevant if not e.stimulus.control)
-                controls = [e for e in relevant if e.stimulus.control]
+                chosen = [e for e in report.evidence if relevant(e, abi, syscall, tools=tools)]
+                lines.extend(f"  {_stimulus_line(e)}" for e in chosen if not e.stimulus.control)
+                controls = [e for e in chosen if e.stimulus.control]
                 if controls:
                     keyed = [e for e in controls if e.verdict == "recorded"]
                     lines.append(

@@ -27,22 +27,21 @@ does not load it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal
 
 import attrs
 
 from ._files import check_writable, write_atomic
 from ._verbose import logger
-from .errors import ConfigurationError, TransportError
+from .errors import ConfigurationError
 from .profiles import Profile, select_profiles
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Gauge
 
     from .loader import Drift, RuleSet
-    from .report import Report
-    from .verify import VerifyReport
+    from .report import Report, VerifyReport
 
 __all__ = ["RunMetrics"]
 
@@ -128,6 +127,7 @@ class RunMetrics:
         *,
         running: RuleSet | None,
         drift: Sequence[Drift] = (),
+        kernel: Mapping[str, int] | None = None,
     ) -> None:
         """Take the verdict of `check`, and the kernel's state when it read the running rules.
 
@@ -135,6 +135,8 @@ class RunMetrics:
             report: The whole report.
             running: The running rules, when the kernel was read.
             drift: How the running rules differ from each on-disk rule set compared.
+            kernel: The kernel's `enabled` and `lost`, read with the running rules
+                (`netlink.audit_state`).
         """
         ok = not any(f.severity == "error" for s in report.sources for f in s.findings)
         self.verdict_exit = report.exit_code()
@@ -148,8 +150,9 @@ class RunMetrics:
         self.kernel["rules_loaded"] = len(running.rules)
         if drift:
             self.kernel["drift_rules"] = sum(differences.rules for differences in drift)
-        status = _kernel_status()
-        self.kernel.update(status)
+        for name, key in (("audit_enabled", "enabled"), ("lost_records", "lost")):
+            if kernel is not None and key in kernel:
+                self.kernel[name] = kernel[key]
 
     def observe_verify(self, report: VerifyReport) -> None:
         """Take the verdict of `verify`."""
@@ -214,25 +217,3 @@ class RunMetrics:
             if name in self.kernel:
                 gauge(name).set(self.kernel[name])
         return registry
-
-
-def _kernel_status() -> dict[str, int]:
-    """`audit_enabled` and `lost_records` from the kernel (netlink, else `auditctl -s`)."""
-    from . import netlink  # noqa: PLC0415 - only when the running rules were read
-    from .system import auditctl_status  # noqa: PLC0415
-
-    try:
-        status = netlink.status()
-    except TransportError as exc:
-        logger.info("netlink failed (%s); reading auditctl -s for the metrics", exc)
-        try:
-            text = auditctl_status()
-        except TransportError as again:
-            logger.info("no kernel status for the metrics: %s", again)
-            return {}
-        return {
-            name: int(text[key])
-            for name, key in (("audit_enabled", "enabled"), ("lost_records", "lost"))
-            if text.get(key, "").isdigit()
-        }
-    return {"audit_enabled": status.enabled, "lost_records": status.lost}

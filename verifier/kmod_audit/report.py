@@ -18,17 +18,25 @@ import attrs
 
 from ._terminal import escape_line
 from .errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNREACHABLE
-from .profiles import Profile
+from .probe_result import ProbeResult, Stimulus
+from .profiles import Profile, Requirement
+from .syscalls import EXEC_SYSCALLS, abi_by_audit_arch, machine_by_name
 
 __all__ = [
     "CheckResult",
+    "Evidence",
     "Finding",
     "ProfileResult",
+    "RecordVerdict",
     "Report",
     "RequirementResult",
     "SourceReport",
+    "VerifyReport",
+    "relevant",
     "render_json",
     "render_text",
+    "show_uid",
+    "verify_targets",
 ]
 
 Status = Literal["pass", "fail", "undecided"]
@@ -400,3 +408,168 @@ def render_text(report: Report) -> str:
         verdict += " (nothing fails, but some requirement cannot be evaluated exactly)"
     out.append("result: " + verdict)
     return "".join(escape_line(line) + "\n" for line in out)
+
+
+# --------------------------------------------------------------------------------------
+# verify: what the records say about each stimulus, and the run
+
+
+#: What the records say about one stimulus.
+RecordVerdict = Literal["recorded", "missing", "unkeyed", "wrong-key", "not-exercised"]
+
+
+@attrs.frozen(kw_only=True)
+class Evidence:
+    """What the records say about one stimulus.
+
+    Attributes:
+        stimulus: The stimulus.
+        verdict: `recorded` (keyed SYSCALL record found), `missing`, `unkeyed`,
+            `wrong-key`, or `not-exercised`.
+        record: The SYSCALL record line, when found.
+        key: The record's key(s).
+        success: The record's success field.
+        exit: The record's exit field.
+        auid: The record's auid.
+        module: The KERN_MODULE name of the same event, for loads and unloads.
+    """
+
+    stimulus: Stimulus
+    verdict: RecordVerdict
+    record: str | None = None
+    key: tuple[str, ...] = ()
+    success: str | None = None
+    exit: str | None = None
+    auid: str | None = None
+    module: str | None = None
+    number: int | None = None
+
+    def describe(self) -> str:
+        """One line for reports."""
+        s = self.stimulus
+        what = f"{s.abi} {s.syscall}" + (f" of {s.program}" if s.program else "")
+        what += f" ({s.actor}: auid={show_uid(s.auid)}, uid={s.uid}, pid={s.pid})"
+        if self.verdict == "not-exercised":
+            return f"{what}: not exercised ({s.error})"
+        if self.record is None:
+            return f"{what}: no SYSCALL record"
+        keys = ",".join(self.key) or "(null)"
+        module = f", KERN_MODULE name={self.module}" if self.module else ""
+        return (
+            f"{what}: SYSCALL record key={keys} success={self.success} exit={self.exit} "
+            f"auid={self.auid}{module}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        data = attrs.asdict(self)
+        data["stimulus"] = attrs.asdict(self.stimulus)
+        data["summary"] = self.describe()
+        return data
+
+
+def show_uid(value: int) -> str:
+    """A uid as reports show it (`unset` for 4294967295)."""
+    return "unset" if value == 0xFFFFFFFF else str(value)
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """A verify run.
+
+    Attributes:
+        target: The target's name.
+        probe: What the probe did and saw.
+        evidence: One entry per stimulus.
+        used: The ids of the stimuli the selected profiles judged.
+        profiles: Per profile.
+        notes: Things worth knowing that are not failures (skipped stimuli, negative
+            controls recorded without --strict).
+        problems: Conditions that prevented a verdict.
+        incomplete: Why the records read may not be all the kernel emitted (marker not
+            seen, records lost, lines dropped, machine not modelled): a missing record is
+            then no evidence against the rules.
+        refuted: The checks whose failure rests on a record that was read (a record
+            without the key or with another one, or a negative control under --strict):
+            they stand even when the evidence is incomplete.
+        options: The options used.
+    """
+
+    target: str
+    probe: ProbeResult
+    evidence: tuple[Evidence, ...]
+    profiles: tuple[ProfileResult, ...]
+    used: frozenset[str] = frozenset()
+    notes: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    incomplete: tuple[str, ...] = ()
+    refuted: tuple[str, ...] = ()
+    options: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def compliant(self) -> bool:
+        """All profiles pass and nothing prevented a verdict."""
+        return all(p.compliant for p in self.profiles) and not self.problems and not self.incomplete
+
+    def exit_code(self) -> int:
+        """0 compliant; 3 when the system could not be exercised; 1 otherwise.
+
+        Incomplete evidence is exit 3 unless a record that was read refutes a requirement.
+        """
+        if self.compliant:
+            return 0
+        if self.incomplete and not self.refuted:
+            return 3
+        if self.problems and all(p.compliant for p in self.profiles):
+            return 3
+        unexercised_only = all(
+            all(
+                "not exercised" in reason
+                for req in p.requirements
+                if req.status == "fail"
+                for reason in req.reasons
+            )
+            for p in self.profiles
+        )
+        return 3 if unexercised_only and not self.problems and not self.refuted else 1
+
+    def verdict(self) -> str:
+        """`compliant`, `not-compliant` or `could-not-exercise` (exit 0, 1, 3)."""
+        return {0: "compliant", 1: "not-compliant"}.get(self.exit_code(), "could-not-exercise")
+
+
+def verify_targets(req: Requirement, machine_name: str) -> list[tuple[str, str]]:
+    """(abi, syscall) pairs `req` needs exercised on the machine (syscalls that exist there)."""
+    machine = machine_by_name(machine_name)
+    pairs: list[tuple[str, str]] = []
+    if machine is None:
+        return pairs
+    pairs.extend(
+        (bits, syscall)
+        for syscall in req.syscalls
+        for bits in req.abis
+        if machine.abi(bits).number(syscall) is not None
+    )
+    if req.tools:
+        pairs.extend((abi.bits, syscall) for abi in machine.abis for syscall in EXEC_SYSCALLS)
+    return pairs
+
+
+def relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> bool:
+    """Whether `evidence` is a stimulus of `syscall` on `abi` (of the kmod tools with `tools`).
+
+    The one selection `verify` judges by and the checklists quote from.
+    """
+    s = evidence.stimulus
+    if s.abi != abi:
+        return False
+    if tools:
+        return s.program is not None and s.syscall == syscall
+    if s.program is not None:
+        return False
+    if s.module is not None and evidence.number is not None:
+        # A load by modprobe uses finit_module, or init_module for a module it had to
+        # decompress itself: it counts for the syscall its record shows.
+        table = abi_by_audit_arch(int(s.arch, 16))
+        return table is not None and table.name(evidence.number) == syscall
+    return s.syscall == syscall

@@ -24,24 +24,32 @@ import functools
 import json
 import shlex
 import sys
-from typing import Any, Final, Literal
+from collections.abc import Callable
+from typing import Final
 
 import attrs
 
 from . import records
 from ._terminal import escape_line
 from .errors import CommandFailed, TransportError
-from .probe_result import LEFT_LOADED, ProbeResult, Stimulus
+from .probe_result import LEFT_LOADED, ProbeResult
 from .profiles import Profile, Requirement
-from .report import CheckResult, ProfileResult, RequirementResult
-from .syscalls import EXEC_SYSCALLS, MACHINES, abi_by_audit_arch, machine_by_name
+from .report import (
+    CheckResult,
+    Evidence,
+    ProfileResult,
+    RecordVerdict,
+    RequirementResult,
+    VerifyReport,
+    relevant,
+    verify_targets,
+)
+from .syscalls import EXEC_SYSCALLS, MACHINES, machine_by_name
 from .transports import LocalHost, Target
 
 __all__ = [
     "PROBE_PREFIX",
-    "Evidence",
     "VerifyOptions",
-    "VerifyReport",
     "judge_probe",
     "render_verify_json",
     "render_verify_text",
@@ -51,8 +59,6 @@ __all__ = [
 PROBE_PREFIX: Final = "KMOD_AUDIT_PROBE "
 # The probe's problem when audit is off: the source is complete, the kernel records nothing.
 _AUDIT_DISABLED: Final = "audit is disabled"
-
-Verdict = Literal["recorded", "missing", "unkeyed", "wrong-key", "not-exercised"]
 
 
 @attrs.frozen(kw_only=True)
@@ -86,126 +92,7 @@ class VerifyOptions:
     no_load: bool = False
 
 
-@attrs.frozen(kw_only=True)
-class Evidence:
-    """What the records say about one stimulus.
-
-    Attributes:
-        stimulus: The stimulus.
-        verdict: `recorded` (keyed SYSCALL record found), `missing`, `unkeyed`,
-            `wrong-key`, or `not-exercised`.
-        record: The SYSCALL record line, when found.
-        key: The record's key(s).
-        success: The record's success field.
-        exit: The record's exit field.
-        auid: The record's auid.
-        module: The KERN_MODULE name of the same event, for loads and unloads.
-    """
-
-    stimulus: Stimulus
-    verdict: Verdict
-    record: str | None = None
-    key: tuple[str, ...] = ()
-    success: str | None = None
-    exit: str | None = None
-    auid: str | None = None
-    module: str | None = None
-    number: int | None = None
-
-    def describe(self) -> str:
-        """One line for reports."""
-        s = self.stimulus
-        what = f"{s.abi} {s.syscall}" + (f" of {s.program}" if s.program else "")
-        what += f" ({s.actor}: auid={_uid(s.auid)}, uid={s.uid}, pid={s.pid})"
-        if self.verdict == "not-exercised":
-            return f"{what}: not exercised ({s.error})"
-        if self.record is None:
-            return f"{what}: no SYSCALL record"
-        keys = ",".join(self.key) or "(null)"
-        module = f", KERN_MODULE name={self.module}" if self.module else ""
-        return (
-            f"{what}: SYSCALL record key={keys} success={self.success} exit={self.exit} "
-            f"auid={self.auid}{module}"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the JSON form."""
-        data = attrs.asdict(self)
-        data["stimulus"] = attrs.asdict(self.stimulus)
-        data["summary"] = self.describe()
-        return data
-
-
-def _uid(value: int) -> str:
-    return "unset" if value == 0xFFFFFFFF else str(value)
-
-
-@attrs.frozen(kw_only=True)
-class VerifyReport:
-    """A verify run.
-
-    Attributes:
-        target: The target's name.
-        probe: What the probe did and saw.
-        evidence: One entry per stimulus.
-        used: The ids of the stimuli the selected profiles judged.
-        profiles: Per profile.
-        notes: Things worth knowing that are not failures (skipped stimuli, negative
-            controls recorded without --strict).
-        problems: Conditions that prevented a verdict.
-        incomplete: Why the records read may not be all the kernel emitted (marker not
-            seen, records lost, lines dropped, machine not modelled): a missing record is
-            then no evidence against the rules.
-        refuted: The checks whose failure rests on a record that was read (a record
-            without the key or with another one, or a negative control under --strict):
-            they stand even when the evidence is incomplete.
-        options: The options used.
-    """
-
-    target: str
-    probe: ProbeResult
-    evidence: tuple[Evidence, ...]
-    profiles: tuple[ProfileResult, ...]
-    used: frozenset[str] = frozenset()
-    notes: tuple[str, ...] = ()
-    problems: tuple[str, ...] = ()
-    incomplete: tuple[str, ...] = ()
-    refuted: tuple[str, ...] = ()
-    options: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def compliant(self) -> bool:
-        """All profiles pass and nothing prevented a verdict."""
-        return all(p.compliant for p in self.profiles) and not self.problems and not self.incomplete
-
-    def exit_code(self) -> int:
-        """0 compliant; 3 when the system could not be exercised; 1 otherwise.
-
-        Incomplete evidence is exit 3 unless a record that was read refutes a requirement.
-        """
-        if self.compliant:
-            return 0
-        if self.incomplete and not self.refuted:
-            return 3
-        if self.problems and all(p.compliant for p in self.profiles):
-            return 3
-        unexercised_only = all(
-            all(
-                "not exercised" in reason
-                for req in p.requirements
-                if req.status == "fail"
-                for reason in req.reasons
-            )
-            for p in self.profiles
-        )
-        return 3 if unexercised_only and not self.problems and not self.refuted else 1
-
-    def verdict(self) -> str:
-        """`compliant`, `not-compliant` or `could-not-exercise` (exit 0, 1, 3)."""
-        return {0: "compliant", 1: "not-compliant"}.get(self.exit_code(), "could-not-exercise")
-
-
-def _acceptable(keys: tuple[str, ...], key: str | None) -> Verdict:
+def _acceptable(keys: tuple[str, ...], key: str | None) -> RecordVerdict:
     if not keys:
         return "unkeyed"
     if key is not None and key not in keys:
@@ -257,39 +144,6 @@ def _evidence(probe: ProbeResult, key: str | None) -> list[Evidence]:
     return out
 
 
-def _targets(req: Requirement, machine_name: str) -> list[tuple[str, str]]:
-    """(abi, syscall) pairs `req` needs on the machine (syscalls that exist there)."""
-    machine = machine_by_name(machine_name)
-    pairs: list[tuple[str, str]] = []
-    if machine is None:
-        return pairs
-    pairs.extend(
-        (bits, syscall)
-        for syscall in req.syscalls
-        for bits in req.abis
-        if machine.abi(bits).number(syscall) is not None
-    )
-    if req.tools:
-        pairs.extend((abi.bits, syscall) for abi in machine.abis for syscall in EXEC_SYSCALLS)
-    return pairs
-
-
-def _relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> bool:
-    s = evidence.stimulus
-    if s.abi != abi:
-        return False
-    if tools:
-        return s.program is not None and s.syscall == syscall
-    if s.program is not None:
-        return False
-    if s.module is not None and evidence.number is not None:
-        # A load by modprobe uses finit_module, or init_module for a module it had to
-        # decompress itself: it counts for the syscall its record shows.
-        table = abi_by_audit_arch(int(s.arch, 16))
-        return table is not None and table.name(evidence.number) == syscall
-    return s.syscall == syscall
-
-
 def _requirement(
     req: Requirement,
     evidence: list[Evidence],
@@ -310,13 +164,13 @@ def _requirement(
     # As `check --strict`: the login-uid filters are demanded only where the standard's
     # check text demands them.
     controls_fail = strict and req.strict_filters
-    for abi, syscall in _targets(req, probe.machine):
+    for abi, syscall in verify_targets(req, probe.machine):
         tools = syscall in EXEC_SYSCALLS and bool(req.tools)
         label = f"{abi} {syscall}" + (" of kmod" if tools else "")
-        relevant = [e for e in evidence if _relevant(e, abi, syscall, tools=tools)]
-        used.update(e.stimulus.id for e in relevant)
-        in_scope = [e for e in relevant if not e.stimulus.control]
-        controls = [e for e in relevant if e.stimulus.control]
+        chosen = [e for e in evidence if relevant(e, abi, syscall, tools=tools)]
+        used.update(e.stimulus.id for e in chosen)
+        in_scope = [e for e in chosen if not e.stimulus.control]
+        controls = [e for e in chosen if e.stimulus.control]
         exercised = [e for e in in_scope if e.verdict != "not-exercised"]
         bad = [e for e in exercised if e.verdict != "recorded"]
         leaked = [e for e in controls if e.verdict == "recorded"]
@@ -502,10 +356,10 @@ def probe_argv(options: VerifyOptions, *, local: bool) -> list[str]:
     base = list(options.probe_command) or (
         [sys.executable, "-m", "kmod_audit"] if local else ["kmod-audit"]
     )
-    return [*base, *_probe_args(options)]
+    return [*base, *probe_args(options)]
 
 
-def _probe_args(options: VerifyOptions) -> list[str]:
+def probe_args(options: VerifyOptions) -> list[str]:
     """The `probe` subcommand and its options, as the target's kmod-audit takes them."""
     args = ["probe", "--module", options.module, "--uid-min", str(options.uid_min)]
     if options.kmod_path is not None:
@@ -517,25 +371,32 @@ def _probe_args(options: VerifyOptions) -> list[str]:
     return args
 
 
-def _probe_main(args: list[str]) -> int:
-    """`kmod-audit probe ARGS` in the forked child of a local verify (what `argv` would run)."""
-    from .cli import main  # noqa: PLC0415 - the CLI imports this module
-
-    return main(args, out=sys.stdout)
-
-
-def run_verify(target: Target, options: VerifyOptions, *, local: bool) -> VerifyReport:
+def run_verify(
+    target: Target,
+    options: VerifyOptions,
+    *,
+    local: bool,
+    local_probe: Callable[[list[str]], int] | None = None,
+) -> VerifyReport:
     """Run the probe on `target` and judge what it found.
+
+    With `local_probe` (the CLI passes its own `probe` subcommand), a local target without
+    a `--probe-command` runs the probe in a fork of this process: `local_probe(probe_args)`
+    in the child, a process of its own (signals, cleanup, its stimuli's login uids) without
+    the start-up of a second interpreter. Otherwise the probe runs as a command.
 
     Raises:
         TransportError: the probe could not be run or did not answer.
     """
     argv = probe_argv(options, local=local)
-    if local and not options.probe_command and isinstance(target, LocalHost):
-        # The probe runs in a fork of this process: a process of its own (signals, cleanup,
-        # its stimuli's login uids) without the start-up of a second interpreter.
+    if (
+        local
+        and local_probe is not None
+        and not options.probe_command
+        and isinstance(target, LocalHost)
+    ):
         status, output = target.call(
-            functools.partial(_probe_main, _probe_args(options)),
+            functools.partial(local_probe, probe_args(options)),
             display=shlex.join(argv),
             timeout=options.timeout,
         )
