@@ -33,7 +33,8 @@ from _support import (
     valid_report,
 )
 from hostaudit import HostAuditError, held, private_auditd, unusable
-from kmod_audit.cli import _wants_json, main
+from kmod_audit._arguments import wants_json
+from kmod_audit.cli import main
 from kmod_audit.syscalls import MACHINES, Machine
 
 #: `tools/check --quick` (KMOD_AUDIT_QUICK=1): the most examples a property test runs.
@@ -74,7 +75,7 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
         capsys.readouterr()
         code = main(list(args), out=out)
         captured = capsys.readouterr()
-        if _wants_json(args) and out.getvalue().strip():
+        if wants_json(args) and out.getvalue().strip():
             valid_report(out.getvalue())
         return CliResult(code, out.getvalue() + captured.out, captured.err)
 

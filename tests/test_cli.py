@@ -25,6 +25,7 @@ from _support import (
     lower_work_limit,
     valid_report,
 )
+from kmod_audit import _arguments as arguments
 from kmod_audit import cli
 from kmod_audit import sources as sources_module
 from kmod_audit.errors import TransportError
@@ -410,7 +411,7 @@ class TestHostRulesAreNotOutputs:
         def record(path: object, *_: object, **__: object) -> None:
             written.append(str(path))
 
-        monkeypatch.setattr("kmod_audit.cli.write_atomic", record)
+        monkeypatch.setattr("kmod_audit.outputs.write_atomic", record)
         monkeypatch.setattr("kmod_audit.metrics.write_atomic", record)
         return written
 
@@ -700,7 +701,7 @@ class TestOptionValidation:
 
 def _cli_options() -> dict[str, list[tuple[str, bool]]]:
     """The real subcommands and their options, read from the parser: (option, takes a value)."""
-    parser = cli._parser()
+    parser = arguments.parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return {
         name: [
@@ -971,7 +972,7 @@ class TestJsonErrors:
             msg = "boom"
             raise RuntimeError(msg)
 
-        monkeypatch.setattr(cli, "_check", broken)
+        monkeypatch.setattr(cli, "run_check", broken)
         result = run_cli("check", "--format", "json")
         error = json.loads(result.out)["error"]
         assert (2, "internal", True) == (result.code, error["kind"], "boom" in error["message"])

@@ -7,8 +7,8 @@ from typing import Final
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmod_audit import cli
-from kmod_audit.loader import Drift, RuleSet, load
+from kmod_audit.check import drift_findings
+from kmod_audit.loader import Drift, RuleSet, compare, load
 from kmod_audit.report import Finding
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES
@@ -37,7 +37,7 @@ def _ruleset(lines: list[str], path: str) -> RuleSet:
 
 
 def _quadratic_drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:
-    """`cli._drift` as it was before: a list scan per rule (the oracle), same wording."""
+    """The drift findings as they were before: a list scan per rule (the oracle), same wording."""
     live = [r.signature() for r in running.rules]
     disk = [r.signature() for r in on_disk.rules]
     missing = tuple(r for r in on_disk.rules if r.signature() not in live)
@@ -45,7 +45,7 @@ def _quadratic_drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Fin
     moved = 0
     if not missing and not extra:
         moved = sum(a != b for a, b in zip(live, disk, strict=False)) + abs(len(live) - len(disk))
-    return cli._drift_findings(Drift(missing, extra, moved), label)
+    return drift_findings(Drift(missing, extra, moved), label)
 
 
 class TestDrift:
@@ -66,13 +66,15 @@ class TestDrift:
             # Often the same rules in another order (or with repeats dropped or added).
             running = data.draw(st.permutations(on_disk))
         live, disk = _ruleset(running, "auditctl -l"), _ruleset(on_disk, "audit.rules")
-        assert _quadratic_drift(live, disk, "audit.rules") == cli._drift(live, disk, "audit.rules")
+        assert _quadratic_drift(live, disk, "audit.rules") == drift_findings(
+            compare(live, disk), "audit.rules"
+        )
 
     def test_another_order(self) -> None:
         """The same rules in another order are reported as such, and nothing else."""
         live = _ruleset([_RULES[0], _RULES[2]], "auditctl -l")
         disk = _ruleset([_RULES[2], _RULES[0]], "audit.rules")
-        findings = cli._drift(live, disk, "audit.rules")
+        findings = drift_findings(compare(live, disk), "audit.rules")
         assert ["the running rules are those of audit.rules but in another order"] == [
             f.message for f in findings
         ]
@@ -81,6 +83,6 @@ class TestDrift:
         """A rule held twice on one side only is not missing; the lists still differ."""
         live = _ruleset([_RULES[0]], "auditctl -l")
         disk = _ruleset([_RULES[0], _RULES[0]], "audit.rules")
-        findings = cli._drift(live, disk, "audit.rules")
+        findings = drift_findings(compare(live, disk), "audit.rules")
         assert 1 == len(findings)
         assert "another order" in findings[0].message

@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -392,3 +393,53 @@ class TestGeneratedRulesLoad:
             yield
         finally:
             shutil.rmtree(GENERATE_ROOT)
+
+
+class TestKmodPathDefault:
+    """`check` and `generate` assume the same kmod path when `--kmod-path` is not given."""
+
+    @pytest.mark.parametrize("offline", [False, True], ids=["foreign-arch", "offline"])
+    def test_check_accepts_generates_own_output_for_another_machine(
+        self, tmp_path: Path, offline: bool
+    ) -> None:
+        """On a host whose kmod is elsewhere (NixOS), `generate` for another machine passes.
+
+        The host's kmod (resolved from PATH) says nothing about another machine: both
+        commands assume /usr/bin/kmod there. Before they shared one resolver, `check`
+        took this host's path and failed `generate`'s own rules.
+        """
+        real = tmp_path / "store" / "kmod"
+        real.parent.mkdir()
+        real.write_text("#!/bin/sh\n")
+        real.chmod(0o755)
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "kmod").symlink_to(real)
+        env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+        foreign = "aarch64" if platform.machine() == "x86_64" else "x86_64"
+        arch = platform.machine() if offline else foreign
+        kmod_audit = [sys.executable, "-m", "kmod_audit"]
+        profile = ["--profile", "al2023-stig", "--arch", arch]
+        generated = subprocess.run(
+            [*kmod_audit, "generate", *profile],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert 0 == generated.returncode, generated.stderr
+        rules = tmp_path / "generated.rules"
+        rules.write_text(generated.stdout)
+        if offline:
+            # generate for this machine names its real kmod; judged offline, check assumes
+            # /usr/bin/kmod: the same rules, spelled for the path a foreign machine has.
+            rules.write_text(generated.stdout.replace(str(real), "/usr/bin/kmod"))
+        checked = subprocess.run(
+            [*kmod_audit, "check", *profile, *(["--offline"] if offline else []), str(rules)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert 0 == checked.returncode, checked.stdout + checked.stderr
+        assert "kmod /usr/bin/kmod" in checked.stdout

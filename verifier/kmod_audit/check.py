@@ -9,15 +9,35 @@ from typing import Final
 
 import attrs
 
+from ._verbose import logger, nested
+from .augenrules import MAX_TIE_ORDERS, Assembly
+from .errors import TransportError
 from .evaluate import AT_FORK_NOTE, Context, Coverage, ExecFile, Target, at_fork, evaluate
 from .generate import DEFAULT_KEY, generate_lines, validate_key
-from .loader import RuleSet, load
+from .loader import Drift, RuleSet, compare, load
 from .profiles import Profile, Requirement
-from .report import CheckResult, Finding, ProfileResult, RequirementResult, SourceReport
-from .rules import UID_UNSET, Rule, RulesSource
+from .report import (
+    CheckResult,
+    Finding,
+    ProfileResult,
+    Report,
+    RequirementResult,
+    SourceReport,
+)
+from .rules import UID_UNSET, Command, Rule, RulesSource, parse_rules
+from .sources import OnDiskRules, discover_on_disk, rules_d_assemblies
 from .syscalls import EXEC_SYSCALLS, Machine
+from .system import auditctl_list, auditctl_status, read_rules_text
 
-__all__ = ["Options", "judge", "judge_source", "tool_programs"]
+__all__ = [
+    "CheckRun",
+    "Options",
+    "drift_findings",
+    "judge",
+    "judge_source",
+    "run_check",
+    "tool_programs",
+]
 
 _TOOL_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/run/current-system/sw/bin")
 #: The seconds one `kmod-audit check` may spend judging, all sources and targets together
@@ -494,3 +514,304 @@ def judge_source(
     """Load and judge a parsed source."""
     ruleset = load(source, live=options.live)
     return ruleset, judge(ruleset, options, label=label, enabled=enabled)
+
+
+# --------------------------------------------------------------------------------------
+# The check pipeline: where the rules come from, judged, and the drift between them
+
+
+def _judge_rules_d(
+    path: str, assemblies: Sequence[Assembly], how: str, options: Options, label: str
+) -> tuple[RuleSet, SourceReport]:
+    """Judge rules.d as augenrules assembles it; when the dialects differ, the worst one."""
+    judged: list[tuple[RuleSet, SourceReport]] = []
+    for assembly in assemblies:
+        source = parse_rules(
+            assembly.text,
+            path=path,
+            machine=options.machine,
+            live=options.live,
+            origins=assembly.origins,
+            syntax="rules",
+        )
+        with nested(f"judging {label}"):
+            ruleset, report = judge_source(source, options, label=label)
+        notes = [
+            Finding(
+                path=path,
+                line=0,
+                text="",
+                message=f"augenrules: {note}",
+                hint="augenrules reads only names ending in .rules: put the rules into "
+                "rules.d as NAME.rules"
+                if "holds no *.rules file" in note
+                else "name rules files with no blanks or glob characters, and end each "
+                "file with a newline",
+                severity="warning",
+            )
+            for note in assembly.notes
+        ]
+        if len(assemblies) > 1:
+            # In the label, not a finding: it is about the machine, not a line of a file.
+            report = attrs.evolve(
+                report,
+                label=f"{label}; how augenrules assembles it depends on its version, awk "
+                f"and locale ({how}), and the {len(assemblies)} possible results differ: "
+                f"judged as the worst, {assembly.describe()}",
+            )
+        judged.append((ruleset, attrs.evolve(report, findings=(*report.findings, *notes))))
+    ruleset, report = _worst(judged)
+    unjudged = max(assembly.unjudged_orders for assembly in assemblies)
+    if unjudged:
+        # Only passes change: an order not judged may fail them (failures stay failures).
+        report = _undecided_orders(report, unjudged)
+    return ruleset, report
+
+
+_RANK: Final = {"fail": 0, "undecided": 1, "pass": 2}
+
+
+def _worst(judged: Sequence[tuple[RuleSet, SourceReport]]) -> tuple[RuleSet, SourceReport]:
+    """The worst of several possible rule sets, requirement by requirement.
+
+    The rule set and findings are those of the first that fails, else the first that is
+    not compliant (undecided), else the first. Each requirement is the worst any of them
+    gives it (fail, then undecided, then pass), with that one's reasons and checks: a
+    requirement that fails in one possibility and passes in the chosen one is no pass.
+    """
+    ruleset, report = next(
+        (pair for pair in judged if pair[1].failed),
+        next((pair for pair in judged if not pair[1].compliant), judged[0]),
+    )
+    worst: dict[tuple[str, str], RequirementResult] = {}
+    for _, other in judged:
+        for profile in other.profiles:
+            for req in profile.requirements:
+                known = worst.get((profile.id, req.id))
+                if known is None or _RANK[req.status] < _RANK[known.status]:
+                    worst[profile.id, req.id] = req
+    profiles = []
+    for profile in report.profiles:
+        requirements = tuple(worst[profile.id, req.id] for req in profile.requirements)
+        profiles.append(
+            attrs.evolve(
+                profile,
+                requirements=requirements,
+                compliant=all(req.status == "pass" for req in requirements),
+            )
+        )
+    return ruleset, attrs.evolve(report, profiles=tuple(profiles))
+
+
+def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:
+    """What passes in every judged order of tied names, but not every order was judged."""
+    reason = (
+        f"kmod-audit cannot decide: sort -V ties some rules file names, the locale that "
+        f"breaks the ties is not known, and {MAX_TIE_ORDERS + unjudged} orders are possible; "
+        f"the {MAX_TIE_ORDERS} judged all pass, {unjudged} were not. Rename the files so that no "
+        "two names differ only in leading zeros (x0.rules, x00.rules), or check on the "
+        "machine itself"
+    )
+    profiles = tuple(
+        attrs.evolve(
+            profile,
+            compliant=False,
+            requirements=tuple(
+                attrs.evolve(
+                    req,
+                    status="undecided",
+                    reasons=(reason,),
+                    checks=(
+                        CheckResult(target="order of files", status="undecided", reason=reason),
+                        *req.checks,
+                    ),
+                )
+                if req.status == "pass" and req.applicable
+                else req
+                for req in profile.requirements
+            ),
+        )
+        for profile in report.profiles
+    )
+    return attrs.evolve(report, profiles=profiles)
+
+
+def _judge_on_disk(on_disk: OnDiskRules, options: Options) -> tuple[RuleSet, SourceReport]:
+    """Judge what the next start of audit loads; when that is not known, the worst case."""
+    if on_disk.alternatives:
+        judged = [_judge_on_disk(one, options) for one in on_disk.alternatives]
+        ruleset, report = _worst(judged)
+        label = (
+            f"{report.label}; what the next start of audit loads is not known, so "
+            f"{len(judged)} possibilities were judged and this, the worst, is reported: "
+            + ", ".join(one.path for one in on_disk.alternatives)
+        )
+        return ruleset, attrs.evolve(report, label=label)
+    if on_disk.assemblies:
+        return _judge_rules_d(on_disk.path, on_disk.assemblies, on_disk.how, options, on_disk.label)
+    source = parse_rules(
+        on_disk.text,
+        path=on_disk.path,
+        machine=options.machine,
+        live=options.live,
+        origins=on_disk.origins,
+        syntax="rules",
+    )
+    return judge_source(source, options, label=on_disk.label)
+
+
+def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
+    if path != "-" and os.path.isdir(path):
+        assemblies, how = rules_d_assemblies(path, live=options.live)
+        label = f"rules directory {path} (as augenrules assembles it)"
+        return _judge_rules_d(path, assemblies, how, options, label)
+    text = read_rules_text(path)
+    source = parse_rules(
+        text,
+        path=path if path != "-" else "<stdin>",
+        machine=options.machine,
+        live=options.live,
+    )
+    kind = "captured auditctl -l output" if source.syntax == "listing" else "rules file"
+    label = f"{kind} {path if path != '-' else '<stdin>'}"
+    if source.syntax_reason:
+        # Say why: a rules file is judged with auditctl -R's stop at the first bad line.
+        label += f" ({source.syntax_reason})"
+    with nested(f"judging {label}"):
+        return judge_source(source, options, label=label)
+
+
+def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
+    """The kernel's rules and enabled flag.
+
+    Read over the audit netlink socket (the request `auditctl -l` makes, but exact: the
+    listing's text prints path= and dir= watches alike and foreign arches as b64/b32);
+    `auditctl -l` and `auditctl -s` are the fallback when netlink is not usable.
+    """
+    from . import netlink  # noqa: PLC0415 - only when reading the running rules
+
+    label = "running rules (auditctl -l)"
+    with nested("reading the running rules (netlink AUDIT_LIST_RULES, AUDIT_GET)"):
+        try:
+            rules = netlink.list_rules(options.machine)
+            enabled: int | None = netlink.status().enabled
+        except TransportError as exc:
+            logger.info("netlink failed (%s); falling back to auditctl -l", exc)
+            text = auditctl_list()
+            enabled_text = auditctl_status().get("enabled", "1")
+            enabled = int(enabled_text) if enabled_text.isdigit() else None
+            source = parse_rules(
+                text,
+                path="auditctl -l",
+                machine=options.machine,
+                syntax="listing",
+                live=options.live,
+            )
+            return judge_source(source, options, label=label, enabled=enabled)
+    items = tuple(Command(kind="add", origin=rule.origin, rule=rule) for rule in rules)
+    source = RulesSource(path="kernel", syntax="listing", items=items, machine=options.machine)
+    return judge_source(source, options, label=label, enabled=enabled)
+
+
+def drift_findings(drift: Drift, label: str) -> list[Finding]:
+    """The warnings of `check` for the drift between the running rules and `label`."""
+    findings = [
+        Finding(
+            path=rule.origin.path,
+            line=rule.origin.line,
+            text=rule.origin.text,
+            message=f"on disk but not running: {rule.render()}",
+            hint="reload the rules (NixOS: systemctl restart audit-rules-nixos; "
+            "elsewhere: augenrules --load), or reboot when they are locked (-e 2)",
+            severity="warning",
+        )
+        for rule in drift.missing
+    ]
+    findings.extend(
+        Finding(
+            path="auditctl -l",
+            line=rule.origin.line,
+            text=rule.origin.text,
+            message=f"running but not in {label}: {rule.render()}",
+            hint="a rule was added by hand or the on-disk rules changed since they were "
+            "loaded; make the on-disk rules the source of truth and reload them",
+            severity="warning",
+        )
+        for rule in drift.extra
+    )
+    if drift.moved:
+        findings.append(
+            Finding(
+                path="auditctl -l",
+                line=0,
+                text="",
+                message=f"the running rules are those of {label} but in another order",
+                hint="order matters (the first matching rule wins); reload the on-disk rules",
+                severity="warning",
+            )
+        )
+    return findings
+
+
+@attrs.frozen
+class CheckRun:
+    """What one `check` run read and judged.
+
+    Attributes:
+        report: The report.
+        running: The running rules, when the kernel was read.
+        drift: How the running rules differ from each on-disk rule set compared.
+    """
+
+    report: Report
+    running: RuleSet | None
+    drift: tuple[Drift, ...]
+
+
+def run_check(options: Options, sources: Sequence[str], *, running: bool) -> CheckRun:
+    """Judge `sources` (files, rules.d, `-`), and the running rules with `running`.
+
+    With neither, judge the running rules and what the next start of audit loads from
+    disk, and report the drift between them (or that there are no on-disk rules).
+
+    Raises:
+        ParseError: a source cannot be read.
+        TransportError: the running rules cannot be read.
+    """
+    reports: list[SourceReport] = []
+    drift: list[Finding] = []
+    kernel: RuleSet | None = None
+    files = [_load_file(path, options) for path in sources]
+    if running:
+        kernel, report = _load_running(options)
+        reports.append(report)
+    if not sources and not running:
+        kernel, report = _load_running(options)
+        reports.append(report)
+        on_disk = discover_on_disk(live=options.live)
+        if on_disk is None:
+            drift.append(
+                Finding(
+                    path="",
+                    line=0,
+                    text="",
+                    message="no on-disk rules found (no audit-rules-nixos.service, "
+                    "/etc/audit/rules.d/*.rules or /etc/audit/audit.rules)",
+                    hint="the running rules will not survive a reboot; persist them",
+                    severity="warning",
+                )
+            )
+        else:
+            files.append(_judge_on_disk(on_disk, options))
+    reports.extend(report for _, report in files)
+    compared = (
+        [(compare(kernel, ruleset), report.label) for ruleset, report in files]
+        if kernel is not None
+        else []
+    )
+    for differences, label in compared:
+        drift.extend(drift_findings(differences, label))
+    whole = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
+    return CheckRun(
+        report=whole, running=kernel, drift=tuple(differences for differences, _ in compared)
+    )

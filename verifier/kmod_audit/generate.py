@@ -20,9 +20,10 @@ The canonical format (the NixOS module's `render.nix` produces the same bytes):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
+from .errors import ConfigurationError
 from .loader import load
 from .profiles import Profile, Requirement
 from .rules import MAX_KEY_LEN, NAME_MAX, PATH_MAX, Rejection, parse_rules
@@ -178,4 +179,38 @@ def generate_lines(
             lines.append(f"-a always,exit -F arch={abi.bits} -S {names} {filters}")
     if any(req.tools for req in reqs):
         lines.append(f"-a always,exit -F path={kmod_path} -F perm=x {filters}")
+    return lines
+
+
+def generate_rules(
+    profiles: Sequence[Profile], *, machine: Machine, key: str, uid_min: int, kmod_path: str
+) -> list[str]:
+    """The lines `kmod-audit generate` prints, refusing what would not load as written.
+
+    Raises:
+        ConfigurationError: a bad key or kmod path, or lines that auditctl or the kernel
+            would refuse or read differently (read back with the model `check` uses).
+    """
+    problem = validate_key(key)
+    if problem is not None:
+        msg = f"--key: {problem}"
+        raise ConfigurationError(msg)
+    shown = (
+        repr(kmod_path)
+        if len(kmod_path) <= 80
+        else f"{kmod_path[:60]!r}... ({len(kmod_path)} characters)"
+    )
+    problem = validate_kmod_path(kmod_path)
+    if problem is not None:
+        msg = f"--kmod-path {shown}: {problem}"
+        raise ConfigurationError(msg)
+    lines = generate_lines(profiles, machine=machine, key=key, uid_min=uid_min, kmod_path=kmod_path)
+    # Never print a line auditctl or the kernel would refuse or read differently.
+    problem = loading_problem(lines, machine=machine, key=key, kmod_path=kmod_path)
+    if problem is not None:
+        msg = (
+            f"the rules for --key {key!r} --kmod-path {shown} would not load as written: "
+            f"{problem}; pass a plain key and the absolute path of the kmod binary"
+        )
+        raise ConfigurationError(msg)
     return lines

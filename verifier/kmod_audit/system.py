@@ -28,6 +28,7 @@ __all__ = [
     "decode_rules",
     "default_kmod_path",
     "default_uid_min",
+    "kmod_path_for",
     "nixos_rules_file",
     "read_rules_bytes",
     "read_rules_text",
@@ -124,6 +125,16 @@ def default_uid_min(path: str = "/etc/login.defs") -> int:
         if match:
             return int(match.group(1))
     return 1000
+
+
+def kmod_path_for(*, this_machine: bool) -> str:
+    """The kmod path `check` and `generate` assume when `--kmod-path` is not given.
+
+    For rules meant for this machine, the real path of its kmod binary; for another
+    machine (a foreign `--arch`, or `check --offline`) this machine's files say nothing, so
+    the usual `/usr/bin/kmod` (Debian, RHEL, AL2023).
+    """
+    return default_kmod_path() if this_machine else "/usr/bin/kmod"
 
 
 def default_kmod_path() -> str:

@@ -24,6 +24,7 @@ import functools
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -31,6 +32,7 @@ import attrs
 
 from . import records
 from ._terminal import escape_line
+from ._verbose import nested
 from .errors import CommandFailed, TransportError
 from .probe_result import LEFT_LOADED, ProbeResult
 from .profiles import Profile, Requirement
@@ -45,7 +47,7 @@ from .report import (
     verify_targets,
 )
 from .syscalls import EXEC_SYSCALLS, MACHINES, machine_by_name
-from .transports import LocalHost, Target
+from .transports import LocalHost, Target, target_from_spec
 
 __all__ = [
     "PROBE_PREFIX",
@@ -54,6 +56,7 @@ __all__ = [
     "render_verify_json",
     "render_verify_text",
     "run_verify",
+    "verify_target",
 ]
 
 PROBE_PREFIX: Final = "KMOD_AUDIT_PROBE "
@@ -416,6 +419,34 @@ def run_verify(
         msg = f"the probe on {target.name} printed an unreadable result ({exc})"
         raise TransportError(msg) from exc
     return judge_probe(probe, options, target=target.name)
+
+
+def verify_target(
+    spec: str,
+    options: VerifyOptions,
+    *,
+    local_probe: Callable[[list[str]], int] | None = None,
+) -> VerifyReport:
+    """Reach the target `spec` names (`local`, `ssh://...`, `console:...`), probe it, judge.
+
+    `options.timeout` bounds the whole run: a console's start-up and the probe share it.
+
+    Raises:
+        TransportError: the target cannot be reached, or no time was left for the probe.
+    """
+    deadline = time.monotonic() + options.timeout
+    with target_from_spec(spec, deadline=deadline) as target, nested(f"verifying {target.name}"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            msg = (
+                f"--timeout {options.timeout:g}: no time was left for the probe after reaching "
+                f"{target.name}; pass a longer --timeout"
+            )
+            raise TransportError(msg)
+        options = attrs.evolve(options, timeout=left)
+        return run_verify(
+            target, options, local=isinstance(target, LocalHost), local_probe=local_probe
+        )
 
 
 def render_verify_json(report: VerifyReport) -> str:
