@@ -161,7 +161,7 @@ def _statuses(data: dict[str, Any]) -> dict[str, str]:
 
 
 @attrs.frozen
-class Outcome:
+class EventOutcome:
     """One CLI run: exit code, per-requirement statuses, and the text for messages."""
 
     code: int
@@ -169,16 +169,16 @@ class Outcome:
     text: str
 
 
-def _run(run_cli: RunCli, *args: str) -> Outcome:
+def _run(run_cli: RunCli, *args: str) -> EventOutcome:
     result = run_cli(*args, "--format", "json")
     try:
         data = json.loads(result.out)
     except ValueError:
         pytest.fail(f"kmod-audit {shlex.join(args)} printed no JSON: {result.out}{result.err}")
-    return Outcome(result.code, _statuses(data), result.out)
+    return EventOutcome(result.code, _statuses(data), result.out)
 
 
-def _summary(outcome: Outcome) -> str:
+def _summary(outcome: EventOutcome) -> str:
     return f"exit {outcome.code} {outcome.statuses}"
 
 

@@ -18,7 +18,7 @@ from kmod_audit.evaluate import (
     Coverage,
     ExecFile,
     NamedFile,
-    Target,
+    RequiredEvent,
     _Evaluator,
     _judge_event,
     evaluate,
@@ -35,14 +35,14 @@ B64 = X86_64.native
 B32 = X86_64.compat
 
 
-def target(abi: Abi, syscall: str, program: ExecFile | None = None) -> Target:
+def target(abi: Abi, syscall: str, program: ExecFile | None = None) -> RequiredEvent:
     """The target for `syscall` on `abi`."""
     number = abi.number(syscall)
     assert number is not None
-    return Target(abi, syscall, number, program)
+    return RequiredEvent(abi, syscall, number, program)
 
 
-def covered(text: str, tgt: Target, ctx: Context | None = None) -> bool:
+def covered(text: str, tgt: RequiredEvent, ctx: Context | None = None) -> bool:
     """Whether `text` (a rules file) covers `tgt`."""
     ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
     return evaluate(ruleset, tgt, ctx or Context()).covered
@@ -323,7 +323,7 @@ KMOD_EXEC = target(B64, "execve", ExecFile("/usr/bin/kmod"))
 EXECVE = "-a always,exit -F arch=b64 -S execve"
 
 
-def _reason(text: str, tgt: Target = KMOD_EXEC, ctx: Context | None = None) -> str:
+def _reason(text: str, tgt: RequiredEvent = KMOD_EXEC, ctx: Context | None = None) -> str:
     ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
     return evaluate(ruleset, tgt, ctx or Context(live=False)).reason()
 
@@ -488,7 +488,7 @@ class TestExactness:
         [target(abi, name) for abi in (B64, B32) for name in ("init_module", "finit_module")],
         ids=str,
     )
-    def test_never_rule_for_auid_unset_is_not_a_limit(self, tgt: Target) -> None:
+    def test_never_rule_for_auid_unset_is_not_a_limit(self, tgt: RequiredEvent) -> None:
         """The issue 7.7 file covers every module syscall, on both ABIs, exactly."""
         for judge in (evaluate, enumerating.evaluate):
             coverage = judge(_ruleset(NEVER_UNSET_MANY_FIELDS), tgt, Context())
@@ -845,7 +845,7 @@ class TestPruningIsExact:
         ctx=st.sampled_from((Context(live=False), Context(uid_min=500, key="k", live=False))),
     )
     def test_pruned_equals_unpruned(
-        self, lines: list[str], last: str, tgt: Target, ctx: Context
+        self, lines: list[str], last: str, tgt: RequiredEvent, ctx: Context
     ) -> None:
         """Pruned or not, the same targets are covered, and pruning never gives up more."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
@@ -872,7 +872,7 @@ _TARGETS = (
 _CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
 
 
-def _confirmed(ruleset: RuleSet, tgt: Target, ctx: Context, coverage: Coverage) -> set[str]:
+def _confirmed(ruleset: RuleSet, tgt: RequiredEvent, ctx: Context, coverage: Coverage) -> set[str]:
     """The verdicts the enumerating evaluator gives the counterexample of `coverage`."""
     assert coverage.event is not None
     event: dict[str, int | str | bool] = {"uid": 0, "gid": 0, "exit": 0, "pid": 1, "ppid": 1}
@@ -918,7 +918,7 @@ class TestSymbolicEqualsEnumeration:
         lines: list[str],
         others: list[str],
         last: str,
-        tgt: Target,
+        tgt: RequiredEvent,
         ctx: Context,
     ) -> None:
         """Same verdict, same rules; a counterexample is one under the oracle, same reason."""
@@ -943,7 +943,7 @@ class TestSymbolicEqualsEnumeration:
         ctx=st.sampled_from(_CONTEXTS),
     )
     def test_same_when_bit_patterns_are_searched(
-        self, lines: list[str], last: str, tgt: Target, ctx: Context
+        self, lines: list[str], last: str, tgt: RequiredEvent, ctx: Context
     ) -> None:
         """Bit patterns with too many classes fall back to the best-first search: still exact."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))
@@ -964,7 +964,7 @@ class TestSymbolicEqualsEnumeration:
         ctx=st.sampled_from(_CONTEXTS),
     )
     def test_same_on_not_equal_shapes(
-        self, lines: list[str], last: str, tgt: Target, ctx: Context
+        self, lines: list[str], last: str, tgt: RequiredEvent, ctx: Context
     ) -> None:
         """Rules of `!=` conditions that cover only together are judged as the oracle does."""
         ruleset = _ruleset("".join(line + "\n" for line in [*lines, last]))

@@ -41,7 +41,13 @@ from _support import (
 )
 from kmod_audit import _jsonspans
 from kmod_audit._jsonspans import Node, parse_spans
-from kmod_audit.evidence import Assessment, Outcome, Status, load_template, merge_cklb
+from kmod_audit.evidence import (
+    Assessment,
+    ChecklistEntry,
+    ChecklistStatus,
+    load_template,
+    merge_cklb,
+)
 from kmod_audit.probe_result import NOT_LOADED_BY_CHOICE as NOT_LOADED
 from kmod_audit.profiles import select_profiles
 
@@ -1092,7 +1098,7 @@ class TestTemplateEdges:
 
 # A fixed assessment of every profile, so the merged checklists are reproducible: the
 # statuses cover every kind, and the texts hold what JSON must escape.
-_GOLDEN_STATUSES: dict[str, Status] = {
+_GOLDEN_STATUSES: dict[str, ChecklistStatus] = {
     "V-268096": "open",
     "V-274091": "not_a_finding",
     "V-274092": "not_reviewed",
@@ -1115,7 +1121,7 @@ def _member(rule: Node, name: str) -> object:
 def _golden_assessment() -> Assessment:
     profiles = select_profiles(["all"])
     outcomes = tuple(
-        Outcome(
+        ChecklistEntry(
             profile=profile,
             requirement=req,
             status=_GOLDEN_STATUSES.get(req.id, "open"),

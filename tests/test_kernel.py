@@ -25,7 +25,7 @@ from kmod_audit import netlink
 from kmod_audit.evaluate import (
     Context,
     ExecFile,
-    Target,
+    RequiredEvent,
     _Evaluator,
     _judge_event,
     _relevant_exit_rules,
@@ -295,7 +295,7 @@ class TestExecutionsInTheKernel:
         kernel = {fail: exec_records(str(program), auid=1000, fail=fail) for fail in (False, True)}
 
         ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=True), live=True)
-        target = Target(X86_64.native, "execve", 59, executed)
+        target = RequiredEvent(X86_64.native, "execve", 59, executed)
         ctx = Context()
         exit_rules = _relevant_exit_rules(ruleset.exit, target)
         model = {}

@@ -33,13 +33,13 @@ from _support import FIXTURES
 from kmod_audit.errors import CommandFailed, ConfigurationError, ConsoleTimeout, TransportError
 from kmod_audit.transports import (
     DEFAULT_INITIAL_PROMPT,
-    ClosableTarget,
+    ClosableHost,
     DriverMachine,
     DriverMachineLike,
+    Host,
     LocalHost,
     SerialConsole,
     SshTarget,
-    Target,
     target_from_spec,
 )
 
@@ -102,14 +102,14 @@ def _free_port() -> int:
 
 
 def test_transports_fit_the_target_protocol() -> None:
-    """Every transport is a Target and a ClosableTarget (checked by mypy; built here)."""
-    targets: list[ClosableTarget] = [
+    """Every transport is a Host and a ClosableHost (checked by mypy; built here)."""
+    targets: list[ClosableHost] = [
         LocalHost(),
         DriverMachine(FakeDriverMachine()),
         SerialConsole(command=["sh", "-i"]),
         SshTarget(host="127.0.0.1", user="root"),
     ]
-    plain: list[Target] = list(targets)
+    plain: list[Host] = list(targets)
     assert ["local", "machine", "sh", "ssh://root@127.0.0.1"] == [t.name for t in plain]
 
 

@@ -30,7 +30,7 @@ from kmod_audit.evaluate import (
     U32,
     Context,
     Coverage,
-    Target,
+    RequiredEvent,
     _dimension,
     _Evaluator,
     _judge_event,
@@ -76,7 +76,7 @@ def _around(values: Iterable[int | str], low: int, high: int, seeds: Iterable[in
 
 
 def _dimensions(
-    fields: Iterable[Field], target: Target, ctx: Context
+    fields: Iterable[Field], target: RequiredEvent, ctx: Context
 ) -> list[tuple[str, list[int | str | bool]]]:
     """The event attributes the conditions look at, each with its representative values."""
     fields = list(fields)
@@ -133,7 +133,7 @@ def _dimensions(
 
 
 def _events(
-    dims: list[tuple[str, list[int | str | bool]]], target: Target
+    dims: list[tuple[str, list[int | str | bool]]], target: RequiredEvent
 ) -> Iterator[dict[str, int | str | bool]]:
     names = [name for name, _ in dims]
     program = target.program
@@ -209,7 +209,9 @@ def _undecided(dims: list[tuple[str, list[int | str | bool]]], rules: Iterable[R
     )
 
 
-def evaluate(ruleset: RuleSet, target: Target, ctx: Context, *, prune: bool = True) -> Coverage:
+def evaluate(
+    ruleset: RuleSet, target: RequiredEvent, ctx: Context, *, prune: bool = True
+) -> Coverage:
     """Judge whether `ruleset` records every in-scope event of `target`.
 
     Args:

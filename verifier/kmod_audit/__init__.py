@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         TransportError,
         VerifierError,
     )
-    from .evaluate import Context, Coverage, ExecFile, Target, evaluate
+    from .evaluate import Context, Coverage, ExecFile, RequiredEvent, evaluate
     from .generate import DEFAULT_KEY, generate_lines, validate_key
     from .loader import LoadIssue, RuleSet, load
     from .profiles import PROFILES, Profile, Requirement, select_profiles
@@ -54,11 +54,11 @@ __all__ = [
     "Profile",
     "Rejection",
     "Report",
+    "RequiredEvent",
     "Requirement",
     "Rule",
     "RuleSet",
     "RulesSource",
-    "Target",
     "TransportError",
     "VerifierError",
     "evaluate",
@@ -91,7 +91,7 @@ _LAZY: dict[str, str] = {
     "Context": "evaluate",
     "Coverage": "evaluate",
     "ExecFile": "evaluate",
-    "Target": "evaluate",
+    "RequiredEvent": "evaluate",
     "evaluate": "evaluate",
     "DEFAULT_KEY": "generate",
     "generate_lines": "generate",

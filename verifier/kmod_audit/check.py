@@ -12,7 +12,7 @@ import attrs
 from ._verbose import logger, nested
 from .augenrules import MAX_TIE_ORDERS, Assembly
 from .errors import TransportError
-from .evaluate import AT_FORK_NOTE, Context, Coverage, ExecFile, Target, at_fork, evaluate
+from .evaluate import AT_FORK_NOTE, Context, Coverage, ExecFile, RequiredEvent, at_fork, evaluate
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import Drift, RuleSet, compare, load
 from .profiles import Profile, Requirement
@@ -114,15 +114,15 @@ def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
     return programs
 
 
-def _targets(req: Requirement, options: Options) -> list[tuple[str, Target | None]]:
+def _targets(req: Requirement, options: Options) -> list[tuple[str, RequiredEvent | None]]:
     """(label, target) per check of `req`; target None when the syscall does not exist."""
-    out: list[tuple[str, Target | None]] = []
+    out: list[tuple[str, RequiredEvent | None]] = []
     for syscall in req.syscalls:
         for bits in req.abis:
             abi = options.machine.abi(bits)
             number = abi.number(syscall)
             label = f"{abi.bits} {syscall}"
-            out.append((label, Target(abi, syscall, number) if number is not None else None))
+            out.append((label, RequiredEvent(abi, syscall, number) if number is not None else None))
     if req.tools:
         for program in tool_programs(req.tools, options):
             for abi in options.machine.abis:
@@ -133,7 +133,7 @@ def _targets(req: Requirement, options: Options) -> list[tuple[str, Target | Non
                     out.append(
                         (
                             f"{abi.bits} {syscall} of {program.path}",
-                            Target(abi, syscall, number, program),
+                            RequiredEvent(abi, syscall, number, program),
                         )
                     )
     return out
@@ -171,9 +171,9 @@ class _Judge:
     #: The listing read with every listed watch as `never` (None when it has none).
     never_reading: RuleSet | None = None
     #: Coverage by target: profiles share targets (b64 init_module is in all four).
-    judged: dict[Target, Coverage] = attrs.field(factory=dict)
+    judged: dict[RequiredEvent, Coverage] = attrs.field(factory=dict)
 
-    def coverage(self, target: Target) -> Coverage:
+    def coverage(self, target: RequiredEvent) -> Coverage:
         """The coverage of `target`, evaluated once per rule set."""
         found = self.judged.get(target)
         if found is None:
@@ -251,7 +251,7 @@ class _Judge:
         return usable[0] if usable else DEFAULT_KEY
 
     def _check(
-        self, label: str, target: Target, coverage: Coverage, req: Requirement
+        self, label: str, target: RequiredEvent, coverage: Coverage, req: Requirement
     ) -> CheckResult:
         described = tuple(_describe(rule) for rule in coverage.rules)
         if coverage.undecided is not None:
@@ -334,7 +334,7 @@ def _never_reading(ruleset: RuleSet) -> RuleSet | None:
 
 
 def _listed_never(
-    never_reading: RuleSet, target: Target, covered: Coverage, options: Options
+    never_reading: RuleSet, target: RequiredEvent, covered: Coverage, options: Options
 ) -> str | None:
     """Why a target covered by the listing as read is undecided, or None when it is covered.
 

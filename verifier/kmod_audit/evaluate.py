@@ -59,7 +59,15 @@ from .rules import (
 )
 from .syscalls import Abi
 
-__all__ = ["Context", "Coverage", "ExecFile", "NamedFile", "Outcome", "Target", "evaluate"]
+__all__ = [
+    "Context",
+    "Coverage",
+    "EventOutcome",
+    "ExecFile",
+    "NamedFile",
+    "RequiredEvent",
+    "evaluate",
+]
 
 U32: Final = 0xFFFFFFFF
 SYSCALL_RECORD: Final = 1300
@@ -274,7 +282,7 @@ def _name_owner(name: str, program: ExecFile | None) -> int | None:
 
 
 @attrs.frozen
-class Target:
+class RequiredEvent:
     """One kind of event that must be recorded.
 
     Attributes:
@@ -314,7 +322,7 @@ class Context:
     deadline: float | None = None
 
 
-Verdict = Literal[
+EventVerdict = Literal[
     "covered",
     "never",
     "no-key",
@@ -328,7 +336,7 @@ Verdict = Literal[
 
 
 @attrs.frozen
-class Outcome:
+class EventOutcome:
     """What happens to one event.
 
     Attributes:
@@ -340,7 +348,7 @@ class Outcome:
         borrowed: Whether the verdict comes from the key of a later syscall rule.
     """
 
-    verdict: Verdict
+    verdict: EventVerdict
     rule: Rule | None
     uncertain: tuple[str, ...] = ()
     lender: Rule | None = None
@@ -362,11 +370,11 @@ class Coverage:
             None when it decided. An undecided target is neither covered nor a failure.
     """
 
-    target: Target
+    target: RequiredEvent
     covered: bool
     rules: tuple[Rule, ...]
     event: dict[str, int | str | bool] | None = None
-    outcome: Outcome | None = None
+    outcome: EventOutcome | None = None
     events: int = 0
     undecided: str | None = None
 
@@ -508,7 +516,7 @@ def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
 
 @attrs.define
 class _Evaluator:
-    target: Target
+    target: RequiredEvent
     ctx: Context
     #: Conditions true on every in-scope syscall-exit event: skipped outside the task list
     #: (events carry no value for the attributes only they look at).
@@ -632,11 +640,11 @@ def _unknown_text(field: Field, *, task: bool) -> str:
     return f"{text} {AT_FORK_NOTE}" if task and at_fork(field) else text
 
 
-def _relevant_exit_rules(rules: Sequence[Rule], target: Target) -> list[Rule]:
+def _relevant_exit_rules(rules: Sequence[Rule], target: RequiredEvent) -> list[Rule]:
     return [r for r in rules if r.syscalls is None or target.number in r.syscalls]
 
 
-def _key_ok(rule: Rule, ctx: Context) -> Verdict:
+def _key_ok(rule: Rule, ctx: Context) -> EventVerdict:
     if not rule.keys:
         return "no-key"
     if ctx.key is not None and ctx.key not in rule.keys:
@@ -644,7 +652,7 @@ def _key_ok(rule: Rule, ctx: Context) -> Verdict:
     return "covered"
 
 
-def _task_key_ok(rule: Rule, ctx: Context) -> Verdict:
+def _task_key_ok(rule: Rule, ctx: Context) -> EventVerdict:
     """The verdict of an event whose task an `always` task rule puts in the record state."""
     verdict = _key_ok(rule, ctx)
     if verdict == "covered":
@@ -658,9 +666,9 @@ def _judge_event(
     exit_rules: Sequence[Rule],
     event: dict[str, int | str | bool],
     ctx: Context,
-) -> list[Outcome]:
+) -> list[EventOutcome]:
     """Every possible outcome for one event (more than one when some rule may match)."""
-    outcomes: list[Outcome] = []
+    outcomes: list[EventOutcome] = []
     # The first matching task rule decides the task's state at fork (audit_filter_task):
     # `never` leaves it unaudited; `always` puts it in the record state, whose priority
     # (~0) no exit rule outranks, so every syscall is recorded with that rule's key (none
@@ -671,9 +679,9 @@ def _judge_event(
         if matched is False:
             continue
         if rule.action == "never":
-            outcomes.append(Outcome("task-never", rule, unknown))
+            outcomes.append(EventOutcome("task-never", rule, unknown))
         else:
-            outcomes.append(Outcome(_task_key_ok(rule, ctx), rule, unknown))
+            outcomes.append(EventOutcome(_task_key_ok(rule, ctx), rule, unknown))
         if matched is True:
             decided = True
             break
@@ -681,7 +689,7 @@ def _judge_event(
         matched, unknown = evaluator.rule(rule, event)
         if matched is False:
             continue
-        outcomes.append(Outcome("excluded", rule, unknown))
+        outcomes.append(EventOutcome("excluded", rule, unknown))
         if matched is True:
             break
     if decided:
@@ -691,16 +699,16 @@ def _judge_event(
         matched, unknown = evaluator.rule(rule, event)
         if matched is False:
             continue
-        verdict: Verdict = "never" if rule.action == "never" else _key_ok(rule, ctx)
+        verdict: EventVerdict = "never" if rule.action == "never" else _key_ok(rule, ctx)
         if _borrows(rule):
             later = exit_rules[position + 1 :]
             outcomes.extend(_lent(evaluator, rule, unknown, later, event=event, ctx=ctx))
         else:
-            outcomes.append(Outcome(verdict, rule, unknown))
+            outcomes.append(EventOutcome(verdict, rule, unknown))
         if matched is True:
             return outcomes
         uncertain.extend(unknown)
-    outcomes.append(Outcome("unmatched", None, tuple(dict.fromkeys(uncertain))))
+    outcomes.append(EventOutcome("unmatched", None, tuple(dict.fromkeys(uncertain))))
     return outcomes
 
 
@@ -743,13 +751,13 @@ def _lent(
     *,
     event: dict[str, int | str | bool],
     ctx: Context,
-) -> list[Outcome]:
+) -> list[EventOutcome]:
     """The outcomes of an event that the keyless watch `watch` records (see `_borrows`).
 
     The key is that of the first syscall rule after it that matches the event: every rule
     that may be it gives one outcome.
     """
-    outcomes: list[Outcome] = []
+    outcomes: list[EventOutcome] = []
     uncertain = list(unknown)
     for rule in later:
         inode = _in_inode_hash(rule)
@@ -761,11 +769,11 @@ def _lent(
         verdict = _key_ok(rule, ctx)
         both = tuple(dict.fromkeys([*unknown, *maybe]))
         shown = rule if verdict == "covered" else watch
-        outcomes.append(Outcome(verdict, shown, both, lender=rule, borrowed=True))
+        outcomes.append(EventOutcome(verdict, shown, both, lender=rule, borrowed=True))
         if matched is True and inode is False:
             return outcomes
         uncertain.extend(maybe)
-    outcomes.append(Outcome("no-key", watch, tuple(dict.fromkeys(uncertain)), borrowed=True))
+    outcomes.append(EventOutcome("no-key", watch, tuple(dict.fromkeys(uncertain)), borrowed=True))
     return outcomes
 
 
@@ -1599,7 +1607,7 @@ def _where(dim: str, op: str, constant: int, uid_min: int, *, bitwise: bool) -> 
 class _Symbolic:
     """Turns rule conditions into boxes, for one target, mirroring `_Evaluator.field`."""
 
-    target: Target
+    target: RequiredEvent
     ctx: Context
     #: The attributes bit-tested by some condition: their sets are cubes.
     bitwise: frozenset[str]
@@ -2003,7 +2011,7 @@ def _walk_lenders(
     taken.work = lent.work
 
 
-def evaluate(ruleset: RuleSet, target: Target, ctx: Context) -> Coverage:
+def evaluate(ruleset: RuleSet, target: RequiredEvent, ctx: Context) -> Coverage:
     """Judge whether `ruleset` records every in-scope event of `target`.
 
     The in-scope events are followed through the task, exclude and exit lists, in list

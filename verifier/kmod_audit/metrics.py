@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunMetrics"]
 
-Command = Literal["check", "verify"]
+CommandName = Literal["check", "verify"]
 
 PREFIX: Final = "kmod_audit_"
 
@@ -82,7 +82,7 @@ class RunMetrics:
             `lost_records`), as far as `check` read it.
     """
 
-    command: Command
+    command: CommandName
     path: str
     profiles: tuple[Profile, ...] = ()
     started: float = attrs.Factory(time.monotonic)
@@ -91,7 +91,7 @@ class RunMetrics:
     kernel: dict[str, int] = attrs.Factory(dict)
 
     @classmethod
-    def begin(cls, command: Command, path: str, profile_ids: Sequence[str]) -> RunMetrics:
+    def begin(cls, command: CommandName, path: str, profile_ids: Sequence[str]) -> RunMetrics:
         """Start the metrics of a run, after checking that `path` can be written.
 
         Raises:

@@ -39,7 +39,7 @@ __all__ = [
     "verify_targets",
 ]
 
-Status = Literal["pass", "fail", "undecided"]
+RequirementStatus = Literal["pass", "fail", "undecided"]
 
 #: What the text report says about an undecided requirement.
 UNDECIDED_HINT = (
@@ -120,7 +120,7 @@ class RequirementResult:
 
     id: str
     title: str
-    status: Status
+    status: RequirementStatus
     reasons: tuple[str, ...]
     rules: tuple[str, ...]
     checks: tuple[CheckResult, ...] = ()

@@ -61,14 +61,14 @@ from .errors import (
 __all__ = [
     "DEFAULT_INITIAL_PROMPT",
     "DEFAULT_TIMEOUT",
-    "ClosableTarget",
+    "ClosableHost",
     "ConsoleChild",
     "DriverMachine",
     "DriverMachineLike",
+    "Host",
     "LocalHost",
     "SerialConsole",
     "SshTarget",
-    "Target",
     "target_from_spec",
 ]
 
@@ -90,7 +90,7 @@ _TTY_UNSAFE: Final = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _CTRL_C: Final = "\x03"
 
 
-class Target(Protocol):
+class Host(Protocol):
     """Something that runs a command and returns its exit status and output.
 
     The shape of the NixOS test driver's `Machine.execute`, with an argv list instead of a
@@ -119,7 +119,7 @@ class Target(Protocol):
         ...
 
 
-class ClosableTarget(Target, Protocol):
+class ClosableHost(Host, Protocol):
     """A `Target` that may hold a connection or a process; close it when done.
 
     All transports in this module are closable context managers, so callers can write
@@ -1234,7 +1234,7 @@ class SerialConsole:
 # --- CLI spec --------------------------------------------------------------------------
 
 
-def target_from_spec(spec: str, *, deadline: float | None = None) -> ClosableTarget:
+def target_from_spec(spec: str, *, deadline: float | None = None) -> ClosableHost:
     """Build a transport from the CLI's `--target` value.
 
     - `local`: this machine;

@@ -47,7 +47,7 @@ from .report import (
     verify_targets,
 )
 from .syscalls import EXEC_SYSCALLS, MACHINES, machine_by_name
-from .transports import LocalHost, Target, target_from_spec
+from .transports import Host, LocalHost, target_from_spec
 
 __all__ = [
     "PROBE_PREFIX",
@@ -375,7 +375,7 @@ def probe_args(options: VerifyOptions) -> list[str]:
 
 
 def run_verify(
-    target: Target,
+    target: Host,
     options: VerifyOptions,
     *,
     local: bool,
