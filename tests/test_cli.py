@@ -968,7 +968,7 @@ class TestJsonErrors:
     def test_internal_error(self, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
         """Even a bug (an unexpected exception) is reported as a JSON error object."""
 
-        def broken(*_: object) -> int:
+        def broken(*_: object, **__: object) -> int:
             msg = "boom"
             raise RuntimeError(msg)
 

@@ -29,9 +29,16 @@
       import json
       import shlex
 
-      from kmod_audit import MACHINES, load, parse_rules, select_profiles
-      from kmod_audit.transports import DriverMachine
-      from kmod_audit.verify import VerifyOptions, render_verify_text, run_verify
+      from kmod_audit import (
+          MACHINES,
+          DriverMachine,
+          VerifyOptions,
+          load,
+          parse_rules,
+          render_verify_text,
+          run_verify,
+          select_profiles,
+      )
 
       # Read from the evaluated node configuration, never retyped here.
       RENDERED_RULES: list[str] = ${builtins.toJSON cfg.renderedRules}

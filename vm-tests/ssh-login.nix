@@ -52,8 +52,7 @@ in
     ''
       import shlex
 
-      from kmod_audit import MACHINES
-      from kmod_audit import AuditEvent, AuditRecord, group_events, parse_records
+      from kmod_audit import MACHINES, AuditEvent, AuditRecord, group_events, parse_records
 
       KEY: str = ${builtins.toJSON cfg.key}
       ALICE: str = ${builtins.toJSON alice.name}

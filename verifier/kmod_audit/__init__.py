@@ -1,8 +1,9 @@
 """kmod-audit: prove that kernel module loads and unloads leave keyed audit records.
 
 The package judges audit rules the way the kernel applies them (`check`), prints the
-minimal rules for the DISA STIG / CIS / Tenable profiles (`generate`), and (from the
-`verify` subcommand) exercises a real kernel.
+minimal rules for the DISA STIG / CIS / Tenable profiles (`generate`), and exercises a
+real kernel (`verify`). This is its public API: what programs and the NixOS VM tests
+import (`from kmod_audit import ...`); the modules behind it may change.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .check import Options, judge, judge_source
+    from .check import CheckRun, Options, judge, judge_source, run_check
     from .errors import (
         CommandFailed,
-        ComplianceFailure,
         ConfigurationError,
         ConsoleTimeout,
         ParseError,
@@ -22,12 +22,30 @@ if TYPE_CHECKING:
         VerifierError,
     )
     from .evaluate import Context, Coverage, ExecFile, RequiredEvent, evaluate
-    from .generate import DEFAULT_KEY, generate_lines, validate_key
+    from .generate import DEFAULT_KEY, generate_lines, generate_rules, validate_key
     from .loader import LoadIssue, RuleSet, load
+    from .probe_result import ProbeResult
     from .profiles import PROFILES, Profile, Requirement, select_profiles
-    from .report import Finding, Report, render_json, render_text
+    from .records import AuditEvent, AuditRecord, group_events, parse_records
+    from .report import Evidence, Finding, Report, VerifyReport, render_json, render_text
     from .rules import Command, Field, Origin, Rejection, Rule, RulesSource, parse_rules
     from .syscalls import MACHINES, Abi, Machine, machine_by_name
+    from .transports import (
+        DriverMachine,
+        Host,
+        LocalHost,
+        SerialConsole,
+        SshTarget,
+        target_from_spec,
+    )
+    from .verify import (
+        VerifyOptions,
+        judge_probe,
+        render_verify_json,
+        render_verify_text,
+        run_verify,
+        verify_target,
+    )
 
 from ._version import __version__ as __version__
 
@@ -36,21 +54,28 @@ __all__ = [
     "MACHINES",
     "PROFILES",
     "Abi",
+    "AuditEvent",
+    "AuditRecord",
+    "CheckRun",
     "Command",
     "CommandFailed",
-    "ComplianceFailure",
     "ConfigurationError",
     "ConsoleTimeout",
     "Context",
     "Coverage",
+    "DriverMachine",
+    "Evidence",
     "ExecFile",
     "Field",
     "Finding",
+    "Host",
     "LoadIssue",
+    "LocalHost",
     "Machine",
     "Options",
     "Origin",
     "ParseError",
+    "ProbeResult",
     "Profile",
     "Rejection",
     "Report",
@@ -59,19 +84,33 @@ __all__ = [
     "Rule",
     "RuleSet",
     "RulesSource",
+    "SerialConsole",
+    "SshTarget",
     "TransportError",
     "VerifierError",
+    "VerifyOptions",
+    "VerifyReport",
     "evaluate",
     "generate_lines",
+    "generate_rules",
+    "group_events",
     "judge",
+    "judge_probe",
     "judge_source",
     "load",
     "machine_by_name",
+    "parse_records",
     "parse_rules",
     "render_json",
     "render_text",
+    "render_verify_json",
+    "render_verify_text",
+    "run_check",
+    "run_verify",
     "select_profiles",
+    "target_from_spec",
     "validate_key",
+    "verify_target",
 ]
 
 # The public names, by the module that defines them. They are imported on first use
@@ -82,7 +121,6 @@ _LAZY: dict[str, str] = {
     "judge": "check",
     "judge_source": "check",
     "CommandFailed": "errors",
-    "ComplianceFailure": "errors",
     "ConfigurationError": "errors",
     "ConsoleTimeout": "errors",
     "ParseError": "errors",
@@ -118,6 +156,28 @@ _LAZY: dict[str, str] = {
     "Abi": "syscalls",
     "Machine": "syscalls",
     "machine_by_name": "syscalls",
+    "CheckRun": "check",
+    "run_check": "check",
+    "generate_rules": "generate",
+    "AuditEvent": "records",
+    "AuditRecord": "records",
+    "group_events": "records",
+    "parse_records": "records",
+    "ProbeResult": "probe_result",
+    "Evidence": "report",
+    "VerifyReport": "report",
+    "Host": "transports",
+    "LocalHost": "transports",
+    "DriverMachine": "transports",
+    "SshTarget": "transports",
+    "SerialConsole": "transports",
+    "target_from_spec": "transports",
+    "VerifyOptions": "verify",
+    "judge_probe": "verify",
+    "render_verify_json": "verify",
+    "render_verify_text": "verify",
+    "run_verify": "verify",
+    "verify_target": "verify",
 }
 
 

@@ -1,7 +1,6 @@
 """Errors, split by whose fault they are (like the NixOS test driver's errors.py).
 
 - `ConfigurationError` / `ParseError`: the input we were given is wrong (exit code 2).
-- `ComplianceFailure`: the system or rules are not compliant (exit code 1).
 - `TransportError` / `CommandFailed` / `ConsoleTimeout`: we could not ask the system (exit code 3).
 
 Every message says what was checked, what was seen, and what to do next.
@@ -13,7 +12,6 @@ import attrs
 
 __all__ = [
     "CommandFailed",
-    "ComplianceFailure",
     "ConfigurationError",
     "ConsoleTimeout",
     "ParseError",
@@ -78,25 +76,6 @@ class ParseError(VerifierError):
         """Return `path:line: message`."""
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.message}"
-
-
-@attrs.define
-class ComplianceFailure(VerifierError):
-    """The rules or the system do not meet the selected profiles.
-
-    Attributes:
-        message: Summary of what failed.
-        findings: One line per failed requirement.
-    """
-
-    message: str
-    findings: tuple[str, ...] = ()
-
-    exit_code = EXIT_NONCOMPLIANT
-
-    def __str__(self) -> str:
-        """Return the summary and the findings."""
-        return "\n".join((self.message, *self.findings))
 
 
 @attrs.define
