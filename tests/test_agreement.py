@@ -161,7 +161,7 @@ def _statuses(data: dict[str, Any]) -> dict[str, str]:
 
 
 @attrs.frozen
-class EventOutcome:
+class Outcome:
     """One CLI run: exit code, per-requirement statuses, and the text for messages."""
 
     code: int
@@ -169,16 +169,16 @@ class EventOutcome:
     text: str
 
 
-def _run(run_cli: RunCli, *args: str) -> EventOutcome:
+def _run(run_cli: RunCli, *args: str) -> Outcome:
     result = run_cli(*args, "--format", "json")
     try:
         data = json.loads(result.out)
     except ValueError:
         pytest.fail(f"kmod-audit {shlex.join(args)} printed no JSON: {result.out}{result.err}")
-    return EventOutcome(result.code, _statuses(data), result.out)
+    return Outcome(result.code, _statuses(data), result.out)
 
 
-def _summary(outcome: EventOutcome) -> str:
+def _summary(outcome: Outcome) -> str:
     return f"exit {outcome.code} {outcome.statuses}"
 
 

@@ -112,7 +112,7 @@ _FOREIGN_ARCH: Final = (
 
 
 @attrs.frozen
-class EventOutcome:
+class Outcome:
     """What one side says a rules file does.
 
     Attributes:
@@ -141,12 +141,12 @@ def _lists(ruleset: RuleSet) -> tuple[tuple[str, tuple[tuple[object, ...], ...]]
     )
 
 
-def _model(text: str) -> EventOutcome:
+def _model(text: str) -> Outcome:
     """Our prediction for `auditctl -D; auditctl -R FILE` with `text` as FILE."""
     source = parse_rules(text, path="oracle.rules", machine=X86_64, syntax="rules", live=True)
     ruleset = load(source, live=True)
     enabled = ENABLED_BEFORE if ruleset.enabled is None else str(ruleset.enabled)
-    return EventOutcome(
+    return Outcome(
         failed=tuple(sorted({issue.origin.line for issue in ruleset.issues})),
         lists=_lists(ruleset),
         enabled=enabled,
@@ -204,14 +204,14 @@ def _auditctl_load(text: str, workdir: Path) -> tuple[int, str]:
     return proc.returncode, "".join(messages)
 
 
-def _real(host_audit: HostAudit, text: str, workdir: Path) -> tuple[EventOutcome, int, str]:
+def _real(host_audit: HostAudit, text: str, workdir: Path) -> tuple[Outcome, int, str]:
     """Load `text` with the real auditctl; return the outcome, exit status and messages."""
     status, messages = _auditctl_load(text, workdir)
     listing = host_audit.listing()
     listed = parse_rules(listing, path="auditctl -l", machine=X86_64, syntax="listing")
     assert () == listed.rejections, f"auditctl -l output we cannot parse:\n{listing}"
     failed = tuple(sorted({int(n) for n in _ERROR_LINE.findall(messages)}))
-    outcome = EventOutcome(
+    outcome = Outcome(
         failed=failed,
         lists=_lists(load(listed, live=True)),
         enabled=audit_status().get("enabled", "?"),

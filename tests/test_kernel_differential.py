@@ -566,7 +566,7 @@ class Kernel:
 
 
 @attrs.frozen
-class EventOutcome:
+class Outcome:
     """One target of one example, judged.
 
     Attributes:
@@ -585,7 +585,7 @@ class EventOutcome:
 
 def compare(
     claims: dict[tuple[str, str], Claim], events: list[Event], text: str, *, lost: bool
-) -> list[EventOutcome]:
+) -> list[Outcome]:
     """Compare check's claim with the kernel's records for every target."""
     named = set(re.findall(r"exe!?=(\S+)", text))
     outcomes = []
@@ -594,41 +594,41 @@ def compare(
         unrecorded = [e for e in mine if not e.recorded]
         name = _target_name(target)
         if claim.status not in {"pass", "fail"}:  # undecided (or n/a)
-            outcomes.append(EventOutcome("undecidable", name, claim.reason))
+            outcomes.append(Outcome("undecidable", name, claim.reason))
         elif claim.status == "fail" and AT_FORK in claim.reason:
             # A task rule's ids at fork, other than at the syscall: the stimulus forks after
             # setting them (`test_task_rules_see_the_ids_at_fork` makes the other case), so
             # only an event the kernel left unrecorded anyway bears on the claim.
             kind = "agree" if unrecorded else "undecidable"
-            outcomes.append(EventOutcome(kind, name, claim.reason))
+            outcomes.append(Outcome(kind, name, claim.reason))
         elif unrecorded and lost:
-            outcomes.append(EventOutcome("undecidable", name, "the kernel lost records"))
+            outcomes.append(Outcome("undecidable", name, "the kernel lost records"))
         elif claim.status == "pass":
             if unrecorded:
-                outcomes.append(EventOutcome("false-pass", name, unrecorded[0].describe()))
+                outcomes.append(Outcome("false-pass", name, unrecorded[0].describe()))
             else:
-                outcomes.append(EventOutcome("agree", name, ""))
+                outcomes.append(Outcome("agree", name, ""))
         elif claim.event is None:
             # A claim about every event (rules that never load, audit disabled).
             kind = "agree" if unrecorded else "false-fail"
-            outcomes.append(EventOutcome(kind, name, claim.reason))
+            outcomes.append(Outcome(kind, name, claim.reason))
         else:
             producible = [e for e in mine if e.matches(claim.event, named)]
             if any(not e.recorded for e in producible):
-                outcomes.append(EventOutcome("agree", name, ""))
+                outcomes.append(Outcome("agree", name, ""))
             elif unrecorded:
                 kind = "wrong-counterexample" if producible else "agree"
                 outcomes.append(
-                    EventOutcome(kind, name, f"{claim.reason} / kernel: {unrecorded[0].describe()}")
+                    Outcome(kind, name, f"{claim.reason} / kernel: {unrecorded[0].describe()}")
                 )
             elif producible:
                 outcomes.append(
-                    EventOutcome(
+                    Outcome(
                         "false-fail", name, f"{claim.reason} / kernel: {producible[0].describe()}"
                     )
                 )
             else:
-                outcomes.append(EventOutcome("undecidable", name, claim.reason))
+                outcomes.append(Outcome("undecidable", name, claim.reason))
     return outcomes
 
 
@@ -681,7 +681,7 @@ def _examples() -> int:
     return int(value)
 
 
-def _judge(kernel: Kernel, path: Path, text: str) -> list[EventOutcome]:
+def _judge(kernel: Kernel, path: Path, text: str) -> list[Outcome]:
     """Judge one rules file by `check` and by the kernel; every target's outcome."""
     path.write_text(text, newline="")
     path.chmod(0o600)
@@ -690,7 +690,7 @@ def _judge(kernel: Kernel, path: Path, text: str) -> list[EventOutcome]:
     outcomes = compare(claims, events, text, lost=lost)
     if model_count != kernel_count:
         outcomes.append(
-            EventOutcome("rule-count", "", f"check {model_count}, auditctl -l {kernel_count}")
+            Outcome("rule-count", "", f"check {model_count}, auditctl -l {kernel_count}")
         )
     return outcomes
 
@@ -762,11 +762,11 @@ class TestCheckAgreesWithTheKernel:
         """No target of a random rules file is judged otherwise than the kernel records it."""
         kernel = Kernel(auditd)
         tally: Counter[str] = Counter()
-        disagreements: list[tuple[str, EventOutcome]] = []
+        disagreements: list[tuple[str, Outcome]] = []
         log = os.environ.get("KMOD_AUDIT_DIFFERENTIAL_LOG")
         replay = os.environ.get("KMOD_AUDIT_DIFFERENTIAL_REPLAY")
 
-        def record(text: str, outcomes: list[EventOutcome]) -> None:
+        def record(text: str, outcomes: list[Outcome]) -> None:
             tally["examples"] += 1
             for outcome in outcomes:
                 tally[outcome.kind] += 1
