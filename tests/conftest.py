@@ -39,12 +39,12 @@ from kmod_audit.cli import main
 from kmod_audit.syscalls import MACHINES, Machine
 
 #: `tools/check --quick` (KMOD_AUDIT_QUICK=1): the most examples a property test runs.
-QUICK_EXAMPLES = 20
+QUICK_EXAMPLES = 10
 #: Under --quick, the suites that run every case on the host kernel one at a time (every
 #: rules fixture through check and verify, every auditctl oracle line) run one case in
 #: QUICK_SAMPLE, the same ones each time; CI runs them all.
 QUICK_SAMPLED: Final = frozenset({"test_agreement.py", "test_auditctl_oracle.py"})
-QUICK_SAMPLE = 8
+QUICK_SAMPLE = 16
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
