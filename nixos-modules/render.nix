@@ -8,6 +8,8 @@
 # Canonical line format (see verifier/kmod_audit/generate.py):
 #   -a always,exit -F arch=<b64|b32> -S <syscalls in number order> -F auid>=<uidMin> -F auid!=unset -k <key>
 #   -a always,exit -F path=<kmodPath> -F perm=x -F auid>=<uidMin> -F auid!=unset -k <key>
+#   -a always,exit -F arch=b32 -S execveat -F path=<kmodPath> -F auid>=<uidMin> -F auid!=unset -k <key>
+# The last only where perm=x misses an exec syscall of an ABI (aarch64's b32 execveat).
 let
   data = builtins.fromJSON (builtins.readFile ./profiles.json);
 
@@ -58,17 +60,27 @@ let
       wantsKmod = builtins.any (r: r.tools != [ ]) requirements;
       withKmod = if watchKmod == null then wantsKmod else watchKmod;
       kmodLine = if withKmod then [ "-a always,exit -F path=${kmodPath} -F perm=x ${filters}" ] else [ ];
+      # Exec syscalls an ABI's audit classes do not call an exec: perm=x misses them.
+      missLine =
+        bits:
+        let
+          misses = machine.${bits}.execMisses;
+        in
+        if withKmod && misses != [ ] then
+          [
+            "-a always,exit -F arch=${bits} -S ${builtins.concatStringsSep "," misses} -F path=${kmodPath} ${filters}"
+          ]
+        else
+          [ ];
+      selectedAbis = builtins.filter (b: builtins.elem b abis) [
+        "b64"
+        "b32"
+      ];
 
       lines =
-        builtins.concatLists (
-          map abiLine (
-            builtins.filter (b: builtins.elem b abis) [
-              "b64"
-              "b32"
-            ]
-          )
-        )
-        ++ kmodLine;
+        builtins.concatLists (map abiLine selectedAbis)
+        ++ kmodLine
+        ++ builtins.concatLists (map missLine selectedAbis);
     in
     {
       inherit lines;

@@ -77,6 +77,8 @@ EXPECTED_REASONS = {
     "exit-filter.fail": r"b64 init_module \(auid=1000, success=no, exit=-ENOSYS\)",
     "never-subj-type.fail": r"kmod-audit cannot evaluate subj_type=unconfined_t",
     "aarch64-create-module.fail": r"Syscall name unknown: create_module",
+    "aarch64-cis-permx-only.fail": r"\[fail\] b32 execveat of /usr/bin/kmod "
+    r"\(auid=1000, success=no\): no loaded rule matches it",
     "arch-after-syscall.fail": r"arch must be before -S",
     "watch-symlink.fail": r"names /usr/sbin/insmod, a symlink to /usr/bin/kmod",
     "path-rule-symlink.fail": r"names /usr/sbin/modprobe, a symlink to /usr/bin/kmod",

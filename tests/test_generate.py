@@ -54,7 +54,11 @@ class TestCanonicalFormat:
         ) == result.out
 
     def test_all_profiles_on_aarch64(self, run_cli: RunCli) -> None:
-        """aarch64 has no create_module/query_module; the kmod rule names the given path."""
+        """aarch64 has no create_module/query_module; the kmod rules name the given path.
+
+        perm=x misses a 32-bit execveat there (lib/compat_audit.c classes only execve as an
+        exec), so an explicit b32 execveat rule follows the perm=x rule.
+        """
         result = run_cli(
             "generate",
             "--profile",
@@ -74,6 +78,8 @@ class TestCanonicalFormat:
             "-a always,exit -F arch=b32 -S init_module,delete_module,finit_module "
             "-F auid>=500 -F auid!=unset -k modules\n"
             "-a always,exit -F path=/nix/store/abc-kmod-31/bin/kmod -F perm=x "
+            "-F auid>=500 -F auid!=unset -k modules\n"
+            "-a always,exit -F arch=b32 -S execveat -F path=/nix/store/abc-kmod-31/bin/kmod "
             "-F auid>=500 -F auid!=unset -k modules\n"
         ) == result.out
 

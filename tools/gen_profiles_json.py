@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from kmod_audit.generate import abi_exec_misses
 from kmod_audit.profiles import PROFILES
 from kmod_audit.syscalls import MACHINES, MODULE_SYSCALLS
 
@@ -26,6 +27,7 @@ def data() -> dict[str, object]:
                     for syscall in MODULE_SYSCALLS
                     if (number := abi.number(syscall)) is not None
                 },
+                "execMisses": abi_exec_misses(abi),
             }
             for abi in machine.abis
         }

@@ -483,6 +483,19 @@ def _compare(left: int, op: str, right: int) -> bool:
     return (left & right) == right  # "&="
 
 
+def _perm_matches(mask: int, target: RequiredEvent) -> bool:
+    """Whether `-F perm=` (a watch's `-p`) with `mask` matches the event, as the kernel does.
+
+    `audit_match_perm()` classifies the syscall first. An exec is only matched by `x`, and
+    only when the ABI's classifier calls the syscall an exec (`Abi.execs`): arm64's compat
+    classifier (`lib/compat_audit.c`) knows `execve` only, so no `perm=` matches a 32-bit
+    `execveat` there. Module syscalls name no file; no `perm=` rule records them.
+    """
+    if target.program is None:
+        return False
+    return bool(mask & 1) and target.syscall in target.abi.execs
+
+
 def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
     """Whether a watch/exe mark on `path` is on the program's inode.
 
@@ -576,7 +589,7 @@ class _Evaluator:
         if name in ARG_FIELDS:
             return _compare(int(event[name]), field.op, int(field.value))
         if name == "perm":
-            return bool(int(field.value) & 1) if program is not None else False
+            return _perm_matches(int(field.value), self.target)
         if name in {"path", "dir"}:
             if program is None:
                 return False
@@ -1704,7 +1717,7 @@ class _Symbolic:
         if name in ARG_FIELDS:
             return self.where(name, field.op, int(field.value))
         if name == "perm":
-            return bool(int(field.value) & 1) if program is not None else False
+            return _perm_matches(int(field.value), self.target)
         if name in {"path", "dir"}:
             if program is None:
                 return False

@@ -5,6 +5,7 @@ The canonical format (the NixOS module's `render.nix` produces the same bytes):
     -a always,exit -F arch=b64 -S <syscalls> -F auid>=<uid-min> -F auid!=unset -k <key>
     -a always,exit -F arch=b32 -S <syscalls> -F auid>=<uid-min> -F auid!=unset -k <key>
     -a always,exit -F path=<kmod> -F perm=x -F auid>=<uid-min> -F auid!=unset -k <key>
+    -a always,exit -F arch=b32 -S execveat -F path=<kmod> -F auid>=<uid-min> -F auid!=unset -k <key>
 
 - one rule per ABI (b64 first), listing every required syscall that exists in that ABI's
   table, in syscall-number order (the order `auditctl -l` prints, so a listing of the
@@ -14,6 +15,9 @@ The canonical format (the NixOS module's `render.nix` produces the same bytes):
 - the execution rule (only when a profile asks for kmod executions) names the real
   binary, never a symlink (a watch on a symlink never fires), and has no `-F arch`, so it
   covers 64-bit and 32-bit callers alike;
+- where an ABI's audit classes do not call an exec syscall an exec, `perm=x` misses it, and
+  an explicit rule names it: `-F arch=b32 -S execveat -F path=<kmod>` on aarch64, whose
+  compat classifier (`lib/compat_audit.c`) lists execve only (`Abi.execs`);
 - `-k <key>` last; single spaces; no comments; each line ends with a newline.
 """
 
@@ -27,11 +31,12 @@ from .errors import ConfigurationError
 from .loader import load
 from .profiles import Profile, Requirement
 from .rules import MAX_KEY_LEN, NAME_MAX, PATH_MAX, Rejection, parse_rules
-from .syscalls import MODULE_SYSCALLS, Machine
+from .syscalls import EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine
 
 __all__ = [
     "DEFAULT_KEY",
     "KEY_PATTERN",
+    "abi_exec_misses",
     "generate_lines",
     "loading_problem",
     "validate_key",
@@ -179,7 +184,20 @@ def generate_lines(
             lines.append(f"-a always,exit -F arch={abi.bits} -S {names} {filters}")
     if any(req.tools for req in reqs):
         lines.append(f"-a always,exit -F path={kmod_path} -F perm=x {filters}")
+        for abi in machine.abis:
+            missed = abi_exec_misses(abi)
+            if missed:
+                names = ",".join(missed)
+                lines.append(
+                    f"-a always,exit -F arch={abi.bits} -S {names} -F path={kmod_path} {filters}"
+                )
     return lines
+
+
+def abi_exec_misses(abi: Abi) -> list[str]:
+    """The exec syscalls of `abi` that `-F perm=x` does not match, in number order."""
+    present = [(n, s) for s in EXEC_SYSCALLS if s not in abi.execs if (n := abi.number(s))]
+    return [s for _, s in sorted(present)]
 
 
 def generate_rules(

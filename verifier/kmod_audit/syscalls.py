@@ -64,10 +64,13 @@ class Abi:
     Attributes:
         table: The audit userspace table name (`x86_64`, `i386`, `aarch64`, `arm`).
         audit_arch: The AUDIT_ARCH_* value the kernel puts in `arch=` of SYSCALL records.
+        execs: The syscalls the kernel's classifier for this ABI calls an exec
+            (`AUDITSC_EXECVE`): the only calls `-F perm=x` (and `-w ... -p x`) matches.
     """
 
     table: str
     audit_arch: int
+    execs: frozenset[str] = frozenset(EXEC_SYSCALLS)
 
     @property
     def bits(self) -> str:
@@ -96,7 +99,12 @@ ABIS: Final = {
     "x86_64": Abi("x86_64", 62 | ARCH_64BIT | ARCH_LE),
     "i386": Abi("i386", 3 | ARCH_LE),
     "aarch64": Abi("aarch64", 183 | ARCH_64BIT | ARCH_LE),
-    "arm": Abi("arm", 40 | ARCH_LE),
+    # The exec class of each ABI, as the classifier its machine's kernel uses spells it:
+    # x86_64 `arch/x86/kernel/audit_64.c`, i386 on x86_64 `arch/x86/ia32/audit.c`, and
+    # aarch64 the generic `lib/audit.c` all list execve and execveat. arm on aarch64 is
+    # the generic compat classifier, `lib/compat_audit.c`, which lists execve only (Debian
+    # 6.1 and 6.12 arm64 kernels agree: tests/test_vm_matrix.py).
+    "arm": Abi("arm", 40 | ARCH_LE, frozenset({"execve"})),
     # Machines we do not judge, kept so that rules naming them resolve as auditctl does
     # (they simply never match events on x86_64 or aarch64).
     "ppc": Abi("ppc", 20),
