@@ -29,7 +29,6 @@ from _support import (
     RunCli,
     Unprivileged,
     audit_status,
-    auditctl,
     require_or_skip,
     valid_report,
 )
@@ -150,10 +149,12 @@ def host_audit() -> Iterator[HostAudit]:
     # test runs, or two xdist workers, would otherwise restore each other's rules).
     with held() as host:
         yield host
-    after = audit_status()
+    # Read under the lock: once it is released, another worker may change the state.
+    assert host.restored is not None
+    after, rules = host.restored
     for name in ("enabled", "failure", "backlog_limit", "rate_limit"):
         assert host.status.get(name) == after.get(name), f"audit {name} not restored"
-    assert host.rules == auditctl("-l").stdout, "audit rules not restored"
+    assert host.rules == rules, "audit rules not restored"
 
 
 @pytest.fixture

@@ -89,11 +89,14 @@ class HostAudit:
         rules: `auditctl -l` as found.
         status: `auditctl -s` as found.
         waited: Seconds spent waiting for another process to release the lock.
+        restored: `auditctl -s` and `auditctl -l` just after the restore, read while the
+            lock is still held (after it, another process may already change them).
     """
 
     rules: str
     status: dict[str, str]
     waited: float = 0.0
+    restored: tuple[dict[str, str], str] | None = None
 
     def load(self, text: str) -> subprocess.CompletedProcess[str]:
         """Replace the rules with `text` via `auditctl -R` (after `-D`); return the result."""
@@ -157,6 +160,7 @@ def held(on_wait: Callable[[], None] | None = None) -> Iterator[HostAudit]:
             yield host
         finally:
             host.restore()
+            host.restored = (audit_status(), auditctl("-l", check=False).stdout)
 
 
 def auditd_conf(directory: Path, log: Path, *, rotate: bool = True) -> str:
