@@ -209,7 +209,7 @@ class TestConsole:
 
     def test_boot_failure_raises(self, kernel: vmrun.Kernel, tmp_path: Path) -> None:
         """A console whose kernel cannot start raises GuestBootError with vng's message."""
-        missing = attrs.evolve(kernel, version=str(tmp_path / "vmlinuz-missing"))
+        missing = attrs.evolve(kernel, image=tmp_path / "vmlinuz-missing")
 
         with pytest.raises(vmrun.GuestBootError) as caught, vmrun.console(missing, timeout=60):
             pytest.fail("a console without a kernel yielded a shell")

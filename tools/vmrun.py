@@ -29,9 +29,14 @@ Pitfalls this module handles (all of them observed on our machines):
   guest, `/usr/bin/python3` starts in about a second.
 - Never `--rw`: the guest's init then writes to the host's `/etc`.
 
+Other kernels (tools/matrix.py fetches them): `kernel_from_spec("amd64-6.12")` boots an
+unpacked kernel with the host's root; an arm64 kernel boots under qemu-system-aarch64 with
+an arm64 root built from Debian packages, where the repository is at GUEST_REPO and the
+one rwdir at GUEST_WORK (`guest_path` maps a host path).
+
 Command line:
     python3 tools/vmrun.py check                  # what is missing (exit 1 if anything)
-    python3 tools/vmrun.py run SCRIPT [--timeout N] [-- ARG ...]  # stream; exit = guest's
+    python3 tools/vmrun.py run SCRIPT [--timeout N] [--kernel K] [--arch A] [-- ARG ...]
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ import pexpect
 
 __all__ = [
     "DEFAULT_APPEND",
+    "GUEST_REPO",
+    "GUEST_WORK",
     "START_AUDITD",
     "STOP_AUDITD",
     "GuestBootError",
@@ -69,6 +76,8 @@ __all__ = [
     "find_busybox",
     "find_kernel",
     "find_vng",
+    "guest_path",
+    "kernel_from_spec",
     "main",
     "missing_prerequisites",
     "run_guest",
@@ -85,6 +94,11 @@ STOP_AUDITD = TOOLS / "guest" / "stop-auditd.sh"
 
 #: Kernel options for every boot unless told otherwise: the guest kernel audits only with it.
 DEFAULT_APPEND: tuple[str, ...] = ("audit=1",)
+
+#: Guest paths of the repository and the --rwdir in a foreign root (tools/matrix.py makes
+#: both mount points: the root is shared read-only).
+GUEST_REPO = "/opt/kmod-audit"
+GUEST_WORK = "/opt/kmod-audit-work"
 
 _BOOT = Path("/boot")
 _MODULES = Path("/lib/modules")
@@ -127,13 +141,50 @@ class Kernel:
 
     Attributes:
         version: The release string (`uname -r` in the guest), e.g. `6.1.0-56-amd64`.
-        image: `/boot/vmlinuz-<version>`.
-        modules: `/lib/modules/<version>`, shared into the guest with the host root.
+        image: `/boot/vmlinuz-<version>`, or the image of an unpacked package.
+        modules: `/lib/modules/<version>`, shared into the guest with the host root (an
+            unpacked package's tree sits next to its image: vng finds it there).
+        arch: Debian's name of the guest's architecture (`amd64`, `arm64`).
+        root: The guest's root directory for a foreign architecture (tools/matrix.py
+            builds one); None boots with the host's root. In a foreign root the repository
+            is at GUEST_REPO and the one `rwdirs` directory at GUEST_WORK.
+        package: The Debian package and version it came from, when known.
     """
 
     version: str
     image: Path
     modules: Path
+    arch: str = "amd64"
+    root: Path | None = None
+    package: str = ""
+
+    @property
+    def qemu(self) -> str:
+        """The QEMU binary that boots it."""
+        return {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}[self.arch]
+
+
+def guest_path(kernel: Kernel, path: Path, rwdirs: Sequence[Path] = ()) -> str:
+    """Where a guest booted from `kernel` sees the host's `path`.
+
+    With the host's root it is the same path. In a foreign root only the repository
+    (at GUEST_REPO) and the first of `rwdirs` (at GUEST_WORK) are shared.
+
+    Raises:
+        ValueError: the guest does not see `path`.
+    """
+    path = Path(os.path.abspath(path))
+    if kernel.root is None:
+        return str(path)
+    shares = [(REPO, GUEST_REPO)] + [(Path(os.path.abspath(d)), GUEST_WORK) for d in rwdirs[:1]]
+    for host, guest in shares:
+        if path == host or path.is_relative_to(host):
+            return str(Path(guest, path.relative_to(host)))
+    msg = (
+        f"{path} is not shared with the {kernel.arch} guest: only the repository ({REPO}) "
+        "and one --rwdir are; put the file there"
+    )
+    raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +299,48 @@ def find_kernel(boot: Path = _BOOT, modules: Path = _MODULES) -> Kernel | None:
     return max(found, key=lambda kernel: _version_key(kernel.version), default=None)
 
 
+def kernel_from_spec(spec: str | None, arch: str | None = None) -> Kernel:
+    """The kernel `--kernel SPEC --arch ARCH` names (the harness's default: the host's).
+
+    SPEC is a leg of tools/matrix.py (`amd64-6.1` is the host's installed kernel), a Debian
+    package name, a .deb file or an unpacked kernel directory; ARCH is `amd64` or `arm64`
+    (by default the leg's, else amd64).
+
+    Raises:
+        VMError: nothing bootable; the message says what to fetch or pass.
+    """
+    import matrix  # noqa: PLC0415 (tools/matrix.py: only when a kernel is named)
+
+    if arch is not None and arch not in {"amd64", "arm64"}:
+        msg = f"--arch {arch!r}: the harness boots amd64 or arm64"
+        raise VMError(msg)
+    if spec is None and arch == "arm64":
+        msg = "--arch arm64 needs --kernel: arm64-6.1, arm64-6.12, a package name or a .deb"
+        raise VMError(msg)
+    leg = matrix.LEGS.get(spec or "amd64-6.1")
+    if leg is not None and arch is not None and leg.arch != arch:
+        msg = f"--kernel {spec} is an {leg.arch} kernel, not {arch}; drop --arch or match it"
+        raise VMError(msg)
+    if spec is None or (leg is not None and leg.host):
+        kernel = find_kernel()
+        if kernel is None:
+            msg = "no installed Debian amd64 kernel to boot; see `python3 tools/vmrun.py check`"
+            raise VMError(msg)
+        return kernel
+    try:
+        found = matrix.kernel_for(spec, arch or (leg.arch if leg else "amd64"))
+    except matrix.MatrixError as exc:
+        raise VMError(str(exc)) from None
+    return Kernel(
+        found.release,
+        found.image,
+        found.modules,
+        arch=found.leg.arch,
+        root=found.root,
+        package=found.package,
+    )
+
+
 def _venv_bins() -> list[Path]:
     bins = [Path(sys.prefix) / "bin", REPO / ".venv" / "bin"]
     on_path = shutil.which("vng")
@@ -313,15 +406,18 @@ def _is_static_elf(path: Path) -> bool:
     return True
 
 
-def missing_prerequisites() -> list[str]:
+def missing_prerequisites(kernel: Kernel | None = None) -> list[str]:
     """List what is missing to boot a guest, each item saying how to get it.
+
+    Args:
+        kernel: The kernel to boot; by default the host's installed one.
 
     Returns:
         Human-readable problems; empty when a guest can boot.
     """
     missing: list[str] = []
     install = "apt-get install --no-install-recommends"
-    kernel = find_kernel()
+    kernel = kernel or find_kernel()
     if kernel is None:
         missing.append(
             "a full-flavour Debian kernel: /boot/vmlinuz-<version>-amd64 with "
@@ -329,8 +425,13 @@ def missing_prerequisites() -> list[str]:
         )
     elif not os.access(kernel.image, os.R_OK):
         missing.append(f"read access to {kernel.image} (Debian installs it 0600: run as root)")
-    if shutil.which("qemu-system-x86_64") is None:
-        missing.append(f"qemu-system-x86_64 ({install} qemu-system-x86)")
+    qemu, package = (
+        ("qemu-system-aarch64", "qemu-system-arm")
+        if kernel is not None and kernel.arch == "arm64"
+        else ("qemu-system-x86_64", "qemu-system-x86")
+    )
+    if shutil.which(qemu) is None:
+        missing.append(f"{qemu} ({install} {package})")
     busybox = find_busybox()
     if busybox is None:
         missing.append(f"a static busybox for the guest's initramfs ({install} busybox-static)")
@@ -380,21 +481,42 @@ def _vng_argv(
     pidfile: Path,
     qemu_opts: Sequence[str] = (),
 ) -> list[str]:
+    installed = kernel.image == _BOOT / f"vmlinuz-{kernel.version}"
     argv = [
         str(vng),
         "--run",
-        kernel.version,
+        # An installed kernel by its release; an unpacked one by its image path (vng then
+        # takes the module tree next to it).
+        kernel.version if installed else _shell_safe(kernel.image, "kernel image"),
         "--disable-kvm",  # no usable KVM: QEMU aborts, or hangs with a tuned -cpu
         "--force-9p",  # what vng falls back to anyway (no virtiofsd); be explicit
         f"--memory={memory}",
         f"--cpus={cpus}",
     ]
+    if kernel.arch != "amd64":
+        argv.append(f"--arch={kernel.arch}")
+    if not installed and kernel.root is None:
+        # The guest's /var (and /tmp, /opt, ...) are empty overlays of the host's: the
+        # module tree vng links to must be shared at its own path.
+        tree = _shell_safe(kernel.image.parent.parent, "kernel directory")
+        argv.append(f"--rodir={tree}={tree}")
+    if kernel.root is not None:
+        argv += [
+            f"--root={_shell_safe(kernel.root, 'guest root')}",
+            f"--rodir={GUEST_REPO}={_shell_safe(REPO, 'repository')}",
+        ]
+        if len(rwdirs) > 1:
+            msg = f"a {kernel.arch} guest shares one rwdir (at {GUEST_WORK}), not {len(rwdirs)}"
+            raise ValueError(msg)
     argv += [f"--append={option}" for option in append]
     for directory in rwdirs:
         if not directory.is_dir():
             msg = f"rwdir {directory} is not a directory on the host"
             raise ValueError(msg)
-        argv.append(f"--rwdir={_shell_safe(directory, 'rwdir')}")
+        where = _shell_safe(directory, "rwdir")
+        argv.append(
+            f"--rwdir={GUEST_WORK}={where}" if kernel.root is not None else f"--rwdir={where}"
+        )
     extra = [_qemu_word(word) for word in qemu_opts]
     # With `=`: as a separate item argparse would take `-pidfile` for an option.
     argv.append(" ".join([f"--qemu-opts=-pidfile {_shell_safe(pidfile, 'pidfile')}", *extra]))
@@ -528,14 +650,14 @@ class _Capture:
                 stream.close()
 
 
-def _exec_command(script: Path, args: Sequence[str]) -> str:
+def _exec_command(script: Path, args: Sequence[str], kernel: Kernel) -> str:
     if not script.is_file() or not os.access(script, os.X_OK):
         msg = f"guest script {script} must be an executable file (chmod +x, with a #! line)"
         raise ValueError(msg)
     if any(script.is_relative_to(private) for private in _GUEST_PRIVATE):
         msg = f"guest script {script} is under a directory the guest does not share"
         raise ValueError(msg)
-    command = shlex.join([str(script), *args])
+    command = shlex.join([guest_path(kernel, script), *args])
     if len(command) > _MAX_EXEC:
         msg = (
             f"guest command is {len(command)} characters (limit {_MAX_EXEC}): it rides on the "
@@ -587,7 +709,7 @@ def run_guest(
         ValueError: The script, its command line or a directory cannot be used.
     """
     script = Path(os.path.abspath(script))
-    command = _exec_command(script, args)
+    command = _exec_command(script, args, kernel)
     vng = _require_vng()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kmod-audit-vm-") as tmp:
@@ -775,9 +897,10 @@ def _check() -> int:
 
 
 def _run(options: argparse.Namespace) -> int:
-    kernel = find_kernel()
-    if kernel is None:
-        print("vmrun: no kernel to boot; see `python3 tools/vmrun.py check`", file=sys.stderr)
+    try:
+        kernel = kernel_from_spec(options.kernel, options.arch)
+    except VMError as exc:
+        print(f"vmrun: {exc}", file=sys.stderr)
         return 2
     try:
         run = run_guest(
@@ -832,6 +955,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--memory", default="1G", help="guest memory (default 1G)")
     run.add_argument("--cpus", type=int, default=2, help="guest CPUs (default 2)")
     run.add_argument("--rwdir", action="append", default=[], help="host dir the guest may write")
+    run.add_argument(
+        "--kernel",
+        help="a kernel leg (amd64-6.1 [default], amd64-6.12, arm64-6.1, arm64-6.12), a Debian "
+        "linux-image-* package name, a .deb or an unpacked kernel directory (tools/matrix.py)",
+    )
+    run.add_argument(
+        "--arch", choices=["amd64", "arm64"], help="the kernel's architecture (default: its leg's)"
+    )
     # Everything after `--` is for the script (argparse's REMAINDER would swallow options).
     words = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []

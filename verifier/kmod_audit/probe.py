@@ -51,7 +51,7 @@ from typing import Any, Final, Self
 
 import attrs
 
-from . import _syscall32, logs, netlink
+from . import _arm32, _syscall32, logs, netlink
 from ._hostinfo import host_facts
 from .errors import TransportError
 from .probe_result import LEFT_LOADED, NOT_LOADED_BY_CHOICE, Actor, ProbeResult, Skipped, Stimulus
@@ -285,6 +285,15 @@ def _exec(abi: Abi, syscall: str, number: int, program: str) -> int:
     )
 
 
+def _arm32_exec_args(syscall: str, program: str) -> list[_arm32.Arg]:
+    """The arguments of an AArch32 execve/execveat of `program --version`."""
+    path = program.encode()
+    argv = [os.path.basename(program).encode(), b"--version"]
+    if syscall == "execve":
+        return [path, argv, []]
+    return [AT_FDCWD, path, argv, [], 0]
+
+
 @attrs.define
 class _Prober:
     machine: Machine
@@ -310,6 +319,11 @@ class _Prober:
         abis = [self.machine.native]
         if self.machine.name == "x86_64" and _syscall32.available():
             if self._probe_int80():
+                abis.append(self.machine.compat)
+            else:
+                self.b32_ok = False
+        elif self.machine.name == "aarch64":
+            if self._probe_arm32():
                 abis.append(self.machine.compat)
             else:
                 self.b32_ok = False
@@ -341,6 +355,78 @@ class _Prober:
         )
         return False
 
+    def _probe_arm32(self) -> bool:
+        """Whether an AArch32 program runs here (then b32 stimuli are made that way)."""
+        getpid = self.machine.compat.number("getpid") or 20
+
+        def body(_report: Callable[[str, int], None]) -> None:
+            _arm32.exec_image(_arm32.build(getpid, []))
+
+        child = _run_child(Actor("root", _read_loginuid(), 0), body)
+        if child.status == (-child.pid) & 0xFF and not child.errors:  # it exits with -getpid()
+            return True
+        error = "; ".join(child.errors.values())
+        refused = "ENOEXEC" in error or f"Errno {errno.ENOEXEC}]" in error
+        reason = _arm32.compat_el0()
+        if refused and reason is not None:
+            # The kernel refuses AArch32 programs and the machine says why: no process can
+            # make a b32 call here, so those events cannot happen.
+            self.skipped.append(
+                Skipped(
+                    what="b32 (arm) stimuli",
+                    why=f"not applicable: {reason}, so no AArch32 program runs "
+                    "(an exec of one fails with ENOEXEC)",
+                    not_applicable=True,
+                )
+            )
+            return False
+        self.skipped.append(
+            Skipped(
+                what="b32 (arm) stimuli",
+                why="an AArch32 program could not be run to make them "
+                f"(child status {child.status}{', ' + error if error else ''})",
+            )
+        )
+        return False
+
+    def _arm32_child(self, actor: Actor, number: int, args: list[_arm32.Arg]) -> _ChildResult:
+        def body(_report: Callable[[str, int], None]) -> None:
+            _arm32.exec_image(_arm32.build(number, args))
+
+        return _run_child(actor, body)
+
+    def _arm32_failing_calls(self, actor: Actor, plans: list[_Plan]) -> None:
+        """b32 module syscalls on aarch64: one AArch32 process per call."""
+        image = BAD_IMAGE
+        for plan in plans:
+            calls: dict[str, list[_arm32.Arg]] = {
+                "init_module": [image, len(image), b""],
+                "finit_module": [UID_UNSET, b"", 0],
+                "delete_module": [MISSING_MODULE.encode(), O_NONBLOCK],
+            }
+            args = calls[plan.syscall]
+            child = self._arm32_child(actor, plan.number, args)
+            result = None if child.errors else _arm32.exit_result(child.status)
+            self.stimuli.append(
+                Stimulus(
+                    id=plan.id,
+                    abi=plan.abi.bits,
+                    arch=plan.abi.hex,
+                    syscall=plan.syscall,
+                    numbers=(plan.number,),
+                    actor=actor.name,
+                    auid=actor.auid,
+                    uid=actor.uid,
+                    pid=child.pid,
+                    expect="failure",
+                    result=result,
+                    error=None
+                    if result is not None
+                    else "; ".join(child.errors.values())
+                    or f"the AArch32 program ended with status {child.status}",
+                )
+            )
+
     def failing_calls(self, abis: list[Abi]) -> None:
         for actor in self.actors():
             plans = [
@@ -349,6 +435,9 @@ class _Prober:
                 for syscall in MODULE_SYSCALLS
                 if (number := abi.number(syscall)) is not None
             ]
+            if self.machine.name == "aarch64":
+                self._arm32_failing_calls(actor, [p for p in plans if p.abi.bits == "b32"])
+                plans = [p for p in plans if p.abi.bits != "b32"]
 
             def body(report: Callable[[str, int], None], plans: list[_Plan] = plans) -> None:
                 low = _syscall32.LowMemory() if any(p.abi.bits == "b32" for p in plans) else None
@@ -401,8 +490,21 @@ class _Prober:
                         result = _exec(abi, syscall, number, self.program)
                         report(stimulus_id, result)  # only reached when the exec failed
 
-                    child = _run_child(actor, body)
-                    result = child.results.get(stimulus_id, child.status)
+                    error = None
+                    if abi.table == "arm":
+                        # An AArch32 program execs kmod; kmod's own exit status is 0.
+                        child = self._arm32_child(
+                            actor, number, _arm32_exec_args(syscall, self.program)
+                        )
+                        result = None if child.errors else _arm32.exit_result(child.status)
+                        if result is None:
+                            error = "; ".join(child.errors.values()) or (
+                                f"the AArch32 program ended with status {child.status}"
+                            )
+                    else:
+                        child = _run_child(actor, body)
+                        result = child.results.get(stimulus_id, child.status)
+                        error = child.errors.get("*")
                     self.stimuli.append(
                         Stimulus(
                             id=stimulus_id,
@@ -416,7 +518,7 @@ class _Prober:
                             pid=child.pid,
                             expect="success",
                             result=result,
-                            error=child.errors.get("*"),
+                            error=error,
                             program=self.program,
                         )
                     )

@@ -113,10 +113,13 @@ class Skipped:
     Attributes:
         what: What (e.g. `successful load of dummy`).
         why: Why not.
+        not_applicable: The machine cannot make such a call at all (an aarch64 kernel or
+            CPU without AArch32), as opposed to a stimulus that could not be made here.
     """
 
     what: str
     why: str
+    not_applicable: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +252,8 @@ def _check_types(data: dict[str, Any]) -> None:
             check(f"stimuli[{index}].numbers", number, _NUMBER)
     for index, skipped in enumerate(data["skipped"]):
         check(f"skipped[{index}]", skipped, (dict,))
+        if "not_applicable" in skipped:
+            check(f"skipped[{index}].not_applicable", skipped["not_applicable"], (bool,))
     for name, value in data["audit"].items():
         check(f"audit.{name}", value, _NUMBER)
 

@@ -178,6 +178,12 @@ def _requirement(
         bad = [e for e in exercised if e.verdict != "recorded"]
         leaked = [e for e in controls if e.verdict == "recorded"]
         problems: list[str] = []
+        absent = [s for s in probe.skipped if s.not_applicable and abi in s.what]
+        if not exercised and not chosen and absent:
+            # The machine cannot make such a call at all (it says why): never a pass.
+            why = "; ".join(f"{s.what}: {s.why}" for s in absent)
+            checks.append(CheckResult(target=label, status="n/a", reason=f"{label}: {why}"))
+            continue
         if not exercised:
             why = "; ".join(
                 {e.stimulus.error or "" for e in in_scope if e.stimulus.error}
@@ -235,7 +241,7 @@ def _requirement(
         rules=tuple(dict.fromkeys(rules)),
         checks=tuple(checks),
         references=req.references,
-        applicable=bool(checks),
+        applicable=any(c.status != "n/a" for c in checks),
     )
 
 

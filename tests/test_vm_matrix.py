@@ -1,0 +1,486 @@
+"""The kernel matrix: the control proven on every kernel and architecture we claim.
+
+amd64 6.1, the host's installed kernel, is what the other vm tests boot. This module boots
+the other legs of tools/matrix.py, one at a time and each once, and runs all of its cases
+in that one boot (tools/guest/run-cases.sh):
+
+- `generated`: `generate --profile all` for the leg's machine, then `verify --profile
+  all`: COMPLIANT, with a real load and unload of `dummy`. On arm64 the b32 stimuli are
+  AArch32 programs, recorded with arch=40000028.
+- `no-b32`: the same rules without their b32 lines: NOT COMPLIANT, and only b32 fails.
+- `permx-only`: the rules without the explicit b32 `execveat` rule, as `generate` printed
+  them before: on arm64 NOT COMPLIANT for exactly b32 `execveat` of kmod (arm64's compat
+  audit classes do not call execveat an exec), on amd64 COMPLIANT; `check` agrees on both.
+- `fixture-*`: each rules fixture judged for the leg's machine (the aarch64 ones on arm64,
+  every x86_64 one on amd64 6.12) is loaded and probed (`kmod-audit probe --no-load`); the
+  probe is judged as verify judges it, with and without `--strict`, and must agree with
+  `check` (the differences that remain by design are tests/test_agreement.py's KNOWN).
+- `random-*` (arm64): random rule sets over the grammar that decides module and kmod
+  auditing on arm64 (b32 and b64, execve and execveat, perm=, path=, watches, never
+  rules, login-uid filters), probed the same way. No requirement may pass `check --arch
+  aarch64` and fail on the kernel; `KMOD_AUDIT_MATRIX_SEED` replays a run,
+  `KMOD_AUDIT_MATRIX_EXAMPLES` sets how many (default `RANDOM_EXAMPLES`).
+
+Where the matrix cannot be fetched the tests skip with the reason; with
+KMOD_AUDIT_REQUIRE_MATRIX=1 (.ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+import vmrun
+from _support import FIXTURES, RunCli, fixture_args, valid_report
+from kmod_audit import ProbeResult, VerifyOptions, judge_probe
+from kmod_audit.generate import generate_lines
+from kmod_audit.profiles import select_profiles
+from kmod_audit.syscalls import MACHINES
+from kmod_audit.verify import PROBE_PREFIX
+from test_agreement import KNOWN, _statuses
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
+LEGS = ("amd64-6.12", "arm64-6.1", "arm64-6.12")
+MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+RANDOM_EXAMPLES = 6
+KMOD = "/usr/bin/kmod"
+
+
+def _kernel(leg: str) -> vmrun.Kernel:
+    required = os.environ.get("KMOD_AUDIT_REQUIRE_MATRIX") == "1"
+    reason = None
+    kernel = None
+    if os.environ.get("KMOD_AUDIT_NO_VM") == "1":
+        pytest.skip("KMOD_AUDIT_NO_VM=1")
+    try:
+        kernel = vmrun.kernel_from_spec(leg)
+    except vmrun.VMError as exc:
+        reason = f"kernel leg {leg}: {exc}"
+    else:
+        missing = vmrun.missing_prerequisites(kernel)
+        if missing:
+            reason = f"kernel leg {leg}: " + "; ".join(missing)
+    if reason is not None or kernel is None:
+        if required:
+            pytest.fail(f"{reason} (KMOD_AUDIT_REQUIRE_MATRIX=1: the matrix must run)")
+        pytest.skip(reason or leg)
+    return kernel
+
+
+@attrs.frozen
+class Case:
+    """One case of a leg's boot: rules, kmod-audit arguments, and check's for comparison."""
+
+    name: str
+    rules: str
+    argv: tuple[str, ...]
+    check_args: tuple[str, ...] = ()
+    fixture: str | None = None
+
+
+@attrs.frozen
+class LegRun:
+    """What one leg's boot produced."""
+
+    leg: str
+    machine: str
+    kernel: vmrun.Kernel
+    run: vmrun.GuestRun
+    out: Path
+    cases: dict[str, Case]
+    seed: int
+
+    def status(self, name: str) -> str | None:
+        """The case's RESULT: kmod-audit's exit status, or `load-N`."""
+        return self.run.results().get(f"case-{name}")
+
+    def stdout(self, name: str) -> str:
+        """What kmod-audit printed for the case."""
+        return (self.out / f"{name}.stdout").read_text(encoding="utf-8", errors="replace")
+
+    def report(self, name: str) -> dict[str, Any]:
+        """The case's verify JSON report, checked against the schema."""
+        return valid_report(self.stdout(name))
+
+    def probe(self, name: str) -> ProbeResult:
+        """The case's probe result."""
+        line = next(
+            (row for row in self.stdout(name).splitlines() if row.startswith(PROBE_PREFIX)), None
+        )
+        assert line is not None, f"case {name}: no probe result\n{self.run.summary()}"
+        return ProbeResult.from_json(json.loads(line[len(PROBE_PREFIX) :]))
+
+
+def _generated(machine: str) -> list[str]:
+    return generate_lines(select_profiles(["all"]), machine=MACHINES[machine], kmod_path=KMOD)
+
+
+def _text(lines: list[str]) -> str:
+    return "".join(line + "\n" for line in lines)
+
+
+def _fixture_cases(machine: str) -> list[Case]:
+    cases = []
+    for path in sorted((FIXTURES / "rules").glob("*.rules")):
+        args = fixture_args(path)
+        arch = args[args.index("--arch") + 1] if "--arch" in args else "x86_64"
+        text = path.read_bytes().decode()
+        lines = [line.strip() for line in text.splitlines()]
+        if arch != machine or ("-e 2" in lines and lines.index("-e 2") < len(lines) - 1):
+            continue  # judged for another machine, or locks before its rules
+        # As tests/test_agreement.py: no `-e 2` (later cases need the rules unlocked), no
+        # comments; CRs stay.
+        loaded = "".join(
+            line + "\n"
+            for line in text.split("\n")
+            if line.strip() != "-e 2" and not line.lstrip().startswith("#")
+        )
+        probe = ["probe", "--no-load"]
+        for option in ("--uid-min", "--kmod-path"):
+            if option in args:
+                probe += [option, args[args.index(option) + 1]]
+        name = path.name.removesuffix(".rules")
+        cases.append(
+            Case(
+                name=f"fixture-{name}",
+                rules=loaded,
+                argv=tuple(probe),
+                check_args=(str(path), *[a for a in args if a not in {"--strict", "--offline"}]),
+                fixture=name,
+            )
+        )
+    return cases
+
+
+# The random grammar: what decides module and kmod auditing on arm64.
+_FILTERS = ("-F auid>=1000", "-F auid!=unset", "-F auid>=1000 -F auid!=unset", "-F uid=0", "")
+_SYSCALLS = (
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "init_module,finit_module,delete_module",
+    "execve",
+    "execveat",
+    "execve,execveat",
+    "all",
+)
+
+
+def _random_rule(rng: random.Random) -> str:
+    key = rng.choice(("-k module_chng", "-k module_chng", "-k other", ""))
+    kind = rng.random()
+    if kind < 0.2:
+        return f"-w {KMOD} -p {rng.choice(('x', 'rx', 'wa', 'rwxa'))} {key}".strip()
+    action = "never" if rng.random() < 0.15 else "always"
+    parts = [f"-{rng.choice('aaA')} {action},exit"]
+    arch = rng.choice(("-F arch=b64", "-F arch=b32", ""))
+    syscalls = rng.choice(_SYSCALLS)
+    if arch:
+        parts.append(arch)
+    if kind < 0.45:
+        parts.append(f"-F path={KMOD}")
+        if rng.random() < 0.6:
+            parts.append("-F perm=x")
+        elif arch:
+            parts.append(f"-S {rng.choice(('execve', 'execveat', 'execve,execveat'))}")
+    elif arch or syscalls == "all":
+        parts.append(f"-S {syscalls}")
+    else:
+        parts += ["-F arch=b64", f"-S {syscalls}"]
+    parts.append(rng.choice(_FILTERS))
+    parts.append(key)
+    return " ".join(p for p in parts if p)
+
+
+def _random_cases(seed: int, count: int) -> list[Case]:
+    rng = random.Random(seed)  # noqa: S311 - rule sets, not secrets
+    cases = []
+    for index in range(count):
+        rules = [_random_rule(rng) for _ in range(rng.randint(1, 5))]
+        cases.append(
+            Case(
+                name=f"random-{index:02d}",
+                rules=_text(rules),
+                argv=("probe", "--no-load"),
+                check_args=("--arch", "aarch64", "--profile", "all"),
+            )
+        )
+    return cases
+
+
+def _cases(machine: str, seed: int) -> list[Case]:
+    generated = _generated(machine)
+    verify = ("verify", "--target", "local", "--profile", "all", "--format", "json")
+    cases = [
+        Case(name="generated", rules=_text(generated), argv=verify),
+        Case(
+            name="no-b32",
+            rules=_text([line for line in generated if "arch=b32" not in line]),
+            argv=(*verify, "--no-load"),
+        ),
+        Case(
+            name="permx-only",
+            rules=_text([line for line in generated if "-S execveat -F path=" not in line]),
+            argv=(*verify, "--no-load"),
+            check_args=("--arch", machine, "--profile", "all", "--kmod-path", KMOD),
+        ),
+        *_fixture_cases(machine),
+    ]
+    if machine == "aarch64":
+        count = int(os.environ.get("KMOD_AUDIT_MATRIX_EXAMPLES", RANDOM_EXAMPLES))
+        cases += _random_cases(seed, count)
+    return cases
+
+
+@pytest.fixture(scope="module", params=LEGS)
+def leg_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> LegRun:
+    """Boot the leg once and run every case in it."""
+    leg = str(request.param)
+    kernel = _kernel(leg)
+    machine = MACHINE[kernel.arch]
+    seed = int(os.environ.get("KMOD_AUDIT_MATRIX_SEED", random.SystemRandom().randrange(2**32)))
+    share = tmp_path_factory.mktemp(f"matrix-{leg}")
+    (share / "cases").mkdir()
+    cases = _cases(machine, seed)
+    for case in cases:
+        (share / "cases" / f"{case.name}.rules").write_text(case.rules)
+        (share / "cases" / f"{case.name}.args").write_text("".join(a + "\n" for a in case.argv))
+    started = time.monotonic()
+    run = vmrun.run_guest(
+        RUN_CASES,
+        kernel=kernel,
+        timeout=900,
+        rwdirs=[share],
+        args=[vmrun.guest_path(kernel, REPO), vmrun.guest_path(kernel, share, [share])],
+    )
+    print(  # noqa: T201 - the leg's time, in the log the note quotes
+        f"\nmatrix leg {leg} ({kernel.package or kernel.version}): {len(cases)} cases in "
+        f"{time.monotonic() - started:.0f} s, seed {seed}"
+    )
+    assert not run.timed_out, run.summary()
+    assert run.results().get("done") == "1", run.summary()
+    return LegRun(
+        leg=leg,
+        machine=machine,
+        kernel=kernel,
+        run=run,
+        out=share / "out",
+        cases={c.name: c for c in cases},
+        seed=seed,
+    )
+
+
+def _failed_targets(report: dict[str, Any]) -> set[str]:
+    return {
+        c["target"]
+        for p in report["profiles"]
+        for r in p["requirements"]
+        for c in r["checks"]
+        if c["status"] == "fail"
+    }
+
+
+def _judged(run: LegRun, case: Case, *, strict: bool) -> tuple[int, dict[str, str]]:
+    """The probe of `case` judged as `verify` (with `--strict`) judges it."""
+    args = list(case.check_args)
+    profiles = [args[i + 1] for i, a in enumerate(args) if a == "--profile"]
+    key = args[args.index("--key") + 1] if "--key" in args else None
+    uid_min = int(args[args.index("--uid-min") + 1]) if "--uid-min" in args else 1000
+    options = VerifyOptions(
+        profiles=select_profiles(profiles), key=key, uid_min=uid_min, strict=strict, no_load=True
+    )
+    report = judge_probe(run.probe(case.name), options)
+    data = {"profiles": [p.to_json() for p in report.profiles]}
+    return report.exit_code(), _statuses(data)
+
+
+def _checked(run_cli: RunCli, *args: str) -> tuple[int, dict[str, str], str]:
+    result = run_cli("check", *args, "--format", "json")
+    data = json.loads(result.out)
+    return result.code, _statuses(data), result.out
+
+
+@pytest.mark.vm
+class TestMatrix:
+    """Each leg: generated rules pass with a real load, b32 is proven, check agrees."""
+
+    def test_generated_rules_are_compliant_with_a_real_load(self, leg_run: LegRun) -> None:
+        """The generated rules: `verify --profile all`: COMPLIANT; dummy loaded and unloaded."""
+        assert leg_run.status("generated") == "0", leg_run.run.summary()
+        report = leg_run.report("generated")
+        assert report["compliant"] is True
+        assert report["machine"] == leg_run.machine
+        assert report["kernel"] == leg_run.kernel.version
+        loads = [e for e in report["evidence"] if e["stimulus"].get("module") == "dummy"]
+        assert [("finit_module", "recorded", "yes"), ("delete_module", "recorded", "yes")] == [
+            (e["stimulus"]["syscall"], e["verdict"], e["success"]) for e in loads
+        ]
+
+    def test_b32_is_exercised_and_recorded(self, leg_run: LegRun) -> None:
+        """Every b32 stimulus of a logged-in user ran and was recorded, in the b32 arch."""
+        report = leg_run.report("generated")
+        compat = MACHINES[leg_run.machine].compat
+        b32 = [
+            e
+            for e in report["evidence"]
+            if e["stimulus"]["abi"] == "b32" and e["stimulus"]["actor"] in {"root", "user"}
+        ]
+        wanted = {"init_module", "finit_module", "delete_module", "execve", "execveat"}
+        assert wanted <= {e["stimulus"]["syscall"] for e in b32}
+        assert {e["verdict"] for e in b32} == {"recorded"}
+        assert all(f"arch={compat.hex} " in e["record"] for e in b32), b32[0]["record"]
+        assert not [n for n in report["notes"] if "b32" in n], report["notes"]
+
+    def test_rules_without_b32_are_not_compliant(self, leg_run: LegRun) -> None:
+        """Without the b32 lines verify fails, and only b32 targets fail."""
+        assert leg_run.status("no-b32") == "1", leg_run.run.summary()
+        failed = _failed_targets(leg_run.report("no-b32"))
+        assert failed
+        assert {t.split()[0] for t in failed} == {"b32"}, failed
+
+    def test_perm_x_alone_and_b32_execveat(self, leg_run: LegRun, run_cli: RunCli) -> None:
+        """perm=x misses b32 execveat on arm64 only; check and the kernel agree."""
+        case = leg_run.cases["permx-only"]
+        path = leg_run.out.parent / "cases" / "permx-only.rules"
+        code, _, text = _checked(run_cli, str(path), *case.check_args)
+        report = leg_run.report("permx-only")
+        if leg_run.machine == "aarch64":
+            assert leg_run.status("permx-only") == "1", leg_run.run.summary()
+            assert _failed_targets(report) == {"b32 execveat of kmod"}
+            assert code == 1
+            assert "b32 execveat of /usr/bin/kmod" in text
+        else:
+            assert leg_run.status("permx-only") == "0", leg_run.run.summary()
+            assert code == 0, text
+
+    def test_fixtures_check_and_the_kernel_agree(self, leg_run: LegRun, run_cli: RunCli) -> None:
+        """Every fixture of this machine: check's verdicts equal the probe's, strict or not."""
+        cases = [c for c in leg_run.cases.values() if c.fixture is not None]
+        assert cases
+        disagreements = []
+        for case in cases:
+            assert case.fixture is not None
+            status = leg_run.status(case.name)
+            if status is not None and status.startswith("load-"):
+                # The guest's auditctl refused the file; check must say it does not load.
+                code, _, _ = _checked(run_cli, *case.check_args)
+                if code == 0:
+                    disagreements.append(f"{case.fixture}: auditctl refused it, check passes")
+                continue
+            assert status == "0", f"{case.name}: probe exit {status}\n{leg_run.run.summary()}"
+            known = KNOWN.get(case.fixture)
+            if known is not None and not known.premise():
+                known = None
+            for strict in (False, True):
+                flag = ("--strict",) if strict else ()
+                check = _checked(run_cli, *case.check_args, *flag)[:2]
+                verify = _judged(leg_run, case, strict=strict)
+                if known is None:
+                    if check != verify:
+                        disagreements.append(
+                            f"{case.fixture} {flag}: check {check}, kernel {verify}"
+                        )
+                elif (known.check_exit, known.verify_exit) != (check[0], verify[0]):
+                    disagreements.append(f"{case.fixture} {flag}: {known.why}: {check} {verify}")
+        assert disagreements == [], f"leg {leg_run.leg}:\n" + "\n".join(disagreements)
+
+    def test_random_rule_sets_never_pass_what_the_kernel_misses(
+        self, leg_run: LegRun, run_cli: RunCli
+    ) -> None:
+        """arm64: no requirement passes `check --arch aarch64` that the kernel fails."""
+        if leg_run.machine != "aarch64":
+            pytest.skip("the random rule sets run on the arm64 legs")
+        cases = [c for c in leg_run.cases.values() if c.name.startswith("random-")]
+        assert cases
+        false_passes = []
+        agreed = 0
+        for case in cases:
+            path = leg_run.out.parent / "cases" / f"{case.name}.rules"
+            status = leg_run.status(case.name)
+            check = _checked(run_cli, str(path), *case.check_args)
+            if status is not None and status.startswith("load-"):
+                if check[0] == 0:
+                    false_passes.append(f"{case.name}: auditctl refused it, check passes")
+                continue
+            verify = _judged(leg_run, case, strict=False)
+            agreed += check[1] == verify[1]
+            false_passes += [
+                f"{case.name} {req}: check pass, kernel {verify[1].get(req)}\n"
+                + shlex.join(["cat", str(path)])
+                + f"\n{case.rules}"
+                for req, state in check[1].items()
+                if state == "pass" and verify[1].get(req) == "fail"
+            ]
+        print(f"\n{leg_run.leg}: {agreed}/{len(cases)} random rule sets agree in full")  # noqa: T201
+        assert false_passes == [], (
+            f"leg {leg_run.leg}, KMOD_AUDIT_MATRIX_SEED={leg_run.seed}:\n" + "\n".join(false_passes)
+        )
+
+
+def test_random_rules_are_well_formed() -> None:
+    """The generator's lines are rules auditctl's grammar accepts (parsed by the model)."""
+    from kmod_audit.rules import Rejection, parse_rules  # noqa: PLC0415
+
+    for case in _random_cases(seed=1, count=40):
+        source = parse_rules(
+            case.rules, path=case.name, machine=MACHINES["aarch64"], syntax="rules", live=False
+        )
+        rejected = [i for i in source.items if isinstance(i, Rejection)]
+        assert rejected == [], (case.rules, rejected)
+        assert re.search(r"-[aAw] ", case.rules)
+
+
+@pytest.mark.vm
+class TestVmVerifyOnOtherKernels:
+    """`tools/vm-verify --kernel`, as docs/kernels.md shows it."""
+
+    def _vm_verify(self, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+        output = tmp_path / "report.json"
+        proc = subprocess.run(
+            [str(REPO / "tools" / "vm-verify"), *args, "--format", "json", "--output", str(output)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+        text = proc.stdout + proc.stderr
+        assert output.exists(), text
+        return proc.returncode, valid_report(output.read_text()), text
+
+    def test_arm64_leg(self, tmp_path: Path) -> None:
+        """`--kernel arm64-6.12 --arch arm64 --profile all`: COMPLIANT, b32 as arch=40000028."""
+        kernel = _kernel("arm64-6.12")
+        code, report, text = self._vm_verify(
+            tmp_path, "--kernel", "arm64-6.12", "--arch", "arm64", "--profile", "all"
+        )
+        assert code == 0, text
+        assert report["compliant"] is True
+        assert (report["machine"], report["kernel"]) == ("aarch64", kernel.version)
+        b32 = [e for e in report["evidence"] if e["stimulus"]["abi"] == "b32"]
+        assert b32
+        assert all(" arch=40000028 " in e["record"] for e in b32 if e["verdict"] == "recorded")
+        assert {e["verdict"] for e in b32 if e["stimulus"]["actor"] == "root"} == {"recorded"}
+
+    def test_debian_package_name(self, tmp_path: Path) -> None:
+        """`--kernel linux-image-...`: the package the amd64 6.12 leg unpacked, by its name."""
+        kernel = _kernel("amd64-6.12")
+        package = kernel.package.split()[0]
+        assert package.startswith("linux-image-6.12.")
+        code, report, text = self._vm_verify(tmp_path, "--kernel", package, "--profile", "all")
+        assert code == 0, text
+        assert report["kernel"] == kernel.version
+        loads = [e for e in report["evidence"] if e["stimulus"].get("module") == "dummy"]
+        assert {e["verdict"] for e in loads} == {"recorded"}
+        assert len(loads) == 2
