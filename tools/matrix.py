@@ -111,11 +111,6 @@ class Leg:
     suite: str
     host: bool = False
 
-    @property
-    def meta(self) -> str:
-        """The metapackage that names the current kernel of the suite."""
-        return f"linux-image-{self.arch}"
-
 
 LEGS: Final = {
     leg.name: leg
@@ -155,11 +150,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("KMOD_AUDIT_MATRIX_CACHE", "/var/cache/kmod-audit/matrix"))
 
 
-def _run(argv: Sequence[str], *, env: dict[str, str] | None = None, what: str) -> str:
+def _run(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    what: str,
+) -> str:
     try:
         proc = subprocess.run(
             list(argv),
             env=env,
+            cwd=cwd,
             capture_output=True,
             text=True,
             check=False,
@@ -238,23 +240,12 @@ class _Apt:
         into.mkdir(parents=True, exist_ok=True)
         wanted = [p for p in packages if _deb_path(into, p) is None]
         if wanted:
-            try:
-                proc = subprocess.run(
-                    ["apt-get", "-q", "download", *wanted],
-                    env=self.env,
-                    cwd=into,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=1800,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                msg = f"apt-get download ({self.arch}) failed: {exc}"
-                raise MatrixError(msg) from exc
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
-                msg = f"apt-get download ({self.arch}) exited {proc.returncode}:\n{tail}"
-                raise MatrixError(msg)
+            _run(
+                ["apt-get", "-q", "download", *wanted],
+                env=self.env,
+                cwd=into,
+                what=f"apt-get download ({self.arch})",
+            )
         debs = []
         for package in packages:
             deb = _deb_path(into, package)

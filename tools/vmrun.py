@@ -62,6 +62,8 @@ from typing import IO, BinaryIO
 import attrs
 import pexpect
 
+import matrix
+
 __all__ = [
     "DEFAULT_APPEND",
     "GUEST_REPO",
@@ -95,10 +97,10 @@ STOP_AUDITD = TOOLS / "guest" / "stop-auditd.sh"
 #: Kernel options for every boot unless told otherwise: the guest kernel audits only with it.
 DEFAULT_APPEND: tuple[str, ...] = ("audit=1",)
 
-#: Guest paths of the repository and the --rwdir in a foreign root (tools/matrix.py makes
-#: both mount points: the root is shared read-only).
-GUEST_REPO = "/opt/kmod-audit"
-GUEST_WORK = "/opt/kmod-audit-work"
+#: Guest paths of the repository and the --rwdir in a foreign root: tools/matrix.py makes
+#: both mount points when it builds the root (shared read-only).
+GUEST_REPO = matrix.GUEST_REPO
+GUEST_WORK = matrix.GUEST_WORK
 
 _BOOT = Path("/boot")
 _MODULES = Path("/lib/modules")
@@ -309,8 +311,6 @@ def kernel_from_spec(spec: str | None, arch: str | None = None) -> Kernel:
     Raises:
         VMError: nothing bootable; the message says what to fetch or pass.
     """
-    import matrix  # noqa: PLC0415 (tools/matrix.py: only when a kernel is named)
-
     if arch is not None and arch not in {"amd64", "arm64"}:
         msg = f"--arch {arch!r}: the harness boots amd64 or arm64"
         raise VMError(msg)

@@ -285,6 +285,26 @@ def _exec(abi: Abi, syscall: str, number: int, program: str) -> int:
     )
 
 
+def _failing_stimulus(
+    plan: _Plan, actor: Actor, pid: int, result: int | None, error: str | None
+) -> Stimulus:
+    """The record of one failing module syscall the probe made."""
+    return Stimulus(
+        id=plan.id,
+        abi=plan.abi.bits,
+        arch=plan.abi.hex,
+        syscall=plan.syscall,
+        numbers=(plan.number,),
+        actor=actor.name,
+        auid=actor.auid,
+        uid=actor.uid,
+        pid=pid,
+        expect="failure",
+        result=result,
+        error=error,
+    )
+
+
 def _arm32_exec_args(syscall: str, program: str) -> list[_arm32.Arg]:
     """The arguments of an AArch32 execve/execveat of `program --version`."""
     path = program.encode()
@@ -407,25 +427,13 @@ class _Prober:
             args = calls[plan.syscall]
             child = self._arm32_child(actor, plan.number, args)
             result = None if child.errors else _arm32.exit_result(child.status)
-            self.stimuli.append(
-                Stimulus(
-                    id=plan.id,
-                    abi=plan.abi.bits,
-                    arch=plan.abi.hex,
-                    syscall=plan.syscall,
-                    numbers=(plan.number,),
-                    actor=actor.name,
-                    auid=actor.auid,
-                    uid=actor.uid,
-                    pid=child.pid,
-                    expect="failure",
-                    result=result,
-                    error=None
-                    if result is not None
-                    else "; ".join(child.errors.values())
-                    or f"the AArch32 program ended with status {child.status}",
-                )
+            error = (
+                None
+                if result is not None
+                else "; ".join(child.errors.values())
+                or f"the AArch32 program ended with status {child.status}"
             )
+            self.stimuli.append(_failing_stimulus(plan, actor, child.pid, result, error))
 
     def failing_calls(self, abis: list[Abi]) -> None:
         for actor in self.actors():
@@ -447,27 +455,17 @@ class _Prober:
 
             child = _run_child(actor, body)
             for plan in plans:
-                self.stimuli.append(
-                    Stimulus(
-                        id=plan.id,
-                        abi=plan.abi.bits,
-                        arch=plan.abi.hex,
-                        syscall=plan.syscall,
-                        numbers=(plan.number,),
-                        actor=actor.name,
-                        auid=actor.auid,
-                        uid=actor.uid,
-                        pid=child.pid,
-                        expect="failure",
-                        result=child.results.get(plan.id),
-                        error=child.errors.get("*")
-                        or child.errors.get(plan.id)
-                        or (
-                            None
-                            if plan.id in child.results
-                            else f"no result (child status {child.status})"
-                        ),
+                error = (
+                    child.errors.get("*")
+                    or child.errors.get(plan.id)
+                    or (
+                        None
+                        if plan.id in child.results
+                        else f"no result (child status {child.status})"
                     )
+                )
+                self.stimuli.append(
+                    _failing_stimulus(plan, actor, child.pid, child.results.get(plan.id), error)
                 )
 
     def executions(self, abis: list[Abi]) -> None:
