@@ -184,3 +184,36 @@ class TestKernelSpecs:
             "arm64-6.1": ("arm64", "bookworm", False),
             "arm64-6.12": ("arm64", "bookworm-backports", False),
         }
+
+
+class TestVmVerifyUsage:
+    """tools/vm-verify refuses or explains before it boots anything."""
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REPO / "tools" / "vm-verify"), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    def test_help_prints_the_usage(self) -> None:
+        """`--help` prints the header's usage and exits 0 (no VM, no generate)."""
+        proc = self._run("--help")
+        assert proc.returncode == 0, proc.stderr
+        assert "Usage: tools/vm-verify [--kernel K] [--arch amd64|arm64]" in proc.stdout
+        assert "#" not in proc.stdout
+        assert "vmrun" not in proc.stderr
+
+    def test_unknown_arch(self) -> None:
+        """`--arch riscv64`: exit 2, naming the value and the ones that work."""
+        proc = self._run("--arch", "riscv64")
+        assert proc.returncode == 2
+        assert "tools/vm-verify: --arch riscv64: use amd64 or arm64" in proc.stderr
+
+    def test_option_without_its_value(self) -> None:
+        """`--kernel` last: exit 2, naming the option."""
+        proc = self._run("--kernel")
+        assert proc.returncode == 2
+        assert "tools/vm-verify: --kernel needs a value" in proc.stderr

@@ -293,6 +293,31 @@ class TestIncompleteEvidence:
         data = valid_report(render_verify_json(report))
         assert ("could-not-exercise", False) == (data["verdict"], data["compliant"])
 
+    def test_a_missing_record_of_incomplete_evidence_leaves_its_requirement_undecided(
+        self,
+    ) -> None:
+        """Marker missing: a requirement whose only gap is an unread record is undecided.
+
+        Its checks with missing b32 records say `undecided` (the record may be among those
+        not read), never `fail`: a checklist or dashboard must not read a finding there.
+        """
+        probe = _captured()
+        report = _judge(_with(probe, records=_without_b32(probe), marker_seen=False), "all")
+        statuses = {(p.id, r.id): r.status for p in report.profiles for r in p.requirements}
+        assert statuses[("nixos-stig", "V-268096")] == "undecided"
+        assert "fail" not in statuses.values()
+        checks = [c for p in report.profiles for r in p.requirements for c in r.checks]
+        b32 = {c.status for c in checks if c.target.startswith("b32 ")}
+        assert b32 == {"undecided"}
+        assert all(
+            "it may be among the records not read" in c.reason
+            for c in checks
+            if c.status == "undecided"
+        )
+        assert "  NOT VERIFIED V-268096:" in render_verify_text(report)
+        data = valid_report(render_verify_json(report))
+        assert data["profiles"][0]["requirements"][0]["status"] == "undecided"
+
     def test_lost_records_are_exit_3(self) -> None:
         """`lost` grew during the probe: exit 3, naming the counter before and after."""
         probe = _captured()
