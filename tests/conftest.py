@@ -46,6 +46,7 @@ QUICK_SAMPLED: Final = frozenset({"test_agreement.py", "test_auditctl_oracle.py"
 QUICK_SAMPLE = 16
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (remote.py) into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the VM tests on one xdist worker; under --quick, shorten the long runs.
 
