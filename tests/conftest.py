@@ -51,9 +51,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Keep the VM tests on one xdist worker; under --quick, shorten the long runs.
 
     `tools/check` runs the tests on both cores with `--dist loadgroup`. The VM tests boot
-    QEMU under TCG and want a core each: they form two groups, each run one test at a time,
-    so that at most two guests run at once: the kernel matrix (tests/test_vm_matrix.py,
-    whose legs share module-scoped boots) and every other VM test.
+    QEMU under TCG and share module-scoped boots (a scenario, a matrix leg): they form one
+    group, so one worker runs them one at a time while the other runs the rest. Two guests
+    at once (the matrix as a second group) made the whole run slower: each TCG guest
+    wants more than a core (pytest alone 23.6 min in CI, the matrix legs three times
+    slower than alone).
     Tests that drive the host's audit subsystem serialise on its lock (tools/hostaudit.py), in
     whichever worker runs them.
     """
@@ -74,8 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = kept
     for item in items:
         if item.get_closest_marker("vm") is not None:
-            matrix = item.path.name == "test_vm_matrix.py"
-            item.add_marker(pytest.mark.xdist_group("vm-matrix" if matrix else "vm"))
+            item.add_marker(pytest.mark.xdist_group("vm"))
         # Hypothesis reads a test's settings from the function when it runs.
         test = getattr(getattr(item, "obj", None), "__func__", getattr(item, "obj", None))
         chosen = getattr(test, "_hypothesis_internal_use_settings", None)
