@@ -113,9 +113,11 @@ class TestKernelSpecs:
         with pytest.raises(vmrun.VMError, match="is an arm64 kernel, not amd64"):
             vmrun.kernel_from_spec("arm64-6.12", "amd64")
 
-    def test_arm64_needs_a_kernel(self) -> None:
-        """--arch arm64 alone: the host's kernel is amd64."""
-        with pytest.raises(vmrun.VMError, match="--arch arm64 needs --kernel"):
+    def test_arm64_alone_is_the_newest_arm64_leg(self) -> None:
+        """--arch arm64 alone: arm64-6.12 (the host's kernel is amd64); here not fetched."""
+        assert vmrun.ARM64_DEFAULT == "arm64-6.12"
+        assert matrix.LEGS[vmrun.ARM64_DEFAULT].arch == "arm64"
+        with pytest.raises(vmrun.VMError, match=r"kernel leg arm64-6\.12 is not fetched"):
             vmrun.kernel_from_spec(None, "arm64")
 
     def test_leg_not_fetched(self) -> None:

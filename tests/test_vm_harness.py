@@ -181,7 +181,7 @@ class TestTimeout:
         )
         before = _qemu_pids()
 
-        timeout = 90  # long enough to boot (16-33 s alone, 45+ s beside busy tests)
+        timeout = 60  # long enough to boot (16-33 s alone, up to 45 s beside busy tests)
         run = vmrun.run_guest(script, kernel=kernel, timeout=timeout)
 
         assert (True, 255) == (run.timed_out, run.status), run.summary()

@@ -36,9 +36,30 @@ class HostAuditError(RuntimeError):
     """The host's audit subsystem cannot be used or restored as asked."""
 
 
+#: How long an auditctl call may take. The kernel deletes about 80 rules a second here
+#: (12 ms a rule, more beside busy jobs): `-D` after the bench's 20,000-rule rows takes
+#: minutes, and a timeout there would leave the host's rules half deleted.
+TIMEOUT: Final = 60.0
+DELETE_TIMEOUT: Final = 1800.0
+
+
 def auditctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real auditctl (output decoded without newline translation: keys may hold CR)."""
-    proc = subprocess.run(["auditctl", *args], capture_output=True, check=False, timeout=60)
+    """Run the real auditctl (output decoded without newline translation: keys may hold CR).
+
+    Raises:
+        HostAuditError: it failed (with `check`), or did not finish in time.
+    """
+    timeout = DELETE_TIMEOUT if "-D" in args else TIMEOUT
+    try:
+        proc = subprocess.run(
+            ["auditctl", *args], capture_output=True, check=False, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        msg = (
+            f"auditctl {' '.join(args)} did not finish within {timeout:g} s; check the host's "
+            "audit state (auditctl -s, auditctl -l) and restore it by hand"
+        )
+        raise HostAuditError(msg) from None
     result = subprocess.CompletedProcess(
         proc.args,
         proc.returncode,
@@ -111,10 +132,18 @@ class HostAudit:
         return auditctl("-l").stdout
 
     def restore(self) -> None:
-        """Put back the rules and the status found at the start."""
-        auditctl("-D", check=False)
-        if self.rules.strip() != "No rules":
-            _load_file(self.rules)
+        """Put back the rules and the status found at the start.
+
+        Every step is tried; a rule step that could not finish is raised at the end, after
+        the status (above all `enabled`) is back.
+        """
+        failed: HostAuditError | None = None
+        try:
+            auditctl("-D", check=False)
+            if self.rules.strip() != "No rules":
+                _load_file(self.rules)
+        except HostAuditError as exc:
+            failed = exc
         for option, name in (
             ("-b", "backlog_limit"),
             ("-r", "rate_limit"),
@@ -129,6 +158,8 @@ class HostAudit:
         enabled = self.status.get("enabled")
         if enabled in {"0", "1"}:
             auditctl("-e", enabled, check=False)
+        if failed is not None:
+            raise failed
 
 
 @contextlib.contextmanager

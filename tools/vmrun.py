@@ -57,7 +57,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Final
 
 import attrs
 import pexpect
@@ -65,6 +65,7 @@ import pexpect
 import matrix
 
 __all__ = [
+    "ARM64_DEFAULT",
     "DEFAULT_APPEND",
     "GUEST_REPO",
     "GUEST_WORK",
@@ -301,12 +302,17 @@ def find_kernel(boot: Path = _BOOT, modules: Path = _MODULES) -> Kernel | None:
     return max(found, key=lambda kernel: _version_key(kernel.version), default=None)
 
 
+#: The kernel `--arch arm64` boots without `--kernel`: the newest arm64 leg of the matrix.
+ARM64_DEFAULT: Final = "arm64-6.12"
+
+
 def kernel_from_spec(spec: str | None, arch: str | None = None) -> Kernel:
     """The kernel `--kernel SPEC --arch ARCH` names (the harness's default: the host's).
 
     SPEC is a leg of tools/matrix.py (`amd64-6.1` is the host's installed kernel), a Debian
     package name, a .deb file or an unpacked kernel directory; ARCH is `amd64` or `arm64`
-    (by default the leg's, else amd64).
+    (by default the leg's, else amd64). Without SPEC: amd64 boots the host's kernel, arm64
+    the newest arm64 leg (ARM64_DEFAULT).
 
     Raises:
         VMError: nothing bootable; the message says what to fetch or pass.
@@ -315,8 +321,7 @@ def kernel_from_spec(spec: str | None, arch: str | None = None) -> Kernel:
         msg = f"--arch {arch!r}: the harness boots amd64 or arm64"
         raise VMError(msg)
     if spec is None and arch == "arm64":
-        msg = "--arch arm64 needs --kernel: arm64-6.1, arm64-6.12, a package name or a .deb"
-        raise VMError(msg)
+        spec = ARM64_DEFAULT  # the host's kernel is amd64: Debian's newest arm64 one
     leg = matrix.LEGS.get(spec or "amd64-6.1")
     if leg is not None and arch is not None and leg.arch != arch:
         msg = f"--kernel {spec} is an {leg.arch} kernel, not {arch}; drop --arch or match it"
