@@ -32,6 +32,18 @@ def _argv(kernel: vmrun.Kernel, rwdirs: list[Path]) -> list[str]:
     )
 
 
+def _matrix_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`tools/matrix.py ARGS` with the package importable, as tools/setup runs it."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "matrix.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "verifier")},
+        check=False,
+        timeout=60,
+    )
+
+
 def _unpacked(tmp_path: Path, release: str) -> Path:
     directory = tmp_path / "kernel"
     (directory / "boot").mkdir(parents=True)
@@ -156,25 +168,10 @@ class TestKernelSpecs:
 
     def test_cli_refuses_an_unknown_leg(self) -> None:
         """`tools/matrix.py fetch` names the legs; `list` says what is missing."""
-        env = {**os.environ, "PYTHONPATH": str(REPO / "verifier")}
-        proc = subprocess.run(
-            [sys.executable, str(REPO / "tools" / "matrix.py"), "fetch", "arm64-5.10"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=60,
-        )
+        proc = _matrix_cli("fetch", "arm64-5.10")
         assert proc.returncode == 2
         assert "unknown leg 'arm64-5.10'; the legs are amd64-6.1, amd64-6.12" in proc.stderr
-        listed = subprocess.run(
-            [sys.executable, str(REPO / "tools" / "matrix.py"), "list"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=60,
-        )
+        listed = _matrix_cli("list")
         assert listed.returncode == 0
         assert "arm64-6.12: kernel leg arm64-6.12 is not fetched" in listed.stdout
 
