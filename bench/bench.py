@@ -21,6 +21,12 @@ Rows:
 - `verify --target local` with a private auditd whose log holds 1 GB of real records,
   against the same with an empty log, and against `ausearch -if LOG -k module_chng`.
 
+`--against OTHER/.venv/bin/kmod-audit` compares two builds instead (a change must not make a
+row slower by more than 10%): each row group runs for this build and the other in turns (A B,
+B A, ...), without the peers, and the table shows each build's min / median and their ratio.
+Two separate full runs differ by up to 40% on the 100 ms rows; taking turns cancels most of
+the machine's drift.
+
 `auditctl -R` changes the host's audit state: each group of rows that touches it takes the
 host audit lock (/run/lock/kmod-audit-host-audit.lock, as the tests do), saves the rules and
 the status, runs `auditctl -D` between runs, and restores both afterwards, even on an error
@@ -84,6 +90,9 @@ GROUPS = (
 PIGEONHOLE_ATTRIBUTES = ("a0", "a1", "a2", "a3", "pers", "sessionid", "gid", "pid", "ppid")
 #: Seconds spent waiting for the host audit lock (held by tests), shown with the total.
 LOCK_WAITS: list[float] = []
+#: In a comparison (`--against`), a row is SLOWER when this build's median is above this
+#: times the other's.
+SLOWER = 1.10
 #: The key of the generated rules: what `ausearch -k` looks for.
 STIG_KEY = "module_chng"
 
@@ -192,6 +201,9 @@ class Settings:
         rows: The row groups to run.
         deadline: `time.monotonic()` after which each row runs once (to stay under 10 min),
             moved back by the time spent waiting for the host audit lock.
+        against: Another kmod-audit command to compare with (`--against`), or None.
+        rounds: In a comparison, how often each group runs for each build (ABBA order).
+        peers: Whether rows time their peers (a comparison times only the two builds).
     """
 
     runs: int
@@ -202,6 +214,9 @@ class Settings:
     log_bytes: int
     rows: tuple[str, ...]
     deadline: float
+    against: str | None = None
+    rounds: int = 2
+    peers: bool = True
 
 
 def past_deadline(settings: Settings) -> bool:
@@ -460,19 +475,25 @@ def pigeonhole(attributes: int, rules: int) -> str:
 class Bench:
     """The state of one benchmark run: settings, scratch directory, host access."""
 
-    def __init__(self, settings: Settings, work: Path) -> None:
-        """Prepare; nothing touches the host yet."""
+    def __init__(self, settings: Settings, work: Path, stig: list[str] | None = None) -> None:
+        """Prepare; nothing touches the host yet.
+
+        `stig` is the generated rules to append to the constructed files (by default what
+        this build's `generate --profile all` prints; a comparison gives both builds the same).
+        """
         self.settings = settings
         self.work = work
         self.rows: list[Row] = []
         self.host_problem = can_drive_host()
-        generated = subprocess.run(
-            [settings.kmod_audit, "generate", "--profile", "all"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        self.stig = [line for line in generated.stdout.splitlines() if line.startswith("-")]
+        if stig is None:
+            generated = subprocess.run(
+                [settings.kmod_audit, "generate", "--profile", "all"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            stig = [line for line in generated.stdout.splitlines() if line.startswith("-")]
+        self.stig = stig
 
     def write(self, name: str, text: str) -> Path:
         """A rules file in the scratch directory."""
@@ -507,6 +528,7 @@ class Bench:
         peer_run: Callable[[], Run] | None = None
         note = ""
         refused: list[Run] = []
+        peer = peer and self.settings.peers
         if peer and self.host_problem is None:
 
             def peer_run() -> Run:
@@ -611,7 +633,7 @@ class Bench:
         ours, theirs = measure(
             self.settings,
             lambda: timed(merge, cap),
-            lambda: timed([*check, str(rules)], cap),
+            (lambda: timed([*check, str(rules)], cap)) if self.settings.peers else None,
         )
         codes = {run.code for run in ours.runs if run.code is not None}
         note = "" if codes <= {0} else f"check exit {sorted(codes)}: {ours.runs[-1].err}"
@@ -675,7 +697,7 @@ class Bench:
         ours, theirs = measure(
             settings,
             lambda: timed([self.settings.kmod_audit, "check", str(path)], cap),
-            lambda: timed([python, "-c", "import attrs"], cap),
+            (lambda: timed([python, "-c", "import attrs"], cap)) if self.settings.peers else None,
         )
         codes = {run.code for run in ours.runs}
         note = "" if codes == {0} else f"check exit {sorted(codes, key=str)}"
@@ -894,6 +916,20 @@ def parse(argv: Sequence[str]) -> Settings:
     parser.add_argument(
         "--log-mb", type=int, help="size of the big auditd log in MB (default 1000, quick 16)"
     )
+    parser.add_argument(
+        "--against",
+        metavar="KMOD_AUDIT",
+        help="compare with another build's kmod-audit (for example a checkout of the commit "
+        "before a change, after its tools/setup): each row group runs for both builds in turn, "
+        "and the table shows this build / the other per row",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="with --against: how often each group runs for each build, in the order "
+        "A B, B A, ... (default 2)",
+    )
     args = parser.parse_args(argv)
     rows = tuple(row.strip() for row in args.rows.split(",") if row.strip())
     unknown = [row for row in rows if row not in GROUPS]
@@ -905,16 +941,28 @@ def parse(argv: Sequence[str]) -> Settings:
         parser.error("--cap: must be above 0")
     if not os.access(args.kmod_audit, os.X_OK):
         parser.error(f"--kmod-audit: {args.kmod_audit} is not executable (run tools/setup)")
+    if args.against is not None and not os.access(args.against, os.X_OK):
+        parser.error(
+            f"--against: {args.against} is not executable (give the other build's "
+            ".venv/bin/kmod-audit, after tools/setup in its checkout)"
+        )
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     quick = args.quick
+    comparing = args.against is not None
     return Settings(
-        runs=args.runs or (2 if quick else 5),
+        runs=args.runs or (2 if quick else 3 if comparing else 5),
         cap=args.cap or (20.0 if quick else 40.0),
         row_budget=5.0 if quick else 15.0,
         quick=quick,
         kmod_audit=args.kmod_audit,
         log_bytes=(args.log_mb or (16 if quick else 1000)) * 1_000_000,
         rows=rows,
-        deadline=time.monotonic() + (120 if quick else 420),
+        # A comparison is longer (both builds, several rounds) and must not thin out late rows.
+        deadline=time.monotonic() + (120 if quick else 7200 if comparing else 420),
+        against=args.against,
+        rounds=args.rounds,
+        peers=not comparing,
     )
 
 
@@ -950,6 +998,60 @@ def run_group(bench: Bench, group: str) -> None:
             bench.group_shape(group, SHAPES[group])
 
 
+def compare(settings: Settings, against: str, work: Path) -> list[tuple[str, Side, Side]]:
+    """Each row of the selected groups timed for this build and for the build `against`.
+
+    The builds take turns group by group (A B, then B A, ...), so a change in the machine's
+    load during the run falls on both; the runs of each build are pooled per row. Both judge
+    the same files: the constructed ones end with this build's generated rules.
+    """
+    builds = (settings.kmod_audit, against)
+    pooled: dict[str, tuple[Side, Side]] = {}
+    stig: list[str] | None = None
+    for group in GROUPS:
+        if group not in settings.rows:
+            continue
+        for round_ in range(settings.rounds):
+            for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+                build = builds[side]
+                print(f"bench: {group} ({build}) ...", file=sys.stderr, flush=True)
+                bench = Bench(attrs.evolve(settings, kmod_audit=build), work, stig)
+                stig = bench.stig if stig is None else stig
+                try:
+                    run_group(bench, group)
+                except (BenchError, HostAuditError) as exc:
+                    bench.rows.append(_skipped(group, str(exc)))
+                for row in bench.rows:
+                    sides = pooled.setdefault(row.what, (Side(), Side()))
+                    sides[side].runs.extend(row.ours.runs)
+    return [(what, this, other) for what, (this, other) in pooled.items()]
+
+
+def comparison_table(rows: list[tuple[str, Side, Side]], cap: float) -> tuple[str, int]:
+    """The comparison as a text table, and how many rows are more than 10% slower."""
+    header = ("what", "this min / median", "other min / median", "this / other", "result")
+    cells = [header]
+    slower = 0
+    for what, this, other in rows:
+        ratio, result = "-", "-"
+        if this.runs and other.runs and not this.capped and not other.capped:
+            value = this.median / other.median if other.median > 0 else 1.0
+            ratio = f"{value:.2f}"
+            result = "ok" if value <= SLOWER else "SLOWER"
+            slower += result == "SLOWER"
+        elif this.capped and not other.capped:
+            result = "SLOWER"
+            slower += 1
+        cells.append((what, this.cell(cap), other.cell(cap), ratio, result))
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(cells):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(part.rstrip() for part in out), slower
+
+
 def byte_compile(kmod_audit: str) -> None:
     """Byte-compile the kmod_audit package that `kmod_audit` runs, as `pip install` does.
 
@@ -983,6 +1085,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="kmod-audit-bench-"))
     try:
         byte_compile(settings.kmod_audit)
+        if settings.against is not None:
+            byte_compile(settings.against)
+            compared = compare(settings, settings.against, work)
+            return _print_comparison(settings, compared, started)
         bench = Bench(settings, work)
         for group in GROUPS:
             if group not in settings.rows:
@@ -1002,9 +1108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     kind = "quick run" if settings.quick else "full run"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    shown = settings.kmod_audit
-    if Path(shown).is_relative_to(ROOT):
-        shown = str(Path(shown).relative_to(ROOT))
+    shown = _shown(settings.kmod_audit)
     print(
         f"kmod-audit bench, {when} ({kind}: up to {settings.runs} runs per side, alternating; "
         f"cap {settings.cap:g} s; {os.cpu_count()} CPUs; {shown})"
@@ -1013,6 +1117,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(bench.rows, settings.cap))
     waited = f" ({sum(LOCK_WAITS):.0f} s of it waiting for the lock)" if LOCK_WAITS else ""
     print(f"total {time.monotonic() - started:.0f} s{waited}")
+    return 0
+
+
+def _shown(command: str) -> str:
+    return str(Path(command).relative_to(ROOT)) if Path(command).is_relative_to(ROOT) else command
+
+
+def _print_comparison(
+    settings: Settings, rows: list[tuple[str, Side, Side]], started: float
+) -> int:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(
+        f"kmod-audit bench comparison, {when} (this: {_shown(settings.kmod_audit)}; other: "
+        f"{settings.against}; {settings.rounds} rounds of up to {settings.runs} runs per build, "
+        f"taking turns; cap {settings.cap:g} s; {os.cpu_count()} CPUs)"
+    )
+    text, slower = comparison_table(rows, settings.cap)
+    print(text)
+    print(f"rows more than {round((SLOWER - 1) * 100)}% slower: {slower}")
+    print(f"total {time.monotonic() - started:.0f} s")
     return 0
 
 

@@ -69,3 +69,58 @@ def test_template_row() -> None:
     ]
     assert "< 2 s" in row
     assert row.split()[-1] in {"PASS", "FAIL"}
+
+
+def test_comparison_of_two_builds() -> None:
+    """`--against` times both builds per row and prints their ratio and whether it is slower."""
+    this = BENCH.parent.parent / ".venv" / "bin" / "kmod-audit"
+    proc = subprocess.run(
+        [str(BENCH), "--quick", "--rows", "wmax", "--runs", "1", "--against", str(this)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,
+    )
+    assert 0 == proc.returncode, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("kmod-audit bench comparison, "), proc.stdout
+    assert "2 rounds of up to 1 runs per build" in lines[0]
+    assert lines[1].split() == [
+        "what",
+        "this",
+        "min",
+        "/",
+        "median",
+        "other",
+        "min",
+        "/",
+        "median",
+        "this",
+        "/",
+        "other",
+        "result",
+    ]
+    [nine] = [line for line in lines if line.startswith("check wmax 9-line file")]
+    *_, ratio, result = nine.split()
+    assert float(ratio) > 0
+    assert result in {"ok", "SLOWER"}
+    # Each build ran the group twice (one run each time): both sides show two runs' min and
+    # median, so neither is a single number repeated by accident of a missing side.
+    assert nine.count(" / ") == 2
+    assert lines[-2].startswith("rows more than 10% slower: ")
+    assert lines[-1].startswith("total ")
+    assert proc.stderr.count("bench: wmax (") == 4
+
+
+def test_comparison_needs_an_executable_build() -> None:
+    """`--against` of a path that is not a kmod-audit is exit 2 saying what to give."""
+    proc = subprocess.run(
+        [str(BENCH), "--against", "/nonexistent/kmod-audit"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert 2 == proc.returncode
+    assert "--against: /nonexistent/kmod-audit is not executable" in proc.stderr
+    assert ".venv/bin/kmod-audit" in proc.stderr

@@ -38,6 +38,7 @@ from _support import (
     poll,
     require_tool,
 )
+from hostaudit import audit_status
 from kmod_audit.loader import compare, load
 from kmod_audit.metrics import HELP
 from kmod_audit.profiles import select_profiles
@@ -467,9 +468,11 @@ class TestNodeExporterScrape:
         evidence: list[str] = []
 
         def phase(name: str, code: int) -> Samples:
+            lost_before = int(audit_status()["lost"])
             proc = _kmod_audit(
                 "check", "--running", str(rules_d), "--profile", "all", "--metrics", str(prom)
             )
+            lost_after = int(audit_status()["lost"])
             assert code == proc.returncode, proc.stdout + proc.stderr
             text = node_exporter.scrape()
             lines = [line for line in text.splitlines() if line.startswith("kmod_audit_")]
@@ -480,6 +483,8 @@ class TestNodeExporterScrape:
             assert wanted == set(_compliant(samples))
             assert code == _one(samples, "exit_code", command="check")
             assert 1 == _one(samples, "audit_enabled")
+            # The kernel's lost count, read once with the running rules (it only grows).
+            assert lost_before <= _one(samples, "lost_records") <= lost_after
             return samples
 
         samples = phase("compliant: the generated rules are loaded", 0)

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 from ._version import __version__
+from .outputs import FORMATS
 from .profiles import PROFILES
 from .syscalls import MACHINES
 
-__all__ = ["FORMATS", "UsageError", "parser", "wants_json"]
+__all__ = ["UsageError", "parser", "wants_json"]
 
 _PROFILE_HELP = "profile id: " + ", ".join([*PROFILES, "all"]) + " (repeatable; default nixos-stig)"
 
@@ -267,10 +268,6 @@ def _metrics_option(parser: argparse.ArgumentParser) -> None:
         help="also write the verdict as Prometheus metrics to FILE (atomically, whatever "
         "the exit code), e.g. /var/lib/prometheus/node-exporter/kmod-audit-check.prom",
     )
-
-
-FORMATS: Final = ("text", "json", "cklb", "ckl", "hdf")
-"""The report formats, in the order --help lists them."""
 
 
 def _output_options(parser: argparse.ArgumentParser) -> None:

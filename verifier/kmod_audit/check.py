@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -26,7 +26,7 @@ from .report import (
 )
 from .rules import UID_UNSET, Command, Rule, RulesSource, parse_rules
 from .sources import OnDiskRules, discover_on_disk, rules_d_assemblies
-from .syscalls import EXEC_SYSCALLS, Machine
+from .syscalls import Machine
 from .system import auditctl_list, auditctl_status, read_rules_text
 
 __all__ = [
@@ -115,27 +115,27 @@ def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
 
 
 def _targets(req: Requirement, options: Options) -> list[tuple[str, RequiredEvent | None]]:
-    """(label, target) per check of `req`; target None when the syscall does not exist."""
-    out: list[tuple[str, RequiredEvent | None]] = []
-    for syscall in req.syscalls:
-        for bits in req.abis:
-            abi = options.machine.abi(bits)
-            number = abi.number(syscall)
-            label = f"{abi.bits} {syscall}"
-            out.append((label, RequiredEvent(abi, syscall, number) if number is not None else None))
-    if req.tools:
+    """(label, target) per check of `req`; target None when the syscall does not exist.
+
+    An execution of the tools is one check per program they resolve to.
+    """
+    calls = req.calls(options.machine)
+    out: list[tuple[str, RequiredEvent | None]] = [
+        (
+            call.label(),
+            RequiredEvent(call.abi, call.syscall, call.number) if call.number is not None else None,
+        )
+        for call in calls
+        if not call.execution
+    ]
+    executions = [call for call in calls if call.execution and call.number is not None]
+    if executions:
         for program in tool_programs(req.tools, options):
-            for abi in options.machine.abis:
-                for syscall in EXEC_SYSCALLS:
-                    number = abi.number(syscall)
-                    if number is None:
-                        continue
-                    out.append(
-                        (
-                            f"{abi.bits} {syscall} of {program.path}",
-                            RequiredEvent(abi, syscall, number, program),
-                        )
-                    )
+            out.extend(
+                (call.label(program.path), RequiredEvent(call.abi, call.syscall, number, program))
+                for call in executions
+                if (number := call.number) is not None
+            )
     return out
 
 
@@ -681,12 +681,13 @@ def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
         return judge_source(source, options, label=label)
 
 
-def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
-    """The kernel's rules and enabled flag.
+def _load_running(options: Options) -> tuple[RuleSet, SourceReport, dict[str, int]]:
+    """The kernel's rules, and its status: `enabled` and `lost` (for the metrics).
 
     Read over the audit netlink socket (the request `auditctl -l` makes, but exact: the
     listing's text prints path= and dir= watches alike and foreign arches as b64/b32);
-    `auditctl -l` and `auditctl -s` are the fallback when netlink is not usable.
+    `auditctl -l` and `auditctl -s` are the fallback when netlink is not usable. The status
+    is read once, here: the one reading of the kernel's state a report and its metrics give.
     """
     from . import netlink  # noqa: PLC0415 - only when reading the running rules
 
@@ -694,11 +695,17 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
     with nested("reading the running rules (netlink AUDIT_LIST_RULES, AUDIT_GET)"):
         try:
             rules = netlink.list_rules(options.machine)
-            enabled: int | None = netlink.status().enabled
+            found = netlink.status()
         except TransportError as exc:
             logger.info("netlink failed (%s); falling back to auditctl -l", exc)
             text = auditctl_list()
-            enabled_text = auditctl_status().get("enabled", "1")
+            status = auditctl_status()
+            state = {
+                key: int(status[key])
+                for key in ("enabled", "lost")
+                if status.get(key, "").isdigit()
+            }
+            enabled_text = status.get("enabled", "1")
             enabled = int(enabled_text) if enabled_text.isdigit() else None
             source = parse_rules(
                 text,
@@ -707,10 +714,11 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport]:
                 syntax="listing",
                 live=options.live,
             )
-            return judge_source(source, options, label=label, enabled=enabled)
+            return (*judge_source(source, options, label=label, enabled=enabled), state)
     items = tuple(Command(kind="add", origin=rule.origin, rule=rule) for rule in rules)
     source = RulesSource(path="kernel", syntax="listing", items=items, machine=options.machine)
-    return judge_source(source, options, label=label, enabled=enabled)
+    state = {"enabled": found.enabled, "lost": found.lost}
+    return (*judge_source(source, options, label=label, enabled=found.enabled), state)
 
 
 def drift_findings(drift: Drift, label: str) -> list[Finding]:
@@ -761,11 +769,14 @@ class CheckRun:
         report: The report.
         running: The running rules, when the kernel was read.
         drift: How the running rules differ from each on-disk rule set compared.
+        kernel: The kernel's `enabled` and `lost`, read with the running rules (empty when
+            they were not read, or the status did not say).
     """
 
     report: Report
     running: RuleSet | None
     drift: tuple[Drift, ...]
+    kernel: Mapping[str, int] = attrs.field(factory=dict)
 
 
 def run_check(options: Options, sources: Sequence[str], *, running: bool) -> CheckRun:
@@ -781,12 +792,13 @@ def run_check(options: Options, sources: Sequence[str], *, running: bool) -> Che
     reports: list[SourceReport] = []
     drift: list[Finding] = []
     kernel: RuleSet | None = None
+    state: dict[str, int] = {}
     files = [_load_file(path, options) for path in sources]
     if running:
-        kernel, report = _load_running(options)
+        kernel, report, state = _load_running(options)
         reports.append(report)
     if not sources and not running:
-        kernel, report = _load_running(options)
+        kernel, report, state = _load_running(options)
         reports.append(report)
         on_disk = discover_on_disk(live=options.live)
         if on_disk is None:
@@ -813,5 +825,8 @@ def run_check(options: Options, sources: Sequence[str], *, running: bool) -> Che
         drift.extend(drift_findings(differences, label))
     whole = Report(sources=tuple(reports), drift=tuple(drift), options=options.as_pairs())
     return CheckRun(
-        report=whole, running=kernel, drift=tuple(differences for differences, _ in compared)
+        report=whole,
+        running=kernel,
+        drift=tuple(differences for differences, _ in compared),
+        kernel=state,
     )

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TextIO
 
-from ._arguments import FORMATS, UsageError, parser, wants_json
+from ._arguments import UsageError, parser, wants_json
 from ._files import refuse_rules_path
 from ._terminal import escape_lines
 from ._verbose import logger
@@ -26,7 +26,7 @@ from .errors import (
     VerifierError,
 )
 from .generate import DEFAULT_KEY, generate_rules
-from .outputs import Outputs, emit, preflight, refuse_input
+from .outputs import FORMATS, Outputs, emit, preflight, refuse_input
 from .profiles import Profile, select_profiles
 from .report import (
     render_json,
@@ -133,14 +133,7 @@ def _check(args: argparse.Namespace, out: TextIO, metrics: RunMetrics | None) ->
     run = run_check(options, args.sources, running=args.running)
     result = run.report
     if metrics is not None:
-        from . import netlink  # noqa: PLC0415 - only with --metrics
-
-        metrics.observe_check(
-            result,
-            running=run.running,
-            drift=run.drift,
-            kernel=netlink.audit_state() if run.running is not None else None,
-        )
+        metrics.observe_check(result, running=run.running, drift=run.drift, kernel=run.kernel)
 
     def assess() -> object:
         from .evidence import assess_check  # noqa: PLC0415 - only for the evidence formats

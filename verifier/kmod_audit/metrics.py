@@ -136,7 +136,7 @@ class RunMetrics:
             running: The running rules, when the kernel was read.
             drift: How the running rules differ from each on-disk rule set compared.
             kernel: The kernel's `enabled` and `lost`, read with the running rules
-                (`netlink.audit_state`).
+                (`check.CheckRun.kernel`).
         """
         ok = not any(f.severity == "error" for s in report.sources for f in s.findings)
         self.verdict_exit = report.exit_code()

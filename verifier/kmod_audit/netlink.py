@@ -17,7 +17,6 @@ from typing import Final
 
 import attrs
 
-from ._verbose import logger
 from .errors import TransportError
 from .rules import (
     COMPARISONS,
@@ -31,7 +30,7 @@ from .rules import (
 )
 from .syscalls import Machine, abi_by_audit_arch
 
-__all__ = ["KernelStatus", "audit_state", "list_rules", "status", "user_message"]
+__all__ = ["KernelStatus", "list_rules", "status", "user_message"]
 
 NETLINK_AUDIT: Final = 9
 AUDIT_GET: Final = 1000
@@ -302,23 +301,3 @@ def _numeric(name: str, op: Op, value: int) -> Field:
         text = "".join(c for c, bit in PERM_BITS.items() if value & bit)
         return Field(name, op, value, text)
     return Field(name, op, value, str(value))
-
-
-def audit_state() -> dict[str, int]:
-    """The kernel's `enabled` and `lost` (AUDIT_GET, else `auditctl -s`; {} when neither).
-
-    The one reader of the audit status for reports and metrics.
-    """
-    from .system import auditctl_status  # noqa: PLC0415 - only when netlink fails
-
-    try:
-        found = status()
-    except TransportError as exc:
-        logger.info("netlink failed (%s); reading auditctl -s for the metrics", exc)
-        try:
-            text = auditctl_status()
-        except TransportError as again:
-            logger.info("no kernel status for the metrics: %s", again)
-            return {}
-        return {key: int(text[key]) for key in ("enabled", "lost") if text.get(key, "").isdigit()}
-    return {"enabled": found.enabled, "lost": found.lost}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import attrs
 
@@ -19,7 +19,22 @@ from ._verbose import logger
 from .errors import ConfigurationError
 from .profiles import Profile
 
-__all__ = ["Destination", "Outputs", "destinations", "emit", "preflight", "refuse_input"]
+__all__ = [
+    "EVIDENCE_FORMATS",
+    "FORMATS",
+    "Destination",
+    "Outputs",
+    "destinations",
+    "emit",
+    "preflight",
+    "refuse_input",
+]
+
+#: The report formats, in the order --help lists them: the run's own reports, then the
+#: evidence formats (`evidence.render`: STIG Viewer 3 and 2 checklists, Heimdall HDF).
+FORMATS: Final = ("text", "json", "cklb", "ckl", "hdf")
+#: The formats the evidence package renders from an assessment.
+EVIDENCE_FORMATS: Final = FORMATS[2:]
 
 
 @attrs.frozen(kw_only=True)
@@ -138,13 +153,13 @@ def preflight(args: Outputs, profiles: tuple[Profile, ...]) -> str | None:
             "--cklb-output FILE) with it"
         )
         raise ConfigurationError(msg)
-    if formats <= {"text", "json"}:
+    if not formats & set(EVIDENCE_FORMATS):
         return None
     from . import evidence  # noqa: PLC0415 - only for the evidence formats
 
     template = None
     for destination in found:
-        if destination.fmt in {"cklb", "ckl", "hdf"}:
+        if destination.fmt in EVIDENCE_FORMATS:
             option = (
                 f"--format {destination.fmt}"
                 if destination.option == "--output"

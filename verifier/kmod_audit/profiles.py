@@ -12,9 +12,35 @@ from typing import Final, Literal
 
 import attrs
 
-__all__ = ["PROFILES", "Benchmark", "Profile", "Requirement", "select_profiles"]
+from .syscalls import EXEC_SYSCALLS, Abi, Machine
+
+__all__ = ["PROFILES", "Benchmark", "Profile", "RequiredCall", "Requirement", "select_profiles"]
 
 Bits = Literal["b64", "b32"]
+
+
+@attrs.frozen
+class RequiredCall:
+    """One call a requirement needs recorded on a machine: one check of `check` and `verify`.
+
+    Attributes:
+        abi: The ABI the call is made in.
+        syscall: The syscall's name.
+        number: Its number in that ABI; None when the ABI has no such syscall (the check is
+            not applicable).
+        execution: An execution of the requirement's tools (`check` makes one check per
+            program the tools resolve to; `verify` runs kmod), not a module syscall.
+    """
+
+    abi: Abi
+    syscall: str
+    number: int | None
+    execution: bool = False
+
+    def label(self, program: str = "kmod") -> str:
+        """`b32 finit_module`, or `b64 execve of kmod` (of `program`) for an execution."""
+        text = f"{self.abi.bits} {self.syscall}"
+        return f"{text} of {program}" if self.execution else text
 
 
 @attrs.frozen(kw_only=True)
@@ -41,6 +67,27 @@ class Requirement:
     strict_filters: bool = True
     references: tuple[tuple[str, str], ...] = ()
     example: tuple[str, ...] = ()
+
+    def calls(self, machine: Machine) -> list[RequiredCall]:
+        """What this requirement needs recorded on `machine`: its checks, in report order.
+
+        Each module syscall on each of its ABIs (with number None where the ABI lacks it),
+        then, with tools, each exec syscall on every ABI of the machine (the ones it has).
+        The one expansion `check`, `verify` and the checklists share.
+        """
+        calls = [
+            RequiredCall(abi, syscall, abi.number(syscall))
+            for syscall in self.syscalls
+            for abi in (machine.abi(bits) for bits in self.abis)
+        ]
+        if self.tools:
+            calls.extend(
+                RequiredCall(abi, syscall, number, execution=True)
+                for abi in machine.abis
+                for syscall in EXEC_SYSCALLS
+                if (number := abi.number(syscall)) is not None
+            )
+        return calls
 
 
 @attrs.frozen(kw_only=True)

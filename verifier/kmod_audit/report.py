@@ -19,8 +19,8 @@ import attrs
 from ._terminal import escape_line
 from .errors import EXIT_NONCOMPLIANT, EXIT_OK, EXIT_UNREACHABLE
 from .probe_result import ProbeResult, Stimulus
-from .profiles import Profile, Requirement
-from .syscalls import EXEC_SYSCALLS, abi_by_audit_arch, machine_by_name
+from .profiles import Profile, RequiredCall
+from .syscalls import abi_by_audit_arch
 
 __all__ = [
     "CheckResult",
@@ -36,7 +36,6 @@ __all__ = [
     "render_json",
     "render_text",
     "show_uid",
-    "verify_targets",
 ]
 
 RequirementStatus = Literal["pass", "fail", "undecided"]
@@ -538,38 +537,21 @@ class VerifyReport:
         return {0: "compliant", 1: "not-compliant"}.get(self.exit_code(), "could-not-exercise")
 
 
-def verify_targets(req: Requirement, machine_name: str) -> list[tuple[str, str]]:
-    """(abi, syscall) pairs `req` needs exercised on the machine (syscalls that exist there)."""
-    machine = machine_by_name(machine_name)
-    pairs: list[tuple[str, str]] = []
-    if machine is None:
-        return pairs
-    pairs.extend(
-        (bits, syscall)
-        for syscall in req.syscalls
-        for bits in req.abis
-        if machine.abi(bits).number(syscall) is not None
-    )
-    if req.tools:
-        pairs.extend((abi.bits, syscall) for abi in machine.abis for syscall in EXEC_SYSCALLS)
-    return pairs
-
-
-def relevant(evidence: Evidence, abi: str, syscall: str, *, tools: bool) -> bool:
-    """Whether `evidence` is a stimulus of `syscall` on `abi` (of the kmod tools with `tools`).
+def relevant(evidence: Evidence, call: RequiredCall) -> bool:
+    """Whether `evidence` is a stimulus of `call` (of the kmod tools for an execution).
 
     The one selection `verify` judges by and the checklists quote from.
     """
     s = evidence.stimulus
-    if s.abi != abi:
+    if s.abi != call.abi.bits:
         return False
-    if tools:
-        return s.program is not None and s.syscall == syscall
+    if call.execution:
+        return s.program is not None and s.syscall == call.syscall
     if s.program is not None:
         return False
     if s.module is not None and evidence.number is not None:
         # A load by modprobe uses finit_module, or init_module for a module it had to
         # decompress itself: it counts for the syscall its record shows.
         table = abi_by_audit_arch(int(s.arch, 16))
-        return table is not None and table.name(evidence.number) == syscall
-    return s.syscall == syscall
+        return table is not None and table.name(evidence.number) == call.syscall
+    return s.syscall == call.syscall

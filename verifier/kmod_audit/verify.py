@@ -44,9 +44,8 @@ from .report import (
     RequirementResult,
     VerifyReport,
     relevant,
-    verify_targets,
 )
-from .syscalls import EXEC_SYSCALLS, MACHINES, machine_by_name
+from .syscalls import MACHINES, machine_by_name
 from .transports import Host, LocalHost, target_from_spec
 
 __all__ = [
@@ -167,10 +166,12 @@ def _requirement(
     # As `check --strict`: the login-uid filters are demanded only where the standard's
     # check text demands them.
     controls_fail = strict and req.strict_filters
-    for abi, syscall in verify_targets(req, probe.machine):
-        tools = syscall in EXEC_SYSCALLS and bool(req.tools)
-        label = f"{abi} {syscall}" + (" of kmod" if tools else "")
-        chosen = [e for e in evidence if relevant(e, abi, syscall, tools=tools)]
+    machine = machine_by_name(probe.machine)
+    for call in req.calls(machine) if machine is not None else []:
+        if call.number is None:
+            continue
+        abi, label = call.abi.bits, call.label()
+        chosen = [e for e in evidence if relevant(e, call)]
         used.update(e.stimulus.id for e in chosen)
         in_scope = [e for e in chosen if not e.stimulus.control]
         controls = [e for e in chosen if e.stimulus.control]

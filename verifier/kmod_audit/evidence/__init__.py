@@ -33,7 +33,6 @@ from kmod_audit.errors import ConfigurationError
 from kmod_audit.profiles import Profile
 
 from .assess import (
-    FORMATS,
     Assessment,
     ChecklistEntry,
     ChecklistStatus,
@@ -46,7 +45,6 @@ from .cklb import load_template, merge_cklb, render_cklb
 from .hdf import render_hdf
 
 __all__ = [
-    "FORMATS",
     "Assessment",
     "ChecklistEntry",
     "ChecklistStatus",

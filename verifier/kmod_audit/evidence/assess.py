@@ -14,13 +14,10 @@ import attrs
 from kmod_audit._hostinfo import host_facts
 from kmod_audit._version import __version__
 from kmod_audit.profiles import Profile, Requirement
-from kmod_audit.report import relevant, verify_targets
+from kmod_audit.report import relevant
 
 if TYPE_CHECKING:
     from kmod_audit.report import Evidence, Report, RequirementResult, VerifyReport
-
-#: The evidence formats (beside `text` and `json`).
-FORMATS: Final = ("cklb", "ckl", "hdf")
 
 ChecklistStatus = Literal["not_a_finding", "open", "not_reviewed", "not_applicable"]
 
@@ -358,9 +355,10 @@ def _stimulus_line(evidence: Evidence) -> str:
 
 def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment:
     """The assessment of a `verify` run."""
-    from kmod_audit.syscalls import EXEC_SYSCALLS  # noqa: PLC0415
+    from kmod_audit.syscalls import machine_by_name  # noqa: PLC0415
 
     probe = report.probe
+    machine = machine_by_name(probe.machine)
     time = now or _now()
     host = dict(probe.host) or {"hostname": report.target}
     exit_code = report.exit_code()
@@ -395,12 +393,13 @@ def assess_verify(report: VerifyReport, *, now: str | None = None) -> Assessment
             else:
                 status = "open"
             lines = [*header, ""]
-            for abi, syscall in verify_targets(req, probe.machine):
-                tools = syscall in EXEC_SYSCALLS and bool(req.tools)
-                label = f"{abi} {syscall}" + (" of kmod" if tools else "")
+            for call in req.calls(machine) if machine is not None else []:
+                if call.number is None:
+                    continue
+                label = call.label()
                 check = next((c for c in result.checks if c.target == label), None)
                 lines.append(f"{label}: {check.status if check else '?'}")
-                chosen = [e for e in report.evidence if relevant(e, abi, syscall, tools=tools)]
+                chosen = [e for e in report.evidence if relevant(e, call)]
                 lines.extend(f"  {_stimulus_line(e)}" for e in chosen if not e.stimulus.control)
                 controls = [e for e in chosen if e.stimulus.control]
                 if controls:
