@@ -272,12 +272,12 @@ def _metrics_option(parser: argparse.ArgumentParser) -> None:
 
 def _output_options(parser: argparse.ArgumentParser) -> None:
     """--format, --output, --FORMAT-output and --cklb-template (check and verify)."""
+    named = [f"{fmt} ({what})" if what else fmt for fmt, what in FORMATS.items()]
     parser.add_argument(
         "--format",
-        choices=FORMATS,
+        choices=tuple(FORMATS),
         default="text",
-        help="text, json, cklb (STIG Viewer 3 checklist), ckl (STIG Viewer 2 checklist) or "
-        "hdf (Heimdall Data Format); checklists hold the DISA STIG profiles only",
+        help=f"{', '.join(named[:-1])} or {named[-1]}; checklists hold the DISA STIG profiles only",
     )
     parser.add_argument(
         "--output",

@@ -30,11 +30,17 @@ __all__ = [
     "refuse_input",
 ]
 
-#: The report formats, in the order --help lists them: the run's own reports, then the
-#: evidence formats (`evidence.render`: STIG Viewer 3 and 2 checklists, Heimdall HDF).
-FORMATS: Final = ("text", "json", "cklb", "ckl", "hdf")
+#: The report formats, in the order --help lists them, with what --help says of each: the
+#: run's own reports, then the evidence formats (`evidence.render` renders each of those).
+FORMATS: Final = {
+    "text": "",
+    "json": "",
+    "cklb": "STIG Viewer 3 checklist",
+    "ckl": "STIG Viewer 2 checklist",
+    "hdf": "Heimdall Data Format",
+}
 #: The formats the evidence package renders from an assessment.
-EVIDENCE_FORMATS: Final = FORMATS[2:]
+EVIDENCE_FORMATS: Final = tuple(FORMATS)[2:]
 
 
 @attrs.frozen(kw_only=True)
