@@ -215,7 +215,7 @@ class Settings:
     rows: tuple[str, ...]
     deadline: float
     against: str | None = None
-    rounds: int = 2
+    rounds: int = 4
     peers: bool = True
 
 
@@ -926,9 +926,9 @@ def parse(argv: Sequence[str]) -> Settings:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
+        default=4,
         help="with --against: how often each group runs for each build, in the order "
-        "A B, B A, ... (default 2)",
+        "A B, B A, ... (default 4)",
     )
     args = parser.parse_args(argv)
     rows = tuple(row.strip() for row in args.rows.split(",") if row.strip())
@@ -1021,7 +1021,11 @@ def compare(settings: Settings, against: str, work: Path) -> list[tuple[str, Sid
                     run_group(bench, group)
                 except (BenchError, HostAuditError) as exc:
                     bench.rows.append(_skipped(group, str(exc)))
+                seen: list[Side] = []
                 for row in bench.rows:
+                    if any(row.ours is side for side in seen):
+                        continue  # a second row of the same runs against another peer
+                    seen.append(row.ours)
                     sides = pooled.setdefault(row.what, (Side(), Side()))
                     sides[side].runs.extend(row.ours.runs)
     return [(what, this, other) for what, (this, other) in pooled.items()]
