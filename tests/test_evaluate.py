@@ -770,6 +770,8 @@ _MORE_FIELDS = st.one_of(
     _family("egid", ("<", ">="), ("100", "101")),
     _family("auid", ("<=", ">"), ("499", "500", "1000")),
     st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+    # The exits of an exec that fails before it opens the file on argv-first kernels.
+    _family("exit", ("=", "!="), ("-14", "-7")),
     _family("obj_uid", ("=", "!="), ("0", "1000")),
     _family("filetype", ("=", "!="), ("file", "dir")),
     st.sampled_from(("-C auid=obj_uid", "-C auid!=obj_uid", "-C uid!=obj_uid", "-C gid=obj_gid")),
@@ -869,7 +871,12 @@ _TARGETS = (
     target(B64, "execve", ExecFile("/usr/bin/kmod", names=_USER_OWNED)),
     target(B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(_LOADER,))),
 )
-_CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
+_CONTEXTS = (
+    Context(live=False),
+    Context(uid_min=500, key="k", live=False),
+    Context(live=False, exec_order="argv-first"),
+    Context(uid_min=500, key="k", live=False, exec_order="argv-first"),
+)
 
 
 def _confirmed(ruleset: RuleSet, tgt: RequiredEvent, ctx: Context, coverage: Coverage) -> set[str]:

@@ -330,8 +330,11 @@ def _judged(run: LegRun, case: Case, *, strict: bool) -> tuple[int, dict[str, st
     return report.exit_code(), _statuses(data)
 
 
-def _checked(run_cli: RunCli, *args: str) -> tuple[int, dict[str, str], str]:
-    result = run_cli("check", *args, "--format", "json")
+def _checked(run_cli: RunCli, leg_run: LegRun, *args: str) -> tuple[int, dict[str, str], str]:
+    """`check` on the host, for the leg's machine and kernel (`--kernel-version`)."""
+    result = run_cli(
+        "check", *args, "--kernel-version", leg_run.kernel.version, "--format", "json"
+    )
     data = json.loads(result.out)
     return result.code, _statuses(data), result.out
 
@@ -382,7 +385,7 @@ class TestMatrix:
         """perm=x misses b32 execveat on arm64 only; check and the kernel agree."""
         case = leg_run.cases["permx-only"]
         path = leg_run.out.parent / "cases" / "permx-only.rules"
-        code, _, text = _checked(run_cli, str(path), *case.check_args)
+        code, _, text = _checked(run_cli, leg_run, str(path), *case.check_args)
         report = leg_run.report("permx-only")
         if leg_run.machine == "aarch64":
             assert leg_run.status("permx-only") == "1", leg_run.run.summary()
@@ -404,7 +407,7 @@ class TestMatrix:
             status = leg_run.status(case.name)
             if status is not None and status.startswith("load-"):
                 # The guest's auditctl refused the file; check must say it does not load.
-                code, _, _ = _checked(run_cli, *case.check_args)
+                code, _, _ = _checked(run_cli, leg_run, *case.check_args)
                 if code == 0:
                     disagreements.append(f"{case.fixture}: auditctl refused it, check passes")
                 continue
@@ -414,7 +417,7 @@ class TestMatrix:
                 known = None
             for strict in (False, True):
                 flag = ("--strict",) if strict else ()
-                check = _checked(run_cli, *case.check_args, *flag)[:2]
+                check = _checked(run_cli, leg_run, *case.check_args, *flag)[:2]
                 verify = _judged(leg_run, case, strict=strict)
                 if verify[0] == EXIT_UNDECIDED and known is None:
                     undecided.append(case.name)
@@ -443,7 +446,7 @@ class TestMatrix:
         for case in cases:
             path = leg_run.out.parent / "cases" / f"{case.name}.rules"
             status = leg_run.status(case.name)
-            check = _checked(run_cli, str(path), *case.check_args)
+            check = _checked(run_cli, leg_run, str(path), *case.check_args)
             replay = shlex.join(["cat", str(path)]) + f"\n{case.rules}"
             if status is not None and status.startswith("load-"):
                 if check[0] == 0:
