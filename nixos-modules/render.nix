@@ -9,7 +9,10 @@
 #   -a always,exit -F arch=<b64|b32> -S <syscalls in number order> -F auid>=<uidMin> -F auid!=unset -k <key>
 #   -a always,exit -F path=<kmodPath> -F perm=x -F auid>=<uidMin> -F auid!=unset -k <key>
 #   -a always,exit -F arch=b32 -S execveat -F path=<kmodPath> -F auid>=<uidMin> -F auid!=unset -k <key>
-# The last only where perm=x misses an exec syscall of an ABI (aarch64's b32 execveat).
+#   -a always,exit -F arch=<b64|b32> -S execve,execveat -F exit=-<errno> -F auid>=<uidMin> -F auid!=unset -k <key>
+# The third only where perm=x misses an exec syscall of an ABI (aarch64's b32 execveat). The
+# last per ABI and per failure that ends an exec before the file is opened on Linux 5.9 to
+# 6.7 (EFAULT, E2BIG): such an exec names no file, and path= misses it.
 let
   data = builtins.fromJSON (builtins.readFile ./profiles.json);
 
@@ -72,6 +75,18 @@ let
           ]
         else
           [ ];
+      # Failed execs that end before the file is opened name no file: an exit= rule each.
+      beforeOpenLines =
+        bits:
+        if withKmod then
+          map (
+            code:
+            "-a always,exit -F arch=${bits} -S ${
+              builtins.concatStringsSep "," machine.${bits}.execs
+            } -F exit=-${toString code} ${filters}"
+          ) data.execErrnosBeforeOpen
+        else
+          [ ];
       selectedAbis = builtins.filter (b: builtins.elem b abis) [
         "b64"
         "b32"
@@ -80,7 +95,8 @@ let
       lines =
         builtins.concatLists (map abiLine selectedAbis)
         ++ kmodLine
-        ++ builtins.concatLists (map missLine selectedAbis);
+        ++ builtins.concatLists (map missLine selectedAbis)
+        ++ builtins.concatLists (map beforeOpenLines selectedAbis);
     in
     {
       inherit lines;

@@ -588,6 +588,14 @@ class TestOptionValidation:
     @pytest.mark.parametrize(
         ("args", "needle"),
         [
+            (
+                ["check", "--kernel-version", "latest", "-"],
+                "argument --kernel-version: 'latest' is not a kernel release",
+            ),
+            (
+                ["check", "--kernel-version", "6.1 && reboot", "-"],
+                "argument --kernel-version: '6.1 && reboot' is not a kernel release",
+            ),
             (["verify", "--timeout", "nan"], "argument --timeout: 'nan' is out of range"),
             (["verify", "--timeout", "inf"], "argument --timeout: 'inf' is out of range"),
             (["verify", "--timeout", "1e309"], "argument --timeout: '1e309' is out of range"),
@@ -613,6 +621,8 @@ class TestOptionValidation:
             (["probe", "--auid", "me"], "--auid me: not a number"),
         ],
         ids=[
+            "kernel-version-word",
+            "kernel-version-shell",
             "verify-nan",
             "verify-inf",
             "verify-overflow",
@@ -996,3 +1006,49 @@ class TestTimeoutBoundsEverything:
         assert "console cat showed no shell prompt within" in result.stderr
         assert "verify --timeout" in result.stderr
         assert "initial_prompt" not in result.stderr
+
+
+class TestKernelVersion:
+    """A watch on kmod alone: the kernel's version decides (Linux 5.9 to 6.7 copy argv first)."""
+
+    RULES = "-w /usr/bin/kmod -p x -k modules\n"
+
+    @pytest.mark.parametrize(
+        ("version", "code"),
+        [("6.1.0-28-amd64", 1), ("6.7", 1), ("6.12.57+deb12-amd64", 0), ("5.4", 0)],
+    )
+    def test_the_version_given(
+        self, run_cli: RunCli, tmp_path: Path, version: str, code: int
+    ) -> None:
+        """V-274093 (executions of kmod) fails for 5.9 to 6.7 and passes otherwise."""
+        path = tmp_path / "watch.rules"
+        path.write_text(self.RULES)
+        args = ("check", "--offline", "--profile", "al2023-stig", "--kernel-version", version)
+        result = run_cli(*args, str(path), "--format", "json")
+        data = json.loads(result.out)
+        [req] = [r for r in data["profiles"][0]["requirements"] if r["id"] == "V-274093"]
+        assert ("pass" if code == 0 else "fail") == req["status"], req["reasons"]
+        assert version == dict(data["options"])["kernel"]
+        text = run_cli(*args, str(path)).out
+        assert text.startswith("kmod-audit check: arch x86_64, ")
+        assert f", kernel {version}" in text.splitlines()[0]
+        if code:
+            assert "exit=-EFAULT" in text
+            assert "copies argv before it opens the file" in text
+
+    def test_an_unknown_kernel_is_every_kernel(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Offline without --kernel-version, the worst kernel counts, and the reason says so."""
+        path = tmp_path / "watch.rules"
+        path.write_text(self.RULES)
+        result = run_cli("check", "--offline", "--profile", "al2023-stig", str(path))
+        assert "any kernel" in result.out.splitlines()[0]
+        assert "[fail] b64 execve of /usr/bin/kmod (auid=1000, success=no, exit=-EFAULT)" in (
+            result.out
+        )
+        assert "the kernel the rules are for is not known (pass --kernel-version V" in result.out
+        data = json.loads(
+            run_cli(
+                "check", "--offline", "--profile", "al2023-stig", str(path), "--format", "json"
+            ).out
+        )
+        assert dict(data["options"])["kernel"] is None

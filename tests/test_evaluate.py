@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -14,16 +15,21 @@ from hypothesis import strategies as st
 
 from _support import FIXTURES
 from kmod_audit.evaluate import (
+    BEFORE_OPEN_NOTE,
     Context,
     Coverage,
     ExecFile,
+    ExecOrder,
     NamedFile,
     RequiredEvent,
     _Evaluator,
     _judge_event,
     evaluate,
+    exec_order,
 )
+from kmod_audit.generate import generate_lines
 from kmod_audit.loader import RuleSet, load
+from kmod_audit.profiles import select_profiles
 from kmod_audit.rules import parse_rules
 from kmod_audit.syscalls import MACHINES, Abi
 from oracles import enumerating
@@ -770,6 +776,8 @@ _MORE_FIELDS = st.one_of(
     _family("egid", ("<", ">="), ("100", "101")),
     _family("auid", ("<=", ">"), ("499", "500", "1000")),
     st.sampled_from(("-C gid!=egid", "-C euid=suid", "-C auid!=euid", "-F exit>=-4095")),
+    # The exits of an exec that fails before it opens the file on argv-first kernels.
+    _family("exit", ("=", "!="), ("-14", "-7")),
     _family("obj_uid", ("=", "!="), ("0", "1000")),
     _family("filetype", ("=", "!="), ("file", "dir")),
     st.sampled_from(("-C auid=obj_uid", "-C auid!=obj_uid", "-C uid!=obj_uid", "-C gid=obj_gid")),
@@ -869,7 +877,12 @@ _TARGETS = (
     target(B64, "execve", ExecFile("/usr/bin/kmod", names=_USER_OWNED)),
     target(B64, "execve", ExecFile("/usr/bin/kmod", interpreters=(_LOADER,))),
 )
-_CONTEXTS = (Context(live=False), Context(uid_min=500, key="k", live=False))
+_CONTEXTS = (
+    Context(live=False),
+    Context(uid_min=500, key="k", live=False),
+    Context(live=False, exec_order="argv-first"),
+    Context(uid_min=500, key="k", live=False, exec_order="argv-first"),
+)
 
 
 def _confirmed(ruleset: RuleSet, tgt: RequiredEvent, ctx: Context, coverage: Coverage) -> set[str]:
@@ -974,3 +987,67 @@ class TestSymbolicEqualsEnumeration:
         assert None is coverage.undecided
         assert (oracle.covered, oracle.rules) == (coverage.covered, coverage.rules)
         assert oracle.reason() == coverage.reason()
+
+
+@pytest.mark.parametrize(
+    ("release", "order"),
+    [
+        ("5.4.0-150-generic", "open-first"),
+        ("5.8", "open-first"),
+        ("5.9", "argv-first"),
+        ("5.10.0-30-amd64", "argv-first"),
+        ("6.1.0-28-amd64", "argv-first"),
+        ("6.1", "argv-first"),
+        ("6.7.12", "argv-first"),
+        ("6.8", "open-first"),
+        ("6.12.57+deb12-amd64", "open-first"),
+        ("6.18.44-fc-v1272", "open-first"),
+        ("", None),
+        ("linux", None),
+        (None, None),
+    ],
+)
+def test_exec_order_of_a_kernel_release(release: str | None, order: str | None) -> None:
+    """Linux 5.9 to 6.7 copies argv before it opens an exec's file (fs/exec.c)."""
+    assert order == exec_order(release)
+
+
+@pytest.mark.parametrize(("order", "covered"), [("open-first", True), ("argv-first", False)])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        "-w /usr/bin/kmod -p x -k k",
+        "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000 -k k",
+        "-a always,exit -F dir=/usr/bin -F perm=x -k k",
+    ],
+)
+def test_a_failed_exec_before_the_open_names_no_file(
+    rules: str, order: ExecOrder, covered: bool
+) -> None:
+    """On argv-first kernels path=, dir= and watches miss an exec with a bad argv."""
+    program = ExecFile.at("/usr/bin/kmod", live=False)
+    coverage = evaluate(
+        _ruleset(rules + "\n"),
+        target(B64, "execve", program),
+        Context(live=False, exec_order=order),
+    )
+    assert covered == coverage.covered
+    if not covered:
+        assert coverage.event is not None
+        assert (-errno.EFAULT) & 0xFFFFFFFF == coverage.event["exit"]
+        assert BEFORE_OPEN_NOTE in coverage.reason()
+
+
+def test_the_exit_lines_of_generate_record_them() -> None:
+    """The `-F exit=-14` and `-F exit=-7` lines of generate cover the failures before the open."""
+    text = "".join(
+        line + "\n"
+        for line in generate_lines(select_profiles(["al2023-stig"]), machine=MACHINES["x86_64"])
+    )
+    ctx = Context(live=False, exec_order="argv-first")
+    for abi in MACHINES["x86_64"].abis:
+        for syscall in ("execve", "execveat"):
+            number = abi.number(syscall)
+            assert number is not None
+            target = RequiredEvent(abi, syscall, number, ExecFile.at("/usr/bin/kmod", live=False))
+            assert evaluate(_ruleset(text), target, ctx).covered, f"{abi.bits} {syscall}"

@@ -8,7 +8,9 @@ is reported as not exercisable (the VM tests exercise it on a kernel with module
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import platform
 import re
 import secrets
 import time
@@ -31,6 +33,7 @@ from _support import (
 )
 from kmod_audit import netlink
 from kmod_audit.errors import TransportError
+from kmod_audit.evaluate import exec_order
 from kmod_audit.logs import RecordSource
 from kmod_audit.probe import BAD_IMAGE, _Prober
 from kmod_audit.probe_result import ProbeResult
@@ -108,6 +111,40 @@ class TestVerifyOnTheHostKernel:
             for note in data["notes"]
         )
         assert before == _state()
+
+    def test_failed_executions_of_kmod_are_exercised(
+        self, host_audit: HostAudit, auditd: Auditd, run_cli: RunCli
+    ) -> None:
+        """The probe executes kmod with a bad argv and a too long argument, on each ABI.
+
+        A kernel that opens the file before it copies argv (Linux 6.8 on, as here) records
+        both failures with `path=` alone (no `-F exit=` lines); 5.9 to 6.7 does not (also
+        tests/test_vm_matrix.py, on Debian's 6.1). `check` of the live machine agrees.
+        """
+        del auditd
+        _load(host_audit, run_cli, "--profile", "al2023-stig", drop=" -F exit=")
+        result = run_cli(
+            "verify", "--target", "local", "--profile", "al2023-stig", "--format", "json"
+        )
+        data = json.loads(result.out)
+        executions = {
+            e["stimulus"]["id"]: (e["stimulus"]["result"], e["verdict"])
+            for e in _evidence(data)
+            if e["stimulus"]["program"] and e["stimulus"]["actor"] == "root"
+        }
+        opens_first = exec_order(platform.release()) == "open-first"
+        verdict = "recorded" if opens_first else "missing"
+        failures = {
+            f"{bits}-{syscall}-kmod-{how}-root": (-code, verdict)
+            for bits in ("b64", "b32")
+            for syscall in ("execve", "execveat")
+            for how, code in (("bad-argv", errno.EFAULT), ("long-argument", errno.E2BIG))
+        }
+        assert failures.items() <= executions.items(), executions
+        code = 0 if opens_first else 1
+        assert code == result.code, result.out
+        checked = run_cli("check", "--running", "--profile", "al2023-stig")
+        assert code == checked.code, checked.out
 
     def test_missing_b32_rule_fails_naming_b32(
         self, host_audit: HostAudit, auditd: Auditd, run_cli: RunCli

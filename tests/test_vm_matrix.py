@@ -52,6 +52,7 @@ import vmrun
 from _support import FIXTURES, RunCli, fixture_args, valid_report
 from kmod_audit import ProbeResult, VerifyOptions, VerifyReport, judge_probe
 from kmod_audit.errors import EXIT_UNREACHABLE as EXIT_UNDECIDED
+from kmod_audit.evaluate import BEFORE_OPEN_NOTE, exec_order
 from kmod_audit.generate import generate_lines
 from kmod_audit.profiles import select_profiles
 from kmod_audit.syscalls import MACHINES
@@ -249,6 +250,12 @@ def _cases(machine: str, seed: int) -> list[Case]:
             argv=(*verify, "--no-load"),
             check_args=("--arch", machine, "--profile", "all", "--kmod-path", KMOD),
         ),
+        Case(
+            name="no-before-open",
+            rules=_text([line for line in generated if " -F exit=" not in line]),
+            argv=(*verify, "--no-load"),
+            check_args=("--arch", machine, "--profile", "all", "--kmod-path", KMOD),
+        ),
     ]
     fixtures = _fixture_cases(machine)
     if machine == "x86_64":
@@ -330,8 +337,9 @@ def _judged(run: LegRun, case: Case, *, strict: bool) -> tuple[int, dict[str, st
     return report.exit_code(), _statuses(data)
 
 
-def _checked(run_cli: RunCli, *args: str) -> tuple[int, dict[str, str], str]:
-    result = run_cli("check", *args, "--format", "json")
+def _checked(run_cli: RunCli, leg_run: LegRun, *args: str) -> tuple[int, dict[str, str], str]:
+    """`check` on the host, for the leg's machine and kernel (`--kernel-version`)."""
+    result = run_cli("check", *args, "--kernel-version", leg_run.kernel.version, "--format", "json")
     data = json.loads(result.out)
     return result.code, _statuses(data), result.out
 
@@ -382,7 +390,7 @@ class TestMatrix:
         """perm=x misses b32 execveat on arm64 only; check and the kernel agree."""
         case = leg_run.cases["permx-only"]
         path = leg_run.out.parent / "cases" / "permx-only.rules"
-        code, _, text = _checked(run_cli, str(path), *case.check_args)
+        code, _, text = _checked(run_cli, leg_run, str(path), *case.check_args)
         report = leg_run.report("permx-only")
         if leg_run.machine == "aarch64":
             assert leg_run.status("permx-only") == "1", leg_run.run.summary()
@@ -391,6 +399,34 @@ class TestMatrix:
             assert "b32 execveat of /usr/bin/kmod" in text
         else:
             assert leg_run.status("permx-only") == "0", leg_run.run.summary()
+            assert code == 0, text
+
+    def test_failed_executions_before_the_open(self, leg_run: LegRun, run_cli: RunCli) -> None:
+        """Without generate's exit= lines, the kernel version decides; check agrees.
+
+        A failed exec of kmod with a bad argv (EFAULT) or a too long argument (E2BIG) ends
+        before the file is opened on Linux 5.9 to 6.7 (6.1 here): `path=` and the watches
+        miss it. 6.12 opens the file first and records it.
+        """
+        case = leg_run.cases["no-before-open"]
+        path = leg_run.out.parent / "cases" / "no-before-open.rules"
+        code, _, text = _checked(run_cli, leg_run, str(path), *case.check_args)
+        report = leg_run.report("no-before-open")
+        executions = {
+            e["stimulus"]["id"]: e["verdict"]
+            for e in report["evidence"]
+            if e["stimulus"].get("program") and e["stimulus"]["actor"] == "root"
+        }
+        failing = {i for i in executions if "-bad-argv-" in i or "-long-argument-" in i}
+        assert len(failing) == 8, executions  # b64, b32 x execve, execveat x the two
+        if exec_order(leg_run.kernel.version) == "argv-first":
+            assert leg_run.status("no-before-open") == "1", leg_run.run.summary()
+            assert {i for i, v in executions.items() if v != "recorded"} == failing, executions
+            assert code == 1, text
+            assert BEFORE_OPEN_NOTE in text
+        else:
+            assert leg_run.status("no-before-open") == "0", leg_run.run.summary()
+            assert set(executions.values()) == {"recorded"}, executions
             assert code == 0, text
 
     def test_fixtures_check_and_the_kernel_agree(self, leg_run: LegRun, run_cli: RunCli) -> None:
@@ -404,7 +440,7 @@ class TestMatrix:
             status = leg_run.status(case.name)
             if status is not None and status.startswith("load-"):
                 # The guest's auditctl refused the file; check must say it does not load.
-                code, _, _ = _checked(run_cli, *case.check_args)
+                code, _, _ = _checked(run_cli, leg_run, *case.check_args)
                 if code == 0:
                     disagreements.append(f"{case.fixture}: auditctl refused it, check passes")
                 continue
@@ -414,7 +450,7 @@ class TestMatrix:
                 known = None
             for strict in (False, True):
                 flag = ("--strict",) if strict else ()
-                check = _checked(run_cli, *case.check_args, *flag)[:2]
+                check = _checked(run_cli, leg_run, *case.check_args, *flag)[:2]
                 verify = _judged(leg_run, case, strict=strict)
                 if verify[0] == EXIT_UNDECIDED and known is None:
                     undecided.append(case.name)
@@ -443,7 +479,7 @@ class TestMatrix:
         for case in cases:
             path = leg_run.out.parent / "cases" / f"{case.name}.rules"
             status = leg_run.status(case.name)
-            check = _checked(run_cli, str(path), *case.check_args)
+            check = _checked(run_cli, leg_run, str(path), *case.check_args)
             replay = shlex.join(["cat", str(path)]) + f"\n{case.rules}"
             if status is not None and status.startswith("load-"):
                 if check[0] == 0:

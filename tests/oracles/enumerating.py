@@ -26,11 +26,13 @@ import attrs
 
 from kmod_audit.evaluate import (
     _TYPICAL_ERRNOS,
+    BEFORE_OPEN_NOTE,
     PID_MAX,
     U32,
     Context,
     Coverage,
     RequiredEvent,
+    _before_open,
     _dimension,
     _Evaluator,
     _judge_event,
@@ -102,6 +104,9 @@ def _dimensions(
     if "gid" in constants:
         dims.append(("gid", list(_around(constants["gid"], 0, U32 - 1, [0, 100]))))
     dims.append(("success", [False, True]))
+    if ctx.argv_first and target.program is not None and {"path", "dir"} & set(constants):
+        # Whether a failed exec got as far as opening the file depends on its exit code.
+        constants.setdefault("exit", set())
     if "exit" in constants:
         failures = _around(
             constants["exit"],
@@ -263,6 +268,7 @@ def evaluate(
                     for k, v in event.items()
                     if k != "exe" or (v != "(another program)" and not implied)
                 }
+                before_open = target.program is not None and ctx.argv_first
                 failed = Coverage(
                     target=target,
                     covered=False,
@@ -270,6 +276,7 @@ def evaluate(
                     event=shown,
                     outcome=outcome,
                     events=count,
+                    note=BEFORE_OPEN_NOTE if before_open and _before_open(event) else None,
                 )
     # Every keyed rule some event reaches and may match, in list order (also when the
     # target is not covered: they record part of its events).

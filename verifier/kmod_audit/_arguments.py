@@ -30,6 +30,19 @@ _MAX_SECONDS: Final = 86400.0
 _MODULE_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,54}", re.ASCII)
 
 
+_KERNEL_VERSION: Final = re.compile(r"[0-9]+\.[0-9]+([.+~_-][0-9A-Za-z.+~_-]*)?", re.ASCII)
+
+
+def _kernel_version(text: str) -> str:
+    if len(text) > 64 or not _KERNEL_VERSION.fullmatch(text):
+        msg = (
+            f"{text!r} is not a kernel release; pass MAJOR.MINOR or what `uname -r` prints "
+            "on the machine that loads the rules, e.g. 6.1 or 6.1.0-28-amd64"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 class UsageError(Exception):
     """argparse refused the command line (raised instead of argparse's exit)."""
 
@@ -171,6 +184,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not consult this machine's files (symlinks, watch parents): judge a file "
         "meant for another machine",
+    )
+    check.add_argument(
+        "--kernel-version",
+        type=_kernel_version,
+        metavar="V",
+        help="the kernel release the rules are judged for, e.g. 6.1.0-28-amd64 (default: "
+        "this machine's, uname -r; with --offline or another --arch, every kernel: the "
+        "worst counts)",
     )
     _output_options(check)
     _metrics_option(check)

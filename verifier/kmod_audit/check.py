@@ -12,7 +12,17 @@ import attrs
 from ._verbose import logger, nested
 from .augenrules import MAX_TIE_ORDERS, Assembly
 from .errors import TransportError
-from .evaluate import AT_FORK_NOTE, Context, Coverage, ExecFile, RequiredEvent, at_fork, evaluate
+from .evaluate import (
+    AT_FORK_NOTE,
+    Context,
+    Coverage,
+    ExecFile,
+    ExecOrder,
+    RequiredEvent,
+    at_fork,
+    evaluate,
+    exec_order,
+)
 from .generate import DEFAULT_KEY, generate_lines, validate_key
 from .loader import Drift, RuleSet, compare, load
 from .profiles import Profile, Requirement
@@ -60,6 +70,9 @@ class Options:
         live: Consult this machine's filesystem (symlinks, watch parents).
         deadline: A `time.monotonic()` time after which judging stops (undecided); None:
             only each target's own time limit.
+        kernel: The kernel release the rules are judged for (`uname -r` when live,
+            `--kernel-version`); None: not known, every kernel is judged and the worst
+            counts.
     """
 
     machine: Machine
@@ -70,10 +83,22 @@ class Options:
     strict: bool = False
     live: bool = True
     deadline: float | None = None
+    kernel: str | None = None
 
-    def context(self) -> Context:
-        """The evaluator's context."""
-        return Context(uid_min=self.uid_min, key=self.key, live=self.live, deadline=self.deadline)
+    @property
+    def exec_order(self) -> ExecOrder | None:
+        """How the kernel judged for orders an exec; None when it is not known."""
+        return exec_order(self.kernel)
+
+    def context(self, order: ExecOrder | None = None) -> Context:
+        """The evaluator's context (for the exec order `order`, by default the kernel's)."""
+        return Context(
+            uid_min=self.uid_min,
+            key=self.key,
+            live=self.live,
+            deadline=self.deadline,
+            exec_order=order or self.exec_order or "open-first",
+        )
 
     def as_pairs(self) -> tuple[tuple[str, object], ...]:
         """The options for the report."""
@@ -85,7 +110,15 @@ class Options:
             ("kmod_path", self.kmod_path),
             ("strict", self.strict),
             ("live", self.live),
+            ("kernel", self.kernel),
         )
+
+
+#: The part of a reason that says the kernel's version decides.
+UNKNOWN_KERNEL_NOTE: Final = (
+    "the kernel the rules are for is not known (pass --kernel-version V, or judge them on "
+    "the machine itself), so every kernel is judged"
+)
 
 
 def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
@@ -174,11 +207,27 @@ class _Judge:
     judged: dict[RequiredEvent, Coverage] = attrs.field(factory=dict)
 
     def coverage(self, target: RequiredEvent) -> Coverage:
-        """The coverage of `target`, evaluated once per rule set."""
+        """The coverage of `target`, evaluated once per rule set.
+
+        An exec on a kernel whose version is not known is judged for both exec orders
+        (`ExecOrder`), and the worse counts.
+        """
         found = self.judged.get(target)
         if found is None:
-            found = self.judged[target] = evaluate(self.ruleset, target, self.options.context())
+            found = self.judged[target] = self._evaluate(target)
         return found
+
+    def _evaluate(self, target: RequiredEvent) -> Coverage:
+        if target.program is None or self.options.exec_order is not None:
+            return evaluate(self.ruleset, target, self.options.context())
+        opens = evaluate(self.ruleset, target, self.options.context("open-first"))
+        if not opens.covered and opens.undecided is None:
+            return opens  # a failure on every kernel
+        copies = evaluate(self.ruleset, target, self.options.context("argv-first"))
+        if copies.covered or (not opens.covered and copies.undecided is not None):
+            return opens
+        note = UNKNOWN_KERNEL_NOTE + (f": {copies.note}" if copies.note else "")
+        return attrs.evolve(copies, note=note)
 
     def requirement(self, req: Requirement) -> RequirementResult:
         checks: list[CheckResult] = []

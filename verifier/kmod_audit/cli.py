@@ -7,6 +7,7 @@ import gc
 import io
 import json
 import logging
+import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -121,6 +122,9 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
         strict=getattr(args, "strict", False),
         live=live,
         deadline=time.monotonic() + JUDGING_TIME,
+        # Live, the rules are for this machine's kernel; a file for another machine names
+        # its kernel with --kernel-version, or none (every kernel is judged).
+        kernel=getattr(args, "kernel_version", None) or (platform.release() if live else None),
     )
 
 

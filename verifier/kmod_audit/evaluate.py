@@ -40,6 +40,7 @@ import errno
 import functools
 import heapq
 import os
+import re
 import stat
 import struct
 import time
@@ -57,16 +58,19 @@ from .rules import (
     Field,
     Rule,
 )
-from .syscalls import Abi
+from .syscalls import BEFORE_OPEN, Abi
 
 __all__ = [
+    "BEFORE_OPEN_NOTE",
     "Context",
     "Coverage",
     "EventOutcome",
     "ExecFile",
+    "ExecOrder",
     "NamedFile",
     "RequiredEvent",
     "evaluate",
+    "exec_order",
 ]
 
 U32: Final = 0xFFFFFFFF
@@ -90,6 +94,19 @@ _TYPICAL_ERRNOS: Final = (
     errno.ENOEXEC,
     errno.EBADF,
     errno.EACCES,
+    errno.E2BIG,
+)
+#: How `do_execveat_common` (fs/exec.c) orders its work. "open-first": it opens the file
+#: before it copies argv (Linux 6.8 on, commit 978ffcbf00d8 "execve: open the executable
+#: file before doing anything else", and before 5.9). "argv-first": it copies argv and
+#: envp first and opens the file in `bprm_execve` (5.9 to 6.7, the 5.10, 5.15, 6.1 and 6.6
+#: LTS lines; Debian 12's 6.1).
+ExecOrder = Literal["open-first", "argv-first"]
+#: The note on a counterexample that is such a failure.
+BEFORE_OPEN_NOTE: Final = (
+    "a kernel that copies argv before it opens the file (Linux 5.9 to 6.7, such as Debian "
+    "12's 6.1) fails this exec before it opens the file, so the exec names no file: "
+    "path=, dir= and watches do not match it"
 )
 _UID_FAMILY: Final = frozenset({"uid", "euid", "suid", "fsuid"})
 #: What a task rule compares is the new task when it is created (audit_filter_task, at
@@ -314,12 +331,20 @@ class Context:
         live: Whether paths in rules may be compared with this machine's files.
         deadline: A `time.monotonic()` time after which no target is judged further (it
             is undecided), to bound a whole run; each target has `TIME_LIMIT` anyway.
+        exec_order: Whether the kernel opens an exec's file before it copies argv
+            (`ExecOrder`); a caller that does not know judges both.
     """
 
     uid_min: int = 1000
     key: str | None = None
     live: bool = True
     deadline: float | None = None
+    exec_order: ExecOrder = "open-first"
+
+    @property
+    def argv_first(self) -> bool:
+        """Whether a failed exec may end before the file is opened (`BEFORE_OPEN`)."""
+        return self.exec_order == "argv-first"
 
 
 EventVerdict = Literal[
@@ -368,6 +393,8 @@ class Coverage:
         events: How much work the evaluation took (event classes examined).
         undecided: Why kmod-audit cannot decide (the evaluation would exceed its limit);
             None when it decided. An undecided target is neither covered nor a failure.
+        note: What else the reader needs to know of the counterexample (the kernel
+            behaviour it rests on), appended to the reason.
     """
 
     target: RequiredEvent
@@ -377,6 +404,7 @@ class Coverage:
     outcome: EventOutcome | None = None
     events: int = 0
     undecided: str | None = None
+    note: str | None = None
 
     def reason(self) -> str:
         """Explain, in one sentence, why the target is or is not covered."""
@@ -444,7 +472,26 @@ class Coverage:
                 f"; the owner and type of {program.path} (and of its interpreter) are read "
                 "only when judging the live machine, so the worst case counts here"
             )
+        if self.note is not None:
+            text += f"; {self.note}"
         return f"{self.target} ({event}): {text}"
+
+
+def exec_order(release: str | None) -> ExecOrder | None:
+    """How the kernel `release` (`uname -r`, or MAJOR.MINOR) orders an exec; None: unknown."""
+    found = re.match(r"([0-9]+)\.([0-9]+)", release or "")
+    if found is None:
+        return None
+    version = (int(found.group(1)), int(found.group(2)))
+    return "argv-first" if (5, 9) <= version < (6, 8) else "open-first"
+
+
+def _before_open(event: dict[str, int | str | bool]) -> bool:
+    """Whether `event` is a failed exec whose failure comes before the file is opened."""
+    exit_ = event.get("exit")
+    if event.get("success") or not isinstance(exit_, int):
+        return False
+    return any(exit_ == (-code) & U32 for code in BEFORE_OPEN)
 
 
 def describe_event(event: dict[str, int | str | bool]) -> str:
@@ -601,9 +648,13 @@ class _Evaluator:
             other = None if matched else _names_other_file(field, program, self.ctx)
             if other is not None:
                 return bool(event["success"]) if other == "tree" else None
+            if matched and self.ctx.argv_first and _before_open(event):
+                return False  # the exec ended before it opened the file: it names none
             return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
-            return _name_field(field, program)
+            # Before the file is opened the exec's only name is the path it was given, with
+            # no inode: the kernel's view of it is not modelled.
+            return None if self.ctx.argv_first else _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
             # No path names are collected by module syscalls; an exec has some we do not model.
             return None if program is not None and name != "saddr_fam" else False
@@ -617,7 +668,7 @@ class _Evaluator:
                 return int(event["uid"])
             if name in GID_FIELDS - {"obj_gid"}:
                 return int(event["gid"])
-            if name in {"obj_uid", "obj_gid"}:
+            if name in {"obj_uid", "obj_gid"} and not self.ctx.argv_first:
                 return _name_owner(name, self.target.program)
             return None
 
@@ -1657,6 +1708,15 @@ class _Symbolic:
         """The condition `dim op constant` on the in-scope events."""
         return _where(dim, op, constant, self.ctx.uid_min, bitwise=dim in self.bitwise)
 
+    def opened(self) -> _Condition:
+        """The exec events that open the file: all but the failures `BEFORE_OPEN`."""
+        values = self.domains["exit"]
+        for code in BEFORE_OPEN:
+            point = self.where("exit", "=", (-code) & U32)
+            if isinstance(point, tuple):
+                values = values - point[1]  # type: ignore[operator]
+        return "exit", values
+
     def condition(self, field: Field, case: int, *, task: bool) -> _Condition:
         """One condition as a set of events, or its truth on all of them (None: unknown)."""
         name = field.name
@@ -1729,9 +1789,11 @@ class _Symbolic:
             other = None if matched else _names_other_file(field, program, self.ctx)
             if other is not None:
                 return self.where("exit", "=", 0) if other == "tree" else None
+            if matched and self.ctx.argv_first:
+                return self.opened()
             return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
-            return _name_field(field, program)
+            return None if self.ctx.argv_first else _name_field(field, program)
         if name in _NAME_FIELDS or name == "saddr_fam":
             return None if program is not None and name != "saddr_fam" else False
         return None
@@ -1744,7 +1806,7 @@ class _Symbolic:
                 return 0 if case == _ROOT else "auid"
             if name in GID_FIELDS - {"obj_gid"}:
                 return "gid"
-            if name in {"obj_uid", "obj_gid"}:
+            if name in {"obj_uid", "obj_gid"} and not self.ctx.argv_first:
                 return _name_owner(name, self.target.program)
             return None
 
@@ -1804,6 +1866,8 @@ class _Symbolic:
                     break
                 if truths != {True}:
                     names.extend(_field_dims(field))
+                    if field.name in {"path", "dir"} and self.ctx.argv_first:
+                        names.append("exit")  # whether the exec got as far as the open
             else:
                 shown.update(names)
         for rule in others:
@@ -2179,6 +2243,9 @@ def _counterexample(
     implied = target.program is not None and bool(event["success"])  # runs the program
     if event["exe"] != _ANOTHER_PROGRAM and not implied:
         names.append("exe")
+    note = None
+    if target.program is not None and ctx.argv_first and _before_open(event):
+        note = BEFORE_OPEN_NOTE
     return Coverage(
         target=target,
         covered=False,
@@ -2186,4 +2253,5 @@ def _counterexample(
         event={name: event[name] for name in names if name in shown or name == "exe"},
         outcome=outcome,
         events=work,
+        note=note,
     )

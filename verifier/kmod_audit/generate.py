@@ -6,6 +6,9 @@ The canonical format (the NixOS module's `render.nix` produces the same bytes):
     -a always,exit -F arch=b32 -S <syscalls> -F auid>=<uid-min> -F auid!=unset -k <key>
     -a always,exit -F path=<kmod> -F perm=x -F auid>=<uid-min> -F auid!=unset -k <key>
     -a always,exit -F arch=b32 -S execveat -F path=<kmod> -F auid>=<uid-min> -F auid!=unset -k <key>
+    -a always,exit -F arch=b64 -S execve,execveat -F exit=-14 <the same filters and key>
+    -a always,exit -F arch=b64 -S execve,execveat -F exit=-7 <the same filters and key>
+    (and the same two for b32)
 
 - one rule per ABI (b64 first), listing every required syscall that exists in that ABI's
   table, in syscall-number order (the order `auditctl -l` prints, so a listing of the
@@ -18,6 +21,10 @@ The canonical format (the NixOS module's `render.nix` produces the same bytes):
 - where an ABI's audit classes do not call an exec syscall an exec, `perm=x` misses it, and
   an explicit rule names it: `-F arch=b32 -S execveat -F path=<kmod>` on aarch64, whose
   compat classifier (`lib/compat_audit.c`) lists execve only (`Abi.execs`);
+- a failed exec that ends before the kernel opens the file names no file, and `path=`
+  misses it: on Linux 5.9 to 6.7 (Debian 12's 6.1) that is a bad argv (EFAULT) or too many
+  arguments (E2BIG), `syscalls.BEFORE_OPEN`. Per ABI, `-S execve,execveat -F exit=-14` and
+  `-F exit=-7` record those (of any program: the kernel has not looked at the file);
 - `-k <key>` last; single spaces; no comments; each line ends with a newline.
 """
 
@@ -31,12 +38,13 @@ from .errors import ConfigurationError
 from .loader import load
 from .profiles import Profile, Requirement
 from .rules import MAX_KEY_LEN, NAME_MAX, PATH_MAX, Rejection, parse_rules
-from .syscalls import EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine
+from .syscalls import BEFORE_OPEN, EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine
 
 __all__ = [
     "DEFAULT_KEY",
     "KEY_PATTERN",
     "abi_exec_misses",
+    "abi_execs",
     "generate_lines",
     "loading_problem",
     "validate_key",
@@ -191,13 +199,24 @@ def generate_lines(
                 lines.append(
                     f"-a always,exit -F arch={abi.bits} -S {names} -F path={kmod_path} {filters}"
                 )
+        for abi in machine.abis:
+            names = ",".join(abi_execs(abi))
+            lines.extend(
+                f"-a always,exit -F arch={abi.bits} -S {names} -F exit=-{code} {filters}"
+                for code in BEFORE_OPEN
+            )
     return lines
+
+
+def abi_execs(abi: Abi) -> list[str]:
+    """The exec syscalls of `abi`, in number order."""
+    present = [(n, s) for s in EXEC_SYSCALLS if (n := abi.number(s)) is not None]
+    return [s for _, s in sorted(present)]
 
 
 def abi_exec_misses(abi: Abi) -> list[str]:
     """The exec syscalls of `abi` that `-F perm=x` does not match, in number order."""
-    present = [(n, s) for s in EXEC_SYSCALLS if s not in abi.execs if (n := abi.number(s))]
-    return [s for _, s in sorted(present)]
+    return [s for s in abi_execs(abi) if s not in abi.execs]
 
 
 def generate_rules(

@@ -261,14 +261,33 @@ def _address(value: ctypes.c_char_p) -> int:
     return ctypes.cast(value, ctypes.c_void_p).value or 0
 
 
-def _exec(abi: Abi, syscall: str, number: int, program: str) -> int:
-    """In the child: execute `program --version` by the given syscall; return -errno on failure."""
-    argv = [os.path.basename(program), "--version"]
+#: The failed executions of kmod the probe makes: argv is a bad pointer (EFAULT), or one
+#: argument is longer than the kernel takes (E2BIG). On Linux 5.9 to 6.7 both fail before
+#: the kernel opens the file (`syscalls.BEFORE_OPEN`), later ones after it.
+EXEC_FAILURES: Final = ("bad-argv", "long-argument")
+#: MAX_ARG_STRLEN: the longest argument, with its NUL, that execve copies (32 pages).
+_MAX_ARG_STRLEN: Final = 32 * 4096
+#: The argv pointer of a `bad-argv` execution: never mapped.
+_BAD_POINTER: Final = 1
+
+
+def _exec_argv(program: str, how: str) -> list[str]:
+    """The argv of an execution of `program` (`ok`, or one of `EXEC_FAILURES`)."""
+    last = "x" * _MAX_ARG_STRLEN if how == "long-argument" else "--version"
+    return [os.path.basename(program), last]
+
+
+def _exec(abi: Abi, syscall: str, number: int, program: str, how: str = "ok") -> int:
+    """In the child: execute `program --version` by the given syscall; return -errno on failure.
+
+    `how` is `ok`, or one of `EXEC_FAILURES`: then the exec fails.
+    """
+    argv = _exec_argv(program, how)
     if abi.bits == "b32":
-        low = _syscall32.LowMemory()
+        low = _syscall32.LowMemory(size=2 * _MAX_ARG_STRLEN)
         sys32 = _syscall32.Syscall32()
         path = low.string(program)
-        array = low.pointers([low.string(a) for a in argv])
+        array = _BAD_POINTER if how == "bad-argv" else low.pointers([low.string(a) for a in argv])
         envp = low.pointers([])
         if syscall == "execve":
             return sys32(number, path, array, envp)
@@ -276,13 +295,10 @@ def _exec(abi: Abi, syscall: str, number: int, program: str) -> int:
     c_argv = (ctypes.c_char_p * (len(argv) + 1))(*[a.encode() for a in argv], None)
     c_envp = (ctypes.c_char_p * 1)(None)
     c_path = ctypes.c_char_p(program.encode())
+    argv_at = _BAD_POINTER if how == "bad-argv" else ctypes.addressof(c_argv)
     if syscall == "execve":
-        return _syscall64(
-            number, _address(c_path), ctypes.addressof(c_argv), ctypes.addressof(c_envp)
-        )
-    return _syscall64(
-        number, AT_FDCWD, _address(c_path), ctypes.addressof(c_argv), ctypes.addressof(c_envp), 0
-    )
+        return _syscall64(number, _address(c_path), argv_at, ctypes.addressof(c_envp))
+    return _syscall64(number, AT_FDCWD, _address(c_path), argv_at, ctypes.addressof(c_envp), 0)
 
 
 def _failing_stimulus(
@@ -305,10 +321,12 @@ def _failing_stimulus(
     )
 
 
-def _arm32_exec_args(syscall: str, program: str) -> list[_arm32.Arg]:
-    """The arguments of an AArch32 execve/execveat of `program --version`."""
+def _arm32_exec_args(syscall: str, program: str, how: str = "ok") -> list[_arm32.Arg]:
+    """The arguments of an AArch32 execve/execveat of `program` (`how`: see `_exec`)."""
     path = program.encode()
-    argv = [os.path.basename(program).encode(), b"--version"]
+    argv: _arm32.Arg = (
+        _BAD_POINTER if how == "bad-argv" else [a.encode() for a in _exec_argv(program, how)]
+    )
     if syscall == "execve":
         return [path, argv, []]
     return [AT_FDCWD, path, argv, [], 0]
@@ -469,57 +487,59 @@ class _Prober:
                 )
 
     def executions(self, abis: list[Abi]) -> None:
+        """Execute kmod by each exec syscall of each ABI: once as it should, then failing.
+
+        The failures (`EXEC_FAILURES`) are still executions of kmod, which the standards
+        want recorded; on Linux 5.9 to 6.7 they end before the file is opened.
+        """
         for actor in (Actor("root", self.auid, 0), Actor("unset", UID_UNSET, 0)):
             for abi in abis:
                 for syscall in EXEC_SYSCALLS:
-                    found = abi.number(syscall)
-                    if found is None:
-                        continue
-                    number: int = found
-                    stimulus_id = f"{abi.bits}-{syscall}-kmod-{actor.name}"
+                    for how in ("ok", *EXEC_FAILURES):
+                        self._execution(actor, abi, syscall, how)
 
-                    def body(
-                        report: Callable[[str, int], None],
-                        abi: Abi = abi,
-                        syscall: str = syscall,
-                        number: int = number,
-                        stimulus_id: str = stimulus_id,
-                    ) -> None:
-                        result = _exec(abi, syscall, number, self.program)
-                        report(stimulus_id, result)  # only reached when the exec failed
+    def _execution(self, actor: Actor, abi: Abi, syscall: str, how: str) -> None:
+        found = abi.number(syscall)
+        if found is None:
+            return
+        number: int = found
+        failing = how != "ok"
+        stimulus_id = f"{abi.bits}-{syscall}-kmod{f'-{how}' if failing else ''}-{actor.name}"
 
-                    error = None
-                    if abi.table == "arm":
-                        # An AArch32 program execs kmod; kmod's own exit status is 0.
-                        child = self._arm32_child(
-                            actor, number, _arm32_exec_args(syscall, self.program)
-                        )
-                        result = None if child.errors else _arm32.exit_result(child.status)
-                        if result is None:
-                            error = "; ".join(child.errors.values()) or (
-                                f"the AArch32 program ended with status {child.status}"
-                            )
-                    else:
-                        child = _run_child(actor, body)
-                        result = child.results.get(stimulus_id, child.status)
-                        error = child.errors.get("*")
-                    self.stimuli.append(
-                        Stimulus(
-                            id=stimulus_id,
-                            abi=abi.bits,
-                            arch=abi.hex,
-                            syscall=syscall,
-                            numbers=(number,),
-                            actor=actor.name,
-                            auid=actor.auid,
-                            uid=0,
-                            pid=child.pid,
-                            expect="success",
-                            result=result,
-                            error=error,
-                            program=self.program,
-                        )
-                    )
+        def body(report: Callable[[str, int], None]) -> None:
+            result = _exec(abi, syscall, number, self.program, how)
+            report(stimulus_id, result)  # only reached when the exec failed
+
+        error = None
+        if abi.table == "arm":
+            # An AArch32 program execs kmod; kmod's own exit status is 0.
+            child = self._arm32_child(actor, number, _arm32_exec_args(syscall, self.program, how))
+            result = None if child.errors else _arm32.exit_result(child.status)
+            if result is None:
+                error = "; ".join(child.errors.values()) or (
+                    f"the AArch32 program ended with status {child.status}"
+                )
+        else:
+            child = _run_child(actor, body)
+            result = child.results.get(stimulus_id, child.status)
+            error = child.errors.get("*")
+        self.stimuli.append(
+            Stimulus(
+                id=stimulus_id,
+                abi=abi.bits,
+                arch=abi.hex,
+                syscall=syscall,
+                numbers=(number,),
+                actor=actor.name,
+                auid=actor.auid,
+                uid=0,
+                pid=child.pid,
+                expect="failure" if failing else "success",
+                result=result,
+                error=error,
+                program=self.program,
+            )
+        )
 
     def load_unload(self) -> tuple[bool | None, bool | None]:
         """Load the probe module and unload it again, leaving every module as found.

@@ -359,7 +359,8 @@ def render_text(report: Report) -> str:
     key = options.get("key") or "any non-empty key"
     out.append(
         f"kmod-audit check: arch {options.get('arch')}, uid-min {options.get('uid_min')}, "
-        f"key {key}, kmod {options.get('kmod_path')}"
+        f"key {key}, kmod {options.get('kmod_path')}, "
+        + (f"kernel {options['kernel']}" if options.get("kernel") else "any kernel")
         + (", strict" if options.get("strict") else "")
     )
     for source in report.sources:

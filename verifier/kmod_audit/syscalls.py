@@ -9,6 +9,7 @@ without `-F arch` does not cover 32-bit calls.
 
 from __future__ import annotations
 
+import errno
 import functools
 import platform
 from typing import Final
@@ -19,6 +20,7 @@ from ._syscall_tables import TABLES
 
 __all__ = [
     "ABIS",
+    "BEFORE_OPEN",
     "EXEC_SYSCALLS",
     "MACHINES",
     "MODULE_SYSCALLS",
@@ -44,6 +46,11 @@ MODULE_SYSCALLS: Final = (
 
 #: The syscalls by which a program (kmod, insmod, ...) is executed.
 EXEC_SYSCALLS: Final = ("execve", "execveat")
+#: The failures of an exec that come before the kernel opens the file, on kernels that
+#: copy argv and envp first (`evaluate.ExecOrder`: Linux 5.9 to 6.7): a bad argv or envp
+#: pointer (EFAULT), too many or too long arguments (E2BIG). Such an exec names no file, so
+#: `path=`, `dir=` and watches do not match it.
+BEFORE_OPEN: Final = (errno.EFAULT, errno.E2BIG)
 
 
 @functools.cache
