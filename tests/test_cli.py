@@ -1052,3 +1052,52 @@ class TestKernelVersion:
             ).out
         )
         assert dict(data["options"])["kernel"] is None
+
+    def test_strict_sees_the_rules_of_every_kernel(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """The exit= lines only argv-first kernels need are judged by --strict too.
+
+        Judged for an unknown kernel, each order covers the execs, but with other rules:
+        the lines without the literal login-uid filters must fail --strict all the same.
+        """
+        path = tmp_path / "strict.rules"
+        path.write_text(
+            "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000 -F auid!=unset -k k\n"
+            + "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -F exit=-{code} -k k\n"
+                for bits in ("b64", "b32")
+                for code in (14, 7)
+            )
+        )
+        args = ("check", "--offline", "--strict", "--profile", "al2023-stig", str(path))
+        for version in ((), ("--kernel-version", "6.1")):
+            result = run_cli(*args, *version, "--format", "json")
+            data = json.loads(result.out)
+            [req] = [r for r in data["profiles"][0]["requirements"] if r["id"] == "V-274093"]
+            assert "fail" == req["status"], (version, req["reasons"])
+            assert any("lacks the literal filter" in reason for reason in req["reasons"])
+
+    @pytest.mark.parametrize("version", ["6.1", "6.12", None])
+    def test_a_failure_before_the_open_may_name_the_file(
+        self, run_cli: RunCli, tmp_path: Path, version: str | None
+    ) -> None:
+        """A never rule on the path drops an EFAULT exec on 6.1 too.
+
+        There it usually ends before the open, but may end after it, with the file named.
+        """
+        path = tmp_path / "never.rules"
+        path.write_text(
+            "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -F exit!=-7 -F exit!=-14 -k k\n"
+                for bits in ("b64", "b32")
+            )
+            + "-a never,exit -F path=/usr/bin/kmod\n"
+            + "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -k k\n"
+                for bits in ("b64", "b32")
+            )
+        )
+        flags = ("--kernel-version", version) if version else ()
+        result = run_cli("check", "--offline", "--profile", "al2023-stig", *flags, str(path))
+        assert 1 == result.code, result.out
+        assert "first matching rule is" in result.out
+        assert "`-a never,exit -F path=/usr/bin/kmod` (action never)" in result.out

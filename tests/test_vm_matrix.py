@@ -39,6 +39,7 @@ KMOD_AUDIT_REQUIRE_MATRIX=1 (.ci/run) they fail instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -423,6 +424,14 @@ class TestMatrix:
         }
         failing = {i for i in executions if "-bad-argv-" in i or "-long-argument-" in i}
         assert len(failing) == 8, executions  # b64, b32 x execve, execveat x the two
+        results = {
+            e["stimulus"]["id"]: e["stimulus"]["result"]
+            for e in report["evidence"]
+            if e["stimulus"]["id"] in failing
+        }
+        assert results == {
+            i: -errno.EFAULT if "-bad-argv-" in i else -errno.E2BIG for i in failing
+        }, results
         if exec_order(leg_run.kernel.version) == "argv-first":
             assert leg_run.status("no-before-open") == "1", leg_run.run.summary()
             assert {i for i, v in executions.items() if v != "recorded"} == failing, executions

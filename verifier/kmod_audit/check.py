@@ -114,6 +114,8 @@ class Options:
         )
 
 
+#: The exec orders a kernel may have (`evaluate.ExecOrder`), the common one first.
+_ORDERS: Final[tuple[ExecOrder, ExecOrder]] = ("open-first", "argv-first")
 #: The part of a reason that says the kernel's version decides.
 UNKNOWN_KERNEL_NOTE: Final = (
     "the kernel the rules are for is not known (pass --kernel-version V, or judge them on "
@@ -217,17 +219,36 @@ class _Judge:
             found = self.judged[target] = self._evaluate(target)
         return found
 
-    def _evaluate(self, target: RequiredEvent) -> Coverage:
-        if target.program is None or self.options.exec_order is not None:
-            return evaluate(self.ruleset, target, self.options.context())
-        opens = evaluate(self.ruleset, target, self.options.context("open-first"))
-        if not opens.covered and opens.undecided is None:
-            return opens  # a failure on every kernel
-        copies = evaluate(self.ruleset, target, self.options.context("argv-first"))
-        if copies.covered or (not opens.covered and copies.undecided is not None):
-            return opens
-        note = UNKNOWN_KERNEL_NOTE + (f": {copies.note}" if copies.note else "")
-        return attrs.evolve(copies, note=note)
+    def _evaluate(self, target: RequiredEvent, ruleset: RuleSet | None = None) -> Coverage:
+        """Judge `target` in `ruleset` (default: the rules) for each exec order it may meet.
+
+        An exec on a kernel that copies argv first (or one not known) is judged both ways:
+        there an EFAULT or E2BIG exec usually ends before the open, but may end after it
+        (a stack that cannot grow), with the file named, as open-first judges it. The
+        worse counts: a failure of both first, then one of some (its reason says when the
+        kernel is not known), then undecided. Covered both ways, the rules that record it
+        are those of both (the `exit=` lines only one needs).
+        """
+        ruleset = ruleset or self.ruleset
+        known = self.options.exec_order
+        if target.program is None or known == "open-first":
+            return evaluate(ruleset, target, self.options.context())
+        # An argv-first kernel fails some execs before the open (no file named) and may
+        # fail others with the same exit after it (file named: as open-first judges them).
+        both = [evaluate(ruleset, target, self.options.context(order)) for order in _ORDERS]
+        failed = [c for c in both if not c.covered and c.undecided is None]
+        if failed:
+            if failed[0] is both[0] or known is not None:
+                return failed[0]
+            note = UNKNOWN_KERNEL_NOTE + (f": {failed[0].note}" if failed[0].note else "")
+            return attrs.evolve(failed[0], note=note)
+        undecided = [c for c in both if c.undecided is not None]
+        if undecided:
+            return undecided[0]
+        place = {id(rule): i for i, rule in enumerate((*ruleset.task, *ruleset.exit))}
+        rules = {id(rule): rule for c in both for rule in c.rules}
+        ordered = tuple(rules[i] for i in sorted(rules, key=lambda i: place.get(i, len(place))))
+        return attrs.evolve(both[0], rules=ordered)
 
     def requirement(self, req: Requirement) -> RequirementResult:
         checks: list[CheckResult] = []
@@ -320,7 +341,8 @@ class _Judge:
                         rules=described,
                     )
             if self.never_reading is not None:
-                unsure = _listed_never(self.never_reading, target, coverage, self.options)
+                worst = self._evaluate(target, self.never_reading)
+                unsure = _listed_never(self.never_reading, target, coverage, worst)
                 if unsure is not None:
                     return CheckResult(target=label, status="undecided", reason=unsure)
             return CheckResult(
@@ -383,14 +405,14 @@ def _never_reading(ruleset: RuleSet) -> RuleSet | None:
 
 
 def _listed_never(
-    never_reading: RuleSet, target: RequiredEvent, covered: Coverage, options: Options
+    never_reading: RuleSet, target: RequiredEvent, covered: Coverage, worst: Coverage
 ) -> str | None:
     """Why a target covered by the listing as read is undecided, or None when it is covered.
 
-    None when the target is covered also with every listed watch as `never`; otherwise the
-    listed watch(es) whose action decides it, and what to judge instead.
+    None when the target is covered also with every listed watch as `never` (`worst`, its
+    judgement in `never_reading`); otherwise the listed watch(es) whose action decides it,
+    and what to judge instead.
     """
-    worst = evaluate(never_reading, target, options.context())
     if worst.undecided is not None:
         return worst.reason()
     if worst.covered:

@@ -265,8 +265,9 @@ def _address(value: ctypes.c_char_p) -> int:
 #: argument is longer than the kernel takes (E2BIG). On Linux 5.9 to 6.7 both fail before
 #: the kernel opens the file (`syscalls.BEFORE_OPEN`), later ones after it.
 EXEC_FAILURES: Final = ("bad-argv", "long-argument")
-#: MAX_ARG_STRLEN: the longest argument, with its NUL, that execve copies (32 pages).
-_MAX_ARG_STRLEN: Final = 32 * 4096
+#: MAX_ARG_STRLEN: the longest argument, with its NUL, that execve copies (32 pages of
+#: this machine: 128 KiB with 4 KiB pages, 2 MiB with 64 KiB pages).
+_MAX_ARG_STRLEN: Final = 32 * os.sysconf("SC_PAGE_SIZE")
 #: The argv pointer of a `bad-argv` execution: never mapped.
 _BAD_POINTER: Final = 1
 
