@@ -1101,3 +1101,19 @@ class TestKernelVersion:
         assert 1 == result.code, result.out
         assert "first matching rule is" in result.out
         assert "`-a never,exit -F path=/usr/bin/kmod` (action never)" in result.out
+
+    def test_a_foreign_machine_is_judged_for_every_layout(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """`-w /bin/kmod` for aarch64: /bin may or may not be /usr/bin; the reason says so."""
+        path = tmp_path / "bin.rules"
+        path.write_text("-w /bin/kmod -p x -k modules\n")
+        args = ("check", "--arch", "aarch64", "--profile", "al2023-stig")
+        result = run_cli(*args, "--kernel-version", "6.12", str(path))
+        assert 1 == result.code
+        assert "[fail] b64 execve of /usr/bin/kmod (auid=1000, success=no)" in result.out
+        assert "so every layout of /bin, /sbin and /lib* is judged; this is on a target" in (
+            result.out
+        )
+        named = run_cli(*args, "--kernel-version", "6.12", "--kmod-path", "/bin/kmod", str(path))
+        assert "[fail] b64 execve of /bin/kmod" not in named.out

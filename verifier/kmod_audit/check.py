@@ -14,10 +14,13 @@ from .augenrules import MAX_TIE_ORDERS, Assembly
 from .errors import TransportError
 from .evaluate import (
     AT_FORK_NOTE,
+    LAYOUT_TEXT,
+    LAYOUTS,
     Context,
     Coverage,
     ExecFile,
     ExecOrder,
+    Layout,
     RequiredEvent,
     at_fork,
     evaluate,
@@ -90,7 +93,7 @@ class Options:
         """How the kernel judged for orders an exec; None when it is not known."""
         return exec_order(self.kernel)
 
-    def context(self, order: ExecOrder | None = None) -> Context:
+    def context(self, order: ExecOrder | None = None, layout: Layout = "split") -> Context:
         """The evaluator's context (for the exec order `order`, by default the kernel's)."""
         return Context(
             uid_min=self.uid_min,
@@ -98,6 +101,7 @@ class Options:
             live=self.live,
             deadline=self.deadline,
             exec_order=order or self.exec_order or "open-first",
+            layout=layout,
         )
 
     def as_pairs(self) -> tuple[tuple[str, object], ...]:
@@ -116,6 +120,12 @@ class Options:
 
 #: The exec orders a kernel may have (`evaluate.ExecOrder`), the common one first.
 _ORDERS: Final[tuple[ExecOrder, ExecOrder]] = ("open-first", "argv-first")
+#: The part of a reason that says the target's directory links decide.
+UNKNOWN_FILES_NOTE: Final = (
+    "the target's files are not read (judge the rules on that machine, or name the kmod "
+    "path as it is spelled there with --kmod-path), so every layout of /bin, /sbin and /lib* "
+    "is judged"
+)
 #: The part of a reason that says the kernel's version decides.
 UNKNOWN_KERNEL_NOTE: Final = (
     "the kernel the rules are for is not known (pass --kernel-version V, or judge them on "
@@ -220,35 +230,49 @@ class _Judge:
         return found
 
     def _evaluate(self, target: RequiredEvent, ruleset: RuleSet | None = None) -> Coverage:
-        """Judge `target` in `ruleset` (default: the rules) for each exec order it may meet.
+        """Judge `target` in `ruleset` (default: the rules) in every world it may meet.
 
         An exec on a kernel that copies argv first (or one not known) is judged both ways:
         there an EFAULT or E2BIG exec usually ends before the open, but may end after it
-        (a stack that cannot grow), with the file named, as open-first judges it. The
-        worse counts: a failure of both first, then one of some (its reason says when the
-        kernel is not known), then undecided. Covered both ways, the rules that record it
-        are those of both (the `exit=` lines only one needs).
+        (a stack that cannot grow), with the file named, as open-first judges it. Without
+        the target's files, an exec is judged for every `Layout` of its directory links.
+        The worse counts: a failure in the first world (the rules as spelled, the kernel's
+        order) first, then one in another (its reason names that world), then undecided.
+        Covered in every world, the rules that record it are those of every world (the
+        `exit=` lines only argv-first kernels need).
         """
         ruleset = ruleset or self.ruleset
         known = self.options.exec_order
-        if target.program is None or known == "open-first":
+        if target.program is None:
             return evaluate(ruleset, target, self.options.context())
         # An argv-first kernel fails some execs before the open (no file named) and may
         # fail others with the same exit after it (file named: as open-first judges them).
-        both = [evaluate(ruleset, target, self.options.context(order)) for order in _ORDERS]
-        failed = [c for c in both if not c.covered and c.undecided is None]
+        orders: tuple[ExecOrder, ...] = ("open-first",) if known == "open-first" else _ORDERS
+        layouts = ("split",) if self.options.live else LAYOUTS
+        worlds = [
+            (order, layout, evaluate(ruleset, target, self.options.context(order, layout)))
+            for layout in layouts
+            for order in orders
+        ]
+        failed = [w for w in worlds if not w[2].covered and w[2].undecided is None]
         if failed:
-            if failed[0] is both[0] or known is not None:
-                return failed[0]
-            note = UNKNOWN_KERNEL_NOTE + (f": {failed[0].note}" if failed[0].note else "")
-            return attrs.evolve(failed[0], note=note)
-        undecided = [c for c in both if c.undecided is not None]
+            order, layout, found = failed[0]
+            said = []
+            # Name the world only where another one decides otherwise.
+            if len({w[2].covered for w in worlds if w[0] == order}) > 1:
+                said.append(f"{UNKNOWN_FILES_NOTE}; this is on {LAYOUT_TEXT[layout]}")
+            if known is None and len({w[2].covered for w in worlds if w[1] == layout}) > 1:
+                said.append(UNKNOWN_KERNEL_NOTE)
+            if found.note:
+                said.append(found.note)
+            return attrs.evolve(found, note=": ".join(said) or None)
+        undecided = [w[2] for w in worlds if w[2].undecided is not None]
         if undecided:
             return undecided[0]
         place = {id(rule): i for i, rule in enumerate((*ruleset.task, *ruleset.exit))}
-        rules = {id(rule): rule for c in both for rule in c.rules}
+        rules = {id(rule): rule for w in worlds for rule in w[2].rules}
         ordered = tuple(rules[i] for i in sorted(rules, key=lambda i: place.get(i, len(place))))
-        return attrs.evolve(both[0], rules=ordered)
+        return attrs.evolve(worlds[0][2], rules=ordered)
 
     def requirement(self, req: Requirement) -> RequirementResult:
         checks: list[CheckResult] = []
