@@ -1117,3 +1117,47 @@ class TestKernelVersion:
         )
         named = run_cli(*args, "--kernel-version", "6.12", "--kmod-path", "/bin/kmod", str(path))
         assert "[fail] b64 execve of /bin/kmod" not in named.out
+
+    @pytest.mark.parametrize(("merged", "code"), [(True, 0), (False, 1)])
+    def test_root_gives_the_layout(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        merged: bool,
+        code: int,
+    ) -> None:
+        """`--root DIR`: the links of DIR/bin and DIR/sbin decide which paths are kmod."""
+        root = tmp_path / "root"
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "usr" / "sbin").mkdir()
+        if merged:
+            (root / "bin").symlink_to("usr/bin")
+            (root / "sbin").symlink_to("usr/sbin")
+        else:
+            (root / "bin").mkdir()
+        path = tmp_path / "bin.rules"
+        path.write_text("-w /bin/kmod -p x -k modules\n")
+        result = run_cli(
+            "check",
+            "--root",
+            str(root),
+            "--kernel-version",
+            "6.12",
+            "--profile",
+            "al2023-stig",
+            str(path),
+            "--format",
+            "json",
+        )
+        data = json.loads(result.out)
+        [req] = [r for r in data["profiles"][0]["requirements"] if r["id"] == "V-274093"]
+        assert ("pass" if code == 0 else "fail") == req["status"], req["reasons"]
+        assert ("merged" if merged else "split") == dict(data["options"])["layout"]
+        assert not any("every layout" in reason for reason in req["reasons"])
+
+    def test_root_must_be_a_directory(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A --root that is not a directory is exit 2, saying what to pass."""
+        result = run_cli("check", "--root", str(tmp_path / "nothing"), "-")
+        assert 2 == result.code
+        assert "--root " in result.err
+        assert "not a directory; pass a copy of the target's root filesystem" in result.err

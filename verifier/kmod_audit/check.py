@@ -76,6 +76,8 @@ class Options:
         kernel: The kernel release the rules are judged for (`uname -r` when live,
             `--kernel-version`); None: not known, every kernel is judged and the worst
             counts.
+        layout: How the target links /bin and /sbin into /usr, when not `live` (read
+            from `--root`); None: not known, every `Layout` is judged.
     """
 
     machine: Machine
@@ -87,6 +89,7 @@ class Options:
     live: bool = True
     deadline: float | None = None
     kernel: str | None = None
+    layout: Layout | None = None
 
     @property
     def exec_order(self) -> ExecOrder | None:
@@ -115,6 +118,7 @@ class Options:
             ("strict", self.strict),
             ("live", self.live),
             ("kernel", self.kernel),
+            ("layout", self.layout),
         )
 
 
@@ -248,7 +252,13 @@ class _Judge:
         # An argv-first kernel fails some execs before the open (no file named) and may
         # fail others with the same exit after it (file named: as open-first judges them).
         orders: tuple[ExecOrder, ...] = ("open-first",) if known == "open-first" else _ORDERS
-        layouts = ("split",) if self.options.live else LAYOUTS
+        layouts: tuple[Layout, ...] = (
+            ("split",)
+            if self.options.live
+            else (self.options.layout,)
+            if self.options.layout is not None
+            else LAYOUTS
+        )
         worlds = [
             (order, layout, evaluate(ruleset, target, self.options.context(order, layout)))
             for layout in layouts
