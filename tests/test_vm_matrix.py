@@ -69,7 +69,7 @@ RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
 LEGS = ("amd64-6.1", "amd64-6.12", "arm64-6.1", "arm64-6.12")
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 RANDOM_EXAMPLES = 4
-FIXTURE_SAMPLE = 8
+FIXTURE_SAMPLE = 4
 # A rule set that records every syscall of the stimuli (`-S all`) keeps a TCG guest's
 # auditd writing for a while after the probe: the probe waits this long for its records.
 PROBE = ("probe", "--no-load", "--timeout", "120")
