@@ -124,8 +124,11 @@ in
       description = ''
         Whether to record executions of the kmod binary (insmod, modprobe, rmmod...) with
         an execution rule on its real store path, {option}`kmodPackage`/bin/kmod (a watch
-        on a symlink such as /run/current-system/sw/bin/modprobe never fires). `null`
-        adds it when a selected profile asks for it (al2023-stig, cis, tenable).
+        on a symlink such as /run/current-system/sw/bin/modprobe never fires), and, per
+        ABI, `-F exit=-14` and `-F exit=-7` rules for the failed executions that end
+        before the file is opened on Linux 5.9 to 6.7 (a bad argv, a too long argument),
+        which a path rule misses. `null` adds them when a selected profile asks for
+        executions (al2023-stig, cis, tenable).
       '';
     };
 

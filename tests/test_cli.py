@@ -1052,3 +1052,112 @@ class TestKernelVersion:
             ).out
         )
         assert dict(data["options"])["kernel"] is None
+
+    def test_strict_sees_the_rules_of_every_kernel(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """The exit= lines only argv-first kernels need are judged by --strict too.
+
+        Judged for an unknown kernel, each order covers the execs, but with other rules:
+        the lines without the literal login-uid filters must fail --strict all the same.
+        """
+        path = tmp_path / "strict.rules"
+        path.write_text(
+            "-a always,exit -F path=/usr/bin/kmod -F perm=x -F auid>=1000 -F auid!=unset -k k\n"
+            + "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -F exit=-{code} -k k\n"
+                for bits in ("b64", "b32")
+                for code in (14, 7)
+            )
+        )
+        args = ("check", "--offline", "--strict", "--profile", "al2023-stig", str(path))
+        for version in ((), ("--kernel-version", "6.1")):
+            result = run_cli(*args, *version, "--format", "json")
+            data = json.loads(result.out)
+            [req] = [r for r in data["profiles"][0]["requirements"] if r["id"] == "V-274093"]
+            assert "fail" == req["status"], (version, req["reasons"])
+            assert any("lacks the literal filter" in reason for reason in req["reasons"])
+
+    @pytest.mark.parametrize("version", ["6.1", "6.12", None])
+    def test_a_failure_before_the_open_may_name_the_file(
+        self, run_cli: RunCli, tmp_path: Path, version: str | None
+    ) -> None:
+        """A never rule on the path drops an EFAULT exec on 6.1 too.
+
+        There it usually ends before the open, but may end after it, with the file named.
+        """
+        path = tmp_path / "never.rules"
+        path.write_text(
+            "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -F exit!=-7 -F exit!=-14 -k k\n"
+                for bits in ("b64", "b32")
+            )
+            + "-a never,exit -F path=/usr/bin/kmod\n"
+            + "".join(
+                f"-a always,exit -F arch={bits} -S execve,execveat -k k\n"
+                for bits in ("b64", "b32")
+            )
+        )
+        flags = ("--kernel-version", version) if version else ()
+        result = run_cli("check", "--offline", "--profile", "al2023-stig", *flags, str(path))
+        assert 1 == result.code, result.out
+        assert "first matching rule is" in result.out
+        assert "`-a never,exit -F path=/usr/bin/kmod` (action never)" in result.out
+
+    def test_a_foreign_machine_is_judged_for_every_layout(
+        self, run_cli: RunCli, tmp_path: Path
+    ) -> None:
+        """`-w /bin/kmod` for aarch64: /bin may or may not be /usr/bin; the reason says so."""
+        path = tmp_path / "bin.rules"
+        path.write_text("-w /bin/kmod -p x -k modules\n")
+        args = ("check", "--arch", "aarch64", "--profile", "al2023-stig")
+        result = run_cli(*args, "--kernel-version", "6.12", str(path))
+        assert 1 == result.code
+        assert "[fail] b64 execve of /usr/bin/kmod (auid=1000, success=no)" in result.out
+        assert "so every layout of /bin, /sbin and /lib* is judged; this is on a target" in (
+            result.out
+        )
+        named = run_cli(*args, "--kernel-version", "6.12", "--kmod-path", "/bin/kmod", str(path))
+        assert "[fail] b64 execve of /bin/kmod" not in named.out
+
+    @pytest.mark.parametrize(("merged", "code"), [(True, 0), (False, 1)])
+    def test_root_gives_the_layout(
+        self,
+        run_cli: RunCli,
+        tmp_path: Path,
+        merged: bool,
+        code: int,
+    ) -> None:
+        """`--root DIR`: the links of DIR/bin and DIR/sbin decide which paths are kmod."""
+        root = tmp_path / "root"
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "usr" / "sbin").mkdir()
+        if merged:
+            (root / "bin").symlink_to("usr/bin")
+            (root / "sbin").symlink_to("usr/sbin")
+        else:
+            (root / "bin").mkdir()
+        path = tmp_path / "bin.rules"
+        path.write_text("-w /bin/kmod -p x -k modules\n")
+        result = run_cli(
+            "check",
+            "--root",
+            str(root),
+            "--kernel-version",
+            "6.12",
+            "--profile",
+            "al2023-stig",
+            str(path),
+            "--format",
+            "json",
+        )
+        data = json.loads(result.out)
+        [req] = [r for r in data["profiles"][0]["requirements"] if r["id"] == "V-274093"]
+        assert ("pass" if code == 0 else "fail") == req["status"], req["reasons"]
+        assert ("merged" if merged else "split") == dict(data["options"])["layout"]
+        assert not any("every layout" in reason for reason in req["reasons"])
+
+    def test_root_must_be_a_directory(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """A --root that is not a directory is exit 2, saying what to pass."""
+        result = run_cli("check", "--root", str(tmp_path / "nothing"), "-")
+        assert 2 == result.code
+        assert "--root " in result.err
+        assert "not a directory; pass a copy of the target's root filesystem" in result.err

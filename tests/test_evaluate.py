@@ -797,6 +797,12 @@ _WATCH_LINES = st.sampled_from(
         "-A never,exit -F dir=/lib64 -F perm=x",
         "-a always,exit -F dir=/lib64 -F perm=x -k k",
         "-a never,exit -F path=/lib64/ld-linux-x86-64.so.2 -F perm=x",
+        # Merged-/usr aliases of kmod: the same file or not, by the target's layout.
+        "-w /bin/kmod -p x -k k",
+        "-a never,exit -F dir=/sbin -F perm=x",
+        "-a always,exit -F dir=/bin/ -F perm=x -k k",
+        "-a always,exit -S execve -F exe!=/bin/kmod -k k",
+        "-a never,exit -S execveat -F exe=/usr/sbin/kmod",
     )
 )
 
@@ -882,6 +888,8 @@ _CONTEXTS = (
     Context(uid_min=500, key="k", live=False),
     Context(live=False, exec_order="argv-first"),
     Context(uid_min=500, key="k", live=False, exec_order="argv-first"),
+    Context(live=False, layout="merged"),
+    Context(live=False, exec_order="argv-first", layout="merged-sbin"),
 )
 
 
@@ -1051,3 +1059,42 @@ def test_the_exit_lines_of_generate_record_them() -> None:
             assert number is not None
             target = RequiredEvent(abi, syscall, number, ExecFile.at("/usr/bin/kmod", live=False))
             assert evaluate(_ruleset(text), target, ctx).covered, f"{abi.bits} {syscall}"
+
+
+@pytest.mark.parametrize(
+    ("path", "layout", "same"),
+    [
+        ("/bin/kmod", "split", False),
+        ("/bin/kmod", "merged", True),
+        ("/sbin/kmod", "merged", False),
+        ("/sbin/kmod", "merged-sbin", True),
+        ("/usr/sbin/kmod", "merged-sbin", True),
+        ("/usr/bin/kmod", "split", True),
+        ("/usr/bin/../bin/kmod", "split", True),
+        ("/lib/../bin/kmod", "merged", True),  # /usr/lib/.. is /usr: the same file
+    ],
+)
+def test_a_layout_decides_which_paths_are_kmod(path: str, layout: str, same: bool) -> None:
+    """Without the target's files, its directory links (merged /usr) decide identity."""
+    rules = f"-w {path} -p x -k k\n"
+    ctx = Context(live=False, layout=layout)  # type: ignore[arg-type]
+    program = ExecFile.at("/usr/bin/kmod", live=False)
+    assert same == covered(rules, target(B64, "execve", program), ctx)
+
+
+@pytest.mark.parametrize(
+    ("directory", "layout", "under"),
+    [
+        ("/bin", "merged", False),  # a tree watch on the link itself
+        ("/bin/", "merged", False),
+        ("/usr", "merged", True),
+        ("/usr/sbin", "merged-sbin", False),
+        ("/usr/bin", "split", True),
+    ],
+)
+def test_a_tree_watch_and_the_layout(directory: str, layout: str, under: bool) -> None:
+    """A dir= tree watch covers kmod when the directory, not a link to it, holds it."""
+    rules = f"-a always,exit -F dir={directory} -F perm=x -k k\n"
+    ctx = Context(live=False, layout=layout)  # type: ignore[arg-type]
+    program = ExecFile.at("/usr/bin/kmod", live=False)
+    assert under == covered(rules, target(B64, "execve", program), ctx)

@@ -1,8 +1,9 @@
 """The kernel matrix: the control proven on every kernel and architecture we claim.
 
-amd64 6.1, the host's installed kernel, is what the other vm tests boot. This module boots
-the other legs of tools/matrix.py, one at a time and each once, and runs all of its cases
-in that one boot, in one Python process (tools/guest/run-cases.sh, run_cases.py):
+This module boots every leg of tools/matrix.py (amd64 6.1, the host's installed Debian
+kernel that the other vm tests boot; amd64 6.12; arm64 6.1 and 6.12), one at a time and
+each once, and runs all of its cases in that one boot, in one Python process
+(tools/guest/run-cases.sh, run_cases.py):
 
 - `generated`: `generate --profile all` for the leg's machine, then `verify --profile
   all`: COMPLIANT, with a real load and unload of `dummy`. On arm64 the b32 stimuli are
@@ -11,10 +12,13 @@ in that one boot, in one Python process (tools/guest/run-cases.sh, run_cases.py)
 - `permx-only`: the rules without the explicit b32 `execveat` rule, as `generate` printed
   them before: on arm64 NOT COMPLIANT for exactly b32 `execveat` of kmod (arm64's compat
   audit classes do not call execveat an exec), on amd64 COMPLIANT; `check` agrees on both.
+- `no-before-open`: the rules without their `-F exit=` lines: a failed exec of kmod with a
+  bad argv or a too long argument ends before the file is opened on 6.1 (NOT COMPLIANT),
+  not on 6.12 (COMPLIANT); `check --kernel-version` agrees on each.
 - `fixture-*`: the rules fixtures judged for the leg's machine (every aarch64 one on
-  arm64; on amd64 6.12 a sample of `KMOD_AUDIT_MATRIX_FIXTURES` x86_64 ones, default
+  arm64; on amd64 a sample of `KMOD_AUDIT_MATRIX_FIXTURES` x86_64 ones, default
   `FIXTURE_SAMPLE`, drawn with the run's seed: tests/test_agreement.py judges all of them
-  on the host's 6.1 kernel every run) are loaded and probed (`kmod-audit probe
+  on the host's own kernel every run) are loaded and probed (`kmod-audit probe
   --no-load`); the probe is judged as verify judges it, with and without `--strict`, and
   must agree with `check` (the differences that remain by design are
   tests/test_agreement.py's KNOWN).
@@ -35,6 +39,7 @@ KMOD_AUDIT_REQUIRE_MATRIX=1 (.ci/run) they fail instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -61,10 +66,10 @@ from test_agreement import KNOWN, _statuses
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
-LEGS = ("amd64-6.12", "arm64-6.1", "arm64-6.12")
+LEGS = ("amd64-6.1", "amd64-6.12", "arm64-6.1", "arm64-6.12")
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 RANDOM_EXAMPLES = 4
-FIXTURE_SAMPLE = 8
+FIXTURE_SAMPLE = 4
 # A rule set that records every syscall of the stimuli (`-S all`) keeps a TCG guest's
 # auditd writing for a while after the probe: the probe waits this long for its records.
 PROBE = ("probe", "--no-load", "--timeout", "120")
@@ -419,6 +424,14 @@ class TestMatrix:
         }
         failing = {i for i in executions if "-bad-argv-" in i or "-long-argument-" in i}
         assert len(failing) == 8, executions  # b64, b32 x execve, execveat x the two
+        results = {
+            e["stimulus"]["id"]: e["stimulus"]["result"]
+            for e in report["evidence"]
+            if e["stimulus"]["id"] in failing
+        }
+        assert results == {
+            i: -errno.EFAULT if "-bad-argv-" in i else -errno.E2BIG for i in failing
+        }, results
         if exec_order(leg_run.kernel.version) == "argv-first":
             assert leg_run.status("no-before-open") == "1", leg_run.run.summary()
             assert {i for i, v in executions.items() if v != "recorded"} == failing, executions

@@ -186,6 +186,12 @@ def parser() -> argparse.ArgumentParser:
         "meant for another machine",
     )
     check.add_argument(
+        "--root",
+        metavar="DIR",
+        help="a copy of the target's root filesystem: how its /bin and /sbin link into /usr "
+        "is read there (implies --offline)",
+    )
+    check.add_argument(
         "--kernel-version",
         type=_kernel_version,
         metavar="V",

@@ -14,10 +14,13 @@ from .augenrules import MAX_TIE_ORDERS, Assembly
 from .errors import TransportError
 from .evaluate import (
     AT_FORK_NOTE,
+    LAYOUT_TEXT,
+    LAYOUTS,
     Context,
     Coverage,
     ExecFile,
     ExecOrder,
+    Layout,
     RequiredEvent,
     at_fork,
     evaluate,
@@ -73,6 +76,8 @@ class Options:
         kernel: The kernel release the rules are judged for (`uname -r` when live,
             `--kernel-version`); None: not known, every kernel is judged and the worst
             counts.
+        layout: How the target links /bin and /sbin into /usr, when not `live` (read
+            from `--root`); None: not known, every `Layout` is judged.
     """
 
     machine: Machine
@@ -84,13 +89,14 @@ class Options:
     live: bool = True
     deadline: float | None = None
     kernel: str | None = None
+    layout: Layout | None = None
 
     @property
     def exec_order(self) -> ExecOrder | None:
         """How the kernel judged for orders an exec; None when it is not known."""
         return exec_order(self.kernel)
 
-    def context(self, order: ExecOrder | None = None) -> Context:
+    def context(self, order: ExecOrder | None = None, layout: Layout = "split") -> Context:
         """The evaluator's context (for the exec order `order`, by default the kernel's)."""
         return Context(
             uid_min=self.uid_min,
@@ -98,6 +104,7 @@ class Options:
             live=self.live,
             deadline=self.deadline,
             exec_order=order or self.exec_order or "open-first",
+            layout=layout,
         )
 
     def as_pairs(self) -> tuple[tuple[str, object], ...]:
@@ -111,9 +118,18 @@ class Options:
             ("strict", self.strict),
             ("live", self.live),
             ("kernel", self.kernel),
+            ("layout", self.layout),
         )
 
 
+#: The exec orders a kernel may have (`evaluate.ExecOrder`), the common one first.
+_ORDERS: Final[tuple[ExecOrder, ExecOrder]] = ("open-first", "argv-first")
+#: The part of a reason that says the target's directory links decide.
+UNKNOWN_FILES_NOTE: Final = (
+    "the target's files are not read (judge the rules on that machine, or name the kmod "
+    "path as it is spelled there with --kmod-path), so every layout of /bin, /sbin and /lib* "
+    "is judged"
+)
 #: The part of a reason that says the kernel's version decides.
 UNKNOWN_KERNEL_NOTE: Final = (
     "the kernel the rules are for is not known (pass --kernel-version V, or judge them on "
@@ -217,17 +233,56 @@ class _Judge:
             found = self.judged[target] = self._evaluate(target)
         return found
 
-    def _evaluate(self, target: RequiredEvent) -> Coverage:
-        if target.program is None or self.options.exec_order is not None:
-            return evaluate(self.ruleset, target, self.options.context())
-        opens = evaluate(self.ruleset, target, self.options.context("open-first"))
-        if not opens.covered and opens.undecided is None:
-            return opens  # a failure on every kernel
-        copies = evaluate(self.ruleset, target, self.options.context("argv-first"))
-        if copies.covered or (not opens.covered and copies.undecided is not None):
-            return opens
-        note = UNKNOWN_KERNEL_NOTE + (f": {copies.note}" if copies.note else "")
-        return attrs.evolve(copies, note=note)
+    def _evaluate(self, target: RequiredEvent, ruleset: RuleSet | None = None) -> Coverage:
+        """Judge `target` in `ruleset` (default: the rules) in every world it may meet.
+
+        An exec on a kernel that copies argv first (or one not known) is judged both ways:
+        there an EFAULT or E2BIG exec usually ends before the open, but may end after it
+        (a stack that cannot grow), with the file named, as open-first judges it. Without
+        the target's files, an exec is judged for every `Layout` of its directory links.
+        The worse counts: a failure in the first world (the rules as spelled, the kernel's
+        order) first, then one in another (its reason names that world), then undecided.
+        Covered in every world, the rules that record it are those of every world (the
+        `exit=` lines only argv-first kernels need).
+        """
+        ruleset = ruleset or self.ruleset
+        known = self.options.exec_order
+        if target.program is None:
+            return evaluate(ruleset, target, self.options.context())
+        # An argv-first kernel fails some execs before the open (no file named) and may
+        # fail others with the same exit after it (file named: as open-first judges them).
+        orders: tuple[ExecOrder, ...] = ("open-first",) if known == "open-first" else _ORDERS
+        layouts: tuple[Layout, ...] = (
+            ("split",)
+            if self.options.live
+            else (self.options.layout,)
+            if self.options.layout is not None
+            else LAYOUTS
+        )
+        worlds = [
+            (order, layout, evaluate(ruleset, target, self.options.context(order, layout)))
+            for layout in layouts
+            for order in orders
+        ]
+        failed = [w for w in worlds if not w[2].covered and w[2].undecided is None]
+        if failed:
+            order, layout, found = failed[0]
+            said = []
+            # Name the world only where another one decides otherwise.
+            if len({w[2].covered for w in worlds if w[0] == order}) > 1:
+                said.append(f"{UNKNOWN_FILES_NOTE}; this is on {LAYOUT_TEXT[layout]}")
+            if known is None and len({w[2].covered for w in worlds if w[1] == layout}) > 1:
+                said.append(UNKNOWN_KERNEL_NOTE)
+            if found.note:
+                said.append(found.note)
+            return attrs.evolve(found, note=": ".join(said) or None)
+        undecided = [w[2] for w in worlds if w[2].undecided is not None]
+        if undecided:
+            return undecided[0]
+        place = {id(rule): i for i, rule in enumerate((*ruleset.task, *ruleset.exit))}
+        rules = {id(rule): rule for w in worlds for rule in w[2].rules}
+        ordered = tuple(rules[i] for i in sorted(rules, key=lambda i: place.get(i, len(place))))
+        return attrs.evolve(worlds[0][2], rules=ordered)
 
     def requirement(self, req: Requirement) -> RequirementResult:
         checks: list[CheckResult] = []
@@ -320,7 +375,8 @@ class _Judge:
                         rules=described,
                     )
             if self.never_reading is not None:
-                unsure = _listed_never(self.never_reading, target, coverage, self.options)
+                worst = self._evaluate(target, self.never_reading)
+                unsure = _listed_never(self.never_reading, target, coverage, worst)
                 if unsure is not None:
                     return CheckResult(target=label, status="undecided", reason=unsure)
             return CheckResult(
@@ -383,14 +439,14 @@ def _never_reading(ruleset: RuleSet) -> RuleSet | None:
 
 
 def _listed_never(
-    never_reading: RuleSet, target: RequiredEvent, covered: Coverage, options: Options
+    never_reading: RuleSet, target: RequiredEvent, covered: Coverage, worst: Coverage
 ) -> str | None:
     """Why a target covered by the listing as read is undecided, or None when it is covered.
 
-    None when the target is covered also with every listed watch as `never`; otherwise the
-    listed watch(es) whose action decides it, and what to judge instead.
+    None when the target is covered also with every listed watch as `never` (`worst`, its
+    judgement in `never_reading`); otherwise the listed watch(es) whose action decides it,
+    and what to judge instead.
     """
-    worst = evaluate(never_reading, target, options.context())
     if worst.undecided is not None:
         return worst.reason()
     if worst.covered:

@@ -39,6 +39,7 @@ from .system import (
     default_kmod_path,
     default_uid_min,
     kmod_path_for,
+    layout_of,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,8 @@ def _profiles(ids: list[str]) -> tuple[Profile, ...]:
 def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
     profiles = _profiles(args.profile)
     machine = _machine(args.arch)
-    live = not getattr(args, "offline", False)
+    root = getattr(args, "root", None)
+    live = not getattr(args, "offline", False) and root is None
     if args.arch is not None and host_machine() != machine:
         # A file meant for another machine: this machine's files say nothing about it.
         live = False
@@ -125,6 +127,7 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
         # Live, the rules are for this machine's kernel; a file for another machine names
         # its kernel with --kernel-version, or none (every kernel is judged).
         kernel=getattr(args, "kernel_version", None) or (platform.release() if live else None),
+        layout=layout_of(root) if root is not None else None,
     )
 
 

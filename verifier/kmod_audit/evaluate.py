@@ -62,11 +62,14 @@ from .syscalls import BEFORE_OPEN, Abi
 
 __all__ = [
     "BEFORE_OPEN_NOTE",
+    "LAYOUTS",
+    "LAYOUT_TEXT",
     "Context",
     "Coverage",
     "EventOutcome",
     "ExecFile",
     "ExecOrder",
+    "Layout",
     "NamedFile",
     "RequiredEvent",
     "evaluate",
@@ -102,6 +105,19 @@ _TYPICAL_ERRNOS: Final = (
 #: envp first and opens the file in `bprm_execve` (5.9 to 6.7, the 5.10, 5.15, 6.1 and 6.6
 #: LTS lines; Debian 12's 6.1).
 ExecOrder = Literal["open-first", "argv-first"]
+#: How the target links its top-level directories, when its files are not read: "split"
+#: (none), "merged" (/bin, /sbin, /lib* link into /usr: Debian 12, Fedora, AL2023), or
+#: "merged-sbin" (also /usr/sbin links to bin: Arch, Fedora 42).
+Layout = Literal["split", "merged", "merged-sbin"]
+#: The layouts, the one that takes every path as it is spelled first.
+LAYOUTS: Final[tuple[Layout, ...]] = ("split", "merged", "merged-sbin")
+#: What each layout means, in a report.
+LAYOUT_TEXT: Final[dict[str, str]] = {
+    "split": "a target whose /bin, /sbin and /lib* are directories of their own",
+    "merged": "a target whose /bin, /sbin and /lib* are links into /usr (merged /usr)",
+    "merged-sbin": "a target with merged /usr whose /usr/sbin is a link to bin",
+}
+_MERGED_DIRS: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: The note on a counterexample that is such a failure.
 BEFORE_OPEN_NOTE: Final = (
     "a kernel that copies argv before it opens the file (Linux 5.9 to 6.7, such as Debian "
@@ -333,6 +349,8 @@ class Context:
             is undecided), to bound a whole run; each target has `TIME_LIMIT` anyway.
         exec_order: Whether the kernel opens an exec's file before it copies argv
             (`ExecOrder`); a caller that does not know judges both.
+        layout: The target's directory links, when its files are not read (not `live`):
+            a caller that does not know judges every `Layout`.
     """
 
     uid_min: int = 1000
@@ -340,6 +358,7 @@ class Context:
     live: bool = True
     deadline: float | None = None
     exec_order: ExecOrder = "open-first"
+    layout: Layout = "split"
 
     @property
     def argv_first(self) -> bool:
@@ -543,11 +562,37 @@ def _perm_matches(mask: int, target: RequiredEvent) -> bool:
     return bool(mask & 1) and target.syscall in target.abi.execs
 
 
+def _links(layout: Layout) -> dict[str, str]:
+    """The directory links of `layout`: link -> target, both absolute."""
+    merged = {f"/{name}": f"/usr/{name}" for name in _MERGED_DIRS} if layout != "split" else {}
+    if layout == "merged-sbin":
+        merged |= {"/sbin": "/usr/bin", "/usr/sbin": "/usr/bin"}
+    return merged
+
+
+def _canonical(path: str, layout: Layout) -> str:
+    """`path` with the directory links of `layout` resolved, all but the last component.
+
+    The kernel resolves every component of a watched path but the last (a watch on a
+    symlink watches the link).
+    """
+    normal = os.path.normpath(path)
+    head, tail = os.path.split(normal)
+    if not tail:
+        return normal
+    for link, target in sorted(_links(layout).items(), key=lambda item: -len(item[0])):
+        if head == link or head.startswith(link + "/"):
+            head = target + head[len(link) :]
+            break
+    return os.path.join(head, tail)
+
+
 def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
     """Whether a watch/exe mark on `path` is on the program's inode.
 
     The kernel resolves every component but the last (a watch on a symlink watches the
-    link, which is never executed), so we lstat() the path.
+    link, which is never executed), so we lstat() the path. Without this machine's files,
+    the directory links of `ctx.layout` (merged /usr) decide.
     """
     if ctx.live and program.identity is not None:
         try:
@@ -555,7 +600,7 @@ def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
         except OSError:
             return False
         return (info.st_dev, info.st_ino) == program.identity
-    return os.path.normpath(path) == program.path
+    return _canonical(path, ctx.layout) == _canonical(program.path, ctx.layout)
 
 
 def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
@@ -569,9 +614,14 @@ def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
         if os.path.islink(stripped) or not os.path.lexists(stripped):
             return False
         real = os.path.realpath(stripped)
+        inside = program.path
     else:
         real = os.path.normpath(directory)
-    return program.path == real or program.path.startswith(real.rstrip("/") + "/")
+        if real in _links(ctx.layout):
+            return False  # a tree watch on a link
+        real = _canonical(real, ctx.layout)
+        inside = _canonical(program.path, ctx.layout)
+    return inside == real or inside.startswith(real.rstrip("/") + "/")
 
 
 @attrs.define

@@ -14,9 +14,12 @@ import re
 import shlex
 import shutil
 import stat
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
-from .errors import CommandFailed, ParseError, TransportError
+from .errors import CommandFailed, ConfigurationError, ParseError, TransportError
+
+if TYPE_CHECKING:
+    from .evaluate import Layout
 
 __all__ = [
     "AUDIT_RULES",
@@ -29,6 +32,7 @@ __all__ = [
     "default_kmod_path",
     "default_uid_min",
     "kmod_path_for",
+    "layout_of",
     "nixos_rules_file",
     "read_rules_bytes",
     "read_rules_text",
@@ -42,6 +46,31 @@ NIXOS_UNITS: Final = (
 RULES_D: Final = "/etc/audit/rules.d"
 AUDIT_RULES: Final = "/etc/audit/audit.rules"
 AUDITCTL_TIMEOUT: Final = 30.0
+
+
+def layout_of(root: str) -> Layout:
+    """How the filesystem at `root` (a copy of a target's) links /bin and /sbin into /usr.
+
+    Raises:
+        ConfigurationError: `root` is not a directory.
+    """
+    if not os.path.isdir(root):
+        msg = f"--root {root}: not a directory; pass a copy of the target's root filesystem"
+        raise ConfigurationError(msg)
+
+    def points_at(name: str, *targets: str) -> bool:
+        path = os.path.join(root, name)
+        if not os.path.islink(path):
+            return False
+        target = os.readlink(path)
+        resolved = os.path.normpath(os.path.join("/", os.path.dirname(name), target))
+        return resolved in targets
+
+    if not points_at("bin", "/usr/bin"):
+        return "split"
+    if points_at("sbin", "/usr/bin") or points_at("usr/sbin", "/usr/bin"):
+        return "merged-sbin"
+    return "merged"
 
 
 def read_text(path: str) -> str:
