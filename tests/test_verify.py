@@ -302,6 +302,29 @@ def _failed(report: VerifyReport) -> list[str]:
     ]
 
 
+def test_a_failed_execution_not_made_leaves_its_check_undecided() -> None:
+    """The probe could not make a failing exec of kmod: that check is not proven."""
+    probe = _captured()
+    data = probe.to_json()
+    made = next(s for s in data["stimuli"] if s["id"] == "b64-execve-kmod-root")
+    data["stimuli"].append(
+        {
+            **made,
+            "id": "b64-execve-kmod-long-argument-root",
+            "pid": 99999,
+            "expect": "failure",
+            "result": None,
+            "error": "no result (child status 3)",
+        }
+    )
+    report = _judge(ProbeResult.from_json(data), "al2023-stig")
+    checks = {c.target: c for p in report.profiles for r in p.requirements for c in r.checks}
+    assert "undecided" == checks["b64 execve of kmod"].status
+    assert "not proven recorded" in checks["b64 execve of kmod"].reason
+    assert "pass" == checks["b64 execveat of kmod"].status
+    assert 3 == report.exit_code()
+
+
 class TestIncompleteEvidence:
     """A missing record is evidence against the rules only when the record source is complete."""
 
