@@ -854,6 +854,17 @@ def auditd(directory: Path) -> Iterator[Path]:
 # Output
 
 
+def _aligned(cells: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as left-aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    out = []
+    for index, line in enumerate(cells):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(part.rstrip() for part in out)
+
+
 def table(rows: list[Row], cap: float) -> str:
     """The rows as an aligned text table."""
     header = ("what", "ours min / median", "peer min / median", "ratio", "target", "result")
@@ -876,13 +887,7 @@ def table(rows: list[Row], cap: float) -> str:
         cells.append((row.what, row.ours.cell(cap), peer, ratio, row.target, row.verdict))
         if row.note:
             notes.append(f"  {row.what}: {row.note}")
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    out = []
-    for index, line in enumerate(cells):
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
-        if index == 0:
-            out.append("  ".join("-" * width for width in widths))
-    text = "\n".join(part.rstrip() for part in out)
+    text = _aligned(cells)
     if notes:
         text += "\nnotes:\n" + "\n".join(notes)
     return text
@@ -1047,13 +1052,7 @@ def comparison_table(rows: list[tuple[str, Side, Side]], cap: float) -> tuple[st
             result = "SLOWER"
             slower += 1
         cells.append((what, this.cell(cap), other.cell(cap), ratio, result))
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    out = []
-    for index, line in enumerate(cells):
-        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
-        if index == 0:
-            out.append("  ".join("-" * width for width in widths))
-    return "\n".join(part.rstrip() for part in out), slower
+    return _aligned(cells), slower
 
 
 def byte_compile(kmod_audit: str) -> None:
