@@ -527,22 +527,14 @@ class _Prober:
             error = child.errors.get("*") or (
                 None if stimulus_id in child.results else f"no result (child status {child.status})"
             )
-            self.stimuli.append(
-                Stimulus(
-                    id=stimulus_id,
-                    abi=abi.bits,
-                    arch=abi.hex,
-                    syscall=syscall,
-                    numbers=(number,),
-                    actor=actor.name,
-                    auid=actor.auid,
-                    uid=0,
-                    pid=child.pid,
-                    expect="failure",
-                    result=child.results.get(stimulus_id),
-                    error=error,
-                    program=self.program,
-                )
+            result = child.results.get(stimulus_id)
+            self._executed(
+                stimulus_id,
+                actor,
+                (abi, syscall, number, how),
+                child.pid,
+                result=result,
+                error=error,
             )
 
     def _execution(self, actor: Actor, abi: Abi, syscall: str, how: str) -> None:
@@ -570,6 +562,22 @@ class _Prober:
             child = _run_child(actor, body)
             result = child.results.get(stimulus_id, child.status)
             error = child.errors.get("*")
+        self._executed(
+            stimulus_id, actor, (abi, syscall, number, how), child.pid, result=result, error=error
+        )
+
+    def _executed(
+        self,
+        stimulus_id: str,
+        actor: Actor,
+        call: tuple[Abi, str, int, str],
+        pid: int,
+        *,
+        result: int | None,
+        error: str | None,
+    ) -> None:
+        """Record an execution of kmod the probe made (or tried to), made as `how` says."""
+        abi, syscall, number, how = call
         self.stimuli.append(
             Stimulus(
                 id=stimulus_id,
@@ -580,8 +588,8 @@ class _Prober:
                 actor=actor.name,
                 auid=actor.auid,
                 uid=0,
-                pid=child.pid,
-                expect="failure" if failing else "success",
+                pid=pid,
+                expect="success" if how == "ok" else "failure",
                 result=result,
                 error=error,
                 program=self.program,
