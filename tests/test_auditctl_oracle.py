@@ -60,8 +60,8 @@ from _support import (
     require_or_skip,
 )
 from kmod_audit import netlink
-from kmod_audit.loader import RuleSet, load
-from kmod_audit.rules import Rule, explain_syntax, parse_rules
+from kmod_audit.loader import RuleSet, load, without
+from kmod_audit.rules import NOT_READ, THIS_MACHINE, Rule, explain_syntax, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 pytestmark = [
@@ -143,8 +143,14 @@ def _lists(ruleset: RuleSet) -> tuple[tuple[str, tuple[tuple[object, ...], ...]]
 
 def _model(text: str) -> Outcome:
     """Our prediction for `auditctl -D; auditctl -R FILE` with `text` as FILE."""
-    source = parse_rules(text, path="oracle.rules", machine=X86_64, syntax="rules", live=True)
-    ruleset = load(source, live=True)
+    source = parse_rules(
+        text, path="oracle.rules", machine=X86_64, syntax="rules", files=THIS_MACHINE
+    )
+    return _outcome(load(source, files=THIS_MACHINE))
+
+
+def _outcome(ruleset: RuleSet) -> Outcome:
+    """What the model says a loaded rule set is."""
     enabled = ENABLED_BEFORE if ruleset.enabled is None else str(ruleset.enabled)
     return Outcome(
         failed=tuple(sorted({issue.origin.line for issue in ruleset.issues})),
@@ -213,7 +219,7 @@ def _real(host_audit: HostAudit, text: str, workdir: Path) -> tuple[Outcome, int
     failed = tuple(sorted({int(n) for n in _ERROR_LINE.findall(messages)}))
     outcome = Outcome(
         failed=failed,
-        lists=_lists(load(listed, live=True)),
+        lists=_lists(load(listed, files=THIS_MACHINE)),
         enabled=audit_status().get("enabled", "?"),
     )
     return outcome, status, messages
@@ -1198,6 +1204,52 @@ class TestFiles:
         text = "".join(line + "\n" for line in lines)
         real, _, messages = _real(host_audit, text, tmp_path)
         assert real == _model(text), f"auditctl said: {messages}"
+
+
+#: Files whose lines need a directory `{d}` that the model does not know (the target's files
+#: are not read): the kernel judges the world where it exists and the world where it does not.
+UNREAD: Final = [
+    pytest.param("-w {d}/conf -p wa -k app\n" + STIG_B64 + "\n", id="watch-then-stig"),
+    pytest.param(
+        STIG_B64 + "\n-a always,exit -F arch=b64 -S execve -F dir={d} -k d\n"
+        "-a always,exit -F arch=b64 -S init_module -F exe={d}/tool -k e\n",
+        id="stig-then-tree-and-exe",
+    ),
+    pytest.param(
+        "-c\n-w {d}/conf -p x -k a\n-a always,exit -F arch=b64 -S execve -F dir={d} -k d\n"
+        + STIG_B64
+        + "\n",
+        id="continue-on-error",
+    ),
+]
+
+
+@pytest.mark.root
+class TestUnreadFiles:
+    """A line that needs a directory of the target, judged without its files: both ways."""
+
+    @pytest.mark.parametrize("template", UNREAD)
+    def test_each_world_is_what_the_kernel_makes(
+        self, host_audit: HostAudit, tmp_path: Path, template: str
+    ) -> None:
+        """With the directory there, every line loads; without it, `without` is the kernel's."""
+        directory = tmp_path / "target" / "app"
+        text = template.format(d=directory)
+        source = parse_rules(
+            text, path="oracle.rules", machine=X86_64, syntax="rules", files=NOT_READ
+        )
+        ruleset = load(source, files=NOT_READ)
+        assert ruleset.unread, "the model should not know the directory"
+        refused = without(ruleset, ruleset.unread[0])
+        assert _outcome(ruleset) != _outcome(refused), "the two worlds should differ"
+        directory.mkdir(parents=True)
+        (tmp_path / "with").mkdir()
+        real, _, messages = _real(host_audit, text, tmp_path / "with")
+        assert real == _outcome(ruleset), f"auditctl said: {messages}"
+        directory.rmdir()
+        (tmp_path / "without").mkdir()
+        real, _, messages = _real(host_audit, text, tmp_path / "without")
+        assert real == _outcome(refused), f"auditctl said: {messages}"
 
 
 @pytest.mark.root

@@ -1155,6 +1155,55 @@ class TestKernelVersion:
         assert ("merged" if merged else "split") == dict(data["options"])["layout"]
         assert not any("every layout" in reason for reason in req["reasons"])
 
+    @pytest.mark.parametrize("where", ["none", "missing", "present"])
+    def test_a_watch_parent_of_the_target_decides_what_loads(
+        self, run_cli: RunCli, tmp_path: Path, where: str
+    ) -> None:
+        """`-w /opt/app/conf` before the module rules: offline, the target may lack /opt/app.
+
+        Without its files the worst is judged (the watch refused, `auditctl -R` stops
+        there), and the report names the directory; `--root` decides.
+        """
+        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        path = tmp_path / "stig.rules"
+        path.write_text("-w /opt/app/conf -p wa -k app\n" + generated.out)
+        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
+        args += ["--profile", "al2023-stig"]
+        if where != "none":
+            root = tmp_path / "root"
+            (root / "usr" / "bin").mkdir(parents=True)
+            if where == "present":
+                (root / "opt" / "app").mkdir(parents=True)
+            args += ["--root", str(root)]
+        result = run_cli(*args, str(path))
+        assert (0 if where == "present" else 1) == result.code, result.out
+        if where == "none":
+            assert "this is on a target that has no /opt/app, which may be: " in result.out
+            assert f"warning: {path}:1: if /opt/app does not exist on the target" in result.out
+            # A -w of a directory that may not exist loads either way (a tree watch where it
+            # is a directory, a watch of a file where not): no world refuses it.
+            path.write_text("-w /etc/sudoers.d/ -p wa -k actions\n" + generated.out)
+            assert 0 == run_cli(*args, str(path)).code
+        if where == "missing":
+            assert f"the parent directory /opt/app of the watch does not exist in {root}" in (
+                result.out
+            )
+            assert "this is on a target that has no" not in result.out
+
+    def test_too_many_unread_lines_are_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
+        """Past MAX_UNREAD_WORLDS lines that need an unread directory, a pass is undecided."""
+        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        watches = "".join(f"-w /opt/app{i}/conf -p wa -k app\n" for i in range(20))
+        path = tmp_path / "many.rules"
+        path.write_text(generated.out + watches)
+        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
+        result = run_cli(*args, "--profile", "al2023-stig", str(path))
+        assert 3 == result.code, result.out
+        assert "20 lines load only where a directory they need exists" in result.out
+        few = tmp_path / "few.rules"
+        few.write_text(generated.out + watches[: watches.index("app16")].rsplit("\n", 1)[0])
+        assert 0 == run_cli(*args, "--profile", "al2023-stig", str(few)).code
+
     def test_root_must_be_a_directory(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A --root that is not a directory is exit 2, saying what to pass."""
         result = run_cli("check", "--root", str(tmp_path / "nothing"), "-")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kmod_audit.check import drift_findings
 from kmod_audit.loader import Drift, RuleSet, compare, load
 from kmod_audit.report import Finding
-from kmod_audit.rules import parse_rules
+from kmod_audit.rules import NOT_READ, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 X86_64 = MACHINES["x86_64"]
@@ -33,7 +33,7 @@ _RULES: Final = (
 def _ruleset(lines: list[str], path: str) -> RuleSet:
     """Load `lines` (`-A` never fails as a duplicate, so repeats stay)."""
     text = "".join(line + "\n" for line in reversed(lines))
-    return load(parse_rules(text, path=path, machine=X86_64, live=False), live=False)
+    return load(parse_rules(text, path=path, machine=X86_64, files=NOT_READ), files=NOT_READ)
 
 
 def _quadratic_drift(running: RuleSet, on_disk: RuleSet, label: str) -> list[Finding]:

@@ -30,7 +30,7 @@ from kmod_audit.evaluate import (
 from kmod_audit.generate import generate_lines
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import select_profiles
-from kmod_audit.rules import parse_rules
+from kmod_audit.rules import NOT_READ, THIS_MACHINE, parse_rules
 from kmod_audit.syscalls import MACHINES, Abi
 from oracles import enumerating
 from oracles.enumerating import EVENT_BUDGET
@@ -50,7 +50,9 @@ def target(abi: Abi, syscall: str, program: ExecFile | None = None) -> RequiredE
 
 def covered(text: str, tgt: RequiredEvent, ctx: Context | None = None) -> bool:
     """Whether `text` (a rules file) covers `tgt`."""
-    ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    ruleset = load(
+        parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+    )
     return evaluate(ruleset, tgt, ctx or Context()).covered
 
 
@@ -152,7 +154,9 @@ class TestOtherLists:
     def test_task_never_on_ids_may_exempt(self) -> None:
         """A task exemption for auid 0 may exempt a user's task: ids are compared at fork."""
         text = "-a never,task -F auid=0\n" + GOOD
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+        )
         coverage = evaluate(ruleset, target(B64, "init_module"), Context())
         expected = (
             "b64 init_module (auid=1000, success=no): the task is never audited because of "
@@ -164,7 +168,9 @@ class TestOtherLists:
     def test_task_always_without_key(self) -> None:
         """A keyless `always` task rule makes every record keyless, whatever the exit rules."""
         text = GOOD + "-a always,task -F auid!=unset\n"
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+        )
         coverage = evaluate(ruleset, target(B64, "init_module"), Context())
         expected = (
             "b64 init_module (auid=1000, success=no): every syscall of the task is recorded "
@@ -177,7 +183,9 @@ class TestOtherLists:
     def test_task_always_with_key(self) -> None:
         """A keyed `always` task rule records every syscall with its key, even with no exit rule."""
         text = "-a always,task -F exe!=/usr/bin/kmod -F key=t\n"
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+        )
         coverage = evaluate(ruleset, target(B32, "finit_module"), Context())
         expected = (
             "b32 finit_module: recorded by t.rules:1 "
@@ -199,7 +207,9 @@ class TestOtherLists:
     def test_task_always_key_outranks_the_exit_rules(self) -> None:
         """With `--key`, the task rule's key is the records' key, not the matching exit rule's."""
         text = GOOD + "-a always,task -F exe!=/x -k t\n"
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+        )
         coverage = evaluate(ruleset, target(B64, "init_module"), Context(key="k"))
         expected = (
             "b64 init_module (auid=1000, success=no): every syscall of the task is recorded "
@@ -214,7 +224,9 @@ class TestOtherLists:
         text = "-a always,task -F exe!=/x -F key=t\n-a never,task\n-a always,task\n"
         assert covered(text, target(B64, "init_module"))
         text = "-a never,task -F exe!=/x\n-a always,task -F exe!=/x -F key=t\n"
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+        )
         coverage = evaluate(ruleset, target(B64, "init_module"), Context())
         expected = (
             "b64 init_module (auid=1000, success=no): the task is never audited because of "
@@ -282,7 +294,9 @@ class TestExecutions:
 
     def judge(self, text: str, program: ExecFile) -> bool:
         """Whether `text` covers execve of `program` on b64 (live)."""
-        ruleset = load(parse_rules(text, path="t", machine=X86_64, live=True), live=True)
+        ruleset = load(
+            parse_rules(text, path="t", machine=X86_64, files=THIS_MACHINE), files=THIS_MACHINE
+        )
         return evaluate(ruleset, target(B64, "execve", program), Context()).covered
 
     def test_watch_real_file(self, layout: tuple[Path, ExecFile]) -> None:
@@ -330,7 +344,9 @@ EXECVE = "-a always,exit -F arch=b64 -S execve"
 
 
 def _reason(text: str, tgt: RequiredEvent = KMOD_EXEC, ctx: Context | None = None) -> str:
-    ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    ruleset = load(
+        parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ
+    )
     return evaluate(ruleset, tgt, ctx or Context(live=False)).reason()
 
 
@@ -474,7 +490,7 @@ class TestConditionsOnTheFile:
 
 
 def _ruleset(text: str) -> RuleSet:
-    return load(parse_rules(text, path="t.rules", machine=X86_64, live=False), live=False)
+    return load(parse_rules(text, path="t.rules", machine=X86_64, files=NOT_READ), files=NOT_READ)
 
 
 #: The issue 7.7 file: the never rule is only for auid unset, which is out of scope.

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from _support import FIXTURES, RunCli, fixture_args, host_kmod_layout, require_or_skip
-from kmod_audit.rules import Command, parse_rules
+from kmod_audit.rules import NOT_READ, Command, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 RULES = FIXTURES / "rules"
@@ -169,7 +169,7 @@ class TestRejectedLines:
 def _golden_text(path: Path) -> str:
     machine = MACHINES["aarch64" if "aarch64" in path.name else "x86_64"]
     text = path.read_bytes().decode()  # not read_text(): keep CRs as auditctl does
-    source = parse_rules(text, path=path.name, machine=machine, live=False)
+    source = parse_rules(text, path=path.name, machine=machine, files=NOT_READ)
     lines = [f"syntax: {source.syntax}"]
     for item in source.items:
         if isinstance(item, Command):

@@ -33,7 +33,7 @@ from kmod_audit.evaluate import (
 )
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import PROFILES
-from kmod_audit.rules import parse_rules
+from kmod_audit.rules import THIS_MACHINE, parse_rules
 from kmod_audit.syscalls import MACHINES
 
 PROFILE_IDS = [*PROFILES, "all"]
@@ -294,7 +294,10 @@ class TestExecutionsInTheKernel:
         auditctl("-e", "1")
         kernel = {fail: exec_records(str(program), auid=1000, fail=fail) for fail in (False, True)}
 
-        ruleset = load(parse_rules(text, path="t.rules", machine=X86_64, live=True), live=True)
+        ruleset = load(
+            parse_rules(text, path="t.rules", machine=X86_64, files=THIS_MACHINE),
+            files=THIS_MACHINE,
+        )
         target = RequiredEvent(X86_64.native, "execve", 59, executed)
         ctx = Context()
         exit_rules = _relevant_exit_rules(ruleset.exit, target)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmod_audit.loader import _LIST_NAMES, RuleSet, _Lists, _load, load
-from kmod_audit.rules import Rule, Syntax, parse_rules
+from kmod_audit.loader import _LIST_NAMES, RuleSet, _Lists, _load, load, without
+from kmod_audit.rules import NOT_READ, THIS_MACHINE, Rule, Syntax, parse_rules
 from kmod_audit.syscalls import MACHINES
+from kmod_audit.system import CopyOf
 
 X86_64 = MACHINES["x86_64"]
 RULE = "-a always,exit -F arch=b64 -S init_module -k k"
@@ -21,7 +23,10 @@ DEEP = ("/" + "a" * 255) * 15
 
 def loaded(text: str, *, live: bool = False) -> RuleSet:
     """Load `text` as a rules file."""
-    return load(parse_rules(text, path="t.rules", machine=X86_64, live=live), live=live)
+    return load(
+        parse_rules(text, path="t.rules", machine=X86_64, files=THIS_MACHINE if live else NOT_READ),
+        files=THIS_MACHINE if live else NOT_READ,
+    )
 
 
 class TestStopping:
@@ -76,6 +81,65 @@ class TestStopping:
         """Live, a watch whose parent directory is missing fails (ENOENT)."""
         ruleset = loaded("-w /nonexistent-dir-kmod-audit/x -p x -k k\n", live=True)
         assert "(No such file or directory)" in ruleset.issues[0].message
+
+
+class TestUnreadFiles:
+    """Without the target's files, a line needing one of its directories may be refused.
+
+    It loads in one world and is refused in another (`without`).
+    """
+
+    def test_unknown_parent_loads_and_is_listed(self) -> None:
+        """The watch loads, listed as unread; `without` refuses it and stops there."""
+        ruleset = loaded(f"-w /opt/app/conf -p wa -k a\n{RULE}\n")
+        assert [1] == [u.origin.line for u in ruleset.unread]
+        assert "/opt/app" == ruleset.unread[0].path
+        assert 2 == len(ruleset.exit)
+        refused = without(ruleset, ruleset.unread[0])
+        assert () == refused.exit
+        assert "/opt/app" == refused.issues[0].unless
+        assert refused.issues[0].stops
+
+    def test_known_directories_are_not_unread(self) -> None:
+        """Every target has /etc and /usr/bin, and the kmod binary's directory."""
+        text = "-w /etc/passwd -p wa -k a\n-w /usr/bin/kmod -p x -k m\n-w /opt/x/kmod -p x\n"
+        assert [3] == [u.origin.line for u in loaded(text).unread]
+        files = NOT_READ.with_program("/opt/x/kmod")
+        source = parse_rules(text, path="t.rules", machine=X86_64, files=files)
+        assert () == load(source, files=files).unread
+
+    def test_after_continue_only_always_rules_are_refused(self) -> None:
+        """After `-c`, refusing the later `always` rules and keeping `never` is the worst."""
+        text = (
+            "-c\n-w /opt/a/f -p x -k a\n-a never,exit -F arch=b64 -S execve -F dir=/opt/b\n"
+            "-a always,exit -F arch=b64 -S execve -F exe=/opt/c/tool -k c\n"
+        )
+        ruleset = loaded(text)
+        assert [2, 3, 4] == [u.origin.line for u in ruleset.unread]
+        refused = without(ruleset, ruleset.unread[0])
+        assert [2, 4] == [i.origin.line for i in refused.issues]
+        assert ["never"] == [r.action for r in refused.exit]
+
+    def test_copy_of_a_root_resolves_links_inside_it(self, tmp_path: Path) -> None:
+        """--root: absolute and relative links resolve in the copy, a loop is no directory."""
+        (tmp_path / "usr" / "lib" / "app").mkdir(parents=True)
+        (tmp_path / "lib").symlink_to("/usr/lib")
+        (tmp_path / "opt").symlink_to("usr/lib")
+        (tmp_path / "loop").symlink_to("loop")
+        files = CopyOf(str(tmp_path))
+        assert files.is_dir("/lib/app")
+        assert files.is_dir("/opt/app/../app")
+        assert not files.is_dir("/etc")
+        assert not files.is_dir("/loop")
+        assert files.exists("/loop")
+        ruleset = load(
+            parse_rules(
+                "-w /lib/app/x -p wa\n-w /etc/x -p wa\n", path="t", machine=X86_64, files=files
+            ),
+            files=files,
+        )
+        assert [2] == [i.origin.line for i in ruleset.issues]
+        assert () == ruleset.unread
 
 
 class TestLists:
@@ -270,10 +334,10 @@ class TestIndexedLoader:
             path="t.rules",
             machine=X86_64,
             syntax=syntax,
-            live=False,
+            files=NOT_READ,
         )
-        expected = _load(source, live=False, keep_going=keep_going, lists=QuadraticLists())
-        assert expected == load(source, live=False, keep_going=keep_going)
+        expected = _load(source, files=NOT_READ, keep_going=keep_going, lists=QuadraticLists())
+        assert expected == load(source, files=NOT_READ, keep_going=keep_going)
 
     def test_delete_takes_the_first_in_list_order(self) -> None:
         """`-d` removes the earliest copy in kernel order, a prepended one before the others."""

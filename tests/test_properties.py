@@ -33,7 +33,15 @@ from kmod_audit.check import Options, judge
 from kmod_audit.generate import generate_lines
 from kmod_audit.loader import RuleSet, load
 from kmod_audit.profiles import PROFILES, select_profiles
-from kmod_audit.rules import Command, RulesSource, Syntax, detect_syntax, parse_rules
+from kmod_audit.rules import (
+    NOT_READ,
+    THIS_MACHINE,
+    Command,
+    RulesSource,
+    Syntax,
+    detect_syntax,
+    parse_rules,
+)
 from kmod_audit.syscalls import MACHINES, Machine
 
 # --------------------------------------------------------------------------------------
@@ -332,7 +340,16 @@ def _write(workdir: Path, content: bytes) -> str:
 
 
 def _load(text: str, machine: Machine, *, live: bool, path: str = "t.rules") -> RuleSet:
-    return load(parse_rules(text, path=path, machine=machine, syntax="rules", live=live), live=live)
+    return load(
+        parse_rules(
+            text,
+            path=path,
+            machine=machine,
+            syntax="rules",
+            files=THIS_MACHINE if live else NOT_READ,
+        ),
+        files=THIS_MACHINE if live else NOT_READ,
+    )
 
 
 def _options(machine: Machine, profiles: Iterable[str], *, strict: bool = False) -> Options:
@@ -342,7 +359,7 @@ def _options(machine: Machine, profiles: Iterable[str], *, strict: bool = False)
         uid_min=1000,
         kmod_path="/usr/bin/kmod",
         strict=strict,
-        live=False,
+        files=NOT_READ,
     )
 
 
@@ -519,8 +536,14 @@ class TestNeverRaises:
     ) -> None:
         """parse_rules, load and judge return a report on every profile for any text."""
         keep_going, strict = flags
-        source = parse_rules(text, path="any.rules", machine=machine, syntax=syntax, live=live)
-        ruleset = load(source, live=live, keep_going=keep_going)
+        source = parse_rules(
+            text,
+            path="any.rules",
+            machine=machine,
+            syntax=syntax,
+            files=THIS_MACHINE if live else NOT_READ,
+        )
+        ruleset = load(source, files=THIS_MACHINE if live else NOT_READ, keep_going=keep_going)
         report = judge(ruleset, _options(machine, ["all"], strict=strict), label="any")
         assert list(PROFILES) == [p.id for p in report.profiles]
 
@@ -650,8 +673,10 @@ class TestLocations:
     def test_every_issue_names_its_line(self, text: str, machine: Machine, live: bool) -> None:
         """Each rejection, load issue and finding carries the path and a line with its text."""
         path = "/etc/audit/rules.d/mutated.rules"
-        source = parse_rules(text, path=path, machine=machine, live=live)
-        ruleset = load(source, live=live)
+        source = parse_rules(
+            text, path=path, machine=machine, files=THIS_MACHINE if live else NOT_READ
+        )
+        ruleset = load(source, files=THIS_MACHINE if live else NOT_READ)
         report = judge(ruleset, _options(machine, ["all"]), label="mutated")
         lines = text.split("\n")
         locations = [
@@ -754,9 +779,9 @@ class TestSources:
         ruleset = _load(text, machine, live=False)
         listing = "".join(rule.render() + "\n" for rule in ruleset.rules) or "No rules\n"
         source = parse_rules(
-            listing, path="auditctl -l", machine=machine, syntax="listing", live=False
+            listing, path="auditctl -l", machine=machine, syntax="listing", files=NOT_READ
         )
-        back = load(source, live=False)
+        back = load(source, files=NOT_READ)
         assert ((), [r.signature() for r in ruleset.rules]) == (
             source.rejections,
             [r.signature() for r in back.rules],

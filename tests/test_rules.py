@@ -6,6 +6,8 @@ import pytest
 
 from kmod_audit.loader import load
 from kmod_audit.rules import (
+    NOT_READ,
+    THIS_MACHINE,
     UID_UNSET,
     Command,
     Rejection,
@@ -21,7 +23,9 @@ from kmod_audit.syscalls import MACHINES, Machine
 
 def one(text: str, machine: Machine, *, live: bool = False) -> Command | Rejection:
     """Parse a single line and return its item."""
-    source = parse_rules(text, path="t.rules", machine=machine, live=live)
+    source = parse_rules(
+        text, path="t.rules", machine=machine, files=THIS_MACHINE if live else NOT_READ
+    )
     assert 1 == len(source.items)
     return source.items[0]
 
@@ -290,7 +294,7 @@ class TestListingNeedsPositiveEvidence:
         x86_64 = MACHINES["x86_64"]
         syntax, reason = explain_syntax(KEY_FIELD_RULES.splitlines(), x86_64)
         assert ("rules", True) == (syntax, "line 1" in reason and "'delete'" in reason)
-        ruleset = load(parse_rules(KEY_FIELD_RULES, path="f.rules", machine=x86_64), live=False)
+        ruleset = load(parse_rules(KEY_FIELD_RULES, path="f.rules", machine=x86_64), files=NOT_READ)
         assert (1, (), "rules") == (
             ruleset.stopped_at.line if ruleset.stopped_at else None,
             ruleset.rules,

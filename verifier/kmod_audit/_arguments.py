@@ -183,13 +183,13 @@ def parser() -> argparse.ArgumentParser:
         "--offline",
         action="store_true",
         help="do not consult this machine's files (symlinks, watch parents): judge a file "
-        "meant for another machine",
+        "meant for another machine, every possibility of its files",
     )
     check.add_argument(
         "--root",
         metavar="DIR",
-        help="a copy of the target's root filesystem: how its /bin and /sbin link into /usr "
-        "is read there (implies --offline)",
+        help="a copy of the target's root filesystem: its files are read there (how /bin "
+        "and /sbin link into /usr, which watch directories exist; implies --offline)",
     )
     check.add_argument(
         "--kernel-version",

@@ -27,7 +27,7 @@ from .evaluate import (
     exec_order,
 )
 from .generate import DEFAULT_KEY, generate_lines, validate_key
-from .loader import Drift, RuleSet, compare, load
+from .loader import Drift, RuleSet, compare, load, without
 from .profiles import Profile, Requirement
 from .report import (
     CheckResult,
@@ -37,7 +37,16 @@ from .report import (
     RequirementResult,
     SourceReport,
 )
-from .rules import UID_UNSET, Command, Rule, RulesSource, parse_rules
+from .rules import (
+    THIS_MACHINE,
+    UID_UNSET,
+    Command,
+    Rule,
+    RulesSource,
+    TargetFiles,
+    ThisMachine,
+    parse_rules,
+)
 from .sources import OnDiskRules, discover_on_disk, rules_d_assemblies
 from .syscalls import Machine
 from .system import auditctl_list, auditctl_status, read_rules_text
@@ -70,7 +79,8 @@ class Options:
         key: The key records must carry; None accepts any non-empty key.
         kmod_path: The real path of the kmod binary.
         strict: Also demand the literal `auid>=N` / `auid!=unset` filters.
-        live: Consult this machine's filesystem (symlinks, watch parents).
+        files: What is known of the target's files (watch parents, `-w` on a directory):
+            this machine's (live), a copy of the target's (`--root`), or none.
         deadline: A `time.monotonic()` time after which judging stops (undecided); None:
             only each target's own time limit.
         kernel: The kernel release the rules are judged for (`uname -r` when live,
@@ -86,10 +96,15 @@ class Options:
     key: str | None = None
     kmod_path: str = "/usr/bin/kmod"
     strict: bool = False
-    live: bool = True
+    files: TargetFiles = THIS_MACHINE
     deadline: float | None = None
     kernel: str | None = None
     layout: Layout | None = None
+
+    @property
+    def live(self) -> bool:
+        """Whether the rules are judged on the machine that loads them (its files)."""
+        return isinstance(self.files, ThisMachine)
 
     @property
     def exec_order(self) -> ExecOrder | None:
@@ -130,6 +145,14 @@ UNKNOWN_FILES_NOTE: Final = (
     "path as it is spelled there with --kmod-path), so every layout of /bin, /sbin and /lib* "
     "is judged"
 )
+#: The part of a reason that says a file of the target decides whether a line loads.
+UNREAD_NOTE: Final = (
+    "the target's files are not read (judge the rules on that machine, or pass --root DIR, a "
+    "copy of its root filesystem)"
+)
+#: At most this many lines whose loading depends on a file of the target that is not read
+#: are judged refused, one world each (`judge_source`); past them, what passes is undecided.
+MAX_UNREAD_WORLDS: Final = 16
 #: The part of a reason that says the kernel's version decides.
 UNKNOWN_KERNEL_NOTE: Final = (
     "the kernel the rules are for is not known (pass --kernel-version V, or judge them on "
@@ -403,6 +426,11 @@ class _Judge:
                 "session's own process), so kmod-audit does not count on it"
             )
         stopped = self.ruleset.stopped_at
+        unless = next(
+            (i.unless for i in self.ruleset.issues if i.origin == stopped and i.unless), None
+        )
+        if unless is not None:
+            reason += f"; this is on a target that has no {unless}, which may be: {UNREAD_NOTE}"
         if self.hypothetical is not None and stopped is not None:
             would = evaluate(self.hypothetical, target, self.options.context())
             unloaded = set(self.ruleset.not_loaded)
@@ -520,13 +548,19 @@ def _findings(ruleset: RuleSet) -> list[Finding]:
             message += f" (auditctl -R stops here: {span})"
         elif issue.stops:
             message += " (auditctl -R stops here)"
+        hint = issue.hint
+        if issue.unless is not None:
+            # One possible target, judged because it is the worst: say so, as a warning.
+            message = f"if {issue.unless} does not exist on the target: {message}"
+            hint = f"{UNREAD_NOTE}; where it does not: {hint}"
         findings.append(
             Finding(
                 path=issue.origin.path,
                 line=issue.origin.line,
                 text=issue.origin.text,
                 message=message,
-                hint=issue.hint,
+                hint=hint,
+                severity="error" if issue.unless is None else "warning",
             )
         )
     warned = (
@@ -594,7 +628,7 @@ def judge(
     elif ruleset.enabled == 0 and ruleset.enabled_origin is not None:
         disabled = f"audit is disabled by `-e 0` at {ruleset.enabled_origin}"
     hypothetical = (
-        load(ruleset.source, live=options.live, keep_going=True)
+        load(ruleset.source, files=options.files, keep_going=True, refuse=ruleset.refused)
         if ruleset.stopped_at is not None
         else None
     )
@@ -616,9 +650,32 @@ def judge(
 def judge_source(
     source: RulesSource, options: Options, *, label: str, enabled: int | None = None
 ) -> tuple[RuleSet, SourceReport]:
-    """Load and judge a parsed source."""
-    ruleset = load(source, live=options.live)
-    return ruleset, judge(ruleset, options, label=label, enabled=enabled)
+    """Load and judge a parsed source.
+
+    A line that loads only where a file of the target is there (a watch's parent
+    directory), when the target's files are not read: the rules are judged with every such
+    file there, and with each such line refused in turn (`loader.without`); the worst
+    counts. Past `MAX_UNREAD_WORLDS` such lines, what passes is undecided.
+    """
+    ruleset = load(source, files=options.files)
+    report = judge(ruleset, options, label=label, enabled=enabled)
+    if not ruleset.unread:
+        return ruleset, report
+    judged = [(ruleset, report)]
+    for unread in ruleset.unread[:MAX_UNREAD_WORLDS]:
+        world = without(ruleset, unread)
+        judged.append((world, judge(world, options, label=label, enabled=enabled)))
+    worst_ruleset, worst = _worst(judged)
+    unjudged = ruleset.unread[MAX_UNREAD_WORLDS:]
+    if unjudged:
+        reason = (
+            f"kmod-audit cannot decide: {len(ruleset.unread)} lines load only where a "
+            f"directory they need exists on the target, {UNREAD_NOTE}; the rules pass with "
+            f"each of the first {MAX_UNREAD_WORLDS} refused, the rest were not judged (from "
+            f"{unjudged[0].origin}: {unjudged[0].path})"
+        )
+        worst = _undecided(worst, "files of the target", reason)
+    return worst_ruleset, worst
 
 
 # --------------------------------------------------------------------------------------
@@ -635,7 +692,7 @@ def _judge_rules_d(
             assembly.text,
             path=path,
             machine=options.machine,
-            live=options.live,
+            files=options.files,
             origins=assembly.origins,
             syntax="rules",
         )
@@ -717,6 +774,11 @@ def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:
         "two names differ only in leading zeros (x0.rules, x00.rules), or check on the "
         "machine itself"
     )
+    return _undecided(report, "order of files", reason)
+
+
+def _undecided(report: SourceReport, what: str, reason: str) -> SourceReport:
+    """`report` with every applicable requirement that passes undecided, for `reason`."""
     profiles = tuple(
         attrs.evolve(
             profile,
@@ -727,7 +789,7 @@ def _undecided_orders(report: SourceReport, unjudged: int) -> SourceReport:
                     status="undecided",
                     reasons=(reason,),
                     checks=(
-                        CheckResult(target="order of files", status="undecided", reason=reason),
+                        CheckResult(target=what, status="undecided", reason=reason),
                         *req.checks,
                     ),
                 )
@@ -758,7 +820,7 @@ def _judge_on_disk(on_disk: OnDiskRules, options: Options) -> tuple[RuleSet, Sou
         on_disk.text,
         path=on_disk.path,
         machine=options.machine,
-        live=options.live,
+        files=options.files,
         origins=on_disk.origins,
         syntax="rules",
     )
@@ -775,7 +837,7 @@ def _load_file(path: str, options: Options) -> tuple[RuleSet, SourceReport]:
         text,
         path=path if path != "-" else "<stdin>",
         machine=options.machine,
-        live=options.live,
+        files=options.files,
     )
     kind = "captured auditctl -l output" if source.syntax == "listing" else "rules file"
     label = f"{kind} {path if path != '-' else '<stdin>'}"
@@ -817,7 +879,7 @@ def _load_running(options: Options) -> tuple[RuleSet, SourceReport, dict[str, in
                 path="auditctl -l",
                 machine=options.machine,
                 syntax="listing",
-                live=options.live,
+                files=options.files,
             )
             return (*judge_source(source, options, label=label, enabled=enabled), state)
     items = tuple(Command(kind="add", origin=rule.origin, rule=rule) for rule in rules)

@@ -33,9 +33,10 @@ from .report import (
     render_json,
     render_text,
 )
-from .rules import UID_UNSET
+from .rules import NOT_READ, THIS_MACHINE, UID_UNSET
 from .syscalls import MACHINES, Machine, host_machine, machine_by_name
 from .system import (
+    CopyOf,
     default_kmod_path,
     default_uid_min,
     kmod_path_for,
@@ -115,14 +116,19 @@ def _options(args: argparse.Namespace, *, pinned_key: str | None) -> Options:
         if problem is not None:
             msg = f"--kmod-path {args.kmod_path!r}: {problem}"
             raise ConfigurationError(msg)
+    kmod = args.kmod_path or kmod_path_for(this_machine=live)
+    # A file for another machine: only what every target has, and the kmod binary's place.
+    files = (
+        THIS_MACHINE if live else CopyOf(root) if root is not None else NOT_READ.with_program(kmod)
+    )
     return Options(
         machine=machine,
         profiles=profiles,
         uid_min=_uid_min(args.uid_min),
         key=pinned_key,
-        kmod_path=args.kmod_path or kmod_path_for(this_machine=live),
+        kmod_path=kmod,
         strict=getattr(args, "strict", False),
-        live=live,
+        files=files,
         deadline=time.monotonic() + JUDGING_TIME,
         # Live, the rules are for this machine's kernel; a file for another machine names
         # its kernel with --kernel-version, or none (every kernel is judged).

@@ -37,7 +37,7 @@ from typing import Final
 from .errors import ConfigurationError
 from .loader import load
 from .profiles import Profile, Requirement
-from .rules import MAX_KEY_LEN, NAME_MAX, PATH_MAX, Rejection, parse_rules
+from .rules import MAX_KEY_LEN, NAME_MAX, NOT_READ, PATH_MAX, Rejection, parse_rules
 from .syscalls import BEFORE_OPEN, EXEC_SYSCALLS, MODULE_SYSCALLS, Abi, Machine
 
 __all__ = [
@@ -131,8 +131,8 @@ def loading_problem(lines: list[str], *, machine: Machine, key: str, kmod_path: 
     rule with the key given and, for the execution rule, the kmod path given.
     """
     text = "".join(line + "\n" for line in lines)
-    source = parse_rules(text, path="generated", machine=machine, syntax="rules", live=False)
-    ruleset = load(source, live=False)
+    source = parse_rules(text, path="generated", machine=machine, syntax="rules", files=NOT_READ)
+    ruleset = load(source, files=NOT_READ)
     for item in source.items:
         if isinstance(item, Rejection):
             return f"auditctl would refuse `{item.origin.text}`: {item.message}"

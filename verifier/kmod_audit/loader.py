@@ -23,15 +23,17 @@ from .rules import (
     NAME_MAX,
     NO_BITOPS_FIELDS,
     PATH_MAX,
+    THIS_MACHINE,
     UID_UNSET,
     Command,
     Origin,
     Rejection,
     Rule,
     RulesSource,
+    TargetFiles,
 )
 
-__all__ = ["Drift", "LoadIssue", "RuleSet", "compare", "load"]
+__all__ = ["Drift", "LoadIssue", "RuleSet", "Unread", "compare", "load", "without"]
 
 _LOCKED_HINT: Final = (
     "`-e 2` locks the rules until reboot; keep it as the last line (augenrules moves it there)"
@@ -47,12 +49,35 @@ class LoadIssue:
         message: auditctl's message for it.
         hint: What to do.
         stops: True when `auditctl -R` stops at this line (nothing after it loads).
+        unless: The file whose absence on the target refuses the line, when the target's
+            files are not read (the line is refused in one possible world, see `without`).
     """
 
     origin: Origin
     message: str
     hint: str
     stops: bool
+    unless: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Unread:
+    """A line that loads only where a file the rules are not judged with is there.
+
+    Attributes:
+        origin: The line.
+        path: The directory (or path) the kernel needs: a watch's parent, a tree watch's
+            path, the directory of an `exe=`.
+        message: The kernel's error where it is not there.
+        hint: What to do.
+        action: The rule's action: refused, an `always` rule only loses records.
+    """
+
+    origin: Origin
+    path: str
+    message: str
+    hint: str
+    action: str
 
 
 @attrs.frozen(kw_only=True)
@@ -73,6 +98,10 @@ class RuleSet:
         stopped_at: The line at which loading stopped, if it did.
         not_loaded: The lines after the stop that were never sent.
         warnings: auditctl's warnings (they do not stop loading).
+        files: What was known of the target's files.
+        unread: The lines that loaded only because a file they need is taken to be there:
+            the target's files are not read (`files`), so it may not be (see `without`).
+        refused: The lines refused as if a file they need were not there (`without`).
     """
 
     source: RulesSource
@@ -88,6 +117,9 @@ class RuleSet:
     stopped_at: Origin | None = None
     not_loaded: tuple[Origin, ...] = ()
     warnings: tuple[tuple[Origin, str], ...] = ()
+    files: TargetFiles = THIS_MACHINE
+    unread: tuple[Unread, ...] = ()
+    refused: frozenset[Origin] = frozenset()
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -129,8 +161,30 @@ def compare(running: RuleSet, on_disk: RuleSet) -> Drift:
     return Drift(missing, extra, moved)
 
 
-def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
-    """Return (error, hint) when the kernel would refuse `rule` (audit_data_to_entry)."""
+#: The kernel's error for a watch or `exe=` whose directory is missing.
+_ENOENT: Final = "Error sending add rule data request (No such file or directory)"
+
+
+def _kernel_check(rule: Rule, *, files: TargetFiles) -> tuple[str, str, str | None] | None:
+    """Return (error, hint, unless) when the kernel would refuse `rule` (audit_data_to_entry).
+
+    `unless` is None for a certain refusal, else the path whose existence on the target is
+    not known (`files`): the rule loads only where it is there.
+    """
+    found = _refusal(rule)
+    if found is not None:
+        return (*found, None)
+    for field in rule.fields:
+        if field.compare or field.name not in {"path", "dir", "exe"}:
+            continue
+        missing = _missing(str(field.value), field.name, files, watch=rule.watch is not None)
+        if missing is not None:
+            return missing
+    return None
+
+
+def _refusal(rule: Rule) -> tuple[str, str] | None:
+    """(error, hint) when the kernel refuses `rule` whatever the target's files hold."""
     einval = "Error sending add rule data request (Invalid argument)"
     watches = [f for f in rule.fields if f.name in {"path", "dir", "inode"} and not f.compare]
     if len(watches) > 1:
@@ -169,12 +223,6 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
             exe = str(field.value)
             if not exe.startswith("/") or exe.endswith("/"):
                 return einval, "exe= takes the absolute path of a program"
-            parent = os.path.dirname(exe) or "/"
-            if live and not os.path.isdir(parent):
-                return (
-                    "Error sending add rule data request (No such file or directory)",
-                    f"the directory {parent} of exe= does not exist here",
-                )
         if field.op in {"&", "&="} and field.name in NO_BITOPS_FIELDS:
             return einval, f"`{field.name}` takes no bit operators (& and &= are for a0..a3)"
         if field.name == "auid" and field.value == UID_UNSET and field.op not in {"=", "!="}:
@@ -192,13 +240,6 @@ def _kernel_check(rule: Rule, *, live: bool) -> tuple[str, str] | None:
                 return einval, f"{field.name} must be an absolute path"
             if field.name == "path" and path.endswith("/"):
                 return einval, "a file watch path must not end with '/'"
-            if live:
-                problem = _missing(path, directory=field.name == "dir")
-                if problem is not None:
-                    return (
-                        "Error sending add rule data request (No such file or directory)",
-                        problem,
-                    )
     return None
 
 
@@ -222,20 +263,34 @@ def _name_too_long(path: str) -> str | None:
     return None
 
 
-def _missing(path: str, *, directory: bool) -> str | None:
-    """Return why the kernel cannot place a watch on `path` here, or None."""
-    if directory:
-        # The kernel resolves a dir= tree watch with kern_path(): any existing path will do.
-        if not os.path.lexists(path):
-            return f"{path} does not exist here; watch a directory that exists"
-        return None
-    parent = os.path.dirname(path.rstrip("/")) or "/"
-    if not os.path.isdir(parent):
-        return (
-            f"the parent directory {parent} of the watch does not exist here, so the kernel "
-            "refuses the watch; watch the real path of the file (e.g. the kmod binary's)"
+def _missing(
+    path: str, name: str, files: TargetFiles, *, watch: bool
+) -> tuple[str, str, str | None] | None:
+    """(error, hint, unless) when the kernel may not find what the `name=` field needs.
+
+    A `dir=` tree watch needs its path (kern_path(): any existing path will do); a `path=`
+    watch its parent directory, and an `exe=` mark its directory (kern_path_locked()).
+    `unless` is None where `files` says it is missing, the path where they do not know.
+    A `-w` whose path `files` cannot say is a directory needs only its parent: auditctl
+    makes it a tree watch where it is a directory, and a file watch where it is not.
+    """
+    if name == "dir" and not (watch and files.exists(path) is None):
+        there = files.exists(path)
+        needed = path
+        hint = f"{path} does not exist {files.where}; watch a directory that exists"
+    else:
+        needed = os.path.dirname(path.rstrip("/")) or "/"
+        there = files.is_dir(needed)
+        hint = (
+            f"the directory {needed} of exe= does not exist {files.where}"
+            if name == "exe"
+            else f"the parent directory {needed} of the watch does not exist {files.where}, so "
+            "the kernel refuses the watch; watch the real path of the file (e.g. the kmod "
+            "binary's)"
         )
-    return None
+    if there:
+        return None
+    return _ENOENT, hint, needed if there is None else None
 
 
 class _Lists:
@@ -323,7 +378,8 @@ _LIST_NAMES: Final = ("exit", "task", "exclude", "user", "filesystem")
 @attrs.define
 class _Loader:
     source: RulesSource
-    live: bool
+    files: TargetFiles
+    refuse: frozenset[Origin] = frozenset()
     lists: _Lists = attrs.Factory(_Lists)
     enabled: int | None = None
     enabled_origin: Origin | None = None
@@ -331,15 +387,18 @@ class _Loader:
     ignore_errors: bool = False
     issues: list[LoadIssue] = attrs.Factory(list)
     warnings: list[tuple[Origin, str]] = attrs.Factory(list)
+    unread: list[Unread] = attrs.Factory(list)
 
     keep_going: bool = False
 
-    def fail(self, origin: Origin, message: str, hint: str) -> bool:
+    def fail(self, origin: Origin, message: str, hint: str, unless: str | None = None) -> bool:
         """Record a failed line; return True when loading stops here."""
         stops = not self.ignore_errors and self.source.syntax == "rules"
         if self.keep_going:
             stops = False
-        self.issues.append(LoadIssue(origin=origin, message=message, hint=hint, stops=stops))
+        self.issues.append(
+            LoadIssue(origin=origin, message=message, hint=hint, stops=stops, unless=unless)
+        )
         return stops
 
     def apply(self, item: Command | Rejection) -> bool:
@@ -382,9 +441,16 @@ class _Loader:
     def _add(self, origin: Origin, rule: Rule, *, prepend: bool) -> bool:
         identity = rule.identity()
         if self.source.syntax == "rules":
-            problem = _kernel_check(rule, live=self.live)
+            problem = _kernel_check(rule, files=self.files)
             if problem is not None:
-                return self.fail(origin, *problem)
+                message, hint, unless = problem
+                if unless is None or origin in self.refuse:
+                    return self.fail(origin, message, hint, unless)
+                self.unread.append(
+                    Unread(
+                        origin=origin, path=unless, message=message, hint=hint, action=rule.action
+                    )
+                )
             # A new -A rule still carries AUDIT_FILTER_PREPEND in its flags, which stored
             # rules have lost, so the kernel never finds it a duplicate.
             if not prepend and self.lists.exists(rule, identity):
@@ -406,24 +472,56 @@ class _Loader:
         )
 
 
-def load(source: RulesSource, *, live: bool = True, keep_going: bool = False) -> RuleSet:
+def load(
+    source: RulesSource,
+    *,
+    files: TargetFiles = THIS_MACHINE,
+    keep_going: bool = False,
+    refuse: frozenset[Origin] = frozenset(),
+) -> RuleSet:
     """Load `source` the way `auditctl -R` and the kernel would, starting from no rules.
 
     Args:
         source: The parsed rules.
-        live: Whether to consult this machine's filesystem (watch parents must exist).
+        files: What is known of the target's files (watch parents must exist). A line that
+            needs a file they do not know loads, and is listed in `RuleSet.unread`.
         keep_going: Load past failing lines as `auditctl -c` would (to tell which later
             lines would have helped had loading not stopped).
+        refuse: Lines of `RuleSet.unread` to refuse instead, as if the file were not there.
 
     Returns:
         The resulting rule lists, with every line that failed and where loading stopped.
     """
-    return _load(source, live=live, keep_going=keep_going, lists=_Lists())
+    return _load(source, files=files, keep_going=keep_going, lists=_Lists(), refuse=refuse)
 
 
-def _load(source: RulesSource, *, live: bool, keep_going: bool, lists: _Lists) -> RuleSet:
+def without(ruleset: RuleSet, unread: Unread, *, keep_going: bool = False) -> RuleSet:
+    """The rule set loaded on a target that lacks the file `unread` needs.
+
+    Its line is refused: `auditctl -R` stops there, unless `-i` or `-c` came before it. Then
+    every later `always` rule of `ruleset.unread` is refused too, the worst case: refusing
+    an `always` rule only loses records, refusing a `never` rule only gains them. So the
+    worlds "every file there" and `without` each unread line hold the worst a target can be.
+    """
+    place = ruleset.unread.index(unread)
+    refuse = {unread.origin} | {
+        later.origin for later in ruleset.unread[place + 1 :] if later.action == "always"
+    }
+    return load(
+        ruleset.source, files=ruleset.files, keep_going=keep_going, refuse=frozenset(refuse)
+    )
+
+
+def _load(
+    source: RulesSource,
+    *,
+    files: TargetFiles,
+    keep_going: bool,
+    lists: _Lists,
+    refuse: frozenset[Origin] = frozenset(),
+) -> RuleSet:
     """`load` with the given list bookkeeping (the tests pass the old quadratic one)."""
-    loader = _Loader(source=source, live=live, keep_going=keep_going, lists=lists)
+    loader = _Loader(source=source, files=files, refuse=refuse, keep_going=keep_going, lists=lists)
     stopped_at: Origin | None = None
     not_loaded: list[Origin] = []
     for item in source.items:
@@ -447,4 +545,7 @@ def _load(source: RulesSource, *, live: bool, keep_going: bool, lists: _Lists) -
         stopped_at=stopped_at,
         not_loaded=tuple(not_loaded),
         warnings=tuple(loader.warnings),
+        files=files,
+        unread=tuple(loader.unread),
+        refused=refuse,
     )

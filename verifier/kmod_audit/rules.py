@@ -19,12 +19,92 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, Literal, NamedTuple
+from typing import Final, Literal, NamedTuple, Protocol
 
 import attrs
 
 from ._syscall_tables import MESSAGE_TYPES
 from .syscalls import ABIS, MACHINES, Abi, Machine, abi_by_audit_arch, resolve_arch
+
+
+class TargetFiles(Protocol):
+    """What is known of the files of the machine whose kernel loads the rules.
+
+    auditctl makes a `-w` on a directory a tree watch (it stat()s the path), and the kernel
+    refuses a watch whose parent directory (a tree watch: whose path) does not exist, and
+    an `exe=` whose directory does not. Each answer is None when it is not known.
+
+    Attributes:
+        where: Where the files are, in a message: `here`, `on the target`, `in DIR`.
+    """
+
+    @property
+    def where(self) -> str:
+        """Where the files are, in a message."""
+
+    def is_dir(self, path: str) -> bool | None:
+        """Whether `path` is a directory there (following symlinks)."""
+
+    def exists(self, path: str) -> bool | None:
+        """Whether `path` exists there (a symlink counts, wherever it points)."""
+
+
+@attrs.frozen
+class ThisMachine:
+    """The files of this machine: the rules are judged where they load."""
+
+    where: str = "here"
+
+    def is_dir(self, path: str) -> bool:
+        """Whether `path` is a directory here."""
+        return os.path.isdir(path)
+
+    def exists(self, path: str) -> bool:
+        """Whether `path` exists here."""
+        return os.path.lexists(path)
+
+
+#: Directories every target has: the root, /etc (auditd's own configuration), /var and
+#: /var/log, and /usr with what every layout of its links has (`evaluate.Layout`): /bin,
+#: /sbin and /lib, directories or links into /usr.
+EVERY_TARGET_HAS: Final = frozenset(
+    {"/", "/etc", "/var", "/var/log", "/usr", "/usr/bin", "/usr/sbin", "/usr/lib"}
+    | {"/bin", "/sbin", "/lib"}
+)
+
+
+@attrs.frozen
+class NotRead:
+    """The target's files, not read (`--offline`, another `--arch`).
+
+    Attributes:
+        dirs: The directories known to be there: those every target has
+            (`EVERY_TARGET_HAS`), and those of the programs judged (`with_program`).
+    """
+
+    dirs: frozenset[str] = EVERY_TARGET_HAS
+    where: str = "on the target"
+
+    def with_program(self, path: str) -> NotRead:
+        """These files, with the directories of the program at `path` known to be there."""
+        found = set(self.dirs)
+        head = os.path.dirname(os.path.normpath(path))
+        while head not in found:
+            found.add(head)
+            head = os.path.dirname(head)
+        return attrs.evolve(self, dirs=frozenset(found))
+
+    def is_dir(self, path: str) -> bool | None:
+        """True for a directory known to be there; otherwise not known."""
+        return True if os.path.normpath(path) in self.dirs else None
+
+    def exists(self, path: str) -> bool | None:
+        """True for a directory known to be there; otherwise not known."""
+        return self.is_dir(path)
+
+
+THIS_MACHINE: Final = ThisMachine()
+NOT_READ: Final = NotRead()
 
 __all__ = [
     "KEY_SEPARATOR",
@@ -680,7 +760,7 @@ class _RuleBuilder:
 
     machine: Machine
     origin: Origin
-    live: bool
+    files: TargetFiles
     syntax: Syntax = "rules"
     op: Literal["add", "prepend", "delete"] | None = None
     list_name: ListName | None = None
@@ -1050,11 +1130,11 @@ class _RuleBuilder:
         self.syscall_added = True
         self.perm_added = True
         self.syscalls = None
-        kind = "path"
-        if self.live:
-            kind = "dir" if os.path.isdir(path) else "path"
-        elif trailing or path.rsplit("/", 1)[-1] in {".", ".."}:
-            kind = "dir"  # a directory wherever it exists (`/x/..` does only as a directory)
+        is_dir = self.files.is_dir(path)
+        if is_dir is None and (trailing or path.rsplit("/", 1)[-1] in {".", ".."}):
+            is_dir = True  # a directory wherever it exists (`/x/..` does only as a directory)
+        # Not known: a watch of the file, the narrower one (a tree watch records all it does).
+        kind = "dir" if is_dir else "path"
         self.watch = path
         ambiguous = self.syntax == "listing"
         self.fields.append(Field(kind, "=", path, path, ambiguous=ambiguous))
@@ -1256,7 +1336,7 @@ def _parse_words(
     origin: Origin,
     machine: Machine,
     *,
-    live: bool,
+    files: TargetFiles,
     syntax: Syntax,
     done: list[Command],
 ) -> None:
@@ -1267,7 +1347,7 @@ def _parse_words(
     `-s`, `-l`, `-v` and `-D` end the option loop; anything after them is an error.
     """
     options, extra = _getopt(["auditctl", *words])
-    builder = _RuleBuilder(machine=machine, origin=origin, live=live, syntax=syntax)
+    builder = _RuleBuilder(machine=machine, origin=origin, files=files, syntax=syntax)
     count = len(words) + 1
     stopped_at: int | None = None
     for opt in options:
@@ -1569,7 +1649,9 @@ _PRINTED_PERM_RULE: Final = re.compile(
 )
 
 
-def _listed_perm_rule(line: str, origin: Origin, machine: Machine, *, live: bool) -> Command | None:
+def _listed_perm_rule(
+    line: str, origin: Origin, machine: Machine, *, files: TargetFiles
+) -> Command | None:
     """Read a ` -p PERMS[-w PATH] [-k KEY]...` line of auditctl -l, or None if it is not one."""
     match = _PRINTED_PERM_RULE.fullmatch(line)
     if match is None:
@@ -1578,7 +1660,7 @@ def _listed_perm_rule(line: str, origin: Origin, machine: Machine, *, live: bool
     fields = [Field("perm", "=", _perm_bits(perms, too_long="", bad=str), perms)]
     path = match["path"]
     if path is not None:
-        kind = "dir" if live and os.path.isdir(path) else "path"
+        kind = "dir" if files.is_dir(path) else "path"
         fields.append(Field(kind, "=", path, path, ambiguous=True))
     keys = tuple(key for key in match["keys"].split(" -k ") if key)
     rule = Rule(
@@ -1716,7 +1798,7 @@ def _parse_piece(
     origin: Origin,
     machine: Machine,
     *,
-    live: bool,
+    files: TargetFiles,
     syntax: Syntax,
     items: list[Command | Rejection],
 ) -> None:
@@ -1725,7 +1807,7 @@ def _parse_piece(
     if syntax == "listing" and line.strip() == "No rules":
         return
     if syntax == "listing" and line.startswith(" -p "):
-        listed = _listed_perm_rule(line, origin, machine, live=live)
+        listed = _listed_perm_rule(line, origin, machine, files=files)
         if listed is not None:
             items.append(listed)
             return
@@ -1738,7 +1820,7 @@ def _parse_piece(
     words = words[: len(line.encode(errors="surrogateescape")) // 3 + 1]
     done: list[Command] = []
     try:
-        _parse_words(words, origin, machine, live=live, syntax=syntax, done=done)
+        _parse_words(words, origin, machine, files=files, syntax=syntax, done=done)
     except _LineError as error:
         items.extend(done)
         hint = error.hint
@@ -1757,7 +1839,7 @@ def parse_rules(
     path: str,
     machine: Machine,
     syntax: Syntax | None = None,
-    live: bool = True,
+    files: TargetFiles = THIS_MACHINE,
     first_line: int = 1,
     origins: Sequence[Origin] | None = None,
 ) -> RulesSource:
@@ -1770,7 +1852,8 @@ def parse_rules(
         path: Where it came from (for messages).
         machine: The machine whose auditctl would read it (`b64`/`b32`, syscall tables).
         syntax: `rules` or `listing`; detected when None.
-        live: Whether to consult this machine's filesystem (a `-w` on a directory).
+        files: What is known of the files of the machine that loads the rules (a `-w` on a
+            directory is a tree watch).
         first_line: The number of the first line (for assembled texts).
         origins: Per-line origins overriding `path`/line numbers (for assembled rules.d).
 
@@ -1791,7 +1874,7 @@ def parse_rules(
             else Origin(path, first_line + index, physical)
         )
         for piece in _fgets_pieces(physical):
-            _parse_piece(piece, origin, machine, live=live, syntax=syntax, items=items)
+            _parse_piece(piece, origin, machine, files=files, syntax=syntax, items=items)
     return RulesSource(
         path=path, syntax=syntax, items=tuple(items), machine=machine, syntax_reason=reason
     )

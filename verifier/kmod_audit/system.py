@@ -16,6 +16,8 @@ import shutil
 import stat
 from typing import TYPE_CHECKING, BinaryIO, Final
 
+import attrs
+
 from .errors import CommandFailed, ConfigurationError, ParseError, TransportError
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "MAX_RULES_BYTES",
     "NIXOS_UNITS",
     "RULES_D",
+    "CopyOf",
     "auditctl_list",
     "auditctl_status",
     "decode_rules",
@@ -46,6 +49,69 @@ NIXOS_UNITS: Final = (
 RULES_D: Final = "/etc/audit/rules.d"
 AUDIT_RULES: Final = "/etc/audit/audit.rules"
 AUDITCTL_TIMEOUT: Final = 30.0
+
+
+#: How many symlinks a path lookup follows before it gives up (the kernel's MAXSYMLINKS).
+_MAX_LINKS: Final = 40
+
+
+@attrs.frozen
+class CopyOf:
+    """A copy of the target's root filesystem (`--root DIR`): its files, links resolved in it.
+
+    Attributes:
+        root: The directory that holds the copy.
+    """
+
+    root: str
+
+    @property
+    def where(self) -> str:
+        """Where the files are, in a message."""
+        return f"in {self.root}"
+
+    def is_dir(self, path: str) -> bool | None:
+        """Whether `path` is a directory on the target; None when the copy cannot say."""
+        found = self._inside(path, follow=True)
+        return found if found is None or isinstance(found, bool) else os.path.isdir(found)
+
+    def exists(self, path: str) -> bool | None:
+        """Whether `path` exists on the target; None when the copy cannot say."""
+        found = self._inside(path, follow=False)
+        return found if found is None or isinstance(found, bool) else os.path.lexists(found)
+
+    def _inside(self, path: str, *, follow: bool) -> str | bool | None:
+        """This machine's path of the target's `path`, its symlinks resolved in the copy.
+
+        False when the lookup fails as the kernel's would (too many links), None when a link
+        cannot be read.
+        """
+        parts = [p for p in path.split("/") if p]
+        parts.reverse()
+        done = ""
+        hops = 0
+        while parts:
+            name = parts.pop()
+            if name == ".":
+                continue
+            if name == "..":
+                done = done.rsplit("/", 1)[0]
+                continue
+            here = self.root + done + "/" + name
+            if (parts or follow) and os.path.islink(here):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    return False
+                try:
+                    target = os.readlink(here)
+                except OSError:
+                    return None
+                if target.startswith("/"):
+                    done = ""
+                parts.extend(reversed([p for p in target.split("/") if p]))
+                continue
+            done += "/" + name
+        return self.root + (done or "/")
 
 
 def layout_of(root: str) -> Layout:
