@@ -22,6 +22,9 @@ each once, and runs all of its cases in that one boot, in one Python process
   --no-load`); the probe is judged as verify judges it, with and without `--strict`, and
   must agree with `check` (the differences that remain by design are
   tests/test_agreement.py's KNOWN).
+- `differential` (amd64): tests/test_kernel_differential.py's harness check and
+  `KMOD_AUDIT_MATRIX_DIFFERENTIAL` random examples (default `DIFFERENTIAL_EXAMPLES`), run in
+  the guest after the cases with their own auditd, judged by its independent stimulus.
 - `random-*`: random rule sets over the grammar that decides module and kmod auditing
   (b32 and b64, execve and execveat, perm=, path=, watches, never rules, login-uid
   filters), probed the same way. No requirement may pass `check --arch MACHINE` and fail
@@ -69,6 +72,9 @@ RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
 LEGS = ("amd64-6.1", "amd64-6.12", "arm64-6.1", "arm64-6.12")
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 RANDOM_EXAMPLES = 4
+#: Examples of the kernel-differential property test in each amd64 leg (about 30 s each
+#: under TCG); KMOD_AUDIT_MATRIX_DIFFERENTIAL sets it.
+DIFFERENTIAL_EXAMPLES = 2
 FIXTURE_SAMPLE = 4
 # A rule set that records every syscall of the stimuli (`-S all`) keeps a TCG guest's
 # auditd writing for a while after the probe: the probe waits this long for its records.
@@ -285,6 +291,9 @@ def leg_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     share = tmp_path_factory.mktemp(f"matrix-{leg}")
     (share / "cases").mkdir()
     cases = _cases(machine, seed)
+    if machine == "x86_64":
+        count = os.environ.get("KMOD_AUDIT_MATRIX_DIFFERENTIAL", str(DIFFERENTIAL_EXAMPLES))
+        (share / "differential").write_text(count + "\n")
     for case in cases:
         (share / "cases" / f"{case.name}.rules").write_text(case.rules)
         (share / "cases" / f"{case.name}.args").write_text("".join(a + "\n" for a in case.argv))
@@ -517,6 +526,27 @@ class TestMatrix:
         assert false_passes == [], (
             f"leg {leg_run.leg}, KMOD_AUDIT_MATRIX_SEED={leg_run.seed}:\n" + "\n".join(false_passes)
         )
+
+    def test_kernel_differential_property(self, leg_run: LegRun) -> None:
+        """tests/test_kernel_differential.py on this kernel: check agrees with the kernel.
+
+        Its independent stimulus (tests/stimulus/stimulus.c), not the probe, makes the
+        module syscalls and execs of random rule sets, and check judges them live in the
+        guest: on 6.1 a kernel that copies argv before it opens an exec's file.
+        """
+        if leg_run.machine != "x86_64":
+            pytest.skip(
+                "the kernel-differential test's stimulus and targets are x86's (int 0x80 for "
+                "b32); arm64 needs an AArch64 and an AArch32 build of it (not done yet)"
+            )
+        log = (leg_run.out / "differential.log").read_text(errors="replace")
+        assert "0" == leg_run.run.results().get("differential"), (
+            f"leg {leg_run.leg}: the differential test failed in the guest:\n{log[-6000:]}"
+        )
+        tally = re.search(r"kernel differential: (\{.*\})", log)
+        assert tally is not None, log[-3000:]
+        print(f"\n{leg_run.leg}: kernel differential {tally.group(1)}")  # noqa: T201
+        assert "'agree': " in tally.group(1), log[-3000:]
 
 
 def _enough_decided(leg_run: LegRun, cases: list[Case], undecided: list[str]) -> None:
