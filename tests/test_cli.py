@@ -6,7 +6,9 @@ import argparse
 import importlib
 import json
 import os
+import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1189,6 +1191,38 @@ class TestKernelVersion:
                 result.out
             )
             assert "this is on a target that has no" not in result.out
+
+    @pytest.mark.parametrize(("owner", "code"), [(None, 1), (0, 0), (1000, 1)])
+    def test_root_gives_the_owner_of_kmod(
+        self, run_cli: RunCli, tmp_path: Path, owner: int | None, code: int
+    ) -> None:
+        """`obj_uid=0` on the kmod rule: offline the worst counts, --root reads the owner.
+
+        The copy holds the host's kmod and the ELF loader it names (PT_INTERP): a failed
+        exec names kmod only, so its owner decides.
+        """
+        kmod = shutil.which("kmod") or "/usr/bin/kmod"
+        interpreter = "/lib64/ld-linux-x86-64.so.2"
+        if platform.machine() != "x86_64" or not os.path.exists(kmod) or os.geteuid() != 0:
+            pytest.skip("needs the host's x86_64 kmod and its ELF loader, and root (chown)")
+        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        text = generated.out.replace("-F perm=x", "-F perm=x -F obj_uid=0")
+        path = tmp_path / "owner.rules"
+        path.write_text(text)
+        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
+        args += ["--profile", "al2023-stig"]
+        if owner is not None:
+            root = tmp_path / "root"
+            (root / "usr" / "bin").mkdir(parents=True)
+            (root / "lib64").mkdir()
+            shutil.copy(kmod, root / "usr" / "bin" / "kmod")
+            shutil.copy(interpreter, root / "lib64")
+            os.chown(root / "usr" / "bin" / "kmod", owner, 0)
+            args += ["--root", str(root)]
+        result = run_cli(*args, str(path))
+        assert code == result.code, result.out
+        said = "read only on the live machine or in a copy of its files (--root DIR)"
+        assert (owner is None) == (said in result.out), result.out
 
     def test_too_many_unread_lines_are_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Past MAX_UNREAD_WORLDS lines that need an unread directory, a pass is undecided."""

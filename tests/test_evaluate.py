@@ -484,8 +484,9 @@ class TestConditionsOnTheFile:
         """Without the machine's files the worst case counts, and the reason says so."""
         reason = _reason(f"{PATH_RULE} -F obj_uid=0 -k k\n")
         assert reason.endswith(
-            "; the owner and type of /usr/bin/kmod (and of its interpreter) are read only when "
-            "judging the live machine, so the worst case counts here"
+            "; the owner and type of /usr/bin/kmod (and of its interpreter) are read only on "
+            "the live machine or in a copy of its files (--root DIR), so the worst case counts "
+            "here"
         )
 
 

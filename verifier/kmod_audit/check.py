@@ -167,7 +167,7 @@ def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
     machine when live; on every current distribution they are symlinks to kmod, and we
     assume so when not live.
     """
-    kmod = ExecFile.at(options.kmod_path, live=options.live)
+    kmod = ExecFile.at(options.kmod_path, live=options.live, files=options.files)
     programs = [kmod]
     if not options.live:
         return programs

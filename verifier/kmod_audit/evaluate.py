@@ -54,9 +54,12 @@ from .rules import (
     ARG_FIELDS,
     GID_FIELDS,
     LSM_FIELDS,
+    THIS_MACHINE,
     UID_UNSET,
     Field,
     Rule,
+    TargetFiles,
+    ThisMachine,
 )
 from .syscalls import BEFORE_OPEN, Abi
 
@@ -186,19 +189,27 @@ class ExecFile:
     interpreters: tuple[ExecFile, ...] = ()
 
     @classmethod
-    def at(cls, path: str, *, live: bool) -> ExecFile:
-        """Describe the program at `path`, consulting this machine when `live`."""
+    def at(cls, path: str, *, live: bool, files: TargetFiles | None = None) -> ExecFile:
+        """Describe the program at `path`, consulting this machine when `live`.
+
+        Not live, `files` (a copy of the target's root) may still tell its owner, type and
+        interpreters, and its real path there.
+        """
         if live:
             try:
                 info = os.stat(path)
             except OSError:
                 return cls(os.path.normpath(path))
             real = os.path.realpath(path)
-            named = _named_files(real)
+            named = _named_files(real, THIS_MACHINE)
             if named is None:
                 return cls(real, (info.st_dev, info.st_ino))
             return cls(real, (info.st_dev, info.st_ino), named[0], named[1])
-        return cls(os.path.normpath(path))
+        real_path = files.real(path) if files is not None else None
+        if files is None or real_path is None:
+            return cls(os.path.normpath(path))
+        named = _named_files(real_path, files)
+        return cls(real_path) if named is None else cls(real_path, None, named[0], named[1])
 
 
 _PT_INTERP: Final = 3
@@ -234,8 +245,12 @@ def _interpreter(path: str) -> str | None:
     return None
 
 
-def _named_files(path: str) -> tuple[tuple[NamedFile, ...], tuple[ExecFile, ...]] | None:
+def _named_files(
+    path: str, files: TargetFiles
+) -> tuple[tuple[NamedFile, ...], tuple[ExecFile, ...]] | None:
     """The files an exec of `path` names: it, then its interpreters (None: unreadable).
+
+    `files` are the target's: this machine's, or a copy of its root.
 
     Returns:
         What the kernel records of each, and the interpreters (for watches on them).
@@ -243,13 +258,18 @@ def _named_files(path: str) -> tuple[tuple[NamedFile, ...], tuple[ExecFile, ...]
     found: list[NamedFile] = []
     interpreters: list[ExecFile] = []
     current: str | None = path
+    here = isinstance(files, ThisMachine)
     try:
         while current is not None and len(found) < 5:  # binfmt_script nests up to 4 deep
-            info = os.stat(current)
+            local, real = files.local(current), files.real(current)
+            if local is None or real is None:
+                return None
+            info = os.stat(local)
             found.append(NamedFile(info.st_uid, info.st_gid, info.st_mode))
             if current != path:
-                interpreters.append(ExecFile(os.path.realpath(current), (info.st_dev, info.st_ino)))
-            current = _interpreter(current)
+                identity = (info.st_dev, info.st_ino) if here else None
+                interpreters.append(ExecFile(real, identity))
+            current = _interpreter(local)
     except (OSError, ValueError, struct.error):
         return None
     return tuple(found), tuple(interpreters)
@@ -489,7 +509,8 @@ class Coverage:
         if about_files and program is not None and program.names is None:
             text += (
                 f"; the owner and type of {program.path} (and of its interpreter) are read "
-                "only when judging the live machine, so the worst case counts here"
+                "only on the live machine or in a copy of its files (--root DIR), so the worst "
+                "case counts here"
             )
         if self.note is not None:
             text += f"; {self.note}"

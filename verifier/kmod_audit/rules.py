@@ -48,6 +48,12 @@ class TargetFiles(Protocol):
     def exists(self, path: str) -> bool | None:
         """Whether `path` exists there (a symlink counts, wherever it points)."""
 
+    def local(self, path: str) -> str | None:
+        """Where this machine reads the file at `path` there; None when not read."""
+
+    def real(self, path: str) -> str | None:
+        """`path` there with its links resolved; None when the files are not read."""
+
 
 @attrs.frozen
 class ThisMachine:
@@ -62,6 +68,14 @@ class ThisMachine:
     def exists(self, path: str) -> bool:
         """Whether `path` exists here."""
         return os.path.lexists(path)
+
+    def local(self, path: str) -> str:
+        """`path` itself."""
+        return os.path.realpath(path)
+
+    def real(self, path: str) -> str:
+        """`path` with its links resolved."""
+        return os.path.realpath(path)
 
 
 #: Directories every target has: the root, /etc (auditd's own configuration), /var and
@@ -101,6 +115,14 @@ class NotRead:
     def exists(self, path: str) -> bool | None:
         """True for a directory known to be there; otherwise not known."""
         return self.is_dir(path)
+
+    def local(self, path: str) -> None:  # noqa: ARG002 - the protocol's signature
+        """Nothing: the files are not read."""
+        return
+
+    def real(self, path: str) -> None:  # noqa: ARG002 - the protocol's signature
+        """Nothing: the files are not read."""
+        return
 
 
 THIS_MACHINE: Final = ThisMachine()

@@ -80,6 +80,16 @@ class CopyOf:
         found = self._inside(path, follow=False)
         return found if found is None or isinstance(found, bool) else os.path.lexists(found)
 
+    def local(self, path: str) -> str | None:
+        """This machine's path of the target's `path` in the copy, its links resolved."""
+        found = self._inside(path, follow=True)
+        return found if isinstance(found, str) else None
+
+    def real(self, path: str) -> str | None:
+        """The target's `path` with its links resolved in the copy."""
+        found = self.local(path)
+        return None if found is None else found[len(self.root) :] or "/"
+
     def _inside(self, path: str, *, follow: bool) -> str | bool | None:
         """This machine's path of the target's `path`, its symlinks resolved in the copy.
 
@@ -124,17 +134,10 @@ def layout_of(root: str) -> Layout:
         msg = f"--root {root}: not a directory; pass a copy of the target's root filesystem"
         raise ConfigurationError(msg)
 
-    def points_at(name: str, *targets: str) -> bool:
-        path = os.path.join(root, name)
-        if not os.path.islink(path):
-            return False
-        target = os.readlink(path)
-        resolved = os.path.normpath(os.path.join("/", os.path.dirname(name), target))
-        return resolved in targets
-
-    if not points_at("bin", "/usr/bin"):
+    files = CopyOf(root)
+    if files.real("/bin") != "/usr/bin":
         return "split"
-    if points_at("sbin", "/usr/bin") or points_at("usr/sbin", "/usr/bin"):
+    if "/usr/bin" in {files.real("/sbin"), files.real("/usr/sbin")}:
         return "merged-sbin"
     return "merged"
 
