@@ -95,7 +95,9 @@ static void module_calls(void) {
 }
 
 /* argv for an exec: "bad" is an invalid pointer (EFAULT), "big" one string over
- * MAX_ARG_STRLEN (E2BIG), "ok" is `kmod --version`. Both fail after the file is opened. */
+ * MAX_ARG_STRLEN (E2BIG), "ok" is `kmod --version`. Both fail after the file is opened on
+ * a kernel that opens it first (6.8 on), before it on one that copies argv first (5.9 to
+ * 6.7, such as Debian 12's 6.1). */
 static char *big_argument(void) {
     static char *big;
     if (big == NULL) {

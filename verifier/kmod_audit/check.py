@@ -200,13 +200,14 @@ def _targets(req: Requirement, options: Options) -> list[tuple[str, RequiredEven
         for call in calls
         if not call.execution
     ]
-    executions = [call for call in calls if call.execution and call.number is not None]
+    executions = [
+        (call, number) for call in calls if call.execution and (number := call.number) is not None
+    ]
     if executions:
         for program in tool_programs(req.tools, options):
             out.extend(
                 (call.label(program.path), RequiredEvent(call.abi, call.syscall, number, program))
-                for call in executions
-                if (number := call.number) is not None
+                for call, number in executions
             )
     return out
 
@@ -246,11 +247,7 @@ class _Judge:
     judged: dict[RequiredEvent, Coverage] = attrs.field(factory=dict)
 
     def coverage(self, target: RequiredEvent) -> Coverage:
-        """The coverage of `target`, evaluated once per rule set.
-
-        An exec on a kernel whose version is not known is judged for both exec orders
-        (`ExecOrder`), and the worse counts.
-        """
+        """The coverage of `target` in every world it may meet (`_evaluate`), once per rule set."""
         found = self.judged.get(target)
         if found is None:
             found = self.judged[target] = self._evaluate(target)
