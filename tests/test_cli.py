@@ -1224,6 +1224,38 @@ class TestKernelVersion:
         said = "read only on the live machine or in a copy of its files (--root DIR)"
         assert (owner is None) == (said in result.out), result.out
 
+    @pytest.mark.parametrize("where", ["none", "link", "directory"])
+    def test_a_directory_link_of_the_target_may_name_kmod(
+        self, run_cli: RunCli, tmp_path: Path, where: str
+    ) -> None:
+        """`exe=/opt/bin/kmod` is kmod where /opt/bin links to /usr/bin: offline, not known.
+
+        A `never` rule on it suppresses the successful executions of kmod there. `-c` keeps
+        loading when the target has no /opt/bin at all (the rule is then refused).
+        """
+        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        never = "-a never,exit -F arch=b64 -S execve -F success=1 -F exe=/opt/bin/kmod\n"
+        path = tmp_path / "link.rules"
+        path.write_text("-c\n" + never + generated.out)
+        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
+        args += ["--profile", "al2023-stig"]
+        if where != "none":
+            root = tmp_path / "root"
+            (root / "usr" / "bin").mkdir(parents=True)
+            (root / "usr" / "bin" / "kmod").touch()
+            (root / "opt").mkdir()
+            if where == "link":
+                (root / "opt" / "bin").symlink_to("../usr/bin")
+            else:
+                (root / "opt" / "bin").mkdir()
+            args += ["--root", str(root)]
+        result = run_cli(*args, str(path))
+        assert (0 if where == "directory" else 1) == result.code, result.out
+        said = "names /usr/bin/kmod depends on the target's directory links, which are not read"
+        assert (where == "none") == (said in result.out), result.out
+        if where != "directory":
+            assert "b64 execve of /usr/bin/kmod (auid=1000, success=yes, exit=0)" in result.out
+
     def test_too_many_unread_lines_are_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Past MAX_UNREAD_WORLDS lines that need an unread directory, a pass is undecided."""
         generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")

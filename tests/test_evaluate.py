@@ -20,9 +20,11 @@ from kmod_audit.evaluate import (
     Coverage,
     ExecFile,
     ExecOrder,
+    Layout,
     NamedFile,
     RequiredEvent,
     _Evaluator,
+    _identifies,
     _judge_event,
     evaluate,
     exec_order,
@@ -488,6 +490,34 @@ class TestConditionsOnTheFile:
             "the live machine or in a copy of its files (--root DIR), so the worst case counts "
             "here"
         )
+
+
+class TestDirectoryLinks:
+    """Without the target's files, a path may name kmod through a directory link."""
+
+    @pytest.mark.parametrize(
+        ("path", "layout", "expected"),
+        [
+            ("/usr/bin/kmod", "split", True),
+            ("/bin/kmod", "split", False),
+            ("/bin/kmod", "merged", True),
+            ("/usr/sbin/kmod", "merged", False),
+            ("/usr/sbin/kmod", "merged-sbin", True),
+            ("/opt/bin/kmod", "merged", None),
+            ("/usr/local/bin/kmod", "split", None),
+            ("/opt/bin/modprobe", "merged", False),
+        ],
+    )
+    def test_identifies(self, path: str, layout: Layout, expected: bool | None) -> None:
+        """The layout decides /bin, /sbin and /lib*; another directory is not known."""
+        program = ExecFile.at("/usr/bin/kmod", live=False)
+        ctx = Context(live=False, layout=layout)
+        assert expected is _identifies(path, program, ctx)
+
+    def test_live_knows(self) -> None:
+        """Live, a path of kmod's name elsewhere is simply another file."""
+        program = ExecFile("/usr/bin/kmod")
+        assert _identifies("/opt/bin/kmod", program, Context()) is False
 
 
 def _ruleset(text: str) -> RuleSet:

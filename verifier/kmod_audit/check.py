@@ -120,6 +120,7 @@ class Options:
             deadline=self.deadline,
             exec_order=order or self.exec_order or "open-first",
             layout=layout,
+            files=None if self.live else self.files,
         )
 
     def as_pairs(self) -> tuple[tuple[str, object], ...]:

@@ -121,6 +121,13 @@ LAYOUT_TEXT: Final[dict[str, str]] = {
     "merged-sbin": "a target with merged /usr whose /usr/sbin is a link to bin",
 }
 _MERGED_DIRS: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+#: How an uncertain condition on a path names it (`EventOutcome.uncertain`).
+_PATH_CONDITION: Final = re.compile(r"(?:path|exe|dir)!?=(/.*)")
+#: The directories whose links a `Layout` decides: nothing else links them elsewhere.
+_DECIDED_DIRS: Final = frozenset(
+    {"/", "/usr", *(f"/{name}" for name in _MERGED_DIRS)}
+    | {f"/usr/{name}" for name in _MERGED_DIRS}
+)
 #: The note on a counterexample that is such a failure.
 BEFORE_OPEN_NOTE: Final = (
     "a kernel that copies argv before it opens the file (Linux 5.9 to 6.7, such as Debian "
@@ -289,11 +296,11 @@ def _names_other_file(field: Field, program: ExecFile, ctx: Context) -> str | No
     """
     for interpreter in program.interpreters:
         if field.ambiguous and (
-            _identifies(str(field.value), interpreter, ctx)
+            _identifies(str(field.value), interpreter, ctx) is not False
             or _under(str(field.value), interpreter, ctx)
         ):
             return "watch"
-        if field.name == "path" and _identifies(str(field.value), interpreter, ctx):
+        if field.name == "path" and _identifies(str(field.value), interpreter, ctx) is not False:
             return "watch"
         if field.name == "dir" and _under(str(field.value), interpreter, ctx):
             return "tree"
@@ -371,6 +378,8 @@ class Context:
             (`ExecOrder`); a caller that does not know judges both.
         layout: The target's directory links, when its files are not read (not `live`):
             a caller that does not know judges every `Layout`.
+        files: A copy of the target's files (`--root`), when not `live`: the directories
+            of paths in rules are resolved there. None: not read.
     """
 
     uid_min: int = 1000
@@ -379,6 +388,7 @@ class Context:
     deadline: float | None = None
     exec_order: ExecOrder = "open-first"
     layout: Layout = "split"
+    files: TargetFiles | None = None
 
     @property
     def argv_first(self) -> bool:
@@ -608,12 +618,14 @@ def _canonical(path: str, layout: Layout) -> str:
     return os.path.join(head, tail)
 
 
-def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
-    """Whether a watch/exe mark on `path` is on the program's inode.
+def _identifies(path: str, program: ExecFile, ctx: Context) -> bool | None:
+    """Whether a watch/exe mark on `path` is on the program's inode; None: not known.
 
     The kernel resolves every component but the last (a watch on a symlink watches the
     link, which is never executed), so we lstat() the path. Without this machine's files,
-    the directory links of `ctx.layout` (merged /usr) decide.
+    the directory links of `ctx.layout` (merged /usr) decide; a path of the program's name
+    in another directory may name it through a link of the target's that is not read
+    (`/opt/bin` to `/usr/bin`): not known.
     """
     if ctx.live and program.identity is not None:
         try:
@@ -621,7 +633,22 @@ def _identifies(path: str, program: ExecFile, ctx: Context) -> bool:
         except OSError:
             return False
         return (info.st_dev, info.st_ino) == program.identity
-    return _canonical(path, ctx.layout) == _canonical(program.path, ctx.layout)
+    head, tail = os.path.split(os.path.normpath(path))
+    real = ctx.files.real(head) if ctx.files is not None else None
+    if real is not None:
+        return os.path.join(real, tail) == program.path
+    mine, theirs = _canonical(path, ctx.layout), _canonical(program.path, ctx.layout)
+    if mine == theirs:
+        return True
+    head, tail = os.path.split(mine)
+    if ctx.live or tail != os.path.basename(theirs) or head in _DECIDED_DIRS:
+        return False
+    return None
+
+
+def _identity_unknown(field: Field, program: ExecFile, ctx: Context) -> bool:
+    """Whether `field` (path=, exe=) may name `program` through a link not read."""
+    return field.name in {"path", "exe"} and _identifies(str(field.value), program, ctx) is None
 
 
 def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
@@ -687,6 +714,8 @@ class _Evaluator:
                 # After a successful exec the process runs the program. (Task rules are
                 # judged at fork time; we keep judging them against the program.)
                 same = _identifies(str(field.value), program, self.ctx)
+                if same is None:
+                    return None
             else:
                 # Module syscalls, and a failed exec: the caller's own program.
                 same = running == field.value
@@ -713,6 +742,8 @@ class _Evaluator:
                 return False
             as_path = _identifies(str(field.value), program, self.ctx)
             as_dir = _under(str(field.value), program, self.ctx)
+            if as_path is None and (name == "path" or field.ambiguous):
+                return None  # a link of the target's, not read, may make it the program
             if field.ambiguous and as_path != as_dir:
                 return None  # `auditctl -l` does not say which of the two it is
             matched = as_path if name == "path" else as_dir
@@ -1820,12 +1851,17 @@ class _Symbolic:
         if name == "exe":
             if program is not None and task:
                 same = _identifies(str(field.value), program, self.ctx)
+                if same is None:
+                    return None
                 return same if field.op == "=" else not same
             # The process's executable at syscall exit: for an exec, the program when it
             # succeeded (`_Symbolic.impossible`), the caller's own program when it failed.
             paths = {str(field.value)}
             if program is not None:
-                if _identifies(str(field.value), program, self.ctx):
+                same = _identifies(str(field.value), program, self.ctx)
+                if same is None:
+                    return None  # a link of the target's, not read, may make it the program
+                if same:
                     paths.add(program.path)
                 else:
                     paths.discard(program.path)
@@ -1854,6 +1890,8 @@ class _Symbolic:
                 return False
             as_path = _identifies(str(field.value), program, self.ctx)
             as_dir = _under(str(field.value), program, self.ctx)
+            if as_path is None and (name == "path" or field.ambiguous):
+                return None  # a link of the target's, not read, may make it the program
             if field.ambiguous and as_path != as_dir:
                 return None
             matched = as_path if name == "path" else as_dir
@@ -2317,6 +2355,21 @@ def _counterexample(
     note = None
     if target.program is not None and ctx.argv_first and _before_open(event):
         note = BEFORE_OPEN_NOTE
+    program = target.program
+    linked = [
+        condition
+        for condition in outcome.uncertain
+        if program is not None
+        and (match := _PATH_CONDITION.fullmatch(condition)) is not None
+        and _identifies(match.group(1), program, ctx) is None
+    ]
+    if linked and program is not None:
+        said = (
+            f"whether {', '.join(linked)} names {program.path} depends on the target's "
+            "directory links, which are not read (pass --root DIR, a copy of its files, or "
+            "judge the rules on the machine), so the worst case counts here"
+        )
+        note = f"{note}; {said}" if note else said
     return Coverage(
         target=target,
         covered=False,
