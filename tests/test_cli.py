@@ -1256,6 +1256,41 @@ class TestKernelVersion:
         if where != "directory":
             assert "b64 execve of /usr/bin/kmod (auid=1000, success=yes, exit=0)" in result.out
 
+    @pytest.mark.parametrize(
+        ("link", "code"), [(None, 1), ("usr", 1), (None, 0), ("../usr/bin", 0)]
+    )
+    def test_a_tree_watch_through_a_directory_link(
+        self, run_cli: RunCli, tmp_path: Path, link: str | None, code: int
+    ) -> None:
+        """`-a never,exit -F dir=/x/bin`: where /x links to /usr it covers kmod.
+
+        Offline (the first case) not known, the worst counts; `--root` resolves /x in the
+        copy: a link to usr covers kmod, a real /x/bin or /x/bin itself a link does not (a
+        tree watch on a link covers nothing).
+        """
+        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        path = tmp_path / "tree.rules"
+        path.write_text("-c\n-a never,exit -F arch=b64 -S execve -F dir=/x/bin\n" + generated.out)
+        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
+        args += ["--profile", "al2023-stig"]
+        offline = link is None and code == 1
+        if not offline:
+            root = tmp_path / "root"
+            (root / "usr" / "bin").mkdir(parents=True)
+            (root / "usr" / "bin" / "kmod").touch()
+            if link == "usr":
+                (root / "x").symlink_to("usr")
+            else:
+                (root / "x").mkdir()
+                if link is None:
+                    (root / "x" / "bin").mkdir()
+                else:
+                    (root / "x" / "bin").symlink_to(link)
+            args += ["--root", str(root)]
+        result = run_cli(*args, str(path))
+        assert code == result.code, result.out
+        assert offline == ("depends on the target's directory links" in result.out), result.out
+
     def test_too_many_unread_lines_are_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Past MAX_UNREAD_WORLDS lines that need an unread directory, a pass is undecided."""
         generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")

@@ -26,6 +26,7 @@ from kmod_audit.evaluate import (
     _Evaluator,
     _identifies,
     _judge_event,
+    _under,
     evaluate,
     exec_order,
 )
@@ -513,6 +514,24 @@ class TestDirectoryLinks:
         program = ExecFile.at("/usr/bin/kmod", live=False)
         ctx = Context(live=False, layout=layout)
         assert expected is _identifies(path, program, ctx)
+
+    @pytest.mark.parametrize(
+        ("directory", "layout", "expected"),
+        [
+            ("/usr/bin", "split", True),
+            ("/usr", "split", True),
+            ("/bin", "merged", False),
+            ("/x/bin", "merged", None),
+            ("/x/usr", "split", None),
+            ("/x/lib", "split", False),
+            ("/usr/local/bin", "split", None),
+        ],
+    )
+    def test_under(self, directory: str, layout: Layout, expected: bool | None) -> None:
+        """A tree watch on a directory of one of kmod's directory names elsewhere: unknown."""
+        program = ExecFile.at("/usr/bin/kmod", live=False)
+        ctx = Context(live=False, layout=layout)
+        assert expected is _under(directory, program, ctx)
 
     def test_live_knows(self) -> None:
         """Live, a path of kmod's name elsewhere is simply another file."""

@@ -122,7 +122,7 @@ LAYOUT_TEXT: Final[dict[str, str]] = {
 }
 _MERGED_DIRS: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: How an uncertain condition on a path names it (`EventOutcome.uncertain`).
-_PATH_CONDITION: Final = re.compile(r"(?:path|exe|dir)!?=(/.*)")
+_PATH_CONDITION: Final = re.compile(r"(path|exe|dir)!?=(/.*)")
 #: The directories whose links a `Layout` decides: nothing else links them elsewhere.
 _DECIDED_DIRS: Final = frozenset(
     {"/", "/usr", *(f"/{name}" for name in _MERGED_DIRS)}
@@ -297,13 +297,15 @@ def _names_other_file(field: Field, program: ExecFile, ctx: Context) -> str | No
     for interpreter in program.interpreters:
         if field.ambiguous and (
             _identifies(str(field.value), interpreter, ctx) is not False
-            or _under(str(field.value), interpreter, ctx)
+            or _under(str(field.value), interpreter, ctx) is not False
         ):
             return "watch"
         if field.name == "path" and _identifies(str(field.value), interpreter, ctx) is not False:
             return "watch"
-        if field.name == "dir" and _under(str(field.value), interpreter, ctx):
-            return "tree"
+        if field.name == "dir":
+            under = _under(str(field.value), interpreter, ctx)
+            if under is not False:
+                return "tree" if under else "watch"  # "watch": not known
     return None
 
 
@@ -646,16 +648,13 @@ def _identifies(path: str, program: ExecFile, ctx: Context) -> bool | None:
     return None
 
 
-def _identity_unknown(field: Field, program: ExecFile, ctx: Context) -> bool:
-    """Whether `field` (path=, exe=) may name `program` through a link not read."""
-    return field.name in {"path", "exe"} and _identifies(str(field.value), program, ctx) is None
-
-
-def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
-    """Whether a `dir=` tree watch on `directory` covers the program.
+def _under(directory: str, program: ExecFile, ctx: Context) -> bool | None:
+    """Whether a `dir=` tree watch on `directory` covers the program; None: not known.
 
     The kernel tags the inode `directory` names (without following a last-component
     symlink) and everything below it, so a tree watch on the program itself counts too.
+    Without this machine's files, as `_identifies`: a directory of the name of one of the
+    program's may be one of them through a link of the target's that is not read.
     """
     if ctx.live and program.identity is not None:
         stripped = directory.rstrip("/") or "/"
@@ -665,11 +664,28 @@ def _under(directory: str, program: ExecFile, ctx: Context) -> bool:
         inside = program.path
     else:
         real = os.path.normpath(directory)
-        if real in _links(ctx.layout):
-            return False  # a tree watch on a link
-        real = _canonical(real, ctx.layout)
-        inside = _canonical(program.path, ctx.layout)
-    return inside == real or inside.startswith(real.rstrip("/") + "/")
+        head, tail = os.path.split(real)
+        copied = ctx.files.real(real) if ctx.files is not None and tail else None
+        if copied is not None and ctx.files is not None:
+            if copied != os.path.join(ctx.files.real(head) or head, tail):
+                return False  # a tree watch on a link
+            real, inside = copied, program.path
+        else:
+            if real in _links(ctx.layout):
+                return False  # a tree watch on a link
+            real = _canonical(real, ctx.layout)
+            inside = _canonical(program.path, ctx.layout)
+            if not ctx.live and not _within(inside, real):
+                parents = os.path.dirname(inside).split("/")
+                head = os.path.dirname(real)
+                if os.path.basename(real) in parents and head not in _DECIDED_DIRS:
+                    return None
+    return _within(inside, real)
+
+
+def _within(inside: str, directory: str) -> bool:
+    """Whether the path `inside` is `directory` or below it."""
+    return inside == directory or inside.startswith(directory.rstrip("/") + "/")
 
 
 @attrs.define
@@ -742,7 +758,9 @@ class _Evaluator:
                 return False
             as_path = _identifies(str(field.value), program, self.ctx)
             as_dir = _under(str(field.value), program, self.ctx)
-            if as_path is None and (name == "path" or field.ambiguous):
+            if (as_path if name == "path" else as_dir) is None or (
+                field.ambiguous and None in (as_path, as_dir)
+            ):
                 return None  # a link of the target's, not read, may make it the program
             if field.ambiguous and as_path != as_dir:
                 return None  # `auditctl -l` does not say which of the two it is
@@ -1890,7 +1908,9 @@ class _Symbolic:
                 return False
             as_path = _identifies(str(field.value), program, self.ctx)
             as_dir = _under(str(field.value), program, self.ctx)
-            if as_path is None and (name == "path" or field.ambiguous):
+            if (as_path if name == "path" else as_dir) is None or (
+                field.ambiguous and None in (as_path, as_dir)
+            ):
                 return None  # a link of the target's, not read, may make it the program
             if field.ambiguous and as_path != as_dir:
                 return None
@@ -2361,7 +2381,8 @@ def _counterexample(
         for condition in outcome.uncertain
         if program is not None
         and (match := _PATH_CONDITION.fullmatch(condition)) is not None
-        and _identifies(match.group(1), program, ctx) is None
+        and (_under if match.group(1) == "dir" else _identifies)(match.group(2), program, ctx)
+        is None
     ]
     if linked and program is not None:
         said = (
