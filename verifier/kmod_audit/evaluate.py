@@ -683,6 +683,22 @@ def _under(directory: str, program: ExecFile, ctx: Context) -> bool | None:
     return _within(inside, real)
 
 
+def _watch_on(field: Field, program: ExecFile, ctx: Context) -> tuple[bool, str | None] | None:
+    """Whether the `path=`/`dir=` of `field` names `program`, and how it names an interpreter.
+
+    Returns:
+        (names the program, `_names_other_file` when it does not); None when not known: a
+        link of the target's that is not read may make it the program, or `auditctl -l`
+        does not say whether it is a path= or a dir= watch (`field.ambiguous`).
+    """
+    as_path = _identifies(str(field.value), program, ctx)
+    as_dir = _under(str(field.value), program, ctx)
+    matched = as_path if field.name == "path" else as_dir
+    if matched is None or (field.ambiguous and (None in (as_path, as_dir) or as_path != as_dir)):
+        return None
+    return matched, None if matched else _names_other_file(field, program, ctx)
+
+
 def _within(inside: str, directory: str) -> bool:
     """Whether the path `inside` is `directory` or below it."""
     return inside == directory or inside.startswith(directory.rstrip("/") + "/")
@@ -756,16 +772,10 @@ class _Evaluator:
         if name in {"path", "dir"}:
             if program is None:
                 return False
-            as_path = _identifies(str(field.value), program, self.ctx)
-            as_dir = _under(str(field.value), program, self.ctx)
-            if (as_path if name == "path" else as_dir) is None or (
-                field.ambiguous and None in (as_path, as_dir)
-            ):
-                return None  # a link of the target's, not read, may make it the program
-            if field.ambiguous and as_path != as_dir:
-                return None  # `auditctl -l` does not say which of the two it is
-            matched = as_path if name == "path" else as_dir
-            other = None if matched else _names_other_file(field, program, self.ctx)
+            found = _watch_on(field, program, self.ctx)
+            if found is None:
+                return None
+            matched, other = found
             if other is not None:
                 return bool(event["success"]) if other == "tree" else None
             if matched and self.ctx.argv_first and _before_open(event):
@@ -1906,16 +1916,10 @@ class _Symbolic:
         if name in {"path", "dir"}:
             if program is None:
                 return False
-            as_path = _identifies(str(field.value), program, self.ctx)
-            as_dir = _under(str(field.value), program, self.ctx)
-            if (as_path if name == "path" else as_dir) is None or (
-                field.ambiguous and None in (as_path, as_dir)
-            ):
-                return None  # a link of the target's, not read, may make it the program
-            if field.ambiguous and as_path != as_dir:
+            found = _watch_on(field, program, self.ctx)
+            if found is None:
                 return None
-            matched = as_path if name == "path" else as_dir
-            other = None if matched else _names_other_file(field, program, self.ctx)
+            matched, other = found
             if other is not None:
                 return self.where("exit", "=", 0) if other == "tree" else None
             if matched and self.ctx.argv_first:
