@@ -1010,6 +1010,23 @@ class TestTimeoutBoundsEverything:
         assert "initial_prompt" not in result.stderr
 
 
+#: `check` of a file for an aarch64 target on Debian's 6.12, whose files are not read here.
+FOREIGN_STIG: Final = (
+    "check",
+    "--arch",
+    "aarch64",
+    "--kernel-version",
+    "6.12",
+    "--profile",
+    "al2023-stig",
+)
+
+
+def _aarch64_stig_rules(run_cli: RunCli) -> str:
+    """What `generate` prints for the AL2023 STIG on aarch64 (COMPLIANT on its own)."""
+    return run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64").out
+
+
 class TestKernelVersion:
     """A watch on kmod alone: the kernel's version decides (Linux 5.9 to 6.7 copy argv first)."""
 
@@ -1166,11 +1183,10 @@ class TestKernelVersion:
         Without its files the worst is judged (the watch refused, `auditctl -R` stops
         there), and the report names the directory; `--root` decides.
         """
-        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        generated = _aarch64_stig_rules(run_cli)
         path = tmp_path / "stig.rules"
-        path.write_text("-w /opt/app/conf -p wa -k app\n" + generated.out)
-        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
-        args += ["--profile", "al2023-stig"]
+        path.write_text("-w /opt/app/conf -p wa -k app\n" + generated)
+        args = list(FOREIGN_STIG)
         if where != "none":
             root = tmp_path / "root"
             (root / "usr" / "bin").mkdir(parents=True)
@@ -1184,7 +1200,7 @@ class TestKernelVersion:
             assert f"warning: {path}:1: if /opt/app does not exist on the target" in result.out
             # A -w of a directory that may not exist loads either way (a tree watch where it
             # is a directory, a watch of a file where not): no world refuses it.
-            path.write_text("-w /etc/sudoers.d/ -p wa -k actions\n" + generated.out)
+            path.write_text("-w /etc/sudoers.d/ -p wa -k actions\n" + generated)
             assert 0 == run_cli(*args, str(path)).code
         if where == "missing":
             assert f"the parent directory /opt/app of the watch does not exist in {root}" in (
@@ -1205,12 +1221,11 @@ class TestKernelVersion:
         interpreter = "/lib64/ld-linux-x86-64.so.2"
         if platform.machine() != "x86_64" or not os.path.exists(kmod) or os.geteuid() != 0:
             pytest.skip("needs the host's x86_64 kmod and its ELF loader, and root (chown)")
-        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
-        text = generated.out.replace("-F perm=x", "-F perm=x -F obj_uid=0")
+        generated = _aarch64_stig_rules(run_cli)
+        text = generated.replace("-F perm=x", "-F perm=x -F obj_uid=0")
         path = tmp_path / "owner.rules"
         path.write_text(text)
-        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
-        args += ["--profile", "al2023-stig"]
+        args = list(FOREIGN_STIG)
         if owner is not None:
             root = tmp_path / "root"
             (root / "usr" / "bin").mkdir(parents=True)
@@ -1233,12 +1248,11 @@ class TestKernelVersion:
         A `never` rule on it suppresses the successful executions of kmod there. `-c` keeps
         loading when the target has no /opt/bin at all (the rule is then refused).
         """
-        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        generated = _aarch64_stig_rules(run_cli)
         never = "-a never,exit -F arch=b64 -S execve -F success=1 -F exe=/opt/bin/kmod\n"
         path = tmp_path / "link.rules"
-        path.write_text("-c\n" + never + generated.out)
-        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
-        args += ["--profile", "al2023-stig"]
+        path.write_text("-c\n" + never + generated)
+        args = list(FOREIGN_STIG)
         if where != "none":
             root = tmp_path / "root"
             (root / "usr" / "bin").mkdir(parents=True)
@@ -1268,11 +1282,10 @@ class TestKernelVersion:
         copy: a link to usr covers kmod, a real /x/bin or /x/bin itself a link does not (a
         tree watch on a link covers nothing).
         """
-        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        generated = _aarch64_stig_rules(run_cli)
         path = tmp_path / "tree.rules"
-        path.write_text("-c\n-a never,exit -F arch=b64 -S execve -F dir=/x/bin\n" + generated.out)
-        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
-        args += ["--profile", "al2023-stig"]
+        path.write_text("-c\n-a never,exit -F arch=b64 -S execve -F dir=/x/bin\n" + generated)
+        args = list(FOREIGN_STIG)
         offline = link is None and code == 1
         if not offline:
             root = tmp_path / "root"
@@ -1293,17 +1306,16 @@ class TestKernelVersion:
 
     def test_too_many_unread_lines_are_undecided(self, run_cli: RunCli, tmp_path: Path) -> None:
         """Past MAX_UNREAD_WORLDS lines that need an unread directory, a pass is undecided."""
-        generated = run_cli("generate", "--profile", "al2023-stig", "--arch", "aarch64")
+        generated = _aarch64_stig_rules(run_cli)
         watches = "".join(f"-w /opt/app{i}/conf -p wa -k app\n" for i in range(20))
         path = tmp_path / "many.rules"
-        path.write_text(generated.out + watches)
-        args = ["check", "--arch", "aarch64", "--kernel-version", "6.12"]
-        result = run_cli(*args, "--profile", "al2023-stig", str(path))
+        path.write_text(generated + watches)
+        result = run_cli(*FOREIGN_STIG, str(path))
         assert 3 == result.code, result.out
         assert "20 lines load only where a directory they need exists" in result.out
         few = tmp_path / "few.rules"
-        few.write_text(generated.out + watches[: watches.index("app16")].rsplit("\n", 1)[0])
-        assert 0 == run_cli(*args, "--profile", "al2023-stig", str(few)).code
+        few.write_text(generated + watches[: watches.index("app16")].rsplit("\n", 1)[0])
+        assert 0 == run_cli(*FOREIGN_STIG, str(few)).code
 
     def test_root_must_be_a_directory(self, run_cli: RunCli, tmp_path: Path) -> None:
         """A --root that is not a directory is exit 2, saying what to pass."""

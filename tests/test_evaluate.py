@@ -6,6 +6,7 @@ import errno
 import importlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -497,41 +498,39 @@ class TestDirectoryLinks:
     """Without the target's files, a path may name kmod through a directory link."""
 
     @pytest.mark.parametrize(
-        ("path", "layout", "expected"),
+        ("judge", "path", "layout", "expected"),
         [
-            ("/usr/bin/kmod", "split", True),
-            ("/bin/kmod", "split", False),
-            ("/bin/kmod", "merged", True),
-            ("/usr/sbin/kmod", "merged", False),
-            ("/usr/sbin/kmod", "merged-sbin", True),
-            ("/opt/bin/kmod", "merged", None),
-            ("/usr/local/bin/kmod", "split", None),
-            ("/opt/bin/modprobe", "merged", False),
+            (_identifies, "/usr/bin/kmod", "split", True),
+            (_identifies, "/bin/kmod", "split", False),
+            (_identifies, "/bin/kmod", "merged", True),
+            (_identifies, "/usr/sbin/kmod", "merged", False),
+            (_identifies, "/usr/sbin/kmod", "merged-sbin", True),
+            (_identifies, "/opt/bin/kmod", "merged", None),
+            (_identifies, "/usr/local/bin/kmod", "split", None),
+            (_identifies, "/opt/bin/modprobe", "merged", False),
+            (_under, "/usr/bin", "split", True),
+            (_under, "/usr", "split", True),
+            (_under, "/bin", "merged", False),
+            (_under, "/x/bin", "merged", None),
+            (_under, "/x/usr", "split", None),
+            (_under, "/x/lib", "split", False),
+            (_under, "/usr/local/bin", "split", None),
         ],
     )
-    def test_identifies(self, path: str, layout: Layout, expected: bool | None) -> None:
-        """The layout decides /bin, /sbin and /lib*; another directory is not known."""
-        program = ExecFile.at("/usr/bin/kmod", live=False)
-        ctx = Context(live=False, layout=layout)
-        assert expected is _identifies(path, program, ctx)
+    def test_identifies_and_under(
+        self,
+        judge: Callable[[str, ExecFile, Context], bool | None],
+        path: str,
+        layout: Layout,
+        expected: bool | None,
+    ) -> None:
+        """The layout decides /bin, /sbin and /lib*; another directory is not known.
 
-    @pytest.mark.parametrize(
-        ("directory", "layout", "expected"),
-        [
-            ("/usr/bin", "split", True),
-            ("/usr", "split", True),
-            ("/bin", "merged", False),
-            ("/x/bin", "merged", None),
-            ("/x/usr", "split", None),
-            ("/x/lib", "split", False),
-            ("/usr/local/bin", "split", None),
-        ],
-    )
-    def test_under(self, directory: str, layout: Layout, expected: bool | None) -> None:
-        """A tree watch on a directory of one of kmod's directory names elsewhere: unknown."""
+        `_identifies`: a path of kmod's name; `_under`: a tree watch on a directory of the
+        name of one of kmod's directories.
+        """
         program = ExecFile.at("/usr/bin/kmod", live=False)
-        ctx = Context(live=False, layout=layout)
-        assert expected is _under(directory, program, ctx)
+        assert expected is judge(path, program, Context(live=False, layout=layout))
 
     def test_live_knows(self) -> None:
         """Live, a path of kmod's name elsewhere is simply another file."""
