@@ -22,9 +22,12 @@ each once, and runs all of its cases in that one boot, in one Python process
   --no-load`); the probe is judged as verify judges it, with and without `--strict`, and
   must agree with `check` (the differences that remain by design are
   tests/test_agreement.py's KNOWN).
-- `differential` (amd64): tests/test_kernel_differential.py's harness check and
-  `KMOD_AUDIT_MATRIX_DIFFERENTIAL` random examples (default `DIFFERENTIAL_EXAMPLES`), run in
-  the guest after the cases with their own auditd, judged by its independent stimulus.
+- `differential`: tests/test_kernel_differential.py's harness check (GOOD) and
+  `KMOD_AUDIT_MATRIX_DIFFERENTIAL` of its random rules files (default
+  `DIFFERENTIAL_EXAMPLES`), drawn here for the leg's machine with the run's seed and judged
+  in the guest after the cases (tools/guest/differential.py): `check` live there against
+  the kernel's records of its independent stimulus, built here (on arm64 an AArch64 and
+  a static armhf build, the cross compilers tools/setup installs).
 - `random-*`: random rule sets over the grammar that decides module and kmod auditing
   (b32 and b64, execve and execveat, perm=, path=, watches, never rules, login-uid
   filters), probed the same way. No requirement may pass `check --arch MACHINE` and fail
@@ -50,6 +53,7 @@ import re
 import shlex
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +61,7 @@ import attrs
 import pytest
 
 import vmrun
+from _differential import PLATFORMS, Judged, build_stimulus, harness_problems, missing_compilers
 from _support import FIXTURES, RunCli, fixture_args, valid_report
 from kmod_audit import ProbeResult, VerifyOptions, VerifyReport, judge_probe
 from kmod_audit.errors import EXIT_UNREACHABLE as EXIT_UNDECIDED
@@ -66,15 +71,16 @@ from kmod_audit.profiles import select_profiles
 from kmod_audit.syscalls import MACHINES
 from kmod_audit.verify import PROBE_PREFIX
 from test_agreement import KNOWN, _statuses
+from test_kernel_differential import GOOD, draw_examples
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
 LEGS = ("amd64-6.1", "amd64-6.12", "arm64-6.1", "arm64-6.12")
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 RANDOM_EXAMPLES = 4
-#: Examples of the kernel-differential property test in each amd64 leg (about 30 s each
-#: under TCG); KMOD_AUDIT_MATRIX_DIFFERENTIAL sets it.
-DIFFERENTIAL_EXAMPLES = 2
+#: Random files of the kernel-differential test judged in each leg (4 to 7 s each under
+#: TCG); KMOD_AUDIT_MATRIX_DIFFERENTIAL sets it.
+DIFFERENTIAL_EXAMPLES = 4
 FIXTURE_SAMPLE = 4
 # A rule set that records every syscall of the stimuli (`-S all`) keeps a TCG guest's
 # auditd writing for a while after the probe: the probe waits this long for its records.
@@ -125,6 +131,7 @@ class LegRun:
     out: Path
     cases: dict[str, Case]
     seed: int
+    differential: str | None
 
     def status(self, name: str) -> str | None:
         """The case's RESULT: kmod-audit's exit status, or `load-N`."""
@@ -291,9 +298,7 @@ def leg_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     share = tmp_path_factory.mktemp(f"matrix-{leg}")
     (share / "cases").mkdir()
     cases = _cases(machine, seed)
-    if machine == "x86_64":
-        count = os.environ.get("KMOD_AUDIT_MATRIX_DIFFERENTIAL", str(DIFFERENTIAL_EXAMPLES))
-        (share / "differential").write_text(count + "\n")
+    differential = _differential_files(machine, seed, share / "differential")
     for case in cases:
         (share / "cases" / f"{case.name}.rules").write_text(case.rules)
         (share / "cases" / f"{case.name}.args").write_text("".join(a + "\n" for a in case.argv))
@@ -319,7 +324,23 @@ def leg_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         out=share / "out",
         cases={c.name: c for c in cases},
         seed=seed,
+        differential=differential,
     )
+
+
+def _differential_files(machine: str, seed: int, into: Path) -> str | None:
+    """The kernel-differential files and stimulus programs of a leg; why not, when not."""
+    platform = PLATFORMS[machine]
+    missing = missing_compilers(platform)
+    if missing:
+        return "; ".join(missing)
+    count = int(os.environ.get("KMOD_AUDIT_MATRIX_DIFFERENTIAL", DIFFERENTIAL_EXAMPLES))
+    into.mkdir()
+    build_stimulus(platform, into)
+    (into / "harness.rules").write_text("\n".join(GOOD[machine]) + "\n")
+    for index, text in enumerate(draw_examples(platform, count, seed)):
+        (into / f"random-{index:02d}.rules").write_text(text)
+    return None
 
 
 def _failed_targets(report: dict[str, Any]) -> set[str]:
@@ -528,25 +549,40 @@ class TestMatrix:
         )
 
     def test_kernel_differential_property(self, leg_run: LegRun) -> None:
-        """tests/test_kernel_differential.py on this kernel: check agrees with the kernel.
+        """tests/test_kernel_differential.py's files on this kernel: check agrees with it.
 
         Its independent stimulus (tests/stimulus/stimulus.c), not the probe, makes the
         module syscalls and execs of random rule sets, and check judges them live in the
-        guest: on 6.1 a kernel that copies argv before it opens an exec's file.
+        guest: on 6.1 a kernel that copies argv before it opens an exec's file; on arm64
+        b32 is an armhf program's, recorded as arch=40000028.
         """
-        if leg_run.machine != "x86_64":
-            pytest.skip(
-                "the kernel-differential test's stimulus and targets are x86's (int 0x80 for "
-                "b32); arm64 needs an AArch64 and an AArch32 build of it (not done yet)"
-            )
+        if leg_run.differential is not None:
+            if os.environ.get("KMOD_AUDIT_REQUIRE_MATRIX") == "1":
+                pytest.fail(f"leg {leg_run.leg}: {leg_run.differential}")
+            pytest.skip(leg_run.differential)
         log = (leg_run.out / "differential.log").read_text(errors="replace")
+        where = f"leg {leg_run.leg}, KMOD_AUDIT_MATRIX_SEED={leg_run.seed}"
         assert "0" == leg_run.run.results().get("differential"), (
-            f"leg {leg_run.leg}: the differential test failed in the guest:\n{log[-6000:]}"
+            f"{where}: the differential failed in the guest:\n{log[-6000:]}"
         )
-        tally = re.search(r"kernel differential: (\{.*\})", log)
-        assert tally is not None, log[-3000:]
-        print(f"\n{leg_run.leg}: kernel differential {tally.group(1)}")  # noqa: T201
-        assert "'agree': " in tally.group(1), log[-3000:]
+        judged = {
+            path.stem: Judged.from_json(json.loads(path.read_text()))
+            for path in sorted((leg_run.out / "differential").glob("*.json"))
+        }
+        harness = judged.pop("harness")
+        platform = PLATFORMS[leg_run.machine]
+        assert [] == harness_problems(platform, harness, len(GOOD[leg_run.machine])), where
+        share = leg_run.out.parent / "differential"
+        assert len(list(share.glob("random-*.rules"))) == len(judged), where
+        tally = Counter(outcome.kind for one in judged.values() for outcome in one.outcomes)
+        print(f"\n{leg_run.leg}: kernel differential {dict(tally)}")  # noqa: T201
+        assert [] == [
+            f"{outcome.describe()}\n{(share / f'{name}.rules').read_text()}"
+            for name, one in judged.items()
+            for outcome in one.outcomes
+            if outcome.disagrees
+        ], where
+        assert tally["agree"] > 0, where
 
 
 def _enough_decided(leg_run: LegRun, cases: list[Case], undecided: list[str]) -> None:

@@ -1,15 +1,19 @@
 /*
  * The stimulus of tests/test_kernel_differential.py: real module and exec syscalls made
- * by a task with a chosen login uid and uid, in both x86_64 ABIs. It shares no code with
- * kmod_audit (syscall numbers come from the kernel's tables).
+ * by a task with a chosen login uid and uid. It shares no code with kmod_audit (syscall
+ * numbers come from the kernel's tables). On x86_64 one build makes the calls of both
+ * ABIs (b32 through int 0x80); elsewhere a build makes its own ABI's (NATIVE): on arm64
+ * an AArch64 build the b64 calls and a static armhf build, run in compat mode, the b32
+ * ones (tests/_differential.py builds them).
  *
  * Usage: stimulus AUID UID MODE KMOD
  *   AUID  the login uid to write to /proc/self/loginuid ("keep" to leave it)
  *   UID   0, or the uid (and gid) to become
- *   MODE  calls     every module syscall (b64 and b32: create, init, delete, query,
- *                   finit; all fail here) and failing execs of KMOD (EFAULT: bad argv,
- *                   E2BIG: an argument over MAX_ARG_STRLEN), b64/b32 execve/execveat
+ *   MODE  calls     every module syscall (create, init, delete, query, finit, where
+ *                   the ABI has them; all fail here) and failing execs of KMOD (EFAULT:
+ *                   bad argv, E2BIG: an argument over MAX_ARG_STRLEN), execve/execveat
  *         exec64 | exec64at | exec32 | exec32at   one successful exec of `KMOD --version`
+ *                   (exec32* on x86_64 or a 32-bit build, exec64* on a 64-bit one)
  *         calls-in-place   the module syscalls of `calls`, made by this process itself
  *                   after it set its login uid and uid (a task whose ids changed after
  *                   fork, as a setuid program's: task rules saw the ids at fork)
@@ -33,6 +37,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The ABI of this build's own syscalls: on x86_64 the b32 ones go through int 0x80 from the
+ * same program; elsewhere a 32-bit build (armhf, run on arm64 in compat mode) makes them. */
+#if defined(__LP64__)
+#define NATIVE "b64"
+#else
+#define NATIVE "b32"
+#endif
+
+#if defined(__x86_64__)
 /* i386 numbers, from the kernel's arch/x86/entry/syscalls/syscall_32.tbl (the uapi
  * header asm/unistd_32.h cannot be included beside the native asm/unistd_64.h). */
 enum {
@@ -67,6 +80,8 @@ static long sys32(long nr, uint32_t a, uint32_t b, uint32_t c, uint32_t d, uint3
     return (int32_t)ret;
 }
 
+#endif
+
 static long sys64(long nr, long a, long b, long c, long d, long e) {
     long ret = syscall(nr, a, b, c, d, e);
     return ret == -1 ? -errno : ret;
@@ -80,11 +95,16 @@ static void report(const char *abi, long nr, long result) {
 static void module_calls(void) {
     static const char image[] = "not an ELF image";
     static const char name[] = "kmod_audit_missing";
-    report("b64", SYS_create_module, sys64(SYS_create_module, (long)name, 0, 0, 0, 0));
-    report("b64", SYS_init_module, sys64(SYS_init_module, (long)image, sizeof image, (long)"", 0, 0));
-    report("b64", SYS_delete_module, sys64(SYS_delete_module, (long)name, O_NONBLOCK, 0, 0, 0));
-    report("b64", SYS_query_module, sys64(SYS_query_module, (long)name, 0, 0, 0, 0));
-    report("b64", SYS_finit_module, sys64(SYS_finit_module, -1, (long)"", 0, 0, 0));
+#ifdef SYS_create_module
+    report(NATIVE, SYS_create_module, sys64(SYS_create_module, (long)name, 0, 0, 0, 0));
+#endif
+    report(NATIVE, SYS_init_module, sys64(SYS_init_module, (long)image, sizeof image, (long)"", 0, 0));
+    report(NATIVE, SYS_delete_module, sys64(SYS_delete_module, (long)name, O_NONBLOCK, 0, 0, 0));
+#ifdef SYS_query_module
+    report(NATIVE, SYS_query_module, sys64(SYS_query_module, (long)name, 0, 0, 0, 0));
+#endif
+    report(NATIVE, SYS_finit_module, sys64(SYS_finit_module, -1, (long)"", 0, 0, 0));
+#if defined(__x86_64__)
     uint32_t image32 = low_put(image, sizeof image), name32 = low_string(name);
     uint32_t empty32 = low_string("");
     report("b32", NR32_CREATE_MODULE, sys32(NR32_CREATE_MODULE, name32, 0, 0, 0, 0));
@@ -92,6 +112,7 @@ static void module_calls(void) {
     report("b32", NR32_DELETE_MODULE, sys32(NR32_DELETE_MODULE, name32, O_NONBLOCK, 0, 0, 0));
     report("b32", NR32_QUERY_MODULE, sys32(NR32_QUERY_MODULE, name32, 0, 0, 0, 0));
     report("b32", NR32_FINIT_MODULE, sys32(NR32_FINIT_MODULE, 0xffffffffu, empty32, 0, 0, 0));
+#endif
 }
 
 /* argv for an exec: "bad" is an invalid pointer (EFAULT), "big" one string over
@@ -118,6 +139,7 @@ static long exec64(long nr, const char *path, const char *how) {
     return sys64(nr, AT_FDCWD, (long)path, argv, (long)envp, 0);
 }
 
+#if defined(__x86_64__)
 static long exec32(long nr, const char *path, const char *how) {
     uint32_t path32 = low_string(path);
     uint32_t ok[] = {low_string("kmod"), low_string("--version"), 0};
@@ -137,31 +159,40 @@ static long exec32(long nr, const char *path, const char *how) {
     return sys32(nr, (uint32_t)AT_FDCWD, path32, argv, envp32, 0);
 }
 
+#endif
+
 static void failing_execs(const char *kmod) {
     static const char *hows[] = {"bad", "big"};
     for (int i = 0; i < 2; i++) {
-        report("b64", SYS_execve, exec64(SYS_execve, kmod, hows[i]));
-        report("b64", SYS_execveat, exec64(SYS_execveat, kmod, hows[i]));
+        report(NATIVE, SYS_execve, exec64(SYS_execve, kmod, hows[i]));
+        report(NATIVE, SYS_execveat, exec64(SYS_execveat, kmod, hows[i]));
+#if defined(__x86_64__)
         report("b32", NR32_EXECVE, exec32(NR32_EXECVE, kmod, hows[i]));
         report("b32", NR32_EXECVEAT, exec32(NR32_EXECVEAT, kmod, hows[i]));
+#endif
     }
 }
 
 static void successful_exec(const char *mode, const char *kmod) {
     int null = open("/dev/null", O_WRONLY);
     long result;
-    if (strcmp(mode, "exec64") == 0 || strcmp(mode, "exec64at") == 0) {
-        long nr = strcmp(mode, "exec64") == 0 ? SYS_execve : SYS_execveat;
-        report("b64", nr, 0);
+    /* This build's own ABI: exec64/exec64at on a 64-bit one, exec32/exec32at on a 32-bit one. */
+    if (strncmp(mode + 4, NATIVE + 1, 2) == 0) {
+        long nr = strcmp(mode + 6, "at") == 0 ? SYS_execveat : SYS_execve;
+        report(NATIVE, nr, 0);
         dup2(null, 1);
         result = exec64(nr, kmod, "ok");
-        dprintf(2, "%d b64 %ld %ld\n", (int)getpid(), nr, result);
+        dprintf(2, "%d %s %ld %ld\n", (int)getpid(), NATIVE, nr, result);
     } else {
+#if defined(__x86_64__)
         long nr = strcmp(mode, "exec32") == 0 ? NR32_EXECVE : NR32_EXECVEAT;
         report("b32", nr, 0);
         dup2(null, 1);
         result = exec32(nr, kmod, "ok");
         dprintf(2, "%d b32 %ld %ld\n", (int)getpid(), nr, result);
+#else
+        dprintf(2, "mode %s: this build makes only %s calls\n", mode, NATIVE);
+#endif
     }
     _exit(3);
 }
@@ -187,12 +218,14 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+#if defined(__x86_64__)
     low = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT,
                -1, 0);
     if (low == MAP_FAILED) {
         perror("mmap MAP_32BIT");
         return 2;
     }
+#endif
     if (strcmp(mode, "calls-in-place") == 0) {
         module_calls();
         return 0;
