@@ -294,7 +294,7 @@ class TestExecutions:
         binary.write_text("#!/bin/sh\n")
         (tmp_path / "sbin").mkdir()
         os.symlink(binary, tmp_path / "sbin" / "insmod")
-        return tmp_path, ExecFile.at(str(binary), live=True)
+        return tmp_path, ExecFile.at(str(binary), files=THIS_MACHINE)
 
     def judge(self, text: str, program: ExecFile) -> bool:
         """Whether `text` covers execve of `program` on b64 (live)."""
@@ -529,7 +529,7 @@ class TestDirectoryLinks:
         `_identifies`: a path of kmod's name; `_under`: a tree watch on a directory of the
         name of one of kmod's directories.
         """
-        program = ExecFile.at("/usr/bin/kmod", live=False)
+        program = ExecFile.at("/usr/bin/kmod", files=NOT_READ)
         assert expected is judge(path, program, Context(live=False, layout=layout))
 
     def test_live_knows(self) -> None:
@@ -1098,7 +1098,7 @@ def test_a_failed_exec_before_the_open_names_no_file(
     rules: str, order: ExecOrder, covered: bool
 ) -> None:
     """On argv-first kernels path=, dir= and watches miss an exec with a bad argv."""
-    program = ExecFile.at("/usr/bin/kmod", live=False)
+    program = ExecFile.at("/usr/bin/kmod", files=NOT_READ)
     coverage = evaluate(
         _ruleset(rules + "\n"),
         target(B64, "execve", program),
@@ -1122,7 +1122,9 @@ def test_the_exit_lines_of_generate_record_them() -> None:
         for syscall in ("execve", "execveat"):
             number = abi.number(syscall)
             assert number is not None
-            target = RequiredEvent(abi, syscall, number, ExecFile.at("/usr/bin/kmod", live=False))
+            target = RequiredEvent(
+                abi, syscall, number, ExecFile.at("/usr/bin/kmod", files=NOT_READ)
+            )
             assert evaluate(_ruleset(text), target, ctx).covered, f"{abi.bits} {syscall}"
 
 
@@ -1143,7 +1145,7 @@ def test_a_layout_decides_which_paths_are_kmod(path: str, layout: str, same: boo
     """Without the target's files, its directory links (merged /usr) decide identity."""
     rules = f"-w {path} -p x -k k\n"
     ctx = Context(live=False, layout=layout)  # type: ignore[arg-type]
-    program = ExecFile.at("/usr/bin/kmod", live=False)
+    program = ExecFile.at("/usr/bin/kmod", files=NOT_READ)
     assert same == covered(rules, target(B64, "execve", program), ctx)
 
 
@@ -1161,5 +1163,5 @@ def test_a_tree_watch_and_the_layout(directory: str, layout: str, under: bool) -
     """A dir= tree watch covers kmod when the directory, not a link to it, holds it."""
     rules = f"-a always,exit -F dir={directory} -F perm=x -k k\n"
     ctx = Context(live=False, layout=layout)  # type: ignore[arg-type]
-    program = ExecFile.at("/usr/bin/kmod", live=False)
+    program = ExecFile.at("/usr/bin/kmod", files=NOT_READ)
     assert under == covered(rules, target(B64, "execve", program), ctx)

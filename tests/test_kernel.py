@@ -285,7 +285,7 @@ class TestExecutionsInTheKernel:
         program.parent.mkdir()
         shutil.copy2("/usr/bin/kmod", program)
         os.chown(program, owner, 0)
-        executed = ExecFile.at(str(program), live=True)
+        executed = ExecFile.at(str(program), files=THIS_MACHINE)
         loader = os.path.dirname(os.path.realpath(X86_64_LOADER))
         text = rules.replace("KM", str(program)).replace("DIR", str(program.parent))
         text = text.replace("LOADER", loader) + "\n"

@@ -168,7 +168,7 @@ def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
     machine when live; on every current distribution they are symlinks to kmod, and we
     assume so when not live.
     """
-    kmod = ExecFile.at(options.kmod_path, live=options.live, files=options.files)
+    kmod = ExecFile.at(options.kmod_path, files=options.files)
     programs = [kmod]
     if not options.live:
         return programs
@@ -181,7 +181,7 @@ def tool_programs(tools: Sequence[str], options: Options) -> list[ExecFile]:
         )
         if found is None:
             continue
-        program = ExecFile.at(found, live=True)
+        program = ExecFile.at(found, files=THIS_MACHINE)
         if all(p.identity != program.identity or p.identity is None for p in programs):
             programs.append(program)
     return programs

@@ -54,7 +54,6 @@ from .rules import (
     ARG_FIELDS,
     GID_FIELDS,
     LSM_FIELDS,
-    THIS_MACHINE,
     UID_UNSET,
     Field,
     Rule,
@@ -196,27 +195,25 @@ class ExecFile:
     interpreters: tuple[ExecFile, ...] = ()
 
     @classmethod
-    def at(cls, path: str, *, live: bool, files: TargetFiles | None = None) -> ExecFile:
-        """Describe the program at `path`, consulting this machine when `live`.
+    def at(cls, path: str, *, files: TargetFiles) -> ExecFile:
+        """Describe the program at `path` on the target whose files are `files`.
 
-        Not live, `files` (a copy of the target's root) may still tell its owner, type and
-        interpreters, and its real path there.
+        On this machine it has an identity (device and inode) too. In a copy of the
+        target's root, its real path, owner, type and interpreters are read there; without
+        the target's files, only its path is known.
         """
-        if live:
+        real = files.real(path)
+        if real is None:
+            return cls(os.path.normpath(path))
+        identity = None
+        if isinstance(files, ThisMachine):
             try:
                 info = os.stat(path)
             except OSError:
                 return cls(os.path.normpath(path))
-            real = os.path.realpath(path)
-            named = _named_files(real, THIS_MACHINE)
-            if named is None:
-                return cls(real, (info.st_dev, info.st_ino))
-            return cls(real, (info.st_dev, info.st_ino), named[0], named[1])
-        real_path = files.real(path) if files is not None else None
-        if files is None or real_path is None:
-            return cls(os.path.normpath(path))
-        named = _named_files(real_path, files)
-        return cls(real_path) if named is None else cls(real_path, None, named[0], named[1])
+            identity = (info.st_dev, info.st_ino)
+        named = _named_files(real, files)
+        return cls(real, identity) if named is None else cls(real, identity, named[0], named[1])
 
 
 _PT_INTERP: Final = 3
