@@ -27,7 +27,8 @@ each once, and runs all of its cases in that one boot, in one Python process
   `DIFFERENTIAL_EXAMPLES`), drawn here for the leg's machine with the run's seed and judged
   in the guest after the cases (tools/guest/differential.py): `check` live there against
   the kernel's records of its independent stimulus, built here (on arm64 an AArch64 and
-  a static armhf build, the cross compilers tools/setup installs).
+  a static armhf build, the cross compilers tools/setup installs). No line of them
+  `floods` (records every syscall of the stimulus: two minutes a file under TCG).
 - `random-*`: random rule sets over the grammar that decides module and kmod auditing
   (b32 and b64, execve and execveat, perm=, path=, watches, never rules, login-uid
   filters), probed the same way. No requirement may pass `check --arch MACHINE` and fail
@@ -78,7 +79,7 @@ RUN_CASES = REPO / "tools" / "guest" / "run-cases.sh"
 LEGS = ("amd64-6.1", "amd64-6.12", "arm64-6.1", "arm64-6.12")
 MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
 RANDOM_EXAMPLES = 4
-#: Random files of the kernel-differential test judged in each leg (4 to 7 s each under
+#: Random files of the kernel-differential test judged in each leg (4 to 18 s each under
 #: TCG); KMOD_AUDIT_MATRIX_DIFFERENTIAL sets it.
 DIFFERENTIAL_EXAMPLES = 4
 FIXTURE_SAMPLE = 4
