@@ -494,6 +494,36 @@ class TestConditionsOnTheFile:
         )
 
 
+class TestConditionsOnNoFile:
+    """A module syscall names no file: a condition on one never holds, but `filetype!=`."""
+
+    @pytest.mark.parametrize(
+        ("condition", "matches"),
+        [
+            ("-F filetype=file", False),
+            ("-F filetype!=file", True),
+            ("-F filetype!=dir", True),
+            ("-F obj_uid!=0", False),
+            ("-F obj_gid=0", False),
+            ("-F inode!=1", False),
+            ("-F devmajor!=8", False),
+            ("-F saddr_fam!=2", False),
+            ("-C auid!=obj_uid", False),
+        ],
+    )
+    def test_a_never_rule_matches_as_the_kernel_finds(self, condition: str, matches: bool) -> None:
+        """`filetype!=` negates a search that finds nothing; the other comparisons find none.
+
+        The kernel judges these in tests/test_kernel_differential.py (`OBJECT_FIELDS`).
+        """
+        text = f"-a never,exit -F arch=b64 -S init_module,finit_module {condition}\n{GOOD}"
+        text += "-a always,exit -F arch=b64 -S finit_module -k k\n"
+        for name in ("init_module", "finit_module"):
+            for judge in (evaluate, enumerating.evaluate):
+                coverage = judge(_ruleset(text), target(B64, name), Context())
+                assert (not matches, None) == (coverage.covered, coverage.undecided), judge
+
+
 class TestDirectoryLinks:
     """Without the target's files, a path may name kmod through a directory link."""
 

@@ -21,6 +21,7 @@ from bench import pigeonhole
 
 from _exec_stimulus import exec_records
 from _support import FIXTURES, Auditd, HostAudit, RunCli, auditctl, poll
+from hostaudit import add_rule
 from kmod_audit import netlink
 from kmod_audit.evaluate import (
     Context,
@@ -452,3 +453,64 @@ class TestPigeonholeInTheKernel:
         assert f' key="{key}"' in record
         assert " a0=1 a1=2 a2=3 " in record
         assert " auid=1000 " in record
+
+
+#: Field numbers (include/uapi/linux/audit.h) and the b64 arch of x86_64 (AUDIT_ARCH_X86_64).
+AUDIT_ARCH, AUDIT_PERM, AUDIT_FILETYPE = 11, 106, 108
+ARCH_X86_64 = 0xC000003E
+
+
+@pytest.mark.root
+class TestRulesOfOtherLoaders:
+    """Rules the kernel takes from any loader, read back by `check --running` over netlink."""
+
+    @pytest.mark.parametrize(
+        ("field", "code", "key"),
+        [
+            ((AUDIT_PERM, "=", 1), 0, "module_chng"),
+            ((AUDIT_PERM, "!=", 1), 1, None),
+            ((AUDIT_FILETYPE, "!=", 0o040000), 1, None),
+        ],
+        ids=["perm-x", "perm-not-x", "filetype-not-dir"],
+    )
+    def test_never_rule_on_no_file_is_judged_as_the_kernel_records(
+        self,
+        host_audit: HostAudit,
+        auditd: Auditd,
+        run_cli: RunCli,
+        field: tuple[int, str, int],
+        code: int,
+        key: str | None,
+    ) -> None:
+        """`-A never,exit -S init_module -F perm!=x` (auditctl refuses `perm!=`) hides them all.
+
+        `init_module` is in no class and names no file: `perm=x` and `filetype=dir` never
+        match it, and `!=` negates that (kernel/auditsc.c, audit_filter_rules).
+        """
+        generated = run_cli("generate", "--profile", "nixos-stig", "--arch", "x86_64")
+        loaded = host_audit.load(generated.out)
+        assert (0, "") == (loaded.returncode, loaded.stderr)
+        add_rule("never", [175], [(AUDIT_ARCH, "=", ARCH_X86_64), field], prepend=True)
+        auditctl("-e", "1")
+        checked = run_cli("check", "--running", "--profile", "nixos-stig")
+        assert code == checked.code, checked.out + checked.err
+        if code:
+            assert "[fail] b64 init_module (auid=1000, success=no): first matching rule" in (
+                checked.out
+            )
+        pid = _module_call_as_user((0, 0, 0))
+        marker = f"kmod-audit-other-loader-{pid}"
+        auditctl("-m", marker)
+        poll(lambda: marker in auditd.log.read_text(errors="replace"), 10, "the marker")
+        records = [
+            line
+            for line in auditd.log.read_text(errors="replace").splitlines()
+            if line.startswith("type=SYSCALL")
+            and f" pid={pid} " in line
+            and " syscall=175 " in line
+        ]
+        if key is None:
+            assert [] == records
+            return
+        [record] = records
+        assert f' key="{key}"' in record

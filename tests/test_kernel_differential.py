@@ -96,6 +96,16 @@ EXIT_VALUES = ("-ENOSYS", "-EFAULT", "-E2BIG", "-EPERM", "0", "-38")
 PATHS = (KMOD, "/usr/sbin/modprobe", "/usr/bin", "/usr/bin/kmod-audit-nothere")
 DIRS = ("/usr/bin", "/usr", "/usr/sbin")
 KEYS = ("k", "module_chng", "m2")
+#: Conditions on the files a syscall names (an exec names kmod; a module syscall names
+#: none, where only `filetype!=` matches): field, operators, values.
+OBJECT_FIELDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("filetype", ("=", "!=", "!="), ("file", "dir")),
+    ("obj_uid", ("=", "!=", ">="), ("0", "1000")),
+    ("obj_gid", ("=", "!="), ("0",)),
+    ("inode", ("=", "!="), ("1",)),
+    ("devmajor", ("=", "!=", "<"), ("0", "8")),
+    ("saddr_fam", ("=", "!="), ("2",)),
+)
 #: What `kmod-audit generate --profile all` prints for each machine: a file passing every
 #: target, so that random lines around it make both verdicts common.
 GOOD = {
@@ -181,7 +191,11 @@ def _fields(
     draw: st.DrawFn, platform: Platform, *, syscalls: tuple[str, ...] | None, task: bool
 ) -> list[str]:
     known = _excluded()
-    names = ["auid", "uid"] if task else ["auid", "uid", "exit", "success", "exe", "perm", "key"]
+    names = (
+        ["auid", "uid"]
+        if task
+        else ["auid", "uid", "exit", "success", "exe", "perm", "key", "object"]
+    )
     execs = syscalls is None or bool({"all", *EXEC_SYSCALLS} & set(syscalls))
     if not task and execs:
         names += ["path", "path", "dir"]
@@ -206,6 +220,10 @@ def _fields(
             out.append(f"-F exe{op}{draw(st.sampled_from(_exes(platform)))}")
         elif name == "perm":
             out.append(f"-F perm={draw(st.sampled_from(('x', 'wa', 'rx')))}")
+        elif name == "object":
+            field, ops, constants = draw(st.sampled_from(OBJECT_FIELDS))
+            op, constant = draw(st.sampled_from(ops)), draw(st.sampled_from(constants))
+            out.append(f"-F {field}{op}{constant}")
         elif name in {"path", "dir"}:
             where = PATHS if name == "path" else DIRS
             out.append(f"-F {name}={draw(st.sampled_from(where))}")
@@ -526,6 +544,12 @@ class TestCheckAgreesWithTheKernel:
         )
         @given(rules_files())
         @example("-a always,exit -F arch=b64 -S all -k k\n" + "\n".join(GOOD["x86_64"]) + "\n")
+        @example(
+            "-a never,exit -F arch=b64 -S init_module,finit_module,execve -F filetype!=dir\n"
+            "-a never,exit -F arch=b32 -S delete_module -F filetype!=file\n"
+            + "\n".join(GOOD["x86_64"])
+            + "\n"
+        )
         def judge_one(text: str) -> None:
             record(text, _judge(kernel, tmp_path / "example.rules", text))
 

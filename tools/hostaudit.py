@@ -17,10 +17,12 @@ import fcntl
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +80,71 @@ def audit_status() -> dict[str, str]:
         return auditctl_status()
     except TransportError as exc:
         raise HostAuditError(str(exc)) from None
+
+
+#: What `add_rule` sends (include/uapi/linux/audit.h, netlink.h): the netlink family, the
+#: message type, the exit list, AUDIT_FILTER_PREPEND, and the numbers of the operators.
+NETLINK_AUDIT: Final = 9
+AUDIT_ADD_RULE: Final = 1011
+AUDIT_FILTER_EXIT: Final = 4
+AUDIT_FILTER_PREPEND: Final = 0x10
+OPERATORS: Final = {"=": 0x40000000, "!=": 0x30000000}
+ACTIONS: Final = {"never": 0, "always": 2}
+_NLMSG: Final = struct.Struct("=IHHII")
+_WORDS: Final = 64
+
+
+def add_rule(
+    action: str,
+    syscalls: Iterable[int],
+    fields: Sequence[tuple[int, str, int]],
+    *,
+    prepend: bool = False,
+) -> None:
+    """Add one exit-list rule over netlink (AUDIT_ADD_RULE), as a loader other than auditctl.
+
+    The kernel takes rules auditctl refuses to make (`-F perm!=x`); `check --running` reads
+    them back over netlink. `fields` are numeric: (field number, operator, value).
+
+    Raises:
+        HostAuditError: the kernel refused the rule, or did not answer.
+    """
+    mask = [0] * _WORDS
+    for number in syscalls:
+        mask[number // 32] |= 1 << (number % 32)
+    flags = AUDIT_FILTER_EXIT | (AUDIT_FILTER_PREPEND if prepend else 0)
+    types, values, ops = [0] * _WORDS, [0] * _WORDS, [0] * _WORDS
+    for i, (kind, op, value) in enumerate(fields):
+        types[i], values[i], ops[i] = kind, value, OPERATORS[op]
+    payload = struct.pack(
+        f"=3I{_WORDS}I{_WORDS}I{_WORDS}I{_WORDS}II",
+        flags,
+        ACTIONS[action],
+        len(fields),
+        *mask,
+        *types,
+        *values,
+        *ops,
+        0,
+    )
+    header = _NLMSG.pack(_NLMSG.size + len(payload), AUDIT_ADD_RULE, 1 | 4, 1, 0)  # REQUEST|ACK
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.bind((0, 0))
+        sock.sendto(header + payload, (0, 0))
+        while True:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                msg = "the kernel did not acknowledge AUDIT_ADD_RULE"
+                raise HostAuditError(msg) from None
+            _length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data)
+            if kind == 2 and seq == 1:  # NLMSG_ERROR: the ack, 0 or -errno
+                (code,) = struct.unpack_from("=i", data, _NLMSG.size)
+                if code:
+                    msg = f"the kernel refused the rule: {os.strerror(-code)}"
+                    raise HostAuditError(msg)
+                return
 
 
 def unusable() -> str | None:

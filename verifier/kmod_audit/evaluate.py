@@ -331,6 +331,17 @@ def _name_field(field: Field, program: ExecFile) -> bool | None:
     return _on_names(program, lambda named: _compare(getattr(named, attribute), field.op, value))
 
 
+def _without_names(field: Field) -> bool:
+    """A condition on named files, for a syscall that names none (the module syscalls).
+
+    kernel/auditsc.c, audit_filter_rules: with no audit_names entry the inode, device,
+    owner and LSM object comparisons find nothing to match, whatever the operator. Only
+    `filetype` negates afterwards: audit_match_filetype finds no name of the type, and
+    `filetype!=` turns that into a match (commit 0223fad3c98a, 2019).
+    """
+    return field.name == "filetype" and field.op == "!="
+
+
 def _name_owner(name: str, program: ExecFile | None) -> int | None:
     """The value `-C ...=obj_uid` (`obj_gid`) compares with: shared by every name, else None."""
     if program is None or program.names is None:
@@ -579,17 +590,19 @@ def _compare(left: int, op: str, right: int) -> bool:
     return (left & right) == right  # "&="
 
 
-def _perm_matches(mask: int, target: RequiredEvent) -> bool:
-    """Whether `-F perm=` (a watch's `-p`) with `mask` matches the event, as the kernel does.
+def _perm_matches(field: Field, target: RequiredEvent) -> bool:
+    """Whether `-F perm=` (a watch's `-p`) matches the event, as the kernel does.
 
     `audit_match_perm()` classifies the syscall first. An exec is only matched by `x`, and
     only when the ABI's classifier calls the syscall an exec (`Abi.execs`): arm64's compat
     classifier (`lib/compat_audit.c`) knows `execve` only, so no `perm=` matches a 32-bit
-    `execveat` there. Module syscalls name no file; no `perm=` rule records them.
+    `execveat` there. Module syscalls are in no class; no `perm=` rule records them.
+    `perm!=` negates (auditctl refuses it, but the kernel takes it from other loaders, and
+    the running rules are read back with it).
     """
-    if target.program is None:
-        return False
-    return bool(mask & 1) and target.syscall in target.abi.execs
+    execs = target.program is not None and target.syscall in target.abi.execs
+    matched = bool(int(field.value) & 1) and execs
+    return not matched if field.op == "!=" else matched
 
 
 def _links(layout: Layout) -> dict[str, str]:
@@ -765,7 +778,7 @@ class _Evaluator:
         if name in ARG_FIELDS:
             return _compare(int(event[name]), field.op, int(field.value))
         if name == "perm":
-            return _perm_matches(int(field.value), self.target)
+            return _perm_matches(field, self.target)
         if name in {"path", "dir"}:
             if program is None:
                 return False
@@ -782,9 +795,11 @@ class _Evaluator:
             # Before the file is opened the exec's only name is the path it was given, with
             # no inode: the kernel's view of it is not modelled.
             return None if self.ctx.argv_first else _name_field(field, program)
-        if name in _NAME_FIELDS or name == "saddr_fam":
-            # No path names are collected by module syscalls; an exec has some we do not model.
-            return None if program is not None and name != "saddr_fam" else False
+        if name == "saddr_fam":
+            return False  # neither an exec nor a module syscall stores a socket address
+        if name in _NAME_FIELDS:
+            # An exec names files whose inodes are not modelled; a module syscall names none.
+            return None if program is not None else _without_names(field)
         return None
 
     def _compare_fields(self, field: Field, event: dict[str, int | str | bool]) -> bool | None:
@@ -1909,7 +1924,7 @@ class _Symbolic:
         if name in ARG_FIELDS:
             return self.where(name, field.op, int(field.value))
         if name == "perm":
-            return _perm_matches(int(field.value), self.target)
+            return _perm_matches(field, self.target)
         if name in {"path", "dir"}:
             if program is None:
                 return False
@@ -1924,8 +1939,10 @@ class _Symbolic:
             return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
             return None if self.ctx.argv_first else _name_field(field, program)
-        if name in _NAME_FIELDS or name == "saddr_fam":
-            return None if program is not None and name != "saddr_fam" else False
+        if name == "saddr_fam":
+            return False
+        if name in _NAME_FIELDS:
+            return None if program is not None else _without_names(field)
         return None
 
     def _compare_fields(self, field: Field, case: int) -> _Condition:
