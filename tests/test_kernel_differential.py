@@ -106,6 +106,26 @@ OBJECT_FIELDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("devmajor", ("=", "!=", "<"), ("0", "8")),
     ("saddr_fam", ("=", "!="), ("2",)),
 )
+#: Conditions on what the stimulus does not choose (its arguments, groups, session,
+#: personality) and comparisons of two ids: field, operators, values. An argument value
+#: past 32 bits is cut to 32 by auditctl, as the kernel compares them.
+OTHER_FIELDS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("a0", ("=", "!=", "<", ">=", "&", "&="), ("0", "1", "0xffffffff", "4294967296", "-1")),
+    ("a1", ("=", "!=", "&"), ("0", "2")),
+    ("a2", ("!=", "<="), ("0", "0x80000000")),
+    ("gid", ("=", "!=", ">="), ("0", "1000")),
+    ("egid", ("=", "!="), ("0",)),
+    ("sessionid", ("=", "!="), ("4294967295", "1")),
+    ("pers", ("=", "!="), ("0", "8")),
+)
+COMPARISONS = (
+    "-C uid!=auid",
+    "-C auid=euid",
+    "-C uid=euid",
+    "-C gid!=egid",
+    "-C auid!=obj_uid",
+    "-C uid=obj_uid",
+)
 #: What `kmod-audit generate --profile all` prints for each machine: a file passing every
 #: target, so that random lines around it make both verdicts common.
 GOOD = {
@@ -194,7 +214,7 @@ def _fields(
     names = (
         ["auid", "uid"]
         if task
-        else ["auid", "uid", "exit", "success", "exe", "perm", "key", "object"]
+        else ["auid", "uid", "exit", "success", "exe", "perm", "key", "object", "other", "compare"]
     )
     execs = syscalls is None or bool({"all", *EXEC_SYSCALLS} & set(syscalls))
     if not task and execs:
@@ -220,8 +240,11 @@ def _fields(
             out.append(f"-F exe{op}{draw(st.sampled_from(_exes(platform)))}")
         elif name == "perm":
             out.append(f"-F perm={draw(st.sampled_from(('x', 'wa', 'rx')))}")
-        elif name == "object":
-            field, ops, constants = draw(st.sampled_from(OBJECT_FIELDS))
+        elif name == "compare":
+            out.append(draw(st.sampled_from(COMPARISONS)))
+        elif name in {"object", "other"}:
+            pool = OBJECT_FIELDS if name == "object" else OTHER_FIELDS
+            field, ops, constants = draw(st.sampled_from(pool))
             op, constant = draw(st.sampled_from(ops)), draw(st.sampled_from(constants))
             out.append(f"-F {field}{op}{constant}")
         elif name in {"path", "dir"}:
