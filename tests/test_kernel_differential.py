@@ -260,7 +260,8 @@ def _exit_rule(draw: st.DrawFn, platform: Platform) -> str:
     known = _excluded()
     flag = draw(st.sampled_from(("-a", "-a", "-A")))
     action = draw(st.sampled_from(("always", "always", "never")))
-    arch = draw(st.sampled_from(("b64", "b64", "b32", None)))
+    # `arch!=` names the other ABI's table for -S (auditctl translates by the arch given).
+    arch = draw(st.sampled_from(("=b64", "=b64", "=b32", "!=b64", "!=b32", None)))
     kind = draw(st.sampled_from(("module", "module", "exec", "all", "other", "none")))
     pool = {
         "module": platform.module_syscalls(),
@@ -279,7 +280,7 @@ def _exit_rule(draw: st.DrawFn, platform: Platform) -> str:
         fields = [f for f in fields if not f.startswith("-F perm")]
     parts = [f"{flag} {action},exit"]
     if arch is not None:
-        parts.append(f"-F arch={arch}")
+        parts.append(f"-F arch{arch}")
     if syscalls:
         parts.append("-S " + ",".join(syscalls))
     parts += fields
