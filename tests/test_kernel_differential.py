@@ -260,7 +260,8 @@ def _exit_rule(draw: st.DrawFn, platform: Platform) -> str:
     known = _excluded()
     flag = draw(st.sampled_from(("-a", "-a", "-A")))
     action = draw(st.sampled_from(("always", "always", "never")))
-    # `arch!=` names the other ABI's table for -S (auditctl translates by the arch given).
+    # auditctl reads -S names in the table of the arch named, `!=` too: `-F arch!=b32 -S
+    # init_module` is syscall 128 on every ABI but b32.
     arch = draw(st.sampled_from(("=b64", "=b64", "=b32", "!=b64", "!=b32", None)))
     kind = draw(st.sampled_from(("module", "module", "exec", "all", "other", "none")))
     pool = {
