@@ -411,6 +411,19 @@ def _module_call_as_user(args: tuple[int, int, int]) -> int:
     return pid
 
 
+def _init_module_records(auditd: Auditd, args: tuple[int, int, int]) -> list[str]:
+    """The SYSCALL records of one b64 init_module(*args) by login uid 1000 (none, or one)."""
+    pid = _module_call_as_user(args)
+    marker = f"kmod-audit-init-module-{pid}"
+    auditctl("-m", marker)
+    poll(lambda: marker in auditd.log.read_text(errors="replace"), 10, "the marker")
+    return [
+        line
+        for line in auditd.log.read_text(errors="replace").splitlines()
+        if line.startswith("type=SYSCALL") and f" pid={pid} " in line and " syscall=175 " in line
+    ]
+
+
 @pytest.mark.root
 class TestPigeonholeInTheKernel:
     """The kernel records the pigeonhole events the way `check` judges them (issue 16)."""
@@ -435,17 +448,7 @@ class TestPigeonholeInTheKernel:
         assert code == checked.code, checked.out + checked.err
         if key is None:
             assert "(auid=1000, success=no, a0=1, a1=2, a2=3): no loaded rule" in checked.out
-        pid = _module_call_as_user((1, 2, 3))
-        marker = f"kmod-audit-pigeonhole-{pid}"
-        auditctl("-m", marker)
-        poll(lambda: marker in auditd.log.read_text(errors="replace"), 10, "the marker")
-        records = [
-            line
-            for line in auditd.log.read_text(errors="replace").splitlines()
-            if line.startswith("type=SYSCALL")
-            and f" pid={pid} " in line
-            and " syscall=175 " in line
-        ]
+        records = _init_module_records(auditd, (1, 2, 3))
         if key is None:
             assert [] == records
             return
@@ -498,17 +501,7 @@ class TestRulesOfOtherLoaders:
             assert "[fail] b64 init_module (auid=1000, success=no): first matching rule" in (
                 checked.out
             )
-        pid = _module_call_as_user((0, 0, 0))
-        marker = f"kmod-audit-other-loader-{pid}"
-        auditctl("-m", marker)
-        poll(lambda: marker in auditd.log.read_text(errors="replace"), 10, "the marker")
-        records = [
-            line
-            for line in auditd.log.read_text(errors="replace").splitlines()
-            if line.startswith("type=SYSCALL")
-            and f" pid={pid} " in line
-            and " syscall=175 " in line
-        ]
+        records = _init_module_records(auditd, (0, 0, 0))
         if key is None:
             assert [] == records
             return

@@ -29,6 +29,7 @@ from typing import Final
 import attrs
 
 from kmod_audit.errors import TransportError
+from kmod_audit.netlink import NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
 from kmod_audit.system import auditctl_status
 
 HOST_AUDIT_LOCK: Final = "/run/lock/kmod-audit-host-audit.lock"
@@ -82,9 +83,8 @@ def audit_status() -> dict[str, str]:
         raise HostAuditError(str(exc)) from None
 
 
-#: What `add_rule` sends (include/uapi/linux/audit.h, netlink.h): the netlink family, the
-#: message type, the exit list, AUDIT_FILTER_PREPEND, and the numbers of the operators.
-NETLINK_AUDIT: Final = 9
+#: What `add_rule` sends beside kmod_audit.netlink's constants (include/uapi/linux/audit.h):
+#: the message type, the exit list, AUDIT_FILTER_PREPEND, and the numbers of the operators.
 AUDIT_ADD_RULE: Final = 1011
 AUDIT_FILTER_EXIT: Final = 4
 AUDIT_FILTER_PREPEND: Final = 0x10
@@ -127,7 +127,8 @@ def add_rule(
         *ops,
         0,
     )
-    header = _NLMSG.pack(_NLMSG.size + len(payload), AUDIT_ADD_RULE, 1 | 4, 1, 0)  # REQUEST|ACK
+    request = NLM_F_REQUEST | NLM_F_ACK
+    header = _NLMSG.pack(_NLMSG.size + len(payload), AUDIT_ADD_RULE, request, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT) as sock:
         sock.settimeout(TIMEOUT)
         sock.bind((0, 0))
@@ -139,7 +140,7 @@ def add_rule(
                 msg = "the kernel did not acknowledge AUDIT_ADD_RULE"
                 raise HostAuditError(msg) from None
             _length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data)
-            if kind == 2 and seq == 1:  # NLMSG_ERROR: the ack, 0 or -errno
+            if kind == NLMSG_ERROR and seq == 1:  # the ack: 0 or -errno
                 (code,) = struct.unpack_from("=i", data, _NLMSG.size)
                 if code:
                     msg = f"the kernel refused the rule: {os.strerror(-code)}"

@@ -331,14 +331,19 @@ def _name_field(field: Field, program: ExecFile) -> bool | None:
     return _on_names(program, lambda named: _compare(getattr(named, attribute), field.op, value))
 
 
-def _without_names(field: Field) -> bool:
-    """A condition on named files, for a syscall that names none (the module syscalls).
+def _unnamed_field(field: Field, program: ExecFile | None) -> bool | None:
+    """A condition on named files (or `saddr_fam`) that `_name_field` does not decide.
 
-    kernel/auditsc.c, audit_filter_rules: with no audit_names entry the inode, device,
-    owner and LSM object comparisons find nothing to match, whatever the operator. Only
-    `filetype` negates afterwards: audit_match_filetype finds no name of the type, and
-    `filetype!=` turns that into a match (commit 0223fad3c98a, 2019).
+    An exec names files whose inodes are not modelled: unknown. A module syscall names
+    none (kernel/auditsc.c, audit_filter_rules): the inode, device, owner and LSM object
+    comparisons find nothing to match, whatever the operator. Only `filetype` negates
+    afterwards: audit_match_filetype finds no name of the type, and `filetype!=` turns
+    that into a match (commit 0223fad3c98a, 2019). Neither stores a socket address.
     """
+    if field.name == "saddr_fam":
+        return False
+    if program is not None:
+        return None
     return field.name == "filetype" and field.op == "!="
 
 
@@ -795,11 +800,8 @@ class _Evaluator:
             # Before the file is opened the exec's only name is the path it was given, with
             # no inode: the kernel's view of it is not modelled.
             return None if self.ctx.argv_first else _name_field(field, program)
-        if name == "saddr_fam":
-            return False  # neither an exec nor a module syscall stores a socket address
-        if name in _NAME_FIELDS:
-            # An exec names files whose inodes are not modelled; a module syscall names none.
-            return None if program is not None else _without_names(field)
+        if name in _NAME_FIELDS or name == "saddr_fam":
+            return _unnamed_field(field, program)
         return None
 
     def _compare_fields(self, field: Field, event: dict[str, int | str | bool]) -> bool | None:
@@ -1939,10 +1941,8 @@ class _Symbolic:
             return matched
         if name in {"obj_uid", "obj_gid", "filetype"} and program is not None:
             return None if self.ctx.argv_first else _name_field(field, program)
-        if name == "saddr_fam":
-            return False
-        if name in _NAME_FIELDS:
-            return None if program is not None else _without_names(field)
+        if name in _NAME_FIELDS or name == "saddr_fam":
+            return _unnamed_field(field, program)
         return None
 
     def _compare_fields(self, field: Field, case: int) -> _Condition:
